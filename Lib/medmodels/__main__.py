@@ -1,0 +1,5 @@
+import sys
+
+from medmodels.cli import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""Sub-commands of the ``medmodels`` command line, one module per group."""

@@ -1,0 +1,78 @@
+"""Device choice and torchrun (DDP) set-up shared by both trainers.
+
+Run on several GPUs with ``torchrun --nproc_per_node=N -m medmodels train-seg ...``;
+torchrun sets RANK, WORLD_SIZE and LOCAL_RANK, and ``init`` picks them up.
+On the CPU the gloo backend is used, which is how the tests run two processes.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+from medmodels.errors import InputError
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """'auto' -> the GPU when there is one, else the CPU; 'cuda'/'gpu' insists on a GPU."""
+    name = name.lower()
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name in ("cuda", "gpu"):
+        if not torch.cuda.is_available():
+            raise InputError("A GPU was asked for but PyTorch sees none: choose device 'cpu' or 'auto', "
+                             "or install a CUDA build of PyTorch.")
+        return torch.device("cuda")
+    if name == "cpu":
+        return torch.device("cpu")
+    if name.startswith("cuda:"):
+        return torch.device(name)
+    raise InputError(f"Unknown device '{name}': use auto, cpu or cuda.")
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+
+def init(device: str = "auto") -> DistInfo:
+    """Join the process group when launched by torchrun; a no-op otherwise."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return DistInfo(device=resolve_device(device))
+    rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    dev = resolve_device(device)
+    if dev.type == "cuda":
+        dev = torch.device("cuda", local)
+        torch.cuda.set_device(dev)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo", rank=rank, world_size=world)
+    return DistInfo(rank, world, local, dev)
+
+
+def cleanup(info: DistInfo) -> None:
+    if info.enabled and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def all_reduce_mean(value: float, info: DistInfo) -> float:
+    """The mean of a number over all processes (the number itself without DDP)."""
+    if not info.enabled:
+        return value
+    t = torch.tensor([value], dtype=torch.float64, device=info.device)
+    dist.all_reduce(t)
+    return float(t.item()) / info.world_size

@@ -1,0 +1,103 @@
+"""Progress reporting for every long loop.
+
+On a terminal: a tqdm bar with live figures (losses, metrics). When the
+environment sets ``MEDMODELS_PROGRESS=lines`` (the Slicer module does, as it
+reads the worker's stdout) each update is instead one flushed line
+``PROGRESS <fraction 0..1> <message>``, which a parent process can parse.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from typing import Iterable, Iterator, TypeVar
+
+from tqdm.auto import tqdm
+
+T = TypeVar("T")
+
+#: Lines mode prints at most this often (seconds), plus the first and last step.
+LINE_INTERVAL = 0.5
+
+
+def lines_mode() -> bool:
+    return os.environ.get("MEDMODELS_PROGRESS", "").lower() == "lines"
+
+
+def emit(fraction: float, message: str) -> None:
+    """One progress line (lines mode) for steps that are not loops."""
+    if lines_mode():
+        print(f"PROGRESS {min(max(fraction, 0.0), 1.0):.4f} {message}", flush=True)
+    else:
+        print(message, file=sys.stderr, flush=True)
+
+
+class progress(Iterator[T]):  # noqa: N801 - used like tqdm, a function-style name
+    """Wrap an iterable: ``for x in progress(items, desc="Training"): ...``.
+
+    Args:
+        iterable: what to iterate over.
+        total: number of items when ``len(iterable)`` does not give it.
+        desc: what the loop does, shown before the bar or in the line.
+        span: ``(start, end)`` of the overall fraction this loop covers, so
+            several loops can make one 0..1 progress in lines mode.
+        disable: no output at all (e.g. on non-zero DDP ranks).
+    """
+
+    def __init__(self, iterable: Iterable[T], total: int | None = None, desc: str = "",
+                 span: tuple[float, float] = (0.0, 1.0), disable: bool = False) -> None:
+        self._it = iter(iterable)
+        self.total = total if total is not None else (len(iterable) if hasattr(iterable, "__len__") else None)
+        self.desc, self.span, self.n = desc, span, 0
+        self._postfix = ""
+        self._lines = lines_mode() and not disable
+        self._last = 0.0
+        self._bar = None if (self._lines or disable) else tqdm(total=self.total, desc=desc, dynamic_ncols=True, file=sys.stderr)
+        if self._lines:
+            self._line(force=True)
+
+    def set_postfix(self, **figures: float | str) -> None:
+        """Show live figures, e.g. ``loss=0.42``."""
+        self._postfix = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in figures.items())
+        if self._bar is not None:
+            self._bar.set_postfix_str(self._postfix, refresh=False)
+
+    def _line(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self._last < LINE_INTERVAL:
+            return
+        self._last = now
+        done = self.n / self.total if self.total else 0.0
+        fraction = self.span[0] + (self.span[1] - self.span[0]) * done
+        count = f"{self.n}/{self.total}" if self.total else str(self.n)
+        emit(fraction, f"{self.desc} {count} {self._postfix}".strip())
+
+    def __iter__(self) -> "progress[T]":
+        return self
+
+    def __next__(self) -> T:
+        try:
+            item = next(self._it)
+        except StopIteration:
+            self.close()
+            raise
+        if self.n:
+            self._advance()
+        self.n += 1
+        return item
+
+    def _advance(self) -> None:
+        if self._bar is not None:
+            self._bar.update(1)
+        elif self._lines:
+            self._line()
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.update(self.n - self._bar.n)
+            self._bar.close()
+            self._bar = None
+        elif self._lines:
+            self._line(force=True)
+            self._lines = False

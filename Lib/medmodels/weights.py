@@ -1,0 +1,156 @@
+"""Checkpoints: saved with a JSON record beside them, loaded only after the
+file's SHA-256 matches that record, and always with ``weights_only=True``.
+
+A checkpoint is two files::
+
+    name.pt     {"state_dict": ..., "config": {...}, ...}   (torch.save)
+    name.json   {"file": "name.pt", "sha256": ..., "size_bytes": ..., "config": {...}, ...}
+
+Bundled checkpoints live in ``medmodels/weights/``. A user's own file (a
+model trained elsewhere, for an offline site) is brought in with
+``import_checkpoint``, which records its hash once: nothing is ever
+downloaded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from medmodels.errors import CheckpointError
+
+BUNDLED_DIR = Path(__file__).resolve().parent / "weights"
+
+
+def sha256_of(path: str | os.PathLike) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def record_path(checkpoint: str | os.PathLike) -> Path:
+    return Path(checkpoint).with_suffix(".json")
+
+
+def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any], record: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Write ``payload`` (tensors, numbers, strings, lists, dicts) and its record.
+
+    Both files are written to temporary names and renamed, the record last,
+    so a checkpoint is either whole and recorded or absent.
+
+    Returns:
+        The record written (with ``sha256`` and ``size_bytes``).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".partial-", suffix=".pt", dir=path.parent)
+    os.close(fd)
+    try:
+        torch.save(payload, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    full_record = {"file": path.name, "sha256": sha256_of(path), "size_bytes": path.stat().st_size}
+    if "config" in payload and "config" not in (record or {}):
+        full_record["config"] = payload["config"]
+    full_record.update(record or {})
+    _write_json(record_path(path), full_record)
+    return full_record
+
+
+def read_record(path: str | os.PathLike) -> dict[str, Any]:
+    rec = record_path(path)
+    if not rec.exists():
+        raise CheckpointError(
+            f"'{path}' has no record '{rec.name}' beside it, so its SHA-256 cannot be checked. "
+            "If you trust the file, record it with `medmodels import-weights FILE --sha256 HASH` "
+            "(the hash published with the weights)."
+        )
+    return json.loads(rec.read_text())
+
+
+def load_checkpoint(path: str | os.PathLike, expected_sha256: str | None = None, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load a checkpoint after checking its SHA-256.
+
+    Args:
+        path: the ``.pt`` file.
+        expected_sha256: the hash to check against; by default the one in the
+            record beside the file.
+
+    Raises:
+        CheckpointError: missing file, missing record, hash mismatch, or a
+            file that is not a weights-only checkpoint.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"Checkpoint '{path}' does not exist: check the path, or train one first.")
+    expected = expected_sha256 or read_record(path)["sha256"]
+    actual = sha256_of(path)
+    if actual != expected:
+        raise CheckpointError(
+            f"Checkpoint '{path}' has SHA-256 {actual}, but {expected} was recorded: the file is damaged or "
+            "is not the recorded one. Restore the original file (reinstall the extension for bundled weights)."
+        )
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # torch raises several types for unsafe or broken pickles
+        raise CheckpointError(f"Checkpoint '{path}' could not be loaded with weights_only=True: {err}") from None
+
+
+def bundled_checkpoint(name: str) -> Path:
+    """Path of a bundled checkpoint (``medmodels/weights/<name>.pt``)."""
+    path = BUNDLED_DIR / f"{name}.pt"
+    if not path.exists():
+        available = sorted(p.stem for p in BUNDLED_DIR.glob("*.pt"))
+        raise CheckpointError(
+            f"No bundled checkpoint '{name}' in {BUNDLED_DIR} (bundled: {', '.join(available) or 'none'}). "
+            "Reinstall the package, or pass a checkpoint file of your own."
+        )
+    return path
+
+
+def import_checkpoint(source: str | os.PathLike, destination_dir: str | os.PathLike, sha256: str) -> Path:
+    """Copy a checkpoint file a user obtained elsewhere and record its hash.
+
+    The hash is the one published with the weights; the copy is refused if
+    the file does not match it.
+    """
+    source = Path(source)
+    actual = sha256_of(source)
+    if actual != sha256.lower():
+        raise CheckpointError(
+            f"'{source}' has SHA-256 {actual}, not the {sha256} you gave: the download is damaged or is another file."
+        )
+    payload = load_checkpoint_unrecorded(source)
+    dest = Path(destination_dir) / source.name
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(source, dest)
+    _write_json(record_path(dest), {"file": dest.name, "sha256": actual, "size_bytes": dest.stat().st_size,
+                                    "config": payload.get("config", {}), "imported_from": str(source)})
+    return dest
+
+
+def load_checkpoint_unrecorded(path: Path) -> dict[str, Any]:
+    """Only for checking a file whose hash was just verified by the caller."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise CheckpointError(f"'{path}' is not a weights-only PyTorch checkpoint: {err}") from None
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=".partial-", suffix=".json", dir=path.parent)
+    with os.fdopen(fd, "w") as f:
+        json.dump(data, f, indent=2, sort_keys=True)
+        f.write("\n")
+    os.replace(tmp, path)

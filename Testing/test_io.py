@@ -1,0 +1,72 @@
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from medmodels.errors import InputError
+from medmodels.image import Image
+from medmodels.io import read_image, write_image
+
+# An oblique direction (rotation about two axes) and anisotropic spacing.
+_c, _s = np.cos(0.3), np.sin(0.3)
+_rot = np.array([[1, 0, 0], [0, _c, -_s], [0, _s, _c]]) @ np.array([[_c, 0, _s], [0, 1, 0], [-_s, 0, _c]])
+OBLIQUE = Image(np.arange(7 * 6 * 5, dtype=np.int16).reshape(7, 6, 5) - 50,
+                spacing=(0.9, 1.3, 3.0), origin=(-12.5, 40.25, 7.0), direction=tuple(_rot.ravel()))
+
+
+@pytest.mark.parametrize("name", ["vol.nii.gz", "vol.nii", "vol.nrrd", "vol.mha", "dicom_series"])
+def test_geometry_round_trip(tmp_path, name):
+    path = write_image(OBLIQUE, tmp_path / name)
+    back = read_image(path)
+    np.testing.assert_array_equal(back.array, OBLIQUE.array)
+    tol = 1e-4 if name != "dicom_series" else 1e-3  # DICOM stores decimal strings
+    np.testing.assert_allclose(back.spacing, OBLIQUE.spacing, atol=tol)
+    np.testing.assert_allclose(back.origin, OBLIQUE.origin, atol=tol)
+    np.testing.assert_allclose(back.direction, OBLIQUE.direction, atol=tol)
+
+
+def test_float_volume_in_dicom_keeps_values(tmp_path):
+    img = OBLIQUE.with_array(OBLIQUE.array.astype(np.float32) * 0.37)
+    back = read_image(write_image(img, tmp_path / "series"))
+    np.testing.assert_allclose(back.array, img.array, atol=np.ptp(img.array) / 60000)
+
+
+def test_write_is_atomic_and_leaves_no_partial_files(tmp_path):
+    write_image(OBLIQUE, tmp_path / "a.nii.gz")
+    assert [p.name for p in tmp_path.iterdir()] == ["a.nii.gz"]
+
+
+def test_not_an_image(tmp_path):
+    bad = tmp_path / "notes.nii.gz"
+    bad.write_text("not an image")
+    with pytest.raises(InputError, match="could not be read as an image"):
+        read_image(bad)
+    with pytest.raises(InputError, match="does not exist"):
+        read_image(tmp_path / "missing.nii")
+    with pytest.raises(InputError, match="no DICOM series"):
+        read_image(tmp_path)
+
+
+@pytest.mark.parametrize("shape,word", [((6, 5), "2D"), ((3, 4, 5, 6), "4D")])
+def test_2d_and_4d_refused(tmp_path, shape, word):
+    path = tmp_path / "x.nii.gz"
+    sitk.WriteImage(sitk.GetImageFromArray(np.zeros(shape, np.float32), isVector=False), str(path))
+    with pytest.raises(InputError, match=word):
+        read_image(path)
+
+
+@pytest.mark.parametrize("value", [np.nan, np.inf])
+def test_non_finite_voxels_refused(tmp_path, value):
+    arr = np.ones((4, 4, 4), np.float32)
+    arr[1, 2, 3] = value
+    write_image(Image(arr), tmp_path / "x.nrrd")
+    with pytest.raises(InputError, match="NaN or infinite"):
+        read_image(tmp_path / "x.nrrd")
+
+
+def test_image_type_checks():
+    with pytest.raises(InputError, match="3D"):
+        Image(np.zeros((4, 4)))
+    with pytest.raises(InputError, match="positive"):
+        Image(np.zeros((2, 2, 2)), spacing=(1, 0, 1))
+    assert OBLIQUE.same_grid(OBLIQUE.with_array(OBLIQUE.array * 2))
+    assert not OBLIQUE.same_grid(Image(OBLIQUE.array, OBLIQUE.spacing, (0, 0, 0), OBLIQUE.direction))
