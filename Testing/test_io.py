@@ -70,3 +70,14 @@ def test_image_type_checks():
         Image(np.zeros((2, 2, 2)), spacing=(1, 0, 1))
     assert OBLIQUE.same_grid(OBLIQUE.with_array(OBLIQUE.array * 2))
     assert not OBLIQUE.same_grid(Image(OBLIQUE.array, OBLIQUE.spacing, (0, 0, 0), OBLIQUE.direction))
+
+
+def test_written_files_get_ordinary_permissions(tmp_path):
+    import os
+    import stat
+    mask = os.umask(0o022)
+    try:
+        path = write_image(OBLIQUE, tmp_path / "p.nrrd")
+    finally:
+        os.umask(mask)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
+from medmodels.atomic import publish
 from medmodels.errors import InputError
 from medmodels.image import Image
 
@@ -102,7 +103,7 @@ def write_image(image: Image, path: str | os.PathLike) -> Path:
     os.close(fd)
     try:
         sitk.WriteImage(image.to_sitk(), tmp, useCompression=True)
-        os.replace(tmp, path)
+        publish(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
@@ -160,7 +161,7 @@ def write_dicom_series(image: Image, folder: str | os.PathLike, series_descripti
             writer.Execute(s)
         if folder.exists():
             folder.rmdir()
-        os.replace(tmp, folder)
+        publish(tmp, folder)
     finally:
         if tmp.exists():
             for f in tmp.iterdir():

@@ -24,6 +24,7 @@ from typing import Any
 
 import torch
 
+from medmodels.atomic import publish
 from medmodels.errors import CheckpointError
 
 BUNDLED_DIR = Path(__file__).resolve().parent / "weights"
@@ -56,7 +57,7 @@ def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any], record: di
     os.close(fd)
     try:
         torch.save(payload, tmp)
-        os.replace(tmp, path)
+        publish(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
@@ -153,4 +154,4 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
     with os.fdopen(fd, "w") as f:
         json.dump(data, f, indent=2, sort_keys=True)
         f.write("\n")
-    os.replace(tmp, path)
+    publish(tmp, path)

@@ -1,0 +1,1 @@
+"""Networks: ShaSpec and its 3D U-Net baseline (segmentation), M2DN and its regression baseline (synthesis)."""

@@ -1,0 +1,184 @@
+"""Whole-volume inference with any subset of modalities.
+
+``load_segmenter(checkpoint=None, device="auto").segment(images, mask)``:
+
+1. brain mask (union of non-zero voxels), crop, per-modality normalisation and
+   trilinear resampling of the crop to the model's training spacing (stored in
+   the checkpoint config) -- :func:`medmodels.seg.data.prepare`;
+2. sliding-window inference (``monai.inferers.sliding_window_inference``,
+   Gaussian weighting, window = training patch, overlap 0.5); a missing
+   modality's channel is zero and the network is told through the mask, so
+   its content never matters;
+3. sigmoid probabilities resampled back onto the crop (trilinear), pasted into
+   the input grid, thresholded at 0.5, regions -> BraTS labels;
+4. optional clean-up (the paper's ShaSpec*): whole-tumour connected components
+   smaller than ``MIN_COMPONENT_MM3`` are dropped (the largest is always kept),
+   and an enhancing tumour smaller than ``MIN_ET_MM3`` in total is relabelled
+   necrotic core (the usual BraTS post-processing).
+
+Memory: the inputs and a few float32 copies of the cropped volume, plus the
+window activations; for a 240x240x155 case with the default model, peak RSS is
+stated by ``medmodels bench-seg`` (docs/segmentation.md).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+import SimpleITK as sitk
+import torch
+from monai.inferers import sliding_window_inference
+
+from medmodels.distributed import resolve_device
+from medmodels.errors import CheckpointError, InputError
+from medmodels.image import Image
+from medmodels.labels import regions_to_labels
+from medmodels.modalities import MODALITY_KEYS, AvailabilityMask
+from medmodels.preprocess import paste
+from medmodels.seg.data import prepare, resize
+from medmodels.weights import bundled_checkpoint, load_checkpoint
+
+BUNDLED_NAME = "shaspec_brats18"
+BASELINE_NAME = "unet3d_baseline_brats18"
+MIN_COMPONENT_MM3 = 500.0
+MIN_ET_MM3 = 500.0
+
+
+def build_model(config: Mapping) -> torch.nn.Module:
+    """The network a checkpoint config describes (``arch`` shaspec or unet3d)."""
+    from medmodels.nets.shaspec import ShaSpec
+    from medmodels.nets.unet3d import UNet3D
+
+    arch = config.get("arch")
+    if arch == "shaspec":
+        return ShaSpec(width=config["width"], depth=config["depth"],
+                       specific_width=config.get("specific_width"))
+    if arch == "unet3d":
+        return UNet3D(width=config["width"], depth=config["depth"])
+    raise CheckpointError(f"Checkpoint config names an unknown architecture '{arch}' (expected shaspec or unet3d).")
+
+
+def predict_probabilities(model: torch.nn.Module, image: torch.Tensor, mask, patch, overlap: float = 0.5,
+                          device: torch.device | str = "cpu", sw_batch_size: int = 1) -> torch.Tensor:
+    """``image (4, z, y, x)`` at the working spacing -> ``(3, z, y, x)`` sigmoid
+    probabilities (ET, TC, WT), on the CPU."""
+    device = torch.device(device)
+    m = torch.as_tensor(tuple(mask), dtype=torch.bool, device=device)
+    x = (image * m.cpu().to(image.dtype)[:, None, None, None])[None].to(device)
+    patch = tuple(int(p) for p in patch)  # volumes smaller than a window are padded by MONAI
+
+    def predictor(window: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(model(window, m)["logits"].float())
+
+    with torch.inference_mode():
+        use_amp = device.type == "cuda"
+        with torch.autocast(device_type="cuda", dtype=torch.float16, enabled=use_amp):
+            probs = sliding_window_inference(x, patch, sw_batch_size, predictor, overlap=overlap,
+                                             mode="gaussian", padding_mode="constant", cval=0.0)
+    return probs[0].float().cpu()
+
+
+def cleanup_regions(regions: np.ndarray, spacing_xyz) -> np.ndarray:
+    """Connected-component clean-up of ``(3, Z, Y, X)`` bool regions (ET, TC, WT)."""
+    voxel = float(np.prod(spacing_xyz))
+    et, tc, wt = (r.copy() for r in regions)
+    if wt.any():
+        cc = sitk.ConnectedComponent(sitk.GetImageFromArray(wt.astype(np.uint8)), True)
+        lab = sitk.GetArrayFromImage(cc)
+        sizes = np.bincount(lab.ravel())[1:]
+        keep = np.zeros(len(sizes) + 1, dtype=bool)
+        keep[1:] = sizes * voxel >= MIN_COMPONENT_MM3
+        keep[1 + int(np.argmax(sizes))] = True
+        wt = keep[lab]
+        tc &= wt
+        et &= wt
+    if et.sum() * voxel < MIN_ET_MM3:
+        tc |= et
+        et[:] = False
+    return np.stack([et, tc & wt, wt])
+
+
+class Segmenter:
+    """A loaded segmentation model; see the module docstring."""
+
+    def __init__(self, model: torch.nn.Module, config: Mapping, device: torch.device, overlap: float = 0.5):
+        self.model = model.to(device).eval()
+        self.config = dict(config)
+        self.device = device
+        self.overlap = overlap
+        self.spacing = tuple(float(s) for s in config["spacing"])
+        self.patch = tuple(int(p) for p in config["patch_size"])
+
+    @property
+    def arch(self) -> str:
+        return self.config["arch"]
+
+    def probabilities(self, arrays: Mapping[str, np.ndarray], spacing_xyz, mask: AvailabilityMask):
+        """``(3, Z, Y, X)`` float32 probabilities on the input grid. Arrays of
+        modalities the mask marks missing are dropped before anything (the
+        brain mask included) is computed."""
+        prep = prepare({k: arrays[k] for k in mask.keys}, spacing_xyz, self.spacing)
+        probs = predict_probabilities(self.model, prep.image, mask.available, self.patch,
+                                      self.overlap, self.device)
+        probs = resize(probs, prep.crop_shape).numpy()
+        return paste(probs, prep.box, prep.shape, fill=0.0)
+
+    def segment(self, images: Mapping[str, Image], mask: AvailabilityMask | None = None, cleanup: bool = True,
+                label_convention: str = "2018") -> Image:
+        """uint8 BraTS labels on the grid of the input images.
+
+        Args:
+            images: ``{key: Image}``, keys of ``medmodels.modalities``, all on one
+                grid, raw intensities; missing keys absent.
+            mask: which modalities to use (default: the keys of ``images``).
+                A modality the mask marks missing is ignored even if given.
+            cleanup: connected-component clean-up (ShaSpec*).
+            label_convention: "2018" (ET = 4) or "2023" (ET = 3).
+        """
+        if label_convention not in ("2018", "2023"):
+            raise InputError(f"Unknown label convention '{label_convention}': use '2018' or '2023'.")
+        unknown = set(images) - set(MODALITY_KEYS)
+        if unknown:
+            raise InputError(f"Unknown modality keys {sorted(unknown)}: use {', '.join(MODALITY_KEYS)}.")
+        if mask is None:
+            mask = AvailabilityMask.from_keys(images.keys())
+        absent = [k for k in mask.keys if k not in images]
+        if absent:
+            raise InputError(f"The mask marks {', '.join(absent)} available, but no image was given for it: "
+                             "give the image or mark it missing.")
+        used = {k: images[k] for k in mask.keys}
+        ref = used[mask.keys[0]]
+        for k, img in used.items():
+            if not img.same_grid(ref):
+                raise InputError(f"{k} is not on the grid of {mask.keys[0]}: bring all inputs onto one grid "
+                                 "first (medmodels.preprocess.to_common_grid).")
+        probs = self.probabilities({k: img.array for k, img in used.items()}, ref.spacing, mask)
+        regions = probs >= 0.5
+        if cleanup:
+            regions = cleanup_regions(regions, ref.spacing)
+        labels = regions_to_labels(regions, label_convention)
+        return Image(labels, ref.spacing, ref.origin, ref.direction)
+
+
+def load_segmenter(checkpoint: str | Path | None = None, device: str = "auto", overlap: float = 0.5) -> Segmenter:
+    """Load a segmenter: ``checkpoint=None`` = the bundled ShaSpec weights,
+    ``"baseline"`` = the bundled baseline U-Net, else a path to a ``.pt`` with
+    its ``.json`` record beside it (its SHA-256 is checked before loading)."""
+    if checkpoint is None:
+        path = bundled_checkpoint(BUNDLED_NAME)
+    elif str(checkpoint) == "baseline":
+        path = bundled_checkpoint(BASELINE_NAME)
+    else:
+        path = Path(checkpoint)
+    payload = load_checkpoint(path)
+    config = payload.get("config")
+    if not isinstance(config, dict) or "spacing" not in config or "patch_size" not in config:
+        raise CheckpointError(f"'{path}' is not a medmodels segmentation checkpoint (no spacing/patch_size in its config).")
+    model = build_model(config)
+    try:
+        model.load_state_dict(payload["state_dict"])
+    except (RuntimeError, KeyError) as err:
+        raise CheckpointError(f"'{path}' does not fit the {config.get('arch')} network it names: {err}") from None
+    return Segmenter(model, config, resolve_device(device), overlap)
