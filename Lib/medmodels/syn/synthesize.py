@@ -1,0 +1,208 @@
+"""Whole-volume synthesis of missing modalities with a trained M2DN (or the regression baseline).
+
+    from medmodels.syn.synthesize import load_synthesizer
+    syn = load_synthesizer()                      # bundled M2DN weights, GPU when there is one
+    out = syn.synthesize(images, mask, steps=None, samples=4, seed=0)
+    mean, std = out["t1c"]                        # Images on the input grid, input intensity scale
+
+Steps: the case goes to the working grid (``medmodels.syn.slices.prepare_case``:
+brain mask, z-score per modality, resampling to the checkpoint's spacing,
+crop to the brain); every axial slice with brain goes through the sampler in
+batches (DDIM with ``steps`` steps; available modalities held at their inputs
+at every step); with several samples, their mean and per-voxel standard
+deviation; back to the input grid, 0 outside the brain, and from z-scores to
+an intensity scale estimated from the case's available modalities (a missing
+modality has no intensities of its own to copy; see
+``medmodels.syn.train.intensity_reference``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+import torch
+
+from medmodels.distributed import resolve_device
+from medmodels.errors import CheckpointError, InputError
+from medmodels.image import Image
+from medmodels.modalities import MODALITY_KEYS, AvailabilityMask
+from medmodels.nets.m2dn import build_m2dn
+from medmodels.preprocess import Normalizer
+from medmodels.progress import progress
+from medmodels.syn import diffusion as D
+from medmodels.syn.slices import WorkingCase, prepare_case, to_input_grid
+from medmodels.weights import bundled_checkpoint, load_checkpoint
+
+BUNDLED_NAME = "m2dn_brats18"
+BASELINE_NAME = "m2dn_regression_brats18"
+#: DDIM steps used when ``steps=None``. Chosen with ``medmodels bench-syn`` and ``evaluate-syn``
+#: (docs/synthesis.md): with the bundled weights, 2 steps scored higher PSNR and SSIM than 10 on all
+#: 14 patterns and higher mean SSIM than the full-length DDPM sampler in the sweep, at a fifth of the time.
+DEFAULT_STEPS = 2
+#: Slices per network call; bounds memory (a 2 mm BraTS slice is about 96 x 80).
+SLICE_BATCH = 96
+
+
+def estimate_normalizer(key: str, normalizers: Mapping[str, Normalizer], reference: Mapping) -> Normalizer:
+    """The intensity scale of a missing modality from the available ones' (see module docstring)."""
+    m = MODALITY_KEYS.index(key)
+    avail = [(MODALITY_KEYS.index(k), n) for k, n in normalizers.items()]
+    if not avail:
+        raise InputError("No available modality to take an intensity scale from.")
+    if reference:
+        log_mean = np.mean([np.log(max(n.mean, 1e-6)) + reference["d_log_mean"][m][a] for a, n in avail])
+        log_std = np.mean([np.log(max(n.std, 1e-6)) + reference["d_log_std"][m][a] for a, n in avail])
+        mean, std = float(np.exp(log_mean)), float(np.exp(log_std))
+        return Normalizer(mean + reference["z_low"][m] * std, mean + reference["z_high"][m] * std, mean, std)
+    n = [n for _, n in avail]  # no reference in the checkpoint: the available modalities' average scale
+    return Normalizer(*(float(np.mean([getattr(x, f) for x in n])) for f in ("low", "high", "mean", "std")))
+
+
+class Synthesizer:
+    """A loaded synthesis model.
+
+    Args:
+        net: the ``M2DNet``.
+        config: the checkpoint's config (``kind``, ``net``, ``diffusion``, ``spacing``, ``intensity_reference``).
+        device: where the network runs.
+    """
+
+    def __init__(self, net: torch.nn.Module, config: Mapping, device: torch.device) -> None:
+        self.net = net.to(device).eval()
+        self.config = dict(config)
+        self.device = device
+        self.kind = config.get("kind", "m2dn")
+        self.diffusion = D.DiffusionConfig(**config["diffusion"])
+        self.spacing = tuple(float(s) for s in config["spacing"])
+
+    @property
+    def default_steps(self) -> int:
+        return int(self.config.get("default_steps", DEFAULT_STEPS))
+
+    def _check_steps(self, steps: int | None) -> int:
+        steps = self.default_steps if steps is None else int(steps)
+        if not 1 <= steps <= self.diffusion.num_train_timesteps:
+            raise InputError(f"steps must be between 1 and {self.diffusion.num_train_timesteps}, got {steps}.")
+        return steps
+
+    @torch.no_grad()
+    def predict_slices(self, x: torch.Tensor, missing: torch.Tensor, steps: int | None = None,
+                       generator: torch.Generator | None = None, sampler: str = "ddim") -> torch.Tensor:
+        """Synthesise slices.
+
+        Args:
+            x: ``(B, 4, H, W)`` z-scores; missing channels are ignored.
+            missing: ``(B, 4)`` float, 1 = missing.
+            steps: DDIM steps (None = default); ignored by the regression baseline and by ``sampler="ddpm"``.
+            generator: a ``torch.Generator`` on ``self.device``.
+            sampler: "ddim" or "ddpm" (full length, T steps).
+
+        Returns:
+            ``(B, 4, H, W)`` z-scores on the CPU; available channels equal to the input.
+        """
+        s = self.diffusion.data_scale
+        xs, ms = (x.to(self.device) * s), missing.to(self.device)
+        if self.kind == "regression":
+            out = D.predict_regression(self.net, xs, ms)
+        elif sampler == "ddpm":
+            out = D.sample_ddpm(self.net, self.diffusion, xs, ms, generator)
+        else:
+            out = D.sample_ddim(self.net, self.diffusion, xs, ms, self._check_steps(steps), generator)
+        return (out / s).float().cpu()
+
+    def synthesize_case(self, case: WorkingCase, mask: AvailabilityMask, steps: int | None = None,
+                        samples: int = 1, seed: int = 0, desc: str = "Synthesising") -> tuple[np.ndarray, np.ndarray | None]:
+        """Sample every brain slice of a prepared case.
+
+        Returns:
+            ``mean (4, Z, Y, X)`` z-scores on the working crop (available
+            channels = inputs, 0 outside the brain) and the per-voxel standard
+            deviation over ``samples`` (None for one sample).
+        """
+        steps = self._check_steps(steps)
+        if samples < 1:
+            raise InputError(f"samples must be at least 1, got {samples}.")
+        zs = case.brain_slices()
+        x = torch.from_numpy(case.image[:, zs]).permute(1, 0, 2, 3).contiguous()  # (n, 4, H, W)
+        missing = torch.as_tensor(mask.missing_vector())[None].expand(len(zs), -1)
+        draws = []
+        batches = [(k, i) for k in range(samples) for i in range(0, len(zs), SLICE_BATCH)]
+        gens = [torch.Generator(device=self.device).manual_seed(seed * 1000 + k) for k in range(samples)]
+        outs: list[list[torch.Tensor]] = [[] for _ in range(samples)]
+        for k, i in progress(batches, desc=desc):
+            outs[k].append(self.predict_slices(x[i : i + SLICE_BATCH], missing[i : i + SLICE_BATCH], steps, gens[k]))
+        for k in range(samples):
+            draws.append(torch.cat(outs[k]).permute(1, 0, 2, 3).numpy())
+        stack = np.stack(draws)  # (samples, 4, n, H, W)
+        brain = case.brain[zs][None]
+        mean = np.zeros_like(case.image)
+        mean[:, zs] = stack.mean(0) * brain
+        std = None
+        if samples > 1:
+            std = np.zeros_like(case.image)
+            std[:, zs] = stack.std(0) * brain
+        return mean, std
+
+    def synthesize(self, images: Mapping[str, Image], mask: AvailabilityMask | None = None, steps: int | None = None,
+                   samples: int = 1, seed: int = 0) -> dict[str, tuple[Image, Image | None]]:
+        """Synthesise every modality ``mask`` marks missing.
+
+        Args:
+            images: ``{key: Image}`` of the acquired modalities, one grid, raw intensities.
+            mask: availability (True = acquired); default: the keys of ``images``.
+            steps: DDIM steps (None = the default).
+            samples: samples per case; with more than one, a std map is returned too.
+            seed: makes the result reproducible.
+
+        Returns:
+            ``{missing key: (mean Image, std Image or None)}``, float32 on the
+            input grid, in the input case's intensity scale; 0 outside the brain.
+        """
+        unknown = set(images) - set(MODALITY_KEYS)
+        if unknown:
+            raise InputError(f"Unknown modality keys {sorted(unknown)}: use {', '.join(MODALITY_KEYS)}.")
+        if mask is None:
+            mask = AvailabilityMask.from_keys(images.keys())
+        absent = [k for k in mask.keys if k not in images]
+        if absent:
+            raise InputError(f"The mask marks {', '.join(absent)} available, but no image was given for it: "
+                             "give the image or mark it missing.")
+        if mask.is_complete:
+            return {}
+        case = prepare_case({k: images[k] for k in mask.keys}, self.spacing)
+        mean, std = self.synthesize_case(case, mask, steps, samples, seed)
+        brain = case.reference.array.astype(bool)
+        result: dict[str, tuple[Image, Image | None]] = {}
+        for key in mask.missing_keys:
+            c = MODALITY_KEYS.index(key)
+            norm = estimate_normalizer(key, case.normalizers, self.config.get("intensity_reference", {}))
+            mean_img = case.reference.with_array(norm.invert(to_input_grid(case, mean[c]), brain))
+            std_img = None
+            if std is not None:
+                std_img = case.reference.with_array((to_input_grid(case, std[c]) * norm.std).clip(min=0).astype(np.float32))
+            result[key] = (mean_img, std_img)
+        return result
+
+
+def load_synthesizer(checkpoint: str | Path | None = None, device: str = "auto") -> Synthesizer:
+    """Load a synthesizer: ``None`` = the bundled M2DN weights, ``"baseline"`` =
+    the bundled regression baseline, else a path to a ``.pt`` with its ``.json``
+    record beside it (its SHA-256 is checked before loading)."""
+    if checkpoint is None:
+        path = bundled_checkpoint(BUNDLED_NAME)
+    elif str(checkpoint) == "baseline":
+        path = bundled_checkpoint(BASELINE_NAME)
+    else:
+        path = Path(checkpoint)
+    payload = load_checkpoint(path)
+    config = payload.get("config")
+    if not isinstance(config, dict) or not {"net", "diffusion", "spacing"} <= set(config):
+        raise CheckpointError(f"'{path}' is not a medmodels synthesis checkpoint (no net/diffusion/spacing in its config).")
+    net = build_m2dn(config["net"])
+    try:
+        net.load_state_dict(payload["state_dict"])
+    except (RuntimeError, KeyError) as err:
+        raise CheckpointError(f"'{path}' does not fit the M2DN network its config names: {err}") from None
+    return Synthesizer(net, config, resolve_device(device))
