@@ -29,3 +29,17 @@ def test_progress_lines_mode(monkeypatch, capsys):
     lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("PROGRESS")]
     assert lines[0] == "PROGRESS 0.5000 Work 0/3"
     assert lines[-1] == "PROGRESS 1.0000 Work 3/3 loss=0.25"
+
+
+def test_nested_progress_reports_on_the_outer_scale(monkeypatch, capsys):
+    from medmodels.progress import emit, progress, within
+    monkeypatch.setenv("MEDMODELS_PROGRESS", "lines")
+    emit(0.1, "start")
+    with within(0.2, 0.6):
+        for _ in progress(range(2), desc="Inner"):
+            pass
+        with within(0.5, 1.0):
+            emit(0.0, "deeper")
+    emit(1.0, "end")
+    fractions = [float(ln.split()[1]) for ln in capsys.readouterr().out.splitlines()]
+    assert fractions == [0.1, 0.2, 0.6, 0.4, 1.0]

@@ -22,7 +22,7 @@ from medmodels.image import Image
 from medmodels.io import write_image
 from medmodels.modalities import BY_KEY, AvailabilityMask, ordered
 from medmodels.preprocess import reference_key, to_common_grid
-from medmodels.progress import emit
+from medmodels.progress import emit, within
 
 MANIFEST = "manifest.json"
 
@@ -95,7 +95,7 @@ def run_case(images: Mapping[str, Image], options: PipelineOptions = PipelineOpt
     common, notes = to_common_grid(images, options.reference)
     result = PipelineResult(reference_key(common, options.reference), notes=notes)
     for note in notes:
-        emit(0.0, note)
+        emit(0.01, note)
 
     if options.synthesize:
         if mask.is_complete:
@@ -106,8 +106,9 @@ def run_case(images: Mapping[str, Image], options: PipelineOptions = PipelineOpt
             emit(0.02, f"Synthesising {', '.join(BY_KEY[k].display for k in mask.missing_keys)} "
                        f"from {mask.label}")
             synthesizer = load_synthesizer(options.syn_checkpoint, options.device)
-            outputs = synthesizer.synthesize(common, mask, steps=options.steps, samples=options.samples,
-                                             seed=options.seed)
+            with within(0.02, 0.85):
+                outputs = synthesizer.synthesize(common, mask, steps=options.steps, samples=options.samples,
+                                                 seed=options.seed)
             for key, (mean, std) in outputs.items():
                 result.synthesised[key] = mean
                 if std is not None:
@@ -120,10 +121,13 @@ def run_case(images: Mapping[str, Image], options: PipelineOptions = PipelineOpt
         if options.segment_on == "all":
             seg_inputs.update(result.synthesised)
         seg_mask = AvailabilityMask.from_keys(seg_inputs.keys())
-        emit(0.9, f"Segmenting from {seg_mask.label}")
+        start = 0.85 if options.synthesize else 0.02
+        emit(start, f"Segmenting from {seg_mask.label}")
         segmenter = load_segmenter(options.seg_checkpoint, options.device)
-        result.segmentation = segmenter.segment({k: seg_inputs[k] for k in ordered(seg_inputs)}, seg_mask,
-                                                cleanup=options.cleanup, label_convention=options.label_convention)
+        with within(start, 0.99):
+            result.segmentation = segmenter.segment({k: seg_inputs[k] for k in ordered(seg_inputs)}, seg_mask,
+                                                    cleanup=options.cleanup,
+                                                    label_convention=options.label_convention)
     emit(1.0, "Done")
     return result
 

@@ -8,6 +8,8 @@ reads the worker's stdout) each update is instead one flushed line
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import os
 import sys
 import time
@@ -21,6 +23,26 @@ T = TypeVar("T")
 LINE_INTERVAL = 0.5
 
 
+#: The part (start, end) of the overall 0..1 progress that the current step
+#: covers. A context variable, set only by ``within``, so nested loops (a
+#: sampler inside the pipeline) report on the pipeline's scale, not from 0 again.
+_SPAN: contextvars.ContextVar[tuple[float, float]] = contextvars.ContextVar("medmodels_progress_span",
+                                                                           default=(0.0, 1.0))
+
+
+@contextlib.contextmanager
+def within(start: float, end: float):
+    """Map every fraction reported inside the block into ``[start, end]`` of
+    the enclosing span: ``with within(0.1, 0.9): synthesize(...)``."""
+    outer = _SPAN.get()
+    width = outer[1] - outer[0]
+    token = _SPAN.set((outer[0] + width * start, outer[0] + width * end))
+    try:
+        yield
+    finally:
+        _SPAN.reset(token)
+
+
 def lines_mode() -> bool:
     return os.environ.get("MEDMODELS_PROGRESS", "").lower() == "lines"
 
@@ -28,7 +50,9 @@ def lines_mode() -> bool:
 def emit(fraction: float, message: str) -> None:
     """One progress line (lines mode) for steps that are not loops."""
     if lines_mode():
-        print(f"PROGRESS {min(max(fraction, 0.0), 1.0):.4f} {message}", flush=True)
+        lo, hi = _SPAN.get()
+        fraction = lo + (hi - lo) * min(max(fraction, 0.0), 1.0)
+        print(f"PROGRESS {fraction:.4f} {message}", flush=True)
     else:
         print(message, file=sys.stderr, flush=True)
 

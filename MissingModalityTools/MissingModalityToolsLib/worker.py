@@ -1,0 +1,230 @@
+"""The ``medmodels`` worker process: start it, read its lines, cancel it.
+
+Inference runs outside Slicer's process so the panel stays responsive, a
+crash in torch cannot take Slicer down, and cancel can simply kill it. Two
+reader threads move stdout and stderr lines into a queue; the caller drains
+the queue with ``poll()`` from its own thread (Slicer's main thread, through
+a QTimer), so callbacks never run on a reader thread.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Mapping, Sequence
+
+
+class WorkerError(RuntimeError):
+    """The worker failed; the message says why (its ERROR: line) and what to do."""
+
+
+class RunCancelled(RuntimeError):
+    """The user cancelled the run; nothing was added to the scene."""
+
+
+@dataclass(frozen=True)
+class WorkerEvent:
+    """One line from the worker.
+
+    Attributes:
+        kind: "progress" (a PROGRESS line), "log" (other stdout), "stderr".
+        text: the message (without the PROGRESS prefix and fraction).
+        fraction: 0..1 for progress events, else None.
+    """
+
+    kind: str
+    text: str
+    fraction: float | None = None
+
+
+def parse_line(line: str, stream: str) -> WorkerEvent:
+    """Turn one output line into an event; ``PROGRESS <fraction> <message>`` is progress."""
+    line = line.rstrip("\r\n")
+    if stream == "stdout" and line.startswith("PROGRESS "):
+        parts = line.split(" ", 2)
+        try:
+            fraction = min(max(float(parts[1]), 0.0), 1.0)
+            return WorkerEvent("progress", parts[2] if len(parts) > 2 else "", fraction)
+        except (IndexError, ValueError):
+            pass  # not a well-formed progress line: show it as it is
+    return WorkerEvent("log" if stream == "stdout" else "stderr", line)
+
+
+class WorkerProcess:
+    """One run of the worker command.
+
+    Args:
+        command: executable and arguments.
+        env: the whole environment of the process.
+        cwd: working directory (a folder the run owns).
+    """
+
+    def __init__(self, command: Sequence[str], env: Mapping[str, str], cwd: str | None = None):
+        self.command = [str(c) for c in command]
+        self.env = dict(env)
+        self.cwd = cwd
+        self.proc: subprocess.Popen | None = None
+        self.cancelled = False
+        self._queue: queue.Queue = queue.Queue()
+        self._threads: list[threading.Thread] = []
+        # The last stderr lines, kept for the error message of a crash.
+        self.stderr_tail: deque[str] = deque(maxlen=40)
+        self.error_lines: list[str] = []
+        self._exited_at: float | None = None
+
+    def start(self) -> None:
+        kwargs = {}
+        if os.name == "nt":
+            # Own process group (so taskkill /T finds the tree) and no console window.
+            kwargs["creationflags"] = subprocess.CREATE_NEW_PROCESS_GROUP | getattr(subprocess, "CREATE_NO_WINDOW", 0)
+        else:
+            # Own session = own process group: cancel kills the group, grandchildren included.
+            kwargs["start_new_session"] = True
+        self.proc = subprocess.Popen(
+            self.command, env=self.env, cwd=self.cwd,
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            text=True, encoding="utf-8", errors="replace", bufsize=1, **kwargs,
+        )
+        for stream_name in ("stdout", "stderr"):
+            t = threading.Thread(target=self._read, args=(stream_name,), daemon=True)
+            t.start()
+            self._threads.append(t)
+
+    def _read(self, stream_name: str) -> None:
+        stream = getattr(self.proc, stream_name)
+        for line in iter(stream.readline, ""):
+            self._queue.put((stream_name, line))
+        stream.close()
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    @property
+    def returncode(self) -> int | None:
+        return None if self.proc is None else self.proc.poll()
+
+    def poll(self) -> list[WorkerEvent]:
+        """All lines that arrived since the last call, as events."""
+        events = []
+        while True:
+            try:
+                stream_name, line = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            event = parse_line(line, stream_name)
+            if event.kind == "stderr":
+                self.stderr_tail.append(event.text)
+                if event.text.startswith("ERROR:"):
+                    self.error_lines.append(event.text[len("ERROR:"):].strip())
+            events.append(event)
+        return events
+
+    #: After the process exits, wait at most this long for its streams to close:
+    #: a grandchild that inherited them (and outlived it) must not hang the run.
+    STREAM_GRACE_SECONDS = 5.0
+
+    def finished(self) -> bool:
+        """True once the process has exited and its output is read (or the grace time is over)."""
+        if self.proc is None or self.proc.poll() is None:
+            return False
+        if not any(t.is_alive() for t in self._threads):
+            return True
+        if self._exited_at is None:
+            self._exited_at = time.monotonic()
+        return time.monotonic() - self._exited_at > self.STREAM_GRACE_SECONDS
+
+    def wait(self, timeout: float | None = None) -> int:
+        rc = self.proc.wait(timeout)
+        for t in self._threads:
+            t.join(self.STREAM_GRACE_SECONDS if timeout is None else timeout)
+        return rc
+
+    def cancel(self) -> None:
+        """Kill the worker and everything it started; returns once it is gone."""
+        self.cancelled = True
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        kill_process_tree(self.proc)
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=30)
+        for t in self._threads:
+            t.join(timeout=10)
+
+    def failure_message(self) -> str:
+        """What went wrong, for a run that exited non-zero."""
+        rc = self.returncode
+        if self.error_lines:
+            reason = " ".join(self.error_lines)
+        else:
+            tail = [line for line in self.stderr_tail if line.strip()]
+            reason = ("it printed no ERROR line; the last output was: " + " | ".join(tail[-5:])) if tail \
+                else "it printed nothing on stderr"
+        if rc is not None and rc < 0:
+            how = f"was killed by signal {-rc} (a crash, or the system ran out of memory)"
+        else:
+            how = f"stopped with exit code {rc}"
+        return (f"The medmodels worker {how}: {reason}. Nothing was added to the scene. "
+                "If the message does not say how to fix it, try the CPU device or fewer samples, "
+                "and see the log for the full output.")
+
+
+def kill_process_tree(proc: subprocess.Popen) -> None:
+    """Kill a process and its descendants.
+
+    Killing only the launched process is not enough: PythonSlicer is a
+    launcher whose child is the real Python, and torch may start workers.
+    """
+    try:
+        import psutil  # in Slicer's Python; optional elsewhere
+
+        try:
+            parent = psutil.Process(proc.pid)
+            for child in parent.children(recursive=True):
+                child.kill()
+        except psutil.NoSuchProcess:
+            pass
+    except ImportError:
+        pass
+    if os.name == "nt":
+        subprocess.run(["taskkill", "/F", "/T", "/PID", str(proc.pid)],
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
+    else:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)  # the session started with the process
+        except (ProcessLookupError, PermissionError):
+            pass
+    if proc.poll() is None:
+        proc.kill()
+
+
+def default_python() -> str:
+    """The Python that runs the worker: PythonSlicer inside Slicer, else this one.
+
+    Inside Slicer ``sys.executable`` is the application, not a Python
+    interpreter; PythonSlicer (on Slicer's PATH) is the interpreter with
+    Slicer's packages (torch from the PyTorch extension among them).
+    """
+    import shutil
+
+    try:
+        import slicer
+
+        in_slicer = hasattr(slicer, "app")
+    except ImportError:
+        in_slicer = False
+    if in_slicer:
+        found = shutil.which("PythonSlicer")
+        if found:
+            return found
+    return sys.executable
