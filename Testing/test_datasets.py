@@ -26,13 +26,13 @@ def test_missing_file_names_the_file_and_case(phantom_dataset, tmp_path):
 
 def test_split_errors(phantom_dataset, tmp_path):
     bad = tmp_path / "bad.json"
-    bad.write_text(json.dumps({"training": ["A"], "validation": ["A"]}))
+    bad.write_text(json.dumps({"training": ["A"], "validation": ["A"]}), encoding="utf-8")
     with pytest.raises(InputError, match="both training and validation"):
         read_split(bad)
-    bad.write_text("{")
+    bad.write_text("{", encoding="utf-8")
     with pytest.raises(InputError, match="not valid JSON"):
         read_split(bad)
-    bad.write_text(json.dumps({"training": ["Phantom_000", "Nope"], "validation": []}))
+    bad.write_text(json.dumps({"training": ["Phantom_000", "Nope"], "validation": []}), encoding="utf-8")
     with pytest.raises(InputError, match="Nope"):
         split_cases(phantom_dataset, bad, "training")
 

@@ -37,7 +37,7 @@ def test_write_is_atomic_and_leaves_no_partial_files(tmp_path):
 
 def test_not_an_image(tmp_path):
     bad = tmp_path / "notes.nii.gz"
-    bad.write_text("not an image")
+    bad.write_text("not an image", encoding="utf-8")
     with pytest.raises(InputError, match="could not be read as an image"):
         read_image(bad)
     with pytest.raises(InputError, match="does not exist"):

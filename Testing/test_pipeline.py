@@ -53,7 +53,7 @@ def test_same_seed_same_volume(case):
 
 def test_outputs_written_whole_with_manifest_last(result, tmp_path):
     options = PipelineOptions(steps=2, samples=2)
-    manifest = json.loads(write_outputs(result, tmp_path, options).read_text())
+    manifest = json.loads(write_outputs(result, tmp_path, options).read_text(encoding="utf-8"))
     assert manifest["synthesised"] == {"t1c": "t1c.nii.gz"} and manifest["segmentation"] == "segmentation.nii.gz"
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["t1c.nii.gz", "t1c_std.nii.gz", "segmentation.nii.gz", MANIFEST])
     assert read_image(tmp_path / "t1c.nii.gz").same_grid(result.synthesised["t1c"])
@@ -78,7 +78,7 @@ def test_run_command_with_input_dir_and_names(tmp_path, capsys):
     (folder / "Phantom_002-seg.nii.gz").unlink()
     assert main(["run", "--input-dir", str(folder), "--output-dir", str(tmp_path / "out"), "--steps", "2",
                  "--labels", "2023", "--device", "cpu"]) == 0
-    manifest = json.loads((tmp_path / "out" / MANIFEST).read_text())
+    manifest = json.loads((tmp_path / "out" / MANIFEST).read_text(encoding="utf-8"))
     assert manifest["synthesised"] == {"t1c": "t1c.nii.gz"} and manifest["label_convention"] == "2023"
     assert 4 not in np.unique(read_image(tmp_path / "out" / "segmentation.nii.gz").array)
 

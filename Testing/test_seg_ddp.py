@@ -35,7 +35,7 @@ def test_train_seg_with_two_gloo_processes(phantom_dataset, tmp_path):
         proc.communicate()
         raise
     assert proc.returncode == 0, stderr[-3000:]
-    history = json.loads((out / "history.json").read_text())
+    history = json.loads((out / "history.json").read_text(encoding="utf-8"))
     assert history["world_size"] == 2
     assert history["params_in_sync"] is True  # DDP kept both processes' weights identical
     assert history["patches_seen"] == 2 * 1 * 2

@@ -98,7 +98,7 @@ def test_altered_checkpoint_is_refused_with_a_clear_error(tiny_models, tmp_path)
     data = bytearray(src.read_bytes())
     data[len(data) // 2] ^= 0xFF
     bad.write_bytes(bytes(data))
-    (tmp_path / "model.json").write_text(src.with_suffix(".json").read_text())
+    (tmp_path / "model.json").write_text(src.with_suffix(".json").read_text(encoding="utf-8"))
     with pytest.raises(CheckpointError, match="SHA-256"):
         load_segmenter(bad, device="cpu")
     assert main(["segment", str(tmp_path), "--out", str(tmp_path / "o"), "--checkpoint", str(bad)]) == 2
@@ -116,9 +116,9 @@ def test_evaluate_writes_table_for_both_models(tiny_models, phantom_dataset, tmp
     assert {r["model"] for r in rows} == {"ShaSpec", "Baseline"}
     for r in rows:
         assert 0.0 <= float(r["Dice_WT"]) <= 1.0 and float(r["HD95_WT"]) >= 0.0
-    md = paths["md"].read_text()
+    md = paths["md"].read_text(encoding="utf-8")
     assert "ShaSpec ET" in md and "Baseline WT" in md and md.count("| ● |") >= 1
-    summ = json.loads(paths["json"].read_text())["summary"]["ShaSpec"]
+    summ = json.loads(paths["json"].read_text(encoding="utf-8"))["summary"]["ShaSpec"]
     assert set(summ["per_subset"]) == {"1000", "0011", "1111"}
     expected = np.mean([summ["per_subset"][b]["Dice_ET"] for b in ("1000", "0011")])
     assert summ["average_fewer_than_4"]["Dice_ET"] == pytest.approx(expected)
@@ -132,7 +132,7 @@ def test_segment_and_bench_commands(tiny_models, phantom_dataset, tmp_path, caps
     assert out.array.shape == read_image(next(case.glob("*_flair.nii.gz"))).array.shape
     assert main(["bench-seg", str(case), "--checkpoint", str(tiny_models["shaspec"]), "--repeats", "1",
                  "--device", "cpu", "--json", str(tmp_path / "b.json")]) == 0
-    bench = json.loads((tmp_path / "b.json").read_text())
+    bench = json.loads((tmp_path / "b.json").read_text(encoding="utf-8"))
     assert bench["median_s"] > 0 and bench["peak_rss_mib"] > 0 and bench["arch"] == "shaspec"
 
 

@@ -83,7 +83,7 @@ def test_train_end_to_end_and_resume(phantom_dataset, tmp_path):
     summary = train(TrainConfig(data=str(phantom_dataset), out=str(out), iterations=2, **TINY))
     assert summary["iterations"] == 2 and len(summary["history"]) == 2
     assert (out / "model.pt").exists() and (out / "model.json").exists() and (out / "last.pt").exists()
-    rec = json.loads((out / "model.json").read_text())
+    rec = json.loads((out / "model.json").read_text(encoding="utf-8"))
     assert rec["config"]["spacing"] == [8.0, 8.0, 8.0] and rec["config"]["arch"] == "shaspec"
     assert np.isfinite(summary["history"][-1]["loss_total"])
     # resume to 3 iterations: continues at 2

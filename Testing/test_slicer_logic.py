@@ -93,7 +93,7 @@ def test_command_line_follows_the_contract(scene, tmp_path):
     record = tmp_path / "record"
     options = RunOptions(segment_on="all", device="cpu", steps=7, samples=3, cleanup=False, seed=5)
     result = contract_logic(scene, tmp_path, record=record).run_blocking(inputs, options)
-    sent = json.loads((record / "argv.json").read_text())
+    sent = json.loads((record / "argv.json").read_text(encoding="utf-8"))
     argv = sent["argv"]
     assert sent["MEDMODELS_PROGRESS"] == "lines"
     assert argv[0] == "run"
@@ -105,7 +105,7 @@ def test_command_line_follows_the_contract(scene, tmp_path):
     logic = contract_logic(scene, tmp_path, record=record)
     logic.extra_arguments = ["--seg-checkpoint", "/weights/own.pt"]  # e.g. an offline site's own weights
     default = logic.run_blocking(inputs, RunOptions(segment=False))
-    argv = json.loads((record / "argv.json").read_text())["argv"]
+    argv = json.loads((record / "argv.json").read_text(encoding="utf-8"))["argv"]
     assert "--steps" not in argv and "--cleanup" in argv and "--segment" not in argv  # the model's own steps
     assert argv[-2:] == ["--seg-checkpoint", "/weights/own.pt"]
     assert default.segmentation is None
@@ -135,7 +135,7 @@ def test_cancel_in_mid_run_kills_the_tree_and_leaves_the_scene(scene, tmp_path):
                            should_cancel=lambda: len(seen) >= 5)
     assert time.monotonic() - t0 < 30
     assert 0 < max(seen) < 0.5  # it was cancelled in mid-run, not after
-    child = int((record / "child.pid").read_text())
+    child = int((record / "child.pid").read_text(encoding="utf-8"))
     for _ in range(50):  # the grandchild is reaped by init shortly after the kill
         try:
             os.kill(child, 0)
@@ -211,7 +211,7 @@ def test_a_child_holding_the_output_open_does_not_hang_the_run(scene, tmp_path):
         assert result.synthesized["t1c"].GetName() == "T1c (synthesised)"
         assert time.monotonic() - t0 < 30
     finally:
-        os.kill(int((record / "child.pid").read_text()), 9)  # the stand-in's own child, by its ID
+        os.kill(int((record / "child.pid").read_text(encoding="utf-8")), 9)  # the stand-in's own child, by its ID
 
 
 def test_problems_name_the_fix(scene):

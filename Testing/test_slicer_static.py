@@ -71,7 +71,7 @@ def _ui_widgets() -> dict[str, ET.Element]:
 
 
 def _module_ast() -> ast.Module:
-    return ast.parse(MODULE_PY.read_text())
+    return ast.parse(MODULE_PY.read_text(encoding="utf-8"))
 
 
 def test_every_widget_the_code_names_exists_in_the_ui():
@@ -147,7 +147,7 @@ def test_parameter_node_fields_match_the_ui_bindings():
              if p.get("name") == "SlicerParameterName"}
     assert fields == bound, f"unbound fields {fields - bound}, bindings without a field {bound - fields}"
     # The Choice lists come from the logic's own constants.
-    src = MODULE_PY.read_text()
+    src = MODULE_PY.read_text(encoding="utf-8")
     assert "Choice(list(SEGMENT_ON))" in src and "Choice(list(DEVICES))" in src
 
 
@@ -159,7 +159,7 @@ def _cmake_list(text: str, name: str) -> list[str]:
 
 
 def test_module_cmake_lists_match_the_files_on_disk():
-    text = (MODULE_DIR / "CMakeLists.txt").read_text()
+    text = (MODULE_DIR / "CMakeLists.txt").read_text(encoding="utf-8")
     scripts = _cmake_list(text, "MODULE_PYTHON_SCRIPTS")
     resources = _cmake_list(text, "MODULE_PYTHON_RESOURCES")
     on_disk_py = sorted(str(p.relative_to(MODULE_DIR)) for p in MODULE_DIR.rglob("*.py") if "__pycache__" not in p.parts)
@@ -177,7 +177,7 @@ def _cmake_vars(text: str) -> dict[str, str]:
 
 
 def test_top_level_cmake_and_catalog_entry_agree():
-    text = (ROOT / "CMakeLists.txt").read_text()
+    text = (ROOT / "CMakeLists.txt").read_text(encoding="utf-8")
     values = _cmake_vars(text)
     for key in ("EXTENSION_HOMEPAGE", "EXTENSION_CATEGORY", "EXTENSION_CONTRIBUTORS", "EXTENSION_DESCRIPTION",
                 "EXTENSION_ICONURL", "EXTENSION_SCREENSHOTURLS", "EXTENSION_DEPENDS"):
@@ -186,7 +186,7 @@ def test_top_level_cmake_and_catalog_entry_agree():
                     "add_subdirectory(MissingModalityTools)", "include(${Slicer_EXTENSION_GENERATE_CONFIG})",
                     "include(${Slicer_EXTENSION_CPACK})"):
         assert snippet in text
-    entry = json.loads((ROOT / "MissingModalityTools.json").read_text())
+    entry = json.loads((ROOT / "MissingModalityTools.json").read_text(encoding="utf-8"))
     allowed = {"$schema", "build_dependencies", "build_subdirectory", "category", "scm_revision", "scm_type",
                "scm_url", "tier", "enabled"}  # the schema has additionalProperties: false
     assert set(entry) <= allowed and {"$schema", "category", "scm_url"} <= set(entry)
@@ -198,7 +198,7 @@ def test_top_level_cmake_and_catalog_entry_agree():
     # The icon and screenshot URLs point at files this repository holds.
     for url in (values["EXTENSION_ICONURL"], values["EXTENSION_SCREENSHOTURLS"]):
         assert (ROOT / url.split("/main/", 1)[1]).exists(), url
-    license_text = (ROOT / "LICENSE.txt").read_text()
+    license_text = (ROOT / "LICENSE.txt").read_text(encoding="utf-8")
     assert "Apache License" in license_text and "MissingModalityTools contributors" in license_text
 
 
@@ -218,7 +218,7 @@ def test_util_functions_are_called_through_slicer_util():
                       if isinstance(obj, types.FunctionType) and obj.__module__ == "slicer.util"}
     assert {"arrayFromVolume", "loadUI", "getNodesByClass"} <= util_functions
     for path in _python_files():
-        for node in ast.walk(ast.parse(path.read_text())):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "slicer":
                 assert node.attr not in util_functions, f"{path.name}:{node.lineno} writes slicer.{node.attr}"
 
@@ -226,7 +226,7 @@ def test_util_functions_are_called_through_slicer_util():
 def test_logic_package_is_qt_free_and_does_not_import_torch():
     forbidden = {"qt", "ctk", "slicer.ScriptedLoadableModule", "slicer.parameterNodeWrapper", "torch"}
     for path in (MODULE_DIR / "MissingModalityToolsLib").glob("*.py"):
-        for node in ast.walk(ast.parse(path.read_text())):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
                 [node.module] if isinstance(node, ast.ImportFrom) and node.module else []
             for name in names:
@@ -252,7 +252,7 @@ def test_requirements_and_installer_choice(tmp_path):
     new = types.SimpleNamespace(packaging=types.SimpleNamespace(pip_ensure=lambda *a, **k: True))
     assert installer_name(new) == "packaging" and installer_name(types.SimpleNamespace()) == "util"
     # Nothing installs at import time: the module file calls the installer only from the Apply handler.
-    src = MODULE_PY.read_text()
+    src = MODULE_PY.read_text(encoding="utf-8")
     tree = ast.parse(src)
     top_level_calls = [n for n in tree.body if isinstance(n, ast.Expr) and isinstance(n.value, ast.Call)]
     assert [ast.unparse(c) for c in top_level_calls] == ["medmodelsLocation()"]

@@ -62,7 +62,7 @@ def test_bench_command_times_and_sweeps(phantom_dataset, tiny_checkpoint, tmp_pa
     rc = main(["bench-syn", str(phantom_dataset / "Phantom_001"), "--checkpoint", str(tiny_checkpoint),
                "--steps", "1,2", "--patterns", "1101", "--slice-stride", "2", "--out", str(out), "--threads", "1"])
     assert rc == 0
-    result = json.loads(out.read_text())
+    result = json.loads(out.read_text(encoding="utf-8"))
     assert result["timing"]["median_s"] > 0 and result["timing"]["missing"] == "t1c"
     assert [(r["sampler"], r["steps"]) for r in result["sweep"]] == [("ddim", 1), ("ddim", 2)]
     assert 0 <= result["timing"]["input_grid_scores"]["ssim"] <= 1

@@ -19,7 +19,7 @@ def test_torchrun_two_processes(phantom_dataset, tmp_path):
            "--threads", "1", "--device", "cpu"]
     run = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
     assert run.returncode == 0, run.stderr[-2000:]
-    summary = json.loads((out / "history.json").read_text())
+    summary = json.loads((out / "history.json").read_text(encoding="utf-8"))
     assert summary["world_size"] == 2 and summary["slices_seen"] == 4 * 2 * 2
     assert [r["iteration"] for r in summary["history"]] == [2, 4]
     assert (out / "model.pt").exists()

@@ -56,9 +56,9 @@ def test_evaluation_runs_end_to_end_on_phantoms(phantom_dataset, tmp_path):
                       slice_stride=2, patterns="1101,1000", device="cpu")
     assert [r["pattern"] for r in result["table"]] == ["1101", "1000"]
     assert result["validation_cases"] == names[2:]
-    saved = json.loads(out.read_text())
+    saved = json.loads(out.read_text(encoding="utf-8"))
     assert len(saved["per_case"]) == 1 + 3  # one missing modality, then three
     for row in result["table"]:
         assert 0 <= row["m2dn_ssim"] <= 1 and row["mean_fill_psnr"] > 0
         assert row["p_ssim_vs_regression"] is None or 0 <= row["p_ssim_vs_regression"] <= 1
-    assert out.with_suffix(".md").read_text().startswith("| available |")
+    assert out.with_suffix(".md").read_text(encoding="utf-8").startswith("| available |")

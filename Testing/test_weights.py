@@ -14,7 +14,7 @@ def _save(path):
 def test_save_and_load_with_recorded_hash(tmp_path):
     record = _save(tmp_path / "m.pt")
     assert record["sha256"] == sha256_of(tmp_path / "m.pt") and record["config"] == {"width": 8}
-    assert json.loads((tmp_path / "m.json").read_text())["sha256"] == record["sha256"]
+    assert json.loads((tmp_path / "m.json").read_text(encoding="utf-8"))["sha256"] == record["sha256"]
     payload = load_checkpoint(tmp_path / "m.pt")
     assert torch.equal(payload["state_dict"]["w"], torch.arange(4.0))
 

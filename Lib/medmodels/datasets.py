@@ -85,7 +85,7 @@ def read_split(path: str | Path) -> dict[str, list[str]]:
     """Read and check a split file."""
     path = Path(path)
     try:
-        split = json.loads(path.read_text())
+        split = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise InputError(f"Split file '{path}' does not exist.") from None
     except json.JSONDecodeError as err:
@@ -102,7 +102,7 @@ def read_split(path: str | Path) -> dict[str, list[str]]:
 def write_split(path: str | Path, training: list[str], validation: list[str]) -> None:
     if set(training) & set(validation):
         raise InputError("A case cannot be in both training and validation.")
-    Path(path).write_text(json.dumps({"training": training, "validation": validation}, indent=2) + "\n")
+    Path(path).write_text(json.dumps({"training": training, "validation": validation}, indent=2) + "\n", encoding="utf-8")
 
 
 def split_cases(root: str | Path, split_file: str | Path, part: str, require_label: bool = True) -> list[Case]:

@@ -157,7 +157,7 @@ def write_outputs(result: PipelineResult, out_dir: str | os.PathLike, options: P
             manifest["segmentation"] = write_image(result.segmentation, staging / "segmentation.nii.gz").name
         for item in staging.iterdir():
             os.replace(item, out_dir / item.name)
-        (staging / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+        (staging / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
         os.replace(staging / MANIFEST, out_dir / MANIFEST)
     finally:
         shutil.rmtree(staging, ignore_errors=True)

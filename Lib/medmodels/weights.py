@@ -77,7 +77,7 @@ def read_record(path: str | os.PathLike) -> dict[str, Any]:
             "If you trust the file, record it with `medmodels import-weights FILE --sha256 HASH` "
             "(the hash published with the weights)."
         )
-    return json.loads(rec.read_text())
+    return json.loads(rec.read_text(encoding="utf-8"))
 
 
 def load_checkpoint(path: str | os.PathLike, expected_sha256: str | None = None, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -151,7 +151,7 @@ def load_checkpoint_unrecorded(path: Path) -> dict[str, Any]:
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
     fd, tmp = tempfile.mkstemp(prefix=".partial-", suffix=".json", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
         json.dump(data, f, indent=2, sort_keys=True)
         f.write("\n")
     publish(tmp, path)

@@ -177,6 +177,6 @@ def _bench(args: argparse.Namespace) -> int:
     text = json.dumps(result, indent=2)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n")
+        args.out.write_text(text + "\n", encoding="utf-8")
     print(text)
     return 0

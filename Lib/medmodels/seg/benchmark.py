@@ -76,6 +76,6 @@ def bench_command(args) -> int:
           f"on {result['cpu_count']} CPUs, "
           f"{result['grid_zyx'][2]}x{result['grid_zyx'][1]}x{result['grid_zyx'][0]} case")
     if args.json_out:
-        with open(args.json_out, "w") as f:
+        with open(args.json_out, "w", encoding="utf-8") as f:
             json.dump(result, f, indent=2)
     return 0

@@ -193,12 +193,12 @@ def write_results(result: dict, out_dir) -> dict[str, Path]:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = {"json": out / "results.json", "csv": out / "results.csv", "md": out / "results.md"}
-    paths["json"].write_text(json.dumps(result, indent=2) + "\n")
-    with open(paths["csv"], "w", newline="") as f:
+    paths["json"].write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    with open(paths["csv"], "w", newline="", encoding="utf-8") as f:
         w = csv.DictWriter(f, fieldnames=list(result["rows"][0]))
         w.writeheader()
         w.writerows(result["rows"])
-    paths["md"].write_text(to_markdown(result))
+    paths["md"].write_text(to_markdown(result), encoding="utf-8")
     return paths
 
 
@@ -222,9 +222,9 @@ def evaluate_command(args) -> int:
                       jobs=args.jobs, device=device)
     result["wall_s"] = round(time.time() - t0, 1)
     if args.include:
-        result = merge_results(json.loads(Path(args.include).read_text()), result)
+        result = merge_results(json.loads(Path(args.include).read_text(encoding="utf-8")), result)
     paths = write_results(result, args.out)
-    print(paths["md"].read_text())
+    print(paths["md"].read_text(encoding="utf-8"))
     for m in result["models"]:
         print(f"{m}: mean Dice over subsets with < 4 modalities = "
               f"{100 * result['summary'][m]['mean_dice_fewer_than_4']:.2f}")

@@ -242,7 +242,7 @@ def train(cfg: TrainConfig) -> dict:
         save_checkpoint(out / "model.pt", {"state_dict": model.state_dict(), "config": model_config(cfg)},
                         {"training": {k: summary[k] for k in ("training_cases", "validation_cases", "iterations",
                                                               "wall_s_training", "hardware", "threads", "world_size")}})
-        (out / "history.json").write_text(json.dumps(summary, indent=2) + "\n")
+        (out / "history.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     distributed.cleanup(info)
     return summary
 
@@ -252,7 +252,7 @@ def _hardware(device) -> str:
         return torch.cuda.get_device_name(device)
     cpu = platform.processor() or platform.machine()
     try:
-        for line in open("/proc/cpuinfo"):
+        for line in open("/proc/cpuinfo", encoding="utf-8"):
             if line.startswith("model name"):
                 cpu = line.split(":", 1)[1].strip()
                 break
@@ -274,7 +274,7 @@ def export_checkpoint(model_pt, name: str, dest_dir=None, half: bool = True, ext
     record = {"stored_dtype": "float16" if half else "float32"}
     hist = model_pt.parent / "history.json"
     if hist.exists():
-        summary = json.loads(hist.read_text())
+        summary = json.loads(hist.read_text(encoding="utf-8"))
         record["training"] = {k: summary.get(k) for k in (
             "training_cases", "validation_cases", "iterations", "patches_seen", "wall_s_training",
             "hardware", "threads", "world_size", "parameters", "train_options")}

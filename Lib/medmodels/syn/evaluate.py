@@ -256,6 +256,6 @@ def evaluate(data, split, out, checkpoint=None, baseline=None, steps: int | None
     }
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=1) + "\n")
-    out.with_suffix(".md").write_text(md + "\n")
+    out.write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
+    out.with_suffix(".md").write_text(md + "\n", encoding="utf-8")
     return result

@@ -256,7 +256,7 @@ def fit(cfg: SynTrainConfig, cases: Sequence[WorkingCase], val_cases: Sequence[W
                         {"training": {k: summary[k] for k in ("training_cases", "validation_cases", "iterations",
                                                               "batch_size", "wall_s_training", "hardware",
                                                               "threads", "world_size", "parameters")}})
-        (out / "history.json").write_text(json.dumps(summary, indent=2) + "\n")
+        (out / "history.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     distributed.cleanup(info)
     return summary
 
@@ -266,7 +266,7 @@ def hardware(device) -> str:
         return torch.cuda.get_device_name(device)
     cpu = platform.processor() or platform.machine()
     try:
-        for line in open("/proc/cpuinfo"):
+        for line in open("/proc/cpuinfo", encoding="utf-8"):
             if line.startswith("model name"):
                 cpu = line.split(":", 1)[1].strip()
                 break
@@ -286,7 +286,7 @@ def bundle(run_dir: str | Path, name: str, destination: str | Path | None = None
 
     run_dir = Path(run_dir)
     payload = load_checkpoint(run_dir / "model.pt")
-    summary = json.loads((run_dir / "history.json").read_text())
+    summary = json.loads((run_dir / "history.json").read_text(encoding="utf-8"))
     keys = ("training_cases", "validation_cases", "iterations", "batch_size", "slices_seen", "wall_s_training",
             "hardware", "threads", "world_size", "parameters")
     record = {"training": {k: summary[k] for k in keys},
