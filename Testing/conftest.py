@@ -3,8 +3,20 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from medmodels.phantom import make_phantom, write_phantom_case
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One intra-op thread per test: the tests' networks are tiny, and on a
+    2-core machine OpenMP threads spinning against other processes make them
+    about ten times slower. Subprocesses (DDP, the Slicer worker) choose their own."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="session")

@@ -7,7 +7,6 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
 from medmodels.cli import main
 from medmodels.datasets import discover_cases
@@ -18,16 +17,6 @@ from medmodels.modalities import AvailabilityMask
 from medmodels.seg.evaluate import evaluate, write_results
 from medmodels.seg.inference import cleanup_regions, load_segmenter
 from medmodels.seg.train import TrainConfig, train
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread: on a shared 2-core machine, OpenMP threads spinning
-    against other processes make these tiny networks ~10x slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")

@@ -10,15 +10,6 @@ from medmodels.nets.unet3d import UNet3D
 from medmodels.seg.losses import dao_loss, dco_loss, seg_losses
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread: on a shared 2-core machine, OpenMP threads spinning
-    against other processes make these tiny networks ~10x slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 SUBSETS = [m.available for m in AvailabilityMask.all_subsets()]
 
 

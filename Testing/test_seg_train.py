@@ -15,15 +15,6 @@ from medmodels.seg.sampling import TrainCase, make_batch
 from medmodels.seg.train import TrainConfig, parse_subset, train
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread: on a shared 2-core machine, OpenMP threads spinning
-    against other processes make these tiny networks ~10x slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 TINY = dict(width=4, depth=3, spacing=(8.0, 8.0, 8.0), patch_size=(16, 16, 16), batch_size=1,
             epoch_iters=1, threads=1, device="cpu")
 

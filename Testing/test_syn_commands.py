@@ -13,14 +13,6 @@ from medmodels.syn.train import SynTrainConfig, model_config
 from medmodels.weights import save_checkpoint
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def tiny_checkpoint(tmp_path_factory):
     cfg = SynTrainConfig(spacing=(8.0, 8.0, 8.0), encoder_channels=4, channels=(8, 16, 16), emb_dim=16)

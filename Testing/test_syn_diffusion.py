@@ -11,16 +11,6 @@ from medmodels.syn import diffusion as D
 from medmodels.syn.masks import PATTERNS, missing_tensor, sample_missing
 
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny networks run fastest on one thread (and do not fight other processes for cores)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 SMALL = dict(encoder_channels=4, channels=(8, 16, 16), emb_dim=16)
 
 

@@ -4,7 +4,6 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
 from medmodels.datasets import write_split
 from medmodels.modalities import AvailabilityMask
@@ -13,14 +12,6 @@ from medmodels.syn.train import SynTrainConfig, train
 
 TINY = dict(spacing=(8.0, 8.0, 8.0), encoder_channels=4, channels=(8, 16, 16), emb_dim=16, patch_size=(32, 32),
             batch_size=4, threads=1, device="cpu", val_slices=4)
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def test_metrics_of_a_perfect_and_a_flat_prediction():

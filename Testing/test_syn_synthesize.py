@@ -18,14 +18,6 @@ from medmodels.weights import save_checkpoint
 SPACING = (10.0, 10.0, 10.0)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def phantom():
     return make_phantom((48, 48, 32), seed=3)

@@ -2,7 +2,6 @@
 
 import numpy as np
 import pytest
-import torch
 
 from medmodels.phantom import make_phantom
 from medmodels.syn.slices import prepare_case, sample_slices
@@ -11,14 +10,6 @@ from medmodels.syn.train import SynTrainConfig, fit
 SPACING = (8.0, 8.0, 8.0)
 TINY = dict(spacing=SPACING, encoder_channels=4, channels=(8, 16, 16), emb_dim=16, patch_size=(32, 32),
             batch_size=8, lr=3e-3, warmup=5, threads=1, device="cpu", val_slices=16)
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

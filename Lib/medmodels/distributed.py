@@ -8,6 +8,7 @@ On the CPU the gloo backend is used, which is how the tests run two processes.
 from __future__ import annotations
 
 import os
+import platform
 from dataclasses import dataclass
 
 import torch
@@ -76,3 +77,18 @@ def all_reduce_mean(value: float, info: DistInfo) -> float:
     t = torch.tensor([value], dtype=torch.float64, device=info.device)
     dist.all_reduce(t)
     return float(t.item()) / info.world_size
+
+
+def describe_hardware(device: torch.device) -> str:
+    """The GPU's name, or the CPU model and thread count, for model cards."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in open("/proc/cpuinfo", encoding="utf-8"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"CPU {cpu}, {torch.get_num_threads()} thread(s)"

@@ -254,6 +254,23 @@ def mask_from_images(images: Mapping[str, object]) -> AvailabilityMask:
     return AvailabilityMask.from_keys(images.keys())
 
 
+def resolve_mask(images: Mapping[str, object], mask: "AvailabilityMask | None" = None) -> AvailabilityMask:
+    """The mask a model call uses: the given one, or the keys of ``images``.
+
+    Raises:
+        InputError: unknown keys, or a modality marked available without an image.
+    """
+    unknown = set(images) - set(MODALITY_KEYS)
+    if unknown:
+        raise InputError(f"Unknown modality keys {sorted(unknown)}: use {', '.join(MODALITY_KEYS)}.")
+    mask = mask if mask is not None else AvailabilityMask.from_keys(images.keys())
+    absent = [k for k in mask.keys if k not in images]
+    if absent:
+        raise InputError(f"The mask marks {', '.join(absent)} available, but no image was given for it: "
+                         "give the image or mark it missing.")
+    return mask
+
+
 def check_distinct_sources(sources: Mapping[str, str], what: str = "volume") -> None:
     """Refuse the same source (file path, node ID) chosen for two modalities."""
     seen: dict[str, str] = {}

@@ -35,7 +35,7 @@ from medmodels.distributed import resolve_device
 from medmodels.errors import CheckpointError, InputError
 from medmodels.image import Image
 from medmodels.labels import regions_to_labels
-from medmodels.modalities import MODALITY_KEYS, AvailabilityMask
+from medmodels.modalities import AvailabilityMask, resolve_mask
 from medmodels.preprocess import paste
 from medmodels.seg.data import prepare, resize
 from medmodels.weights import bundled_checkpoint, load_checkpoint
@@ -139,15 +139,7 @@ class Segmenter:
         """
         if label_convention not in ("2018", "2023"):
             raise InputError(f"Unknown label convention '{label_convention}': use '2018' or '2023'.")
-        unknown = set(images) - set(MODALITY_KEYS)
-        if unknown:
-            raise InputError(f"Unknown modality keys {sorted(unknown)}: use {', '.join(MODALITY_KEYS)}.")
-        if mask is None:
-            mask = AvailabilityMask.from_keys(images.keys())
-        absent = [k for k in mask.keys if k not in images]
-        if absent:
-            raise InputError(f"The mask marks {', '.join(absent)} available, but no image was given for it: "
-                             "give the image or mark it missing.")
+        mask = resolve_mask(images, mask)
         used = {k: images[k] for k in mask.keys}
         ref = used[mask.keys[0]]
         for k, img in used.items():

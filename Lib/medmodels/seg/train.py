@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import math
-import platform
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -236,7 +235,7 @@ def train(cfg: TrainConfig) -> dict:
             "iterations": cfg.iterations, "world_size": info.world_size, "params_in_sync": params_in_sync,
             "patches_seen": cfg.iterations * cfg.batch_size * info.world_size,
             "wall_s_training": round(train_s, 1), "wall_s_loading": round(load_s, 1),
-            "threads": torch.get_num_threads(), "device": str(device), "hardware": _hardware(device),
+            "threads": torch.get_num_threads(), "device": str(device), "hardware": distributed.describe_hardware(device),
             "parameters": sum(p.numel() for p in model.parameters()), "history": history,
         }
         save_checkpoint(out / "model.pt", {"state_dict": model.state_dict(), "config": model_config(cfg)},
@@ -245,20 +244,6 @@ def train(cfg: TrainConfig) -> dict:
         (out / "history.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     distributed.cleanup(info)
     return summary
-
-
-def _hardware(device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in open("/proc/cpuinfo", encoding="utf-8"):
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"CPU {cpu}, {torch.get_num_threads()} thread(s)"
 
 
 def export_checkpoint(model_pt, name: str, dest_dir=None, half: bool = True, extra: dict | None = None) -> dict:

@@ -27,7 +27,7 @@ import torch
 from medmodels.distributed import resolve_device
 from medmodels.errors import CheckpointError, InputError
 from medmodels.image import Image
-from medmodels.modalities import MODALITY_KEYS, AvailabilityMask
+from medmodels.modalities import MODALITY_KEYS, AvailabilityMask, resolve_mask
 from medmodels.nets.m2dn import build_m2dn
 from medmodels.preprocess import Normalizer
 from medmodels.progress import progress
@@ -160,15 +160,7 @@ class Synthesizer:
             ``{missing key: (mean Image, std Image or None)}``, float32 on the
             input grid, in the input case's intensity scale; 0 outside the brain.
         """
-        unknown = set(images) - set(MODALITY_KEYS)
-        if unknown:
-            raise InputError(f"Unknown modality keys {sorted(unknown)}: use {', '.join(MODALITY_KEYS)}.")
-        if mask is None:
-            mask = AvailabilityMask.from_keys(images.keys())
-        absent = [k for k in mask.keys if k not in images]
-        if absent:
-            raise InputError(f"The mask marks {', '.join(absent)} available, but no image was given for it: "
-                             "give the image or mark it missing.")
+        mask = resolve_mask(images, mask)
         if mask.is_complete:
             return {}
         case = prepare_case({k: images[k] for k in mask.keys}, self.spacing)

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import math
-import platform
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -249,7 +248,7 @@ def fit(cfg: SynTrainConfig, cases: Sequence[WorkingCase], val_cases: Sequence[W
             "iterations": cfg.iterations, "batch_size": cfg.batch_size, "world_size": info.world_size,
             "slices_seen": cfg.iterations * cfg.batch_size * info.world_size,
             "wall_s_training": round(train_s, 1), "wall_s_loading": round(load_s, 1),
-            "threads": torch.get_num_threads(), "device": str(device), "hardware": hardware(device),
+            "threads": torch.get_num_threads(), "device": str(device), "hardware": distributed.describe_hardware(device),
             "parameters": sum(p.numel() for p in model.parameters()), "history": history,
         }
         save_checkpoint(out / "model.pt", {"state_dict": model.state_dict(), "config": config},
@@ -259,20 +258,6 @@ def fit(cfg: SynTrainConfig, cases: Sequence[WorkingCase], val_cases: Sequence[W
         (out / "history.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     distributed.cleanup(info)
     return summary
-
-
-def hardware(device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in open("/proc/cpuinfo", encoding="utf-8"):
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"CPU {cpu}, {torch.get_num_threads()} thread(s)"
 
 
 DATA_NOTE = ("Trained on BraTS 2018 training-set cases (research use; cite Menze et al., IEEE TMI 2015; "
