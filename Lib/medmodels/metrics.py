@@ -8,6 +8,8 @@ diagonal of the volume (a finite worst case, so averages stay defined).
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import torch
 from monai.metrics import SSIMMetric, compute_hausdorff_distance
@@ -29,8 +31,10 @@ def hd95(pred: np.ndarray, truth: np.ndarray, spacing_zyx: tuple[float, float, f
         return 0.0
     if not pred.any() or not truth.any():
         return float(np.linalg.norm(np.asarray(pred.shape) * np.asarray(spacing_zyx)))
-    value = compute_hausdorff_distance(torch.from_numpy(pred)[None, None], torch.from_numpy(truth)[None, None],
-                                       include_background=True, percentile=95, spacing=list(spacing_zyx))
+    with warnings.catch_warnings():  # MONAI 1.5+ warns about its own internal argument; nothing to act on
+        warnings.simplefilter("ignore", FutureWarning)
+        value = compute_hausdorff_distance(torch.from_numpy(pred)[None, None], torch.from_numpy(truth)[None, None],
+                                           include_background=True, percentile=95, spacing=list(spacing_zyx))
     return float(value.item())
 
 
