@@ -120,6 +120,16 @@ def bundled_checkpoint(name: str) -> Path:
     return path
 
 
+def resolve_checkpoint(checkpoint: str | os.PathLike | None, bundled: str, baseline: str) -> Path:
+    """The file a model loader means: ``None`` = the bundled model ``bundled``,
+    ``"baseline"`` = the bundled model ``baseline``, anything else a path."""
+    if checkpoint is None:
+        return bundled_checkpoint(bundled)
+    if str(checkpoint) == "baseline":
+        return bundled_checkpoint(baseline)
+    return Path(checkpoint)
+
+
 def import_checkpoint(source: str | os.PathLike, destination_dir: str | os.PathLike, sha256: str) -> Path:
     """Copy a checkpoint file a user obtained elsewhere and record its hash.
 

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from medmodels.commands.common import add_runtime_arguments, apply_runtime_arguments
+from medmodels.modalities import BY_KEY, MODALITY_KEYS
 
 
 def _floats(text: str) -> tuple[float, ...]:
@@ -67,8 +68,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("synthesize", help="synthesise the missing modalities of one case into NIfTI files",
                        description="Give the acquired modalities; writes <key>.nii.gz for each missing one "
                                    "(and <key>_std.nii.gz with --samples > 1) on the grid of the inputs.")
-    for key, name in (("flair", "FLAIR"), ("t1", "T1"), ("t1c", "T1c"), ("t2", "T2")):
-        p.add_argument(f"--{key}", type=Path, default=None, help=f"{name} volume (omit if missing)")
+    for key in MODALITY_KEYS:
+        p.add_argument(f"--{key}", type=Path, default=None, help=f"{BY_KEY[key].display} volume (omit if missing)")
     p.add_argument("--output-dir", type=Path, required=True)
     p.add_argument("--checkpoint", default=None, help=".pt with its .json record (default: bundled M2DN)")
     p.add_argument("--steps", type=int, default=None, help="DDIM steps (default: the model's default)")
@@ -137,7 +138,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 def _synthesize(args: argparse.Namespace) -> int:
     apply_runtime_arguments(args)
     from medmodels.io import read_image, write_image
-    from medmodels.modalities import MODALITY_KEYS, AvailabilityMask
+    from medmodels.modalities import AvailabilityMask
     from medmodels.preprocess import to_common_grid
     from medmodels.syn.synthesize import load_synthesizer
 

@@ -38,7 +38,7 @@ from medmodels.labels import regions_to_labels
 from medmodels.modalities import AvailabilityMask, resolve_mask
 from medmodels.preprocess import paste
 from medmodels.seg.data import prepare, resize
-from medmodels.weights import bundled_checkpoint, load_checkpoint
+from medmodels.weights import load_checkpoint, resolve_checkpoint
 
 BUNDLED_NAME = "shaspec_brats18"
 BASELINE_NAME = "unet3d_baseline_brats18"
@@ -158,12 +158,7 @@ def load_segmenter(checkpoint: str | Path | None = None, device: str = "auto", o
     """Load a segmenter: ``checkpoint=None`` = the bundled ShaSpec weights,
     ``"baseline"`` = the bundled baseline U-Net, else a path to a ``.pt`` with
     its ``.json`` record beside it (its SHA-256 is checked before loading)."""
-    if checkpoint is None:
-        path = bundled_checkpoint(BUNDLED_NAME)
-    elif str(checkpoint) == "baseline":
-        path = bundled_checkpoint(BASELINE_NAME)
-    else:
-        path = Path(checkpoint)
+    path = resolve_checkpoint(checkpoint, BUNDLED_NAME, BASELINE_NAME)
     payload = load_checkpoint(path)
     config = payload.get("config")
     if not isinstance(config, dict) or "spacing" not in config or "patch_size" not in config:

@@ -33,7 +33,7 @@ from medmodels.preprocess import Normalizer
 from medmodels.progress import progress
 from medmodels.syn import diffusion as D
 from medmodels.syn.slices import WorkingCase, prepare_case, to_input_grid
-from medmodels.weights import bundled_checkpoint, load_checkpoint
+from medmodels.weights import load_checkpoint, resolve_checkpoint
 
 BUNDLED_NAME = "m2dn_brats18"
 BASELINE_NAME = "m2dn_regression_brats18"
@@ -182,12 +182,7 @@ def load_synthesizer(checkpoint: str | Path | None = None, device: str = "auto")
     """Load a synthesizer: ``None`` = the bundled M2DN weights, ``"baseline"`` =
     the bundled regression baseline, else a path to a ``.pt`` with its ``.json``
     record beside it (its SHA-256 is checked before loading)."""
-    if checkpoint is None:
-        path = bundled_checkpoint(BUNDLED_NAME)
-    elif str(checkpoint) == "baseline":
-        path = bundled_checkpoint(BASELINE_NAME)
-    else:
-        path = Path(checkpoint)
+    path = resolve_checkpoint(checkpoint, BUNDLED_NAME, BASELINE_NAME)
     payload = load_checkpoint(path)
     config = payload.get("config")
     if not isinstance(config, dict) or not {"net", "diffusion", "spacing"} <= set(config):
