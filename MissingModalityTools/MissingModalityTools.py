@@ -3,7 +3,9 @@
 A thin Slicer layer over MissingModalityToolsLib (Qt-free logic, tested
 headless against slicer-core) and ``medmodels`` (the models, run in a
 separate process). This file holds only what needs the Slicer application:
-the module description, the panel, the parameter node and the self-test.
+the module description, the panel, the parameter node, the self-test, and the
+module's logic class, which is the Lib's one logic bound to Slicer's scene and
+Python. The panel holds no numerics and touches no files.
 """
 
 import logging
@@ -18,8 +20,12 @@ from slicer import vtkMRMLScalarVolumeNode
 from slicer.i18n import tr as _
 from slicer.i18n import translate
 from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrapper
-from slicer.ScriptedLoadableModule import (ScriptedLoadableModule, ScriptedLoadableModuleLogic,
-                                           ScriptedLoadableModuleTest, ScriptedLoadableModuleWidget)
+from slicer.ScriptedLoadableModule import (
+    ScriptedLoadableModule,
+    ScriptedLoadableModuleLogic,
+    ScriptedLoadableModuleTest,
+    ScriptedLoadableModuleWidget,
+)
 from slicer.util import VTKObservationMixin
 
 MODULE_DIR = os.path.dirname(os.path.abspath(__file__))
@@ -36,15 +42,17 @@ def medmodelsLocation():
             if candidate not in sys.path:
                 sys.path.insert(0, candidate)
             return candidate
-    raise ImportError("The medmodels package is missing next to the MissingModalityTools module: "
-                      "reinstall the extension.")
+    raise ImportError(
+        "The medmodels package is missing next to the MissingModalityTools module: reinstall the extension."
+    )
 
 
 medmodelsLocation()
 
-from MissingModalityToolsLib.logic import (MissingModalityLogic, RunCancelled, WorkerError,  # noqa: E402
-                                           assign_by_name, describe_availability, input_problems)
-from MissingModalityToolsLib.options import DEVICES, SEGMENT_ON, RunOptions  # noqa: E402
+from MissingModalityToolsLib import logic  # noqa: E402
+from MissingModalityToolsLib.inputs import assign_by_name, describe_availability, input_problems  # noqa: E402
+from MissingModalityToolsLib.options import DEVICES, SEGMENT_ON, options_from_parameter_node  # noqa: E402
+from MissingModalityToolsLib.worker import RunCancelled, WorkerError  # noqa: E402
 
 MODALITY_PARAMETERS = {"flair": "flairVolume", "t1": "t1Volume", "t1c": "t1cVolume", "t2": "t2Volume"}
 
@@ -65,10 +73,12 @@ class MissingModalityTools(ScriptedLoadableModule):
             "Synthesise missing brain-MRI contrasts (FLAIR, T1, T1c, T2) with a diffusion model (M2DN) and "
             "segment the tumour (necrotic core, edema, enhancing tumour) from whichever contrasts were acquired "
             "(ShaSpec). Choose the acquired volumes, leave the others empty, press Apply. "
-            "Research use only: not for diagnosis.")
+            "Research use only: not for diagnosis."
+        )
         self.parent.acknowledgementText = _(
             "Methods: M2DN (multi-modal conditional diffusion for missing-modality synthesis) and ShaSpec "
-            "(shared-specific feature learning for missing-modality segmentation). Built on PyTorch and MONAI.")
+            "(shared-specific feature learning for missing-modality segmentation). Built on PyTorch and MONAI."
+        )
 
 
 #
@@ -95,13 +105,6 @@ class MissingModalityToolsParameterNode:
 
 def inputsFromParameterNode(parameterNode):
     return {key: getattr(parameterNode, name) for key, name in MODALITY_PARAMETERS.items()}
-
-
-def optionsFromParameterNode(parameterNode):
-    return RunOptions(
-        synthesize=parameterNode.synthesize, segment=parameterNode.segment, segment_on=parameterNode.segmentOn,
-        device=parameterNode.device, steps=parameterNode.steps, samples=parameterNode.samples,
-        cleanup=parameterNode.cleanup, seed=parameterNode.seed, name_prefix=parameterNode.namePrefix)
 
 
 #
@@ -176,8 +179,9 @@ class MissingModalityToolsWidget(ScriptedLoadableModuleWidget, VTKObservationMix
 
     def onAutoAssign(self, checked=False, quiet=False):
         """Fill the modality slots from the loaded volumes' names."""
-        volumes = [n for n in slicer.util.getNodesByClass("vtkMRMLScalarVolumeNode")
-                   if not n.IsA("vtkMRMLLabelMapVolumeNode")]
+        volumes = [
+            n for n in slicer.util.getNodesByClass("vtkMRMLScalarVolumeNode") if not n.IsA("vtkMRMLLabelMapVolumeNode")
+        ]
         chosen, notes = assign_by_name(volumes)
         if not chosen and quiet:
             return
@@ -192,13 +196,16 @@ class MissingModalityToolsWidget(ScriptedLoadableModuleWidget, VTKObservationMix
         if self._parameterNode is None:
             return
         inputs = inputsFromParameterNode(self._parameterNode)
-        options = optionsFromParameterNode(self._parameterNode)
+        options = options_from_parameter_node(self._parameterNode)
         self.ui.maskLabel.text = describe_availability(inputs, options)
         self.ui.segmentOnComboBox.enabled = options.segment
         running = self._run is not None
         self.ui.progressBar.visible = running
-        for widget in (self.ui.inputsCollapsibleButton, self.ui.runCollapsibleButton,
-                       self.ui.advancedCollapsibleButton):
+        for widget in (
+            self.ui.inputsCollapsibleButton,
+            self.ui.runCollapsibleButton,
+            self.ui.advancedCollapsibleButton,
+        ):
             widget.enabled = not running
         if running:
             self.ui.applyButton.text = _("Cancel")
@@ -230,7 +237,12 @@ class MissingModalityToolsWidget(ScriptedLoadableModuleWidget, VTKObservationMix
             self.ui.progressBar.value = 0
             self.ui.progressBar.show()
             self.ui.statusLabel.text = _("Starting...")
-            self._run = self.logic.start(self._parameterNode, on_progress=self.onProgress, on_log=self.addLog)
+            self._run = self.logic.start(
+                inputsFromParameterNode(self._parameterNode),
+                options_from_parameter_node(self._parameterNode),
+                on_progress=self.onProgress,
+                on_log=self.addLog,
+            )
             self._pollTimer.start()
         self.updateGUI()
 
@@ -263,7 +275,7 @@ class MissingModalityToolsWidget(ScriptedLoadableModuleWidget, VTKObservationMix
         self._pollTimer.stop()
         run, self._run = self._run, None
         run.cancel()
-        self.logic.finishQuietly(run)
+        self.logic.finish_quietly(run)
         self.ui.statusLabel.text = _("Cancelled: nothing was added to the scene.")
         self.ui.progressBar.hide()
         if self._parameterNode:
@@ -279,42 +291,34 @@ class MissingModalityToolsWidget(ScriptedLoadableModuleWidget, VTKObservationMix
 
 
 #
-# Logic: the Qt-free MissingModalityLogic, bound to Slicer's scene and Python.
+# Logic: the one logic is the Qt-free MissingModalityToolsLib.logic.MissingModalityToolsLogic
+# (tested headless); this subclass only binds it to Slicer's scene, Python and
+# parameter node, and holds no state of its own. The panel makes one and keeps it.
 #
 
 
-class MissingModalityToolsLogic(ScriptedLoadableModuleLogic):
+class MissingModalityToolsLogic(logic.MissingModalityToolsLogic, ScriptedLoadableModuleLogic):
     def __init__(self):
+        # The Qt-free logic comes first in the bases: ScriptedLoadableModuleLogic's
+        # __init__ calls super().__init__() with no arguments, which must reach object.
         ScriptedLoadableModuleLogic.__init__(self)
+        # PythonSlicer in Slicer's startup environment (the launcher sets its own
+        # paths), with medmodels' folder on its PYTHONPATH.
+        logic.MissingModalityToolsLogic.__init__(
+            self,
+            slicer.mrmlScene,
+            pythonpath=[medmodelsLocation()],
+            base_env=slicer.util.startupEnvironment(),
+            temp_root=slicer.app.temporaryPath,
+        )
 
     def getParameterNode(self):
         return MissingModalityToolsParameterNode(super().getParameterNode())
-
-    def coreLogic(self):
-        # PythonSlicer in Slicer's startup environment (the launcher sets its own
-        # paths), with medmodels' folder on its PYTHONPATH.
-        return MissingModalityLogic(slicer.mrmlScene, pythonpath=[medmodelsLocation()],
-                                    base_env=slicer.util.startupEnvironment(),
-                                    temp_root=slicer.app.temporaryPath)
 
     def ensureDependencies(self):
         from MissingModalityToolsLib.dependencies import ensure_dependencies
 
         return ensure_dependencies(os.path.join(MODULE_DIR, "Resources", "requirements.txt"))
-
-    def start(self, parameterNode, on_progress=None, on_log=None):
-        return self.coreLogic().start(inputsFromParameterNode(parameterNode), optionsFromParameterNode(parameterNode),
-                                      on_progress, on_log)
-
-    def finish(self, run):
-        return self.coreLogic().finish(run)
-
-    def finishQuietly(self, run):
-        self.coreLogic().finish_quietly(run)
-
-    def process(self, inputs, options=None, on_progress=None, on_log=None):
-        """Scripting entry: modality key -> node in, RunResult out (blocks)."""
-        return self.coreLogic().run_blocking(inputs, options or RunOptions(), on_progress, on_log)
 
 
 #
@@ -334,7 +338,6 @@ class MissingModalityToolsTest(ScriptedLoadableModuleTest):
         from MissingModalityToolsLib.selftest import run_self_test
 
         self.delayDisplay("Running the pipeline on a phantom case without T1c (CPU, bundled weights)")
-        logic = MissingModalityToolsLogic().coreLogic()
         workDir = slicer.util.tempDirectory("MissingModalityToolsSelfTest")
-        report = run_self_test(slicer.mrmlScene, logic, workDir, log=logging.info)
+        report = run_self_test(slicer.mrmlScene, MissingModalityToolsLogic(), workDir, log=logging.info)
         self.delayDisplay(f"Self-test passed: {report}")

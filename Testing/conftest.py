@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from medmodels.phantom import make_phantom, write_phantom_case
 
 

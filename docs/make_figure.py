@@ -11,7 +11,7 @@ quoted in docs/slicer_module.md.
 
     PYTHONPATH=Lib:MissingModalityTools .venv/bin/python docs/make_figure.py [--size 96x96x64] [--seed 7]
 
-``--stand-in`` runs Testing/slicer_contract_worker.py instead of medmodels (no
+``--stand-in`` runs Testing/module/slicer_contract_worker.py instead of medmodels (no
 weights needed) and stamps the picture as such; it only checks the script.
 """
 
@@ -63,31 +63,38 @@ def main() -> int:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import slicer
-
     from MissingModalityToolsLib import nodes as nodeio
     from MissingModalityToolsLib.headless import make_scene
-    from MissingModalityToolsLib.logic import MissingModalityLogic, assign_by_name
+    from MissingModalityToolsLib.inputs import assign_by_name
+    from MissingModalityToolsLib.logic import MissingModalityToolsLogic
     from MissingModalityToolsLib.options import RunOptions
     from MissingModalityToolsLib.selftest import _labels_on, dice
 
     scene = make_scene(set_global=True)
     if args.stand_in:
-        command = [sys.executable, str(ROOT / "Testing" / "slicer_contract_worker.py")]
+        command = [sys.executable, str(ROOT / "Testing" / "module" / "slicer_contract_worker.py")]
     else:
         command = [sys.executable, "-m", "medmodels"]
     extra = []
     for flag, value in (("--seg-checkpoint", args.seg_checkpoint), ("--syn-checkpoint", args.syn_checkpoint)):
         if value:
             extra += [flag, str(Path(value).resolve())]
-    logic = MissingModalityLogic(scene, worker_command=command, pythonpath=[str(ROOT / "Lib")],
-                                 extra_arguments=extra)
+    logic = MissingModalityToolsLogic(
+        scene, worker_command=command, pythonpath=[str(ROOT / "Lib")], extra_arguments=extra
+    )
     with tempfile.TemporaryDirectory() as work:
-        subprocess.run([sys.executable, "-m", "medmodels", "phantom", work, "--seed", str(args.seed),
-                        "--size", args.size], env=logic.environment(), check=True, stdout=subprocess.DEVNULL)
+        subprocess.run(
+            [sys.executable, "-m", "medmodels", "phantom", work, "--seed", str(args.seed), "--size", args.size],
+            env=logic.environment(),
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
         case = f"Phantom_{args.seed:03d}"
         folder = os.path.join(work, case)
-        loaded = [nodeio.read_scalar_volume(scene, os.path.join(folder, f"{case}_{s}.nii.gz"), f"{case}_{s}")
-                  for s in ("flair", "t1", "t2")]
+        loaded = [
+            nodeio.read_scalar_volume(scene, os.path.join(folder, f"{case}_{s}.nii.gz"), f"{case}_{s}")
+            for s in ("flair", "t1", "t2")
+        ]
         true_t1c = slicer.vtkMRMLScalarVolumeNode()
         nodeio.read_into(true_t1c, os.path.join(folder, f"{case}_t1ce.nii.gz"))
         truth_node = slicer.vtkMRMLLabelMapVolumeNode()
@@ -106,26 +113,43 @@ def main() -> int:
         overlay(axes[0, 1], arr(inputs["t1"]), None, f"input: {inputs['t1'].GetName()}")
         overlay(axes[0, 2], arr(inputs["t2"]), None, f"input: {inputs['t2'].GetName()}")
         axes[0, 3].axis("off")
-        axes[0, 3].text(0.0, 0.5, "T1c not acquired\n(left out of the scene)\n\nmask FLAIR T1 T1c T2 = 1101",
-                        fontsize=10, va="center")
+        axes[0, 3].text(
+            0.0,
+            0.5,
+            "T1c not acquired\n(left out of the scene)\n\nmask FLAIR T1 T1c T2 = 1101",
+            fontsize=10,
+            va="center",
+        )
         overlay(axes[1, 0], arr(result.synthesized["t1c"]), None, f"new node: {result.synthesized['t1c'].GetName()}")
         overlay(axes[1, 1], arr(true_t1c), None, "phantom's true T1c (not used)")
-        wt, tc, et = (dice(predicted > 0, truth > 0), dice(np.isin(predicted, (1, 4)), np.isin(truth, (1, 4))),
-                      dice(predicted == 4, truth == 4))
+        wt, tc, et = (
+            dice(predicted > 0, truth > 0),
+            dice(np.isin(predicted, (1, 4)), np.isin(truth, (1, 4))),
+            dice(predicted == 4, truth == 4),
+        )
         overlay(axes[1, 2], arr(inputs["flair"]), predicted[k], f"new node: {result.segmentation.GetName()}")
-        axes[1, 2].text(0.5, -0.03, f"Dice vs phantom: WT {wt:.2f}  TC {tc:.2f}  ET {et:.2f}",
-                        transform=axes[1, 2].transAxes, ha="center", va="top", fontsize=9)
+        axes[1, 2].text(
+            0.5,
+            -0.03,
+            f"Dice vs phantom: WT {wt:.2f}  TC {tc:.2f}  ET {et:.2f}",
+            transform=axes[1, 2].transAxes,
+            ha="center",
+            va="top",
+            fontsize=9,
+        )
         overlay(axes[1, 3], arr(inputs["flair"]), truth[k], "phantom labels (truth)")
-        title = (f"MissingModalityTools logic on a {args.size} phantom (seed {args.seed}), slice {k}: "
-                 f"synthesis + segmentation in {seconds:.0f} s on CPU")
+        title = (
+            f"MissingModalityTools logic on a {args.size} phantom (seed {args.seed}), slice {k}: "
+            f"synthesis + segmentation in {seconds:.0f} s on CPU"
+        )
         if args.stand_in:
             title = "STAND-IN WORKER, NOT A MODEL - " + title
         else:
+
             def which(path):
                 return "bundled" if not path else "/".join(Path(path).resolve().parts[-2:])
 
-            title += (f"\nweights: synthesis {which(args.syn_checkpoint)}, "
-                      f"segmentation {which(args.seg_checkpoint)}")
+            title += f"\nweights: synthesis {which(args.syn_checkpoint)}, segmentation {which(args.seg_checkpoint)}"
         fig.suptitle(title, fontsize=10)
         fig.text(0.5, 0.01, "red: necrotic core   green: edema   yellow: enhancing tumour", ha="center", fontsize=9)
         fig.tight_layout(rect=(0, 0.03, 1, 0.95))

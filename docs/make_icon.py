@@ -44,8 +44,12 @@ def draw() -> np.ndarray:
     img[inside] = (0.13, 0.16, 0.22, 1.0)
     tiles = {"flair": (8, 8), "t1": (68, 8), "t1c": (68, 68), "t2": (8, 68)}
     # Tissue grey levels per contrast: (white matter, grey matter, CSF, tumour).
-    contrast = {"flair": (0.55, 0.7, 0.15, 0.95), "t1": (0.9, 0.62, 0.25, 0.45),
-                "t2": (0.4, 0.65, 0.95, 0.85), "t1c": (0.9, 0.62, 0.25, 0.45)}
+    contrast = {
+        "flair": (0.55, 0.7, 0.15, 0.95),
+        "t1": (0.9, 0.62, 0.25, 0.45),
+        "t2": (0.4, 0.65, 0.95, 0.85),
+        "t1c": (0.9, 0.62, 0.25, 0.45),
+    }
     for key, (x0, y0) in tiles.items():
         tx, ty = xx - (x0 + 26), yy - (y0 + 26)
         brain = (tx / 21) ** 2 + (ty / 24) ** 2 <= 1

@@ -4,6 +4,9 @@ Each module in ``medmodels.commands`` adds its sub-commands through
 ``register(subparsers)`` and sets ``func`` on them. Errors a user can fix
 (``InputError``, ``CheckpointError``) are printed as one ``ERROR:`` line on
 stderr with exit code 2, never as a traceback.
+
+Building the parser imports no torch: the command modules import the heavy
+modules inside their command functions, so ``medmodels --help`` is quick.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ COMMAND_MODULES = (
     "medmodels.commands.pipeline",
     "medmodels.commands.seg",
     "medmodels.commands.syn",
+    "medmodels.commands.weights",
 )
 
 

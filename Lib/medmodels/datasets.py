@@ -1,4 +1,4 @@
-"""BraTS-layout case folders and split files.
+"""BraTS-layout case folders, split files, and what a run's input means.
 
 A dataset root holds one folder per case. Files follow either naming:
 
@@ -6,19 +6,44 @@ A dataset root holds one folder per case. Files follow either naming:
 - BraTS 2023 on:   ``<case>/<case>-{t2f,t1n,t1c,t2w,seg}.nii.gz``
 
 A split file is JSON: ``{"training": [case, ...], "validation": [case, ...]}``.
+
+``resolve_inputs`` is the one place that turns what a user gives to
+``medmodels run`` (files one by one, a folder of volumes named by modality, a
+case folder, or a dataset root) into cases.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from medmodels.errors import InputError
 from medmodels.image import Image
-from medmodels.io import read_image
-from medmodels.modalities import BY_KEY, MODALITY_KEYS
-from medmodels.phantom import case_file_names
+from medmodels.io import is_volume_file, read_image
+from medmodels.modalities import BY_KEY, MODALITY_KEYS, assign_modalities, check_distinct_sources, classify_name
+
+
+def case_file_names(case: str, naming: str = "2018") -> dict[str, str]:
+    """File names of a BraTS case: modality key (and 'seg') -> file name.
+
+    The one naming table: ``find_case`` reads it, the phantom writer follows it.
+
+    Raises:
+        InputError: a naming other than '2018' or '2023'.
+    """
+    if naming == "2018":
+        names = {k: f"{case}_{BY_KEY[k].brats2018}.nii.gz" for k in MODALITY_KEYS}
+        names["seg"] = f"{case}_seg.nii.gz"
+    elif naming == "2023":
+        names = {k: f"{case}-{BY_KEY[k].brats2023}.nii.gz" for k in MODALITY_KEYS}
+        names["seg"] = f"{case}-seg.nii.gz"
+    else:
+        raise InputError(
+            f"Unknown BraTS naming '{naming}': use '2018' (<case>_flair.nii.gz) or '2023' (<case>-t2f.nii.gz)."
+        )
+    return names
 
 
 @dataclass(frozen=True)
@@ -65,7 +90,9 @@ def find_case(folder: str | Path, require_all: bool = True, require_label: bool 
                 )
     label = found.get("seg")
     if require_label and label is None:
-        raise InputError(f"Case '{name}' lacks its label file '{folder / names['seg']}', needed for training and evaluation.")
+        raise InputError(
+            f"Case '{name}' lacks its label file '{folder / names['seg']}', needed for training and evaluation."
+        )
     return Case(name, folder, images, label, naming)
 
 
@@ -74,8 +101,11 @@ def discover_cases(root: str | Path, require_all: bool = True, require_label: bo
     root = Path(root)
     if not root.is_dir():
         raise InputError(f"Dataset folder '{root}' does not exist: give the folder that holds one folder per case.")
-    cases = {p.name: find_case(p, require_all, require_label) for p in sorted(root.iterdir())
-             if p.is_dir() and not p.name.startswith(".")}
+    cases = {
+        p.name: find_case(p, require_all, require_label)
+        for p in sorted(root.iterdir())
+        if p.is_dir() and not p.name.startswith(".")
+    }
     if not cases:
         raise InputError(f"'{root}' holds no case folders: give the folder that holds one folder per case.")
     return cases
@@ -95,14 +125,18 @@ def read_split(path: str | Path) -> dict[str, list[str]]:
             raise InputError(f"Split file '{path}' needs a list of case names under '{part}'.")
     overlap = set(split["training"]) & set(split["validation"])
     if overlap:
-        raise InputError(f"Split file '{path}' puts {sorted(overlap)} in both training and validation: keep them apart.")
+        raise InputError(
+            f"Split file '{path}' puts {sorted(overlap)} in both training and validation: keep them apart."
+        )
     return {"training": list(split["training"]), "validation": list(split["validation"])}
 
 
 def write_split(path: str | Path, training: list[str], validation: list[str]) -> None:
     if set(training) & set(validation):
         raise InputError("A case cannot be in both training and validation.")
-    Path(path).write_text(json.dumps({"training": training, "validation": validation}, indent=2) + "\n", encoding="utf-8")
+    Path(path).write_text(
+        json.dumps({"training": training, "validation": validation}, indent=2) + "\n", encoding="utf-8"
+    )
 
 
 def split_cases(root: str | Path, split_file: str | Path, part: str, require_label: bool = True) -> list[Case]:
@@ -118,3 +152,101 @@ def split_cases(root: str | Path, split_file: str | Path, part: str, require_lab
             "Fix the split file or the dataset folder."
         )
     return [cases[c] for c in split[part]]
+
+
+def resolve_inputs(
+    source: str | Path | None = None, files: Mapping[str, str | Path | None] | None = None
+) -> list[tuple[str, dict[str, Path]]]:
+    """What the input of a run means, as cases: ``[(case name, {modality key: path})]``.
+
+    Args:
+        source: a folder, one of: a BraTS case folder; a folder of volumes
+            (files or DICOM series folders) named after their modality
+            (``flair.nii.gz``, ``T1.nrrd``, ``*_t1ce.nii.gz``, ``*-t2f.nii.gz``);
+            or a dataset root holding one such folder per case. None when
+            ``files`` are given.
+        files: modality key -> volume file or DICOM folder of one case, given
+            one at a time (``--flair/--t1/--t1c/--t2``); None values are
+            modalities not given.
+
+    Returns:
+        One entry per case, sorted by name, each mapping the modalities
+        present (canonical order) to their paths. A single case (files, a
+        named-volume folder or a case folder) gives a list of one.
+
+    Raises:
+        InputError: both or neither kind of input, a missing file, the same
+            file for two modalities, names that fit two volumes to one
+            modality, or a folder in which nothing is named like a modality.
+    """
+    given = {k: Path(v) for k, v in (files or {}).items() if v is not None}
+    if source is not None and given:
+        raise InputError("Give either a folder or the modalities one by one (--flair/--t1/--t1c/--t2), not both.")
+    if given:
+        return [_case_from_files(given)]
+    if source is None:
+        raise InputError("No input: give a folder, or at least one of --flair, --t1, --t1c, --t2.")
+    source = Path(source)
+    if not source.is_dir():
+        raise InputError(
+            f"'{source}' is not a folder: give a case folder, a folder of case folders or a folder of "
+            "volumes named after their modality, or the files one by one with --flair/--t1/--t1c/--t2."
+        )
+    single = _case_in_folder(source)
+    if single is not None:
+        return [single]
+    cases = []
+    for folder in (p for p in sorted(source.iterdir()) if p.is_dir() and not p.name.startswith(".")):
+        case = _case_in_folder(folder)
+        if case is None:
+            raise InputError(
+                f"'{folder}' in the dataset folder '{source}' holds no volume named after a modality "
+                "(flair, t1, t1c/t1ce, t2): rename its files, or move it out of the dataset folder."
+            )
+        cases.append(case)
+    if not cases:
+        raise InputError(
+            f"No volume in '{source}' is named after a modality (flair, t1, t1c/t1ce, t2) and it holds no "
+            "case folders: rename the files, or give them one by one with --flair/--t1/--t1c/--t2."
+        )
+    return cases
+
+
+def _case_from_files(given: dict[str, Path]) -> tuple[str, dict[str, Path]]:
+    """One case given file by file; named after the folder of its first file (a name for messages only)."""
+    unknown = [k for k in given if k not in MODALITY_KEYS]
+    if unknown:
+        raise InputError(f"Unknown modality key(s) {', '.join(unknown)}: use {', '.join(MODALITY_KEYS)}.")
+    for key, path in given.items():
+        if not path.exists():
+            raise InputError(f"The {BY_KEY[key].display} input '{path}' does not exist: check the path.")
+    check_distinct_sources({k: str(p.resolve()) for k, p in given.items()}, what="file")
+    images = {k: given[k] for k in MODALITY_KEYS if k in given}
+    first = next(iter(images.values())).resolve()
+    return first.parent.name or "case", images
+
+
+def _case_in_folder(folder: Path) -> tuple[str, dict[str, Path]] | None:
+    """A BraTS case folder or a folder of volumes named by modality, as one case; None if neither."""
+    try:
+        case = find_case(folder, require_all=False)
+        return case.name, dict(case.images)
+    except InputError:
+        pass  # not in BraTS naming: try the names of the volumes themselves
+    # DICOM series come as folders: count a sub-folder only when its name says a modality,
+    # so that the case folders of a dataset root are not taken for volumes.
+    entries = [
+        p
+        for p in sorted(folder.iterdir())
+        if not p.name.startswith(".") and (is_volume_file(p) or (p.is_dir() and classify_name(p.name) is not None))
+    ]
+    assignment = assign_modalities([p.name for p in entries])
+    if assignment.ambiguous:
+        raise InputError(
+            f"In '{folder}': "
+            + " ".join(assignment.problems())
+            + " Move the others away, or give the files one by one with --flair/--t1/--t1c/--t2."
+        )
+    if not assignment.assigned:
+        return None
+    return folder.name, {k: folder / name for k, name in assignment.assigned.items()}

@@ -9,15 +9,25 @@ from pathlib import Path
 
 import numpy as np
 
+from medmodels.datasets import find_case
 from medmodels.metrics import psnr, region_scores, ssim
 from medmodels.modalities import BY_KEY, AvailabilityMask
+from medmodels.options import RunOptions
 from medmodels.phantom import write_phantom_case
-from medmodels.datasets import find_case
-from medmodels.pipeline import PipelineOptions, run_case, write_outputs
+from medmodels.pipeline import run_case, write_outputs
 
 
-def run_demo(out_dir: Path, size: tuple[int, int, int], seed: int, drop: tuple[str, ...],
-             options: PipelineOptions) -> str:
+def run_demo(out_dir: Path, size: tuple[int, int, int], seed: int, drop: tuple[str, ...], options: RunOptions) -> str:
+    """Run the demo and return its report (one line per fact).
+
+    Args:
+        out_dir: the phantom goes to ``out_dir/input/<case>``, the outputs
+            to ``out_dir/output`` (the one-case layout of ``medmodels run``).
+        size: phantom voxels along x, y, z.
+        seed: phantom seed (the case is ``Phantom_<seed>``).
+        drop: modality keys left out, then synthesised back.
+        options: the run options.
+    """
     out_dir = Path(out_dir)
     case = find_case(write_phantom_case(out_dir / "input", f"Phantom_{seed:03d}", size, seed), require_label=True)
     images, labels = case.load()
@@ -26,19 +36,27 @@ def run_demo(out_dir: Path, size: tuple[int, int, int], seed: int, drop: tuple[s
     start = time.perf_counter()
     result = run_case(given, options)
     seconds = time.perf_counter() - start
-    manifest = write_outputs(result, out_dir / "output", options, {k: str(p) for k, p in case.images.items() if k in given})
+    manifest = write_outputs(
+        result, out_dir / "output", options, {k: str(p) for k, p in case.images.items() if k in given}
+    )
 
-    lines = [f"Phantom case: {case.folder} ({'x'.join(map(str, size))} voxels)",
-             f"Given: {mask.label}; left out: {', '.join(BY_KEY[k].display for k in mask.missing_keys) or 'none'}",
-             f"Pipeline time: {seconds:.1f} s",
-             f"Outputs: {manifest.parent} (manifest {manifest.name})"]
+    lines = [
+        f"Phantom case: {case.folder} ({'x'.join(map(str, size))} voxels)",
+        f"Given: {mask.label}; left out: {', '.join(BY_KEY[k].display for k in mask.missing_keys) or 'none'}",
+        f"Pipeline time: {seconds:.1f} s",
+        f"Outputs: {manifest.parent} (manifest {manifest.name})",
+    ]
     brain = np.any([img.array != 0 for img in images.values()], axis=0)
     for key, image in result.synthesised.items():
         truth = images[key].array.astype(np.float32)
-        lines.append(f"Synthesised {BY_KEY[key].display}: PSNR {psnr(image.array, truth, brain):.2f} dB, "
-                     f"SSIM {ssim(image.array, truth, brain):.3f} against the phantom's own {BY_KEY[key].display}")
+        lines.append(
+            f"Synthesised {BY_KEY[key].display}: PSNR {psnr(image.array, truth, brain):.2f} dB, "
+            f"SSIM {ssim(image.array, truth, brain):.3f} against the phantom's own {BY_KEY[key].display}"
+        )
     if result.segmentation is not None and labels is not None:
         scores = region_scores(result.segmentation.array, labels.array, images[result.reference].spacing[::-1])
-        lines.append("Segmentation against the phantom's labels: "
-                     + ", ".join(f"Dice {r} {scores[f'Dice_{r}']:.3f}" for r in ("ET", "TC", "WT")))
+        lines.append(
+            "Segmentation against the phantom's labels: "
+            + ", ".join(f"Dice {r} {scores[f'Dice_{r}']:.3f}" for r in ("ET", "TC", "WT"))
+        )
     return "\n".join(lines)

@@ -1,4 +1,5 @@
-"""Device choice and torchrun (DDP) set-up shared by both trainers.
+"""torchrun (DDP) set-up shared by both trainers (the device word itself is
+resolved by ``medmodels.device``).
 
 Run on several GPUs with ``torchrun --nproc_per_node=N -m medmodels train-seg ...``;
 torchrun sets RANK, WORLD_SIZE and LOCAL_RANK, and ``init`` picks them up.
@@ -14,24 +15,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from medmodels.errors import InputError
-
-
-def resolve_device(name: str = "auto") -> torch.device:
-    """'auto' -> the GPU when there is one, else the CPU; 'cuda'/'gpu' insists on a GPU."""
-    name = name.lower()
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name in ("cuda", "gpu"):
-        if not torch.cuda.is_available():
-            raise InputError("A GPU was asked for but PyTorch sees none: choose device 'cpu' or 'auto', "
-                             "or install a CUDA build of PyTorch.")
-        return torch.device("cuda")
-    if name == "cpu":
-        return torch.device("cpu")
-    if name.startswith("cuda:"):
-        return torch.device(name)
-    raise InputError(f"Unknown device '{name}': use auto, cpu or cuda.")
+from medmodels.device import resolve_device
 
 
 @dataclass(frozen=True)

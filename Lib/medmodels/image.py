@@ -53,7 +53,7 @@ class Image:
 
     # -- conversions --------------------------------------------------------
     @classmethod
-    def from_sitk(cls, image: sitk.Image) -> "Image":
+    def from_sitk(cls, image: sitk.Image) -> Image:
         return cls(sitk.GetArrayFromImage(image), image.GetSpacing(), image.GetOrigin(), image.GetDirection())
 
     def to_sitk(self) -> sitk.Image:
@@ -63,7 +63,7 @@ class Image:
         out.SetDirection(self.direction)
         return out
 
-    def with_array(self, array: np.ndarray) -> "Image":
+    def with_array(self, array: np.ndarray) -> Image:
         """The same geometry around a new array of the same shape."""
         if array.shape != self.array.shape:
             raise ValueError(f"with_array needs shape {self.array.shape}, got {array.shape}")
@@ -79,7 +79,7 @@ class Image:
         z, y, x = self.array.shape
         return (x, y, z)
 
-    def same_grid(self, other: "Image", tolerance: float = GEOMETRY_TOLERANCE) -> bool:
+    def same_grid(self, other: Image, tolerance: float = GEOMETRY_TOLERANCE) -> bool:
         """True if both images sample the same voxel positions."""
         return (
             self.shape == other.shape

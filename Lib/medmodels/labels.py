@@ -1,11 +1,19 @@
-"""BraTS labels and the three scored regions.
+"""BraTS labels, the three scored regions, and the one registry of tumour segments.
 
 Label conventions: 2018-2020 use 1 necrotic/non-enhancing core (NCR), 2 edema
 (ED), 4 enhancing tumour (ET); 2023 on uses 3 for ET. The regions networks
 predict, in channel order, are ET = {ET}, TC = {NCR, ET}, WT = {NCR, ED, ET}.
+
+``SEGMENTS`` is the one list of the three label classes as segments: ID, label
+value, name, colour and terminology code. The Slicer module shows them from
+here (``MissingModalityToolsLib/segments.py`` only adds Slicer's serialising),
+so a name or colour changes in one place. Numpy only, as the Slicer process
+imports it.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -15,12 +23,44 @@ REGIONS = ("ET", "TC", "WT")
 ENHANCING_LABEL = {"2018": 4, "2023": 3}
 NECROTIC, EDEMA = 1, 2
 
-#: Segment names and colours (BraTS figures' usual colours) for writers and Slicer.
-SEGMENTS = (
-    {"label": NECROTIC, "name": "Necrotic tumour core", "color": (0.92, 0.20, 0.20)},
-    {"label": EDEMA, "name": "Peritumoral edema", "color": (0.20, 0.80, 0.25)},
-    {"label": "ET", "name": "Enhancing tumour", "color": (0.98, 0.85, 0.15)},
+
+@dataclass(frozen=True)
+class TumourSegment:
+    """One label class as a segment.
+
+    Args:
+        segment_id: stable ID of the segment inside a segmentation.
+        label: its value in a BraTS 2018 label map (``medmodels run`` writes that convention).
+        name: the name shown to people.
+        color: RGB in 0..1.
+        code: ``(value, scheme, meaning)`` of the segment's type, a DICOM/SNOMED CT code.
+    """
+
+    segment_id: str
+    label: int
+    name: str
+    color: tuple[float, float, float]
+    code: tuple[str, str, str]
+
+
+#: The three segments, in label order. Colours: the ones most BraTS figures use
+#: (core red, edema green, enhancing yellow). Codes are SNOMED CT (scheme "SCT");
+#: SNOMED has no concept for "enhancing tumour", so that segment is coded as a
+#: neoplasm and its name carries the "enhancing".
+SEGMENTS: tuple[TumourSegment, ...] = (
+    TumourSegment("necrotic_core", NECROTIC, "Necrotic tumour core", (1.0, 0.0, 0.0), ("6574001", "SCT", "Necrosis")),
+    TumourSegment("edema", EDEMA, "Peritumoral edema", (0.0, 0.8, 0.0), ("79654002", "SCT", "Edema")),
+    TumourSegment(
+        "enhancing_tumour",
+        ENHANCING_LABEL["2018"],
+        "Enhancing tumour",
+        (1.0, 0.9, 0.0),
+        ("108369006", "SCT", "Neoplasm"),
+    ),
 )
+#: Terminology category of every segment, and the anatomic region they lie in (SNOMED CT).
+SEGMENT_CATEGORY_CODE = ("49755003", "SCT", "Morphologically Altered Structure")
+SEGMENT_REGION_CODE = ("12738006", "SCT", "Brain")
 
 
 def _check(convention: str) -> int:

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import itertools
 import re
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -53,9 +53,7 @@ def modality(key: str) -> Modality:
     try:
         return BY_KEY[key]
     except KeyError:
-        raise InputError(
-            f"Unknown modality '{key}'. Use one of: {', '.join(MODALITY_KEYS)}."
-        ) from None
+        raise InputError(f"Unknown modality '{key}'. Use one of: {', '.join(MODALITY_KEYS)}.") from None
 
 
 # ---------------------------------------------------------------------------
@@ -67,11 +65,25 @@ def modality(key: str) -> Modality:
 # T2. So one name maps to at most one modality.
 # ---------------------------------------------------------------------------
 
-_CONTRAST_WORDS = {"ce", "c", "+c", "c+", "+", "gd", "+gd", "gad", "gado", "post", "postcontrast",
-                   "contrast", "enhanced", "kontrast", "km"}
+_CONTRAST_WORDS = {
+    "ce",
+    "c",
+    "+c",
+    "c+",
+    "+",
+    "gd",
+    "+gd",
+    "gad",
+    "gado",
+    "post",
+    "postcontrast",
+    "contrast",
+    "enhanced",
+    "kontrast",
+    "km",
+}
 _T1_WORDS = {"t1", "t1w", "t1n", "mprage", "spgr", "bravo", "vibe", "t1pre", "t1native"}
-_T1C_WORDS = {"t1ce", "t1c", "t1gd", "t1+c", "t1c+", "t1+gd", "t1post", "t1contrast", "t1+", "t1wce",
-              "t1wc", "t1wgd"}
+_T1C_WORDS = {"t1ce", "t1c", "t1gd", "t1+c", "t1c+", "t1+gd", "t1post", "t1contrast", "t1+", "t1wce", "t1wc", "t1wgd"}
 _T2_WORDS = {"t2", "t2w", "t2tse", "t2wtse"}
 _FLAIR_WORDS = {"flair", "t2f", "tirm", "t2flair", "t2wflair", "darkfluid"}
 
@@ -175,31 +187,28 @@ class AvailabilityMask:
         flags = tuple(bool(a) for a in self.available)
         if len(flags) != len(MODALITY_KEYS):
             raise InputError(
-                f"An availability mask has {len(MODALITY_KEYS)} entries ({', '.join(MODALITY_KEYS)}), "
-                f"got {len(flags)}."
+                f"An availability mask has {len(MODALITY_KEYS)} entries ({', '.join(MODALITY_KEYS)}), got {len(flags)}."
             )
         if not any(flags):
-            raise InputError(
-                "No modality is available: provide at least one of FLAIR, T1, T1c or T2."
-            )
+            raise InputError("No modality is available: provide at least one of FLAIR, T1, T1c or T2.")
         object.__setattr__(self, "available", flags)
 
     @classmethod
-    def from_keys(cls, keys: Iterable[str]) -> "AvailabilityMask":
+    def from_keys(cls, keys: Iterable[str]) -> AvailabilityMask:
         keys = set(keys)
         for k in keys:
             modality(k)  # raises on unknown keys
         return cls(tuple(k in keys for k in MODALITY_KEYS))
 
     @classmethod
-    def from_bits(cls, bits: str) -> "AvailabilityMask":
+    def from_bits(cls, bits: str) -> AvailabilityMask:
         """From a string like "1011" (canonical order, 1 = acquired)."""
         if len(bits) != 4 or set(bits) - {"0", "1"}:
             raise InputError(f"A mask string is four characters of 0/1 (FLAIR,T1,T1c,T2), got '{bits}'.")
         return cls(tuple(b == "1" for b in bits))
 
     @classmethod
-    def all_subsets(cls) -> list["AvailabilityMask"]:
+    def all_subsets(cls) -> list[AvailabilityMask]:
         """The 15 non-empty subsets, in the order of the ShaSpec paper's table:
         single modalities, then pairs, triples and all four."""
         out = []
@@ -209,7 +218,7 @@ class AvailabilityMask:
         return out
 
     @classmethod
-    def partial_subsets(cls) -> list["AvailabilityMask"]:
+    def partial_subsets(cls) -> list[AvailabilityMask]:
         """The 14 subsets with at least one modality missing (the synthesis patterns)."""
         return [m for m in cls.all_subsets() if not m.is_complete]
 
@@ -231,7 +240,7 @@ class AvailabilityMask:
 
     @property
     def label(self) -> str:
-        """"FLAIR+T1c"-style name for tables."""
+        """ "FLAIR+T1c"-style name for tables."""
         return "+".join(BY_KEY[k].display for k in self.keys)
 
     def vector(self) -> np.ndarray:
@@ -249,12 +258,7 @@ class AvailabilityMask:
         return self.label
 
 
-def mask_from_images(images: Mapping[str, object]) -> AvailabilityMask:
-    """The mask of the keys present in a dict of images."""
-    return AvailabilityMask.from_keys(images.keys())
-
-
-def resolve_mask(images: Mapping[str, object], mask: "AvailabilityMask | None" = None) -> AvailabilityMask:
+def resolve_mask(images: Mapping[str, object], mask: AvailabilityMask | None = None) -> AvailabilityMask:
     """The mask a model call uses: the given one, or the keys of ``images``.
 
     Raises:
@@ -266,8 +270,10 @@ def resolve_mask(images: Mapping[str, object], mask: "AvailabilityMask | None" =
     mask = mask if mask is not None else AvailabilityMask.from_keys(images.keys())
     absent = [k for k in mask.keys if k not in images]
     if absent:
-        raise InputError(f"The mask marks {', '.join(absent)} available, but no image was given for it: "
-                         "give the image or mark it missing.")
+        raise InputError(
+            f"The mask marks {', '.join(absent)} available, but no image was given for it: "
+            "give the image or mark it missing."
+        )
     return mask
 
 

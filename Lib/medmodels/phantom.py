@@ -28,9 +28,10 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage
 
+from medmodels.datasets import case_file_names
 from medmodels.image import Image
 from medmodels.io import write_image
-from medmodels.modalities import BY_KEY, MODALITY_KEYS
+from medmodels.modalities import MODALITY_KEYS
 
 FIELD_OF_VIEW_MM = (240.0, 240.0, 155.0)  # x, y, z as in BraTS
 BRATS_ORIGIN = (0.0, -239.0, 0.0)
@@ -39,9 +40,9 @@ TISSUES = ("background", "csf", "gm", "wm", "edema", "necrosis", "enhancing")
 #: Mean intensity of each tissue per modality, in units of a scanner's grey values.
 CONTRAST = {
     #            bg    csf    gm    wm    edema necrosis enhancing
-    "t1":    (0.0, 0.30, 0.72, 1.00, 0.62, 0.35, 0.70),
-    "t1c":   (0.0, 0.32, 0.74, 1.00, 0.64, 0.38, 1.60),
-    "t2":    (0.0, 1.70, 0.80, 0.50, 1.30, 1.50, 0.95),
+    "t1": (0.0, 0.30, 0.72, 1.00, 0.62, 0.35, 0.70),
+    "t1c": (0.0, 0.32, 0.74, 1.00, 0.64, 0.38, 1.60),
+    "t2": (0.0, 1.70, 0.80, 0.50, 1.30, 1.50, 0.95),
     "flair": (0.0, 0.18, 0.80, 0.62, 1.45, 0.70, 1.05),
 }
 SCANNER_SCALE = {"t1": 500.0, "t1c": 520.0, "t2": 420.0, "flair": 380.0}
@@ -57,8 +58,9 @@ class PhantomCase:
     tissues: Image  # index into TISSUES, for tests of the contrast relations
 
 
-def make_phantom(size: tuple[int, int, int] = (96, 96, 64), seed: int = 0, noise: float = 0.03,
-                 bias: float = 0.15) -> PhantomCase:
+def make_phantom(
+    size: tuple[int, int, int] = (96, 96, 64), seed: int = 0, noise: float = 0.03, bias: float = 0.15
+) -> PhantomCase:
     """Generate a phantom case.
 
     Args:
@@ -72,16 +74,19 @@ def make_phantom(size: tuple[int, int, int] = (96, 96, 64), seed: int = 0, noise
     nx, ny, nz = size
     spacing = tuple(f / n for f, n in zip(FIELD_OF_VIEW_MM, size))
     # Physical coordinates (mm) of voxel centres relative to the FOV centre, array order z, y, x.
-    z, y, x = np.meshgrid(*[(np.arange(n) + 0.5) * s - f / 2 for n, s, f in
-                            zip((nz, ny, nx), spacing[::-1], FIELD_OF_VIEW_MM[::-1])], indexing="ij")
+    z, y, x = np.meshgrid(
+        *[(np.arange(n) + 0.5) * s - f / 2 for n, s, f in zip((nz, ny, nx), spacing[::-1], FIELD_OF_VIEW_MM[::-1])],
+        indexing="ij",
+    )
 
     def smooth_noise(scale_mm: float, amplitude: float) -> np.ndarray:
         # Smooth random field with correlation length ~scale_mm, made on a grid
         # of scale_mm/2 and interpolated up: the same look at any size, and fast.
         coarse = [max(4, int(np.ceil(f / (scale_mm / 2)))) for f in FIELD_OF_VIEW_MM[::-1]]
         field = ndimage.gaussian_filter(rng.standard_normal(coarse), 1.0, mode="wrap")
-        field = F.interpolate(torch.from_numpy(field)[None, None].float(), size=(nz, ny, nx),
-                              mode="trilinear", align_corners=False)[0, 0].numpy()
+        field = F.interpolate(
+            torch.from_numpy(field)[None, None].float(), size=(nz, ny, nx), mode="trilinear", align_corners=False
+        )[0, 0].numpy()
         return amplitude * field / (field.std() + 1e-8)
 
     def ellipsoid(c, r, wobble=None) -> np.ndarray:
@@ -129,27 +134,19 @@ def make_phantom(size: tuple[int, int, int] = (96, 96, 64), seed: int = 0, noise
         clean = means[tissue] * (1.0 + smooth_noise(4, 0.03))  # texture within tissues
         clean = ndimage.gaussian_filter(clean, sigma_pv) * bias_field
         n1, n2 = (rng.standard_normal(clean.shape) * noise for _ in range(2))
-        noisy = np.sqrt((clean + n1) ** 2 + n2 ** 2)  # Rician magnitude noise
+        noisy = np.sqrt((clean + n1) ** 2 + n2**2)  # Rician magnitude noise
         volume = np.where(brain, noisy * SCANNER_SCALE[key], 0.0)
         images[key] = Image(np.round(volume).astype(np.int16), **geometry)
     return PhantomCase(images, Image(labels, **geometry), Image(tissue, **geometry))
 
 
-def case_file_names(case: str, naming: str = "2018") -> dict[str, str]:
-    """File names of a BraTS case: modality key (and 'seg') -> file name."""
-    if naming == "2018":
-        names = {k: f"{case}_{BY_KEY[k].brats2018}.nii.gz" for k in MODALITY_KEYS}
-        names["seg"] = f"{case}_seg.nii.gz"
-    elif naming == "2023":
-        names = {k: f"{case}-{BY_KEY[k].brats2023}.nii.gz" for k in MODALITY_KEYS}
-        names["seg"] = f"{case}-seg.nii.gz"
-    else:
-        raise ValueError(f"naming is '2018' or '2023', got '{naming}'")
-    return names
-
-
-def write_phantom_case(out_dir: str | Path, case: str = "Phantom_001", size: tuple[int, int, int] = (96, 96, 64),
-                       seed: int = 0, naming: str = "2018") -> Path:
+def write_phantom_case(
+    out_dir: str | Path,
+    case: str = "Phantom_001",
+    size: tuple[int, int, int] = (96, 96, 64),
+    seed: int = 0,
+    naming: str = "2018",
+) -> Path:
     """Write a phantom as a BraTS case folder ``out_dir/case/``; returns that folder."""
     phantom = make_phantom(size, seed)
     folder = Path(out_dir) / case

@@ -13,7 +13,8 @@ import contextvars
 import os
 import sys
 import time
-from typing import Iterable, Iterator, TypeVar
+from collections.abc import Iterable, Iterator
+from typing import TypeVar
 
 from tqdm.auto import tqdm
 
@@ -26,8 +27,9 @@ LINE_INTERVAL = 0.5
 #: The part (start, end) of the overall 0..1 progress that the current step
 #: covers. A context variable, set only by ``within``, so nested loops (a
 #: sampler inside the pipeline) report on the pipeline's scale, not from 0 again.
-_SPAN: contextvars.ContextVar[tuple[float, float]] = contextvars.ContextVar("medmodels_progress_span",
-                                                                           default=(0.0, 1.0))
+_SPAN: contextvars.ContextVar[tuple[float, float]] = contextvars.ContextVar(
+    "medmodels_progress_span", default=(0.0, 1.0)
+)
 
 
 @contextlib.contextmanager
@@ -64,20 +66,22 @@ class progress(Iterator[T]):  # noqa: N801 - used like tqdm, a function-style na
         iterable: what to iterate over.
         total: number of items when ``len(iterable)`` does not give it.
         desc: what the loop does, shown before the bar or in the line.
-        span: ``(start, end)`` of the overall fraction this loop covers, so
-            several loops can make one 0..1 progress in lines mode.
         disable: no output at all (e.g. on non-zero DDP ranks).
+
+    In lines mode the loop reports 0..1 of the part ``within`` gives it, so
+    several loops make one overall progress.
     """
 
-    def __init__(self, iterable: Iterable[T], total: int | None = None, desc: str = "",
-                 span: tuple[float, float] = (0.0, 1.0), disable: bool = False) -> None:
+    def __init__(self, iterable: Iterable[T], total: int | None = None, desc: str = "", disable: bool = False) -> None:
         self._it = iter(iterable)
         self.total = total if total is not None else (len(iterable) if hasattr(iterable, "__len__") else None)
-        self.desc, self.span, self.n = desc, span, 0
+        self.desc, self.n = desc, 0
         self._postfix = ""
         self._lines = lines_mode() and not disable
         self._last = 0.0
-        self._bar = None if (self._lines or disable) else tqdm(total=self.total, desc=desc, dynamic_ncols=True, file=sys.stderr)
+        self._bar = (
+            None if (self._lines or disable) else tqdm(total=self.total, desc=desc, dynamic_ncols=True, file=sys.stderr)
+        )
         if self._lines:
             self._line(force=True)
 
@@ -93,11 +97,10 @@ class progress(Iterator[T]):  # noqa: N801 - used like tqdm, a function-style na
             return
         self._last = now
         done = self.n / self.total if self.total else 0.0
-        fraction = self.span[0] + (self.span[1] - self.span[0]) * done
         count = f"{self.n}/{self.total}" if self.total else str(self.n)
-        emit(fraction, f"{self.desc} {count} {self._postfix}".strip())
+        emit(done, f"{self.desc} {count} {self._postfix}".strip())
 
-    def __iter__(self) -> "progress[T]":
+    def __iter__(self) -> progress[T]:
         return self
 
     def __next__(self) -> T:

@@ -42,7 +42,9 @@ def record_path(checkpoint: str | os.PathLike) -> Path:
     return Path(checkpoint).with_suffix(".json")
 
 
-def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any], record: dict[str, Any] | None = None) -> dict[str, Any]:
+def save_checkpoint(
+    path: str | os.PathLike, payload: dict[str, Any], record: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """Write ``payload`` (tensors, numbers, strings, lists, dicts) and its record.
 
     Both files are written to temporary names and renamed, the record last,
@@ -80,7 +82,9 @@ def read_record(path: str | os.PathLike) -> dict[str, Any]:
     return json.loads(rec.read_text(encoding="utf-8"))
 
 
-def load_checkpoint(path: str | os.PathLike, expected_sha256: str | None = None, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+def load_checkpoint(
+    path: str | os.PathLike, expected_sha256: str | None = None, map_location: str | torch.device = "cpu"
+) -> dict[str, Any]:
     """Load a checkpoint after checking its SHA-256.
 
     Args:
@@ -146,8 +150,16 @@ def import_checkpoint(source: str | os.PathLike, destination_dir: str | os.PathL
     dest = Path(destination_dir) / source.name
     dest.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(source, dest)
-    _write_json(record_path(dest), {"file": dest.name, "sha256": actual, "size_bytes": dest.stat().st_size,
-                                    "config": payload.get("config", {}), "imported_from": str(source)})
+    _write_json(
+        record_path(dest),
+        {
+            "file": dest.name,
+            "sha256": actual,
+            "size_bytes": dest.stat().st_size,
+            "config": payload.get("config", {}),
+            "imported_from": str(source),
+        },
+    )
     return dest
 
 

@@ -14,8 +14,6 @@ import importlib.metadata
 import re
 from pathlib import Path
 
-# Distribution name -> import name, where they differ.
-IMPORT_NAMES = {"simpleitk": "SimpleITK", "scikit-image": "skimage"}
 TORCH_REQUIREMENT = ">=2.1"
 
 
@@ -45,7 +43,7 @@ def missing_requirements(requirements: list[str]) -> list[str]:
 
 
 def installer_name(slicer_module) -> str:
-    """"packaging" where slicer.packaging.pip_ensure exists (Slicer 5.11 on), else "util"."""
+    """ "packaging" where slicer.packaging.pip_ensure exists (Slicer 5.11 on), else "util"."""
     packaging = getattr(slicer_module, "packaging", None)
     return "packaging" if packaging is not None and hasattr(packaging, "pip_ensure") else "util"
 
@@ -71,30 +69,39 @@ def ensure_dependencies(requirements_file: str | Path, requester: str = "Missing
     testing = bool(getattr(slicer, "app", None) and slicer.app.testingEnabled())
     if not torch_installed():
         if testing:
-            raise RuntimeError("PyTorch is not installed and packages are never installed under testing: "
-                               "install the PyTorch extension and torch before running the tests.")
+            raise RuntimeError(
+                "PyTorch is not installed and packages are never installed under testing: "
+                "install the PyTorch extension and torch before running the tests."
+            )
         try:
             import PyTorchUtils
         except ImportError:
-            raise RuntimeError("MissingModalityTools needs PyTorch: install the 'PyTorch' extension from the "
-                               "Extensions Manager, restart Slicer, and press Apply again.") from None
-        torch = PyTorchUtils.PyTorchUtilsLogic().installTorch(askConfirmation=True,
-                                                               torchVersionRequirement=TORCH_REQUIREMENT)
+            raise RuntimeError(
+                "MissingModalityTools needs PyTorch: install the 'PyTorch' extension from the "
+                "Extensions Manager, restart Slicer, and press Apply again."
+            ) from None
+        torch = PyTorchUtils.PyTorchUtilsLogic().installTorch(
+            askConfirmation=True, torchVersionRequirement=TORCH_REQUIREMENT
+        )
         if torch is None:
             return False
     missing = missing_requirements(requirements)
     if not missing:
         return True
     if testing:
-        raise RuntimeError(f"Missing Python packages {missing}, and packages are never installed under testing: "
-                           "install them first (pip_install in Slicer's Python console).")
+        raise RuntimeError(
+            f"Missing Python packages {missing}, and packages are never installed under testing: "
+            "install them first (pip_install in Slicer's Python console)."
+        )
     if installer_name(slicer) == "packaging":
-        result = slicer.packaging.pip_ensure(slicer.packaging.load_requirements(str(requirements_file)),
-                                             requester=requester)
+        result = slicer.packaging.pip_ensure(
+            slicer.packaging.load_requirements(str(requirements_file)), requester=requester
+        )
         return result is not False and not missing_requirements(requirements)
     if not slicer.util.confirmOkCancelDisplay(
-            f"{requester} needs these Python packages: {', '.join(missing)}.\n"
-            "Install them now? This downloads them from PyPI and can take a few minutes."):
+        f"{requester} needs these Python packages: {', '.join(missing)}.\n"
+        "Install them now? This downloads them from PyPI and can take a few minutes."
+    ):
         return False
     slicer.util.pip_install(missing)
     return not missing_requirements(requirements)

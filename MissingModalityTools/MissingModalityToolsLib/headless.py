@@ -16,9 +16,12 @@ def make_scene(set_global: bool = False):
     app = slicer.vtkSlicerApplicationLogic()
     app.SetMRMLScene(scene)
     logics = {}
-    for name, cls in (("Colors", slicer.vtkSlicerColorLogic), ("Volumes", slicer.vtkSlicerVolumesLogic),
-                      ("SubjectHierarchy", slicer.vtkSlicerSubjectHierarchyModuleLogic),
-                      ("Segmentations", slicer.vtkSlicerSegmentationsModuleLogic)):
+    for name, cls in (
+        ("Colors", slicer.vtkSlicerColorLogic),
+        ("Volumes", slicer.vtkSlicerVolumesLogic),
+        ("SubjectHierarchy", slicer.vtkSlicerSubjectHierarchyModuleLogic),
+        ("Segmentations", slicer.vtkSlicerSegmentationsModuleLogic),
+    ):
         logic = cls()
         logic.SetMRMLApplicationLogic(app)
         logic.SetMRMLScene(scene)

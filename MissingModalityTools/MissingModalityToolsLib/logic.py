@@ -1,8 +1,12 @@
-"""The module's logic, free of Qt: check the inputs, run medmodels, load the results.
+"""The module's one logic, free of Qt: run medmodels on the chosen volumes, load the results.
 
-It takes the scene and the nodes as arguments, reports progress through
-callbacks and raises exceptions, so the same code runs in the Slicer panel,
-in Slicer's Python console, and in pytest against slicer-core's real scene.
+``MissingModalityToolsLogic`` takes the scene and the nodes as arguments,
+reports progress through callbacks and raises exceptions, so the same object
+runs in the Slicer panel, in Slicer's Python console, and in pytest against
+slicer-core's real scene. The module file's ``MissingModalityToolsLogic``
+subclasses it only to fill in Slicer's scene, PythonSlicer, startup
+environment and temporary folder, and to add the parameter node; the panel
+makes one and keeps it. Whether a run can start is decided in ``inputs.py``.
 
 A run is two halves: ``start`` (write the inputs, launch the worker) and
 ``finish`` (load the results as new nodes). Between them the caller keeps
@@ -16,126 +20,71 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import tempfile
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Mapping, Sequence
+from typing import Callable
 
 from medmodels.errors import InputError
-from medmodels.modalities import BY_KEY, MODALITY_KEYS, AvailabilityMask, assign_modalities, check_distinct_sources
+from medmodels.modalities import AvailabilityMask
 
 from MissingModalityToolsLib import nodes as nodeio
-from MissingModalityToolsLib.options import RunOptions, build_arguments, output_names, quote_command, segmentation_name
+from MissingModalityToolsLib.inputs import display_name, input_problems, scene_problems, selected_inputs
+from MissingModalityToolsLib.options import build_arguments, output_names, segmentation_name
 from MissingModalityToolsLib.worker import RunCancelled, WorkerError, WorkerProcess, default_python
 
 ProgressCallback = Callable[[float, str], None]
 LogCallback = Callable[[str], None]
 
 
-def display_name(key: str) -> str:
-    return BY_KEY[key].display
+@dataclass(frozen=True)
+class ExpectedOutput:
+    """One file the worker is to write, and the node it becomes.
 
-
-def selected_inputs(inputs: Mapping[str, object]) -> dict:
-    """The chosen nodes only, in canonical modality order."""
-    return {k: inputs[k] for k in MODALITY_KEYS if inputs.get(k) is not None}
-
-
-def availability(inputs: Mapping[str, object]) -> AvailabilityMask | None:
-    """The availability mask of a selection, or None when nothing is selected."""
-    chosen = selected_inputs(inputs)
-    return AvailabilityMask.from_keys(chosen) if chosen else None
-
-
-def describe_availability(inputs: Mapping[str, object], options: RunOptions | None = None) -> str:
-    """One line for the panel: which modalities are acquired and what becomes of the rest."""
-    mask = availability(inputs)
-    if mask is None:
-        return "No volume selected."
-    parts = [("\u2713 " if a else "\u2717 ") + display_name(k) for k, a in zip(MODALITY_KEYS, mask)]
-    text = "   ".join(parts) + f"   (mask {mask.bits})"
-    if mask.missing_keys:
-        fate = "will be synthesised" if options is None or options.synthesize else "left out"
-        text += f"; {', '.join(display_name(k) for k in mask.missing_keys)} {fate}"
-    return text
-
-
-def assign_by_name(volume_nodes: Sequence) -> tuple[dict, list[str]]:
-    """Fill the modality slots from node names with medmodels' name registry.
-
-    Returns (modality key -> node, sentences about names that were ambiguous).
-    Two nodes with the same name are never guessed between.
+    Attributes:
+        kind: the manifest's key for it: "synthesised", "uncertainty" or "segmentation".
+        key: modality key of a synthesised or uncertainty volume; "" for the segmentation.
+        filename: the contract's file name (docs/architecture.md), used when the
+            manifest does not name the file.
+        node_name: name of the new node.
     """
-    by_name: dict[str, list] = {}
-    for node in volume_nodes:
-        by_name.setdefault(node.GetName(), []).append(node)
-    assignment = assign_modalities(by_name)
-    chosen, notes = {}, list(assignment.problems())
-    for key, name in assignment.assigned.items():
-        if len(by_name[name]) == 1:
-            chosen[key] = by_name[name][0]
-        else:
-            notes.append(f"{len(by_name[name])} volumes are named '{name}'; choose one for {display_name(key)}.")
-    return chosen, notes
+
+    kind: str
+    key: str
+    filename: str
+    node_name: str
 
 
-def input_problems(inputs: Mapping[str, object], options: RunOptions) -> list[str]:
-    """Why the run cannot start, as sentences that each name the fix; empty = it can.
+def plan_run(
+    options, input_files: Mapping[str, str], output_dir: str, missing_keys: Sequence[str]
+) -> tuple[list[str], list[ExpectedOutput]]:
+    """Everything the run takes from the options: the worker's arguments and the outputs to load.
 
-    The panel shows these as the Apply button's tooltip.
+    The one place in this file that reads the options (built in options.py),
+    so a change of the options touches only this function.
+
+    Args:
+        options: the run's RunOptions.
+        input_files: modality key -> file written for it (acquired ones only).
+        output_dir: folder the worker writes into.
+        missing_keys: modality keys not acquired, in canonical order.
     """
-    problems = list(options.problems())
-    unknown = sorted(set(inputs) - set(MODALITY_KEYS))
-    if unknown:
-        problems.append(f"Unknown modality slot(s) {unknown}: use {', '.join(MODALITY_KEYS)}.")
-    chosen = selected_inputs(inputs)
-    if not chosen:
-        problems.append("No volume selected: choose at least one of FLAIR, T1, T1c or T2.")
-        return problems
-    try:
-        check_distinct_sources({k: n.GetID() or str(id(n)) for k, n in chosen.items()})
-    except InputError as e:
-        message = str(e)
-        for n in chosen.values():
-            if n.GetID():
-                message = message.replace(f"'{n.GetID()}'", f"'{n.GetName()}'")
-        problems.append(message)
-    usable = {}
-    for key, node in chosen.items():
-        label = f"{display_name(key)} volume '{node.GetName()}'"
-        image = node.GetImageData()
-        if not node.IsA("vtkMRMLScalarVolumeNode") or node.IsA("vtkMRMLLabelMapVolumeNode"):
-            problems.append(f"{label} is not a scalar MR volume: choose a scalar volume.")
-        elif image is None or min(image.GetDimensions()) < 1 or image.GetNumberOfPoints() == 0:
-            problems.append(f"{label} has no voxels: load the image again or choose another volume.")
-        elif image.GetNumberOfScalarComponents() != 1:
-            problems.append(f"{label} has {image.GetNumberOfScalarComponents()} components per voxel: "
-                            "choose a single-component (grey-scale) volume.")
-        elif node.GetParentTransformNode() is not None:
-            problems.append(f"{label} is under transform '{node.GetParentTransformNode().GetName()}': "
-                            "harden the transform first (Data module, right-click, Harden transform), "
-                            "so the worker sees the volume where the scene shows it.")
-        else:
-            usable[key] = node
-    # Grids may differ (medmodels resamples onto the reference input's grid),
-    # but volumes that do not even overlap cannot be brought together.
-    if len(usable) > 1:
-        ref_key = next(iter(usable))
-        ref_bounds = nodeio.ras_bounds(usable[ref_key])
-        for key, node in list(usable.items())[1:]:
-            if not nodeio.bounds_overlap(ref_bounds, nodeio.ras_bounds(node)):
-                problems.append(
-                    f"{display_name(key)} volume '{node.GetName()}' does not overlap the reference "
-                    f"{display_name(ref_key)} volume '{usable[ref_key].GetName()}' in space, so their grids "
-                    "cannot be brought together: choose volumes of the same patient and session, "
-                    "or register them first."
-                )
-    mask = AvailabilityMask.from_keys(chosen)
-    if options.synthesize and not options.segment and mask.is_complete:
-        problems.append("All four modalities are selected, so there is nothing to synthesise: "
-                        "tick 'Segment tumour', or leave out a modality to synthesise it.")
-    return problems
+    arguments = build_arguments(input_files, output_dir, options)
+    outputs = []
+    if options.synthesize:
+        for key in missing_keys:
+            names = output_names(display_name(key), options.name_prefix)
+            outputs.append(ExpectedOutput("synthesised", key, f"{key}.nii.gz", names["volume"]))
+            if options.samples > 1:
+                outputs.append(ExpectedOutput("uncertainty", key, f"{key}_std.nii.gz", names["uncertainty"]))
+    if options.segment:
+        outputs.append(
+            ExpectedOutput("segmentation", "", "segmentation.nii.gz", segmentation_name(options.name_prefix))
+        )
+    return arguments, outputs
 
 
 @dataclass
@@ -157,17 +106,48 @@ class RunResult:
     seconds: float = 0.0
 
     def nodes(self) -> list:
-        return [*self.synthesized.values(), *self.uncertainty.values(),
-                *([self.segmentation] if self.segmentation is not None else [])]
+        return [
+            *self.synthesized.values(),
+            *self.uncertainty.values(),
+            *([self.segmentation] if self.segmentation is not None else []),
+        ]
+
+    def add(self, output: ExpectedOutput, node) -> None:
+        """File a loaded node under its kind."""
+        if output.kind == "segmentation":
+            self.segmentation = node
+        else:
+            (self.synthesized if output.kind == "synthesised" else self.uncertainty)[output.key] = node
 
 
 class Run:
-    """A run in progress: the worker process, its folders, and the caller's callbacks."""
+    """A run in progress: the worker process, its folders, and the caller's callbacks.
 
-    def __init__(self, inputs: dict, options: RunOptions, worker: WorkerProcess, temp_dir: str,
-                 output_dir: str, on_progress: ProgressCallback | None, on_log: LogCallback | None):
+    Args:
+        inputs: modality key -> input node (the chosen ones, canonical order).
+        options: the RunOptions it was started with.
+        outputs: what ``finish`` is to load, from ``plan_run``.
+        worker: the started worker process.
+        temp_dir: the run's own temporary folder (removed by ``finish``).
+        output_dir: the worker's output folder inside ``temp_dir``.
+        on_progress: called with (fraction 0..1, message) for PROGRESS lines.
+        on_log: called with each other line, and one line per progress phase.
+    """
+
+    def __init__(
+        self,
+        inputs: dict,
+        options,
+        outputs: Sequence[ExpectedOutput],
+        worker: WorkerProcess,
+        temp_dir: str,
+        output_dir: str,
+        on_progress: ProgressCallback | None,
+        on_log: LogCallback | None,
+    ):
         self.inputs = inputs
         self.options = options
+        self.outputs = list(outputs)
         self.worker = worker
         self.temp_dir = temp_dir
         self.output_dir = output_dir
@@ -202,8 +182,11 @@ class Run:
         return self.worker.cancelled
 
 
-class MissingModalityLogic:
-    """Synthesis and segmentation of one case in a scene.
+class MissingModalityToolsLogic:
+    """Synthesis and segmentation of one case at a time in a scene; one object serves every run.
+
+    It holds only its configuration (set once, read by every run), never a
+    run's state: each ``start`` returns its own ``Run``.
 
     Args:
         scene: the MRML scene the inputs are in and the results go to.
@@ -219,9 +202,15 @@ class MissingModalityLogic:
             ``["--seg-checkpoint", path]`` for weights other than the bundled ones.
     """
 
-    def __init__(self, scene, worker_command: Sequence[str] | None = None, pythonpath: Sequence[str] = (),
-                 base_env: Mapping[str, str] | None = None, temp_root: str | None = None,
-                 extra_arguments: Sequence[str] = ()):
+    def __init__(
+        self,
+        scene,
+        worker_command: Sequence[str] | None = None,
+        pythonpath: Sequence[str] = (),
+        base_env: Mapping[str, str] | None = None,
+        temp_root: str | None = None,
+        extra_arguments: Sequence[str] = (),
+    ):
         self.scene = scene
         self.worker_command = list(worker_command) if worker_command else [default_python(), "-m", "medmodels"]
         self.pythonpath = [str(p) for p in pythonpath]
@@ -229,16 +218,12 @@ class MissingModalityLogic:
         self.temp_root = temp_root
         self.extra_arguments = [str(a) for a in extra_arguments]
 
-    # -- checks ----------------------------------------------------------------
-    def problems(self, inputs: Mapping[str, object], options: RunOptions) -> list[str]:
-        problems = input_problems(inputs, options)
-        for node in selected_inputs(inputs).values():
-            if node.GetScene() is not self.scene:
-                problems.append(f"Volume '{node.GetName()}' is not in this scene: choose a volume from the scene.")
-        return problems
+    def problems(self, inputs: Mapping[str, object], options) -> list[str]:
+        """``inputs.input_problems`` plus nodes from another scene; empty = ``start`` will start."""
+        return input_problems(inputs, options) + scene_problems(inputs, self.scene)
 
-    # -- the run -----------------------------------------------------------------
     def environment(self) -> dict:
+        """The worker's whole environment: the base one plus the contract's variables."""
         env = dict(self.base_env)
         env["MEDMODELS_PROGRESS"] = "lines"  # PROGRESS lines instead of a tqdm bar (the contract)
         env["PYTHONUNBUFFERED"] = "1"  # lines arrive as they are printed, not at exit
@@ -248,11 +233,17 @@ class MissingModalityLogic:
             env["PYTHONPATH"] = os.pathsep.join(self.pythonpath + ([old] if old else []))
         return env
 
-    def start(self, inputs: Mapping[str, object], options: RunOptions,
-              on_progress: ProgressCallback | None = None, on_log: LogCallback | None = None) -> Run:
+    def start(
+        self,
+        inputs: Mapping[str, object],
+        options,
+        on_progress: ProgressCallback | None = None,
+        on_log: LogCallback | None = None,
+    ) -> Run:
         """Check the inputs, write them to a temporary folder and launch the worker.
 
-        Raises InputError (listing every problem) before anything is written.
+        Raises InputError (listing every problem) before anything is written,
+        and nodes.NodeError when an input cannot be written.
         """
         problems = self.problems(inputs, options)
         if problems:
@@ -260,22 +251,18 @@ class MissingModalityLogic:
         chosen = selected_inputs(inputs)
         temp_dir = tempfile.mkdtemp(prefix="MissingModalityTools-", dir=self.temp_root)
         try:
-            input_dir = os.path.join(temp_dir, "inputs")
             output_dir = os.path.join(temp_dir, "outputs")
-            os.makedirs(input_dir)
-            files = {}
-            for key, node in chosen.items():
-                files[key] = os.path.join(input_dir, f"{key}.nrrd")
-                nodeio.write_volume(node, files[key])
-            command = self.worker_command + build_arguments(files, output_dir, options) + self.extra_arguments
+            files = write_inputs(chosen, os.path.join(temp_dir, "inputs"))
+            arguments, outputs = plan_run(options, files, output_dir, AvailabilityMask.from_keys(chosen).missing_keys)
+            command = self.worker_command + arguments + self.extra_arguments
             if on_log:
-                on_log("Running: " + quote_command(command))
+                on_log("Running: " + shlex.join(command))  # one line a user can rerun by hand
             worker = WorkerProcess(command, self.environment(), cwd=temp_dir)
             worker.start()
         except BaseException:
             shutil.rmtree(temp_dir, ignore_errors=True)
             raise
-        return Run(chosen, options, worker, temp_dir, output_dir, on_progress, on_log)
+        return Run(chosen, options, outputs, worker, temp_dir, output_dir, on_progress, on_log)
 
     def finish(self, run: Run) -> RunResult:
         """Load a finished run's results as new nodes; always removes the temporary folder.
@@ -290,66 +277,55 @@ class MissingModalityLogic:
                 raise RunCancelled("Cancelled: the worker was stopped and nothing was added to the scene.")
             if run.worker.returncode != 0:
                 raise WorkerError(run.worker.failure_message())
-            manifest_path = os.path.join(run.output_dir, "manifest.json")
-            if not os.path.exists(manifest_path):
-                raise WorkerError("The worker exited without writing manifest.json, so its outputs may be "
-                                  "incomplete; nothing was loaded. Rerun, and report it with the log if it repeats.")
-            with open(manifest_path, encoding="utf-8") as f:
-                manifest = json.load(f)
-            result = self._load(run, manifest)
+            result = self._load(run, read_manifest(run.output_dir))
             result.seconds = time.monotonic() - run.started
             return result
         finally:
             shutil.rmtree(run.temp_dir, ignore_errors=True)
 
     def _load(self, run: Run, manifest: dict) -> RunResult:
-        mask = AvailabilityMask.from_keys(run.inputs)
+        """The run's outputs as new nodes placed with the reference input; all or nothing."""
         ref_key = manifest.get("reference") if manifest.get("reference") in run.inputs else next(iter(run.inputs))
         reference = run.inputs[ref_key]
-        prefix = run.options.name_prefix
         result = RunResult(reference_key=ref_key)
         added = []
-
-        def expect(filename: str, listed=None) -> str:
-            # The manifest names the files; the contract's names are the fallback.
-            filename = listed or filename
-            path = os.path.join(run.output_dir, os.path.basename(filename))
-            if not os.path.exists(path):
-                raise WorkerError(f"The worker reported success but did not write {filename}. "
-                                  "The medmodels version may not match the module: reinstall the extension.")
-            return path
-
         try:
-            if run.options.synthesize:
-                for key in mask.missing_keys:
-                    names = output_names(display_name(key), prefix)
-                    node = nodeio.read_scalar_volume(self.scene, expect(f"{key}.nii.gz", (manifest.get("synthesised") or {}).get(key)), names["volume"])
-                    added.append(node)
-                    result.synthesized[key] = node
-                    if run.options.samples > 1:
-                        std = nodeio.read_scalar_volume(self.scene, expect(f"{key}_std.nii.gz", (manifest.get("uncertainty") or {}).get(key)), names["uncertainty"])
-                        added.append(std)
-                        result.uncertainty[key] = std
-            if run.options.segment:
-                seg = nodeio.read_segmentation(self.scene, expect("segmentation.nii.gz", manifest.get("segmentation")),
-                                               segmentation_name(prefix), reference,
-                                               str(manifest.get("label_convention", "2018")))
-                added.append(seg)
-                result.segmentation = seg
+            for output in run.outputs:
+                path = output_path(run.output_dir, manifest, output)
+                if output.kind == "segmentation":
+                    node = nodeio.read_segmentation(
+                        self.scene, path, output.node_name, reference, str(manifest.get("label_convention", "2018"))
+                    )
+                else:
+                    node = nodeio.read_scalar_volume(self.scene, path, output.node_name)
+                added.append(node)
+                result.add(output, node)
             for node in [*result.synthesized.values(), *result.uncertainty.values()]:
                 if not nodeio.same_grid(node, reference) and run.on_log:
-                    run.on_log(f"Note: '{node.GetName()}' is not on the grid of the reference "
-                               f"{display_name(ref_key)} volume '{reference.GetName()}'.")
+                    run.on_log(
+                        f"Note: '{node.GetName()}' is not on the grid of the reference "
+                        f"{display_name(ref_key)} volume '{reference.GetName()}'."
+                    )
             nodeio.place_with(self.scene, added, reference)
+        except nodeio.NodeError as e:
+            # A worker's file that Slicer cannot take is a failed run, and the caller handles it as one.
+            nodeio.remove_nodes(self.scene, added)
+            raise WorkerError(str(e)) from e
         except BaseException:
             nodeio.remove_nodes(self.scene, added)
             raise
         return result
 
-    def run_blocking(self, inputs: Mapping[str, object], options: RunOptions,
-                     on_progress: ProgressCallback | None = None, on_log: LogCallback | None = None,
-                     should_cancel: Callable[[], bool] | None = None, poll_seconds: float = 0.1,
-                     timeout: float | None = None) -> RunResult:
+    def run_blocking(
+        self,
+        inputs: Mapping[str, object],
+        options,
+        on_progress: ProgressCallback | None = None,
+        on_log: LogCallback | None = None,
+        should_cancel: Callable[[], bool] | None = None,
+        poll_seconds: float = 0.1,
+        timeout: float | None = None,
+    ) -> RunResult:
         """Start, wait (cancelling when ``should_cancel()`` says so or at ``timeout``) and finish.
 
         For scripts, the self-test and pytest; the panel uses start/poll/finish
@@ -380,3 +356,43 @@ class MissingModalityLogic:
             self.finish(run)
         except (RunCancelled, WorkerError):
             pass
+
+
+def write_inputs(chosen: Mapping[str, object], input_dir: str) -> dict[str, str]:
+    """Write each chosen node to ``<input_dir>/<key>.nrrd``; modality key -> file.
+
+    The nodes are untouched (standalone storage nodes, see nodes.py).
+    """
+    os.makedirs(input_dir)
+    files = {}
+    for key, node in chosen.items():
+        files[key] = os.path.join(input_dir, f"{key}.nrrd")
+        nodeio.write_volume(node, files[key])
+    return files
+
+
+def read_manifest(output_dir: str) -> dict:
+    """The worker's manifest.json; its absence means an unfinished run (the contract)."""
+    path = os.path.join(output_dir, "manifest.json")
+    if not os.path.exists(path):
+        raise WorkerError(
+            "The worker exited without writing manifest.json, so its outputs may be "
+            "incomplete; nothing was loaded. Rerun, and report it with the log if it repeats."
+        )
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def output_path(output_dir: str, manifest: dict, output: ExpectedOutput) -> str:
+    """Where the worker wrote ``output``: the manifest names the files, the contract's names are the fallback."""
+    listed = manifest.get(output.kind)
+    if output.kind != "segmentation":
+        listed = (listed or {}).get(output.key)
+    filename = listed or output.filename
+    path = os.path.join(output_dir, os.path.basename(filename))
+    if not os.path.exists(path):
+        raise WorkerError(
+            f"The worker reported success but did not write {filename}. "
+            "The medmodels version may not match the module: reinstall the extension."
+        )
+    return path

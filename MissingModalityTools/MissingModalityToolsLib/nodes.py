@@ -6,22 +6,51 @@ and the new nodes have none, so Slicer saves them with the scene instead of
 pointing at a temporary file that is about to be deleted. Geometry (spacing,
 origin, oblique directions) is carried by Slicer's readers and writers, LPS
 on disk and RAS in the scene.
+
+Everything that goes wrong here raises ``NodeError``, whose message names the
+node or the file and what to do; the run logic turns it into a failed run
+when the file came from the worker.
 """
 
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 
 from MissingModalityToolsLib.segments import SEGMENTS, terminology_entry
-from MissingModalityToolsLib.worker import WorkerError
+
+
+class NodeError(RuntimeError):
+    """A node could not be written to a file, or a file could not be read into a node.
+
+    The message names the node or the file and the fix.
+    """
+
+
+def check_volume_node(node) -> None:
+    """Raise NodeError unless ``node`` is a volume node that holds voxels."""
+    if node is None:
+        raise NodeError("No volume node was given: choose a volume.")
+    name = node.GetName() if hasattr(node, "GetName") else repr(node)
+    if not hasattr(node, "IsA") or not node.IsA("vtkMRMLVolumeNode"):
+        kind = node.GetClassName() if hasattr(node, "GetClassName") else type(node).__name__
+        raise NodeError(f"'{name}' is a {kind}, not a volume: choose a volume node.")
+    image = node.GetImageData()
+    if image is None or image.GetNumberOfPoints() == 0:
+        raise NodeError(f"Volume '{name}' has no voxels: load the image again or choose another volume.")
 
 
 def write_volume(node, path: str) -> None:
-    """Write a scalar volume to NRRD (or whatever the extension says) without changing the node."""
+    """Write a volume to NRRD (or whatever the extension says) without changing the node.
+
+    Args:
+        node: a volume node holding voxels (checked: NodeError otherwise).
+        path: the file to write; ``.nrrd``/``.nhdr`` go through the NRRD writer.
+    """
     import slicer
 
+    check_volume_node(node)
     if path.endswith((".nrrd", ".nhdr")):
         storage = slicer.vtkMRMLNRRDStorageNode()
     else:
@@ -30,19 +59,23 @@ def write_volume(node, path: str) -> None:
     # Float data compresses poorly and gzip costs seconds on a 240^3 volume.
     storage.SetUseCompression(False)
     if not storage.WriteData(node):
-        raise OSError(f"Could not write volume '{node.GetName()}' to {path}: check free disk space "
-                      "in the temporary folder.")
+        raise NodeError(
+            f"Could not write volume '{node.GetName()}' to {path}: check free disk space in the temporary folder."
+        )
 
 
 def read_into(node, path: str) -> None:
+    """Read the image file ``path`` into ``node`` (a volume node not yet in a scene)."""
     import slicer
 
     storage = slicer.vtkMRMLVolumeArchetypeStorageNode()
     storage.SetFileName(path)
     storage.SetSingleFile(True)  # never pull in neighbouring files as a series
     if not storage.ReadData(node) or node.GetImageData() is None:
-        raise WorkerError(f"The worker wrote {path}, but Slicer could not read it. "
-                          "Rerun; if it happens again, report it with the log.")
+        raise NodeError(
+            f"Slicer could not read the image {path}: the file is missing, cut short or not an "
+            "image. If a run wrote it, rerun; if it happens again, report it with the log."
+        )
 
 
 def read_scalar_volume(scene, path: str, name: str):
@@ -75,7 +108,7 @@ def read_segmentation(scene, path: str, name: str, reference_node, convention: s
     values = set(int(v) for v in np.unique(slicer.util.arrayFromVolume(labelmap)))
     unexpected = sorted(values - set(label_of.values()) - {0})
     if unexpected:
-        raise WorkerError(
+        raise NodeError(
             f"The segmentation from the worker has labels {unexpected}, expected only "
             f"{sorted(label_of.values())} (BraTS {convention} convention). The medmodels version does not "
             "match the module: reinstall the extension."
@@ -88,7 +121,7 @@ def read_segmentation(scene, path: str, name: str, reference_node, convention: s
         seg_node.SetReferenceImageGeometryParameterFromVolumeNode(reference_node)
         logic = slicer.vtkSlicerSegmentationsModuleLogic
         if values - {0} and not logic.ImportLabelmapToSegmentationNode(labelmap, seg_node):
-            raise WorkerError(f"Slicer could not import the segmentation {path}. Report it with the log.")
+            raise NodeError(f"Slicer could not import the segmentation {path}. Report it with the log.")
         segmentation = seg_node.GetSegmentation()
         by_label = {}
         for i in range(segmentation.GetNumberOfSegments()):
@@ -107,12 +140,6 @@ def read_segmentation(scene, path: str, name: str, reference_node, convention: s
         remove_nodes(scene, [seg_node])
         raise
     return seg_node
-
-
-def segment_ids_by_name(seg_node) -> dict[str, str]:
-    segmentation = seg_node.GetSegmentation()
-    return {segmentation.GetNthSegment(i).GetName(): segmentation.GetNthSegmentID(i)
-            for i in range(segmentation.GetNumberOfSegments())}
 
 
 def place_with(scene, new_nodes: Iterable, reference_node) -> None:

@@ -16,9 +16,11 @@ import subprocess
 from typing import Callable
 
 import numpy as np
+from medmodels.metrics import dice, region_scores  # numpy only: Slicer's own Python has no torch
 
 from MissingModalityToolsLib import nodes as nodeio
-from MissingModalityToolsLib.logic import MissingModalityLogic, assign_by_name
+from MissingModalityToolsLib.inputs import assign_by_name
+from MissingModalityToolsLib.logic import MissingModalityToolsLogic
 from MissingModalityToolsLib.options import RunOptions
 from MissingModalityToolsLib.segments import SEGMENTS
 
@@ -30,11 +32,6 @@ PHANTOM_SEED = 11
 #: between, so it catches a lost or flipped tumour, not a small model regression
 #: (model accuracy is measured elsewhere: docs/segmentation.md).
 WHOLE_TUMOUR_DICE_FLOOR = 0.15
-
-
-def dice(a: np.ndarray, b: np.ndarray) -> float:
-    total = a.sum() + b.sum()
-    return float(2.0 * np.logical_and(a, b).sum() / total) if total else 1.0
 
 
 def _labels_on(seg_node, reference_node) -> np.ndarray:
@@ -51,7 +48,8 @@ def _labels_on(seg_node, reference_node) -> np.ndarray:
         for i in range(segmentation.GetNumberOfSegments()):
             ids.InsertNextValue(segmentation.GetNthSegmentID(i))
         slicer.vtkSlicerSegmentationsModuleLogic.ExportSegmentsToLabelmapNode(
-            seg_node, ids, labelmap, reference_node, slicer.vtkSegmentation.EXTENT_REFERENCE_GEOMETRY)
+            seg_node, ids, labelmap, reference_node, slicer.vtkSegmentation.EXTENT_REFERENCE_GEOMETRY
+        )
         exported = slicer.util.arrayFromVolume(labelmap).copy()
     finally:
         scene.RemoveNode(labelmap)
@@ -62,19 +60,29 @@ def _labels_on(seg_node, reference_node) -> np.ndarray:
     return out
 
 
-def run_self_test(scene, logic: MissingModalityLogic, work_dir: str, log: Callable[[str], None] = print,
-                  timeout: float = 900.0) -> dict:
+def run_self_test(
+    scene, logic: MissingModalityToolsLogic, work_dir: str, log: Callable[[str], None] = print, timeout: float = 900.0
+) -> dict:
     """Run the check; raises AssertionError naming what failed, returns the figures."""
     import slicer
 
     os.makedirs(work_dir, exist_ok=True)
     log(f"Writing a {PHANTOM_SIZE} phantom (seed {PHANTOM_SEED}) to {work_dir}")
-    subprocess.run(logic.worker_command + ["phantom", work_dir, "--seed", str(PHANTOM_SEED), "--size", PHANTOM_SIZE],
-                   env=logic.environment(), check=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    made = subprocess.run(
+        logic.worker_command + ["phantom", work_dir, "--seed", str(PHANTOM_SEED), "--size", PHANTOM_SIZE],
+        env=logic.environment(),
+        capture_output=True,
+        text=True,
+    )
+    # the worker's own words (its stderr tail) are the only useful clue when this fails
+    assert made.returncode == 0, f"the phantom generator failed (exit {made.returncode}): {made.stderr[-2000:]}"
+
     case = f"Phantom_{PHANTOM_SEED:03d}"
     folder = os.path.join(work_dir, case)
-    loaded = [nodeio.read_scalar_volume(scene, os.path.join(folder, f"{case}_{suffix}.nii.gz"), f"{case}_{suffix}")
-              for suffix in ("flair", "t1", "t2")]  # T1c left out
+    loaded = [
+        nodeio.read_scalar_volume(scene, os.path.join(folder, f"{case}_{suffix}.nii.gz"), f"{case}_{suffix}")
+        for suffix in ("flair", "t1", "t2")
+    ]  # T1c left out
     inputs, notes = assign_by_name(loaded)
     assert sorted(inputs) == ["flair", "t1", "t2"] and not notes, f"name assignment gave {sorted(inputs)}, {notes}"
 
@@ -94,18 +102,20 @@ def run_self_test(scene, logic: MissingModalityLogic, work_dir: str, log: Callab
     nodeio.read_into(truth_node, os.path.join(folder, f"{case}_seg.nii.gz"))
     truth = slicer.util.arrayFromVolume(truth_node)
     predicted = _labels_on(seg, inputs["flair"])
+    scores = region_scores(predicted, truth)
     figures = {
-        "dice_wt": dice(predicted > 0, truth > 0),
-        "dice_tc": dice(np.isin(predicted, (1, 4)), np.isin(truth, (1, 4))),
-        "dice_et": dice(predicted == 4, truth == 4),
+        "dice_wt": scores["Dice_WT"],
+        "dice_tc": scores["Dice_TC"],
+        "dice_et": scores["Dice_ET"],
         # Control: the same prediction mirrored left-right (the tumour sits in one
         # hemisphere), what a flipped axis would give. The floor must sit far above it.
         "dice_wt_mirrored": dice(np.flip(predicted > 0, axis=2), truth > 0),
         "seconds": round(result.seconds, 1),
     }
     log(f"Self-test figures: {figures}")
-    assert figures["dice_wt"] >= WHOLE_TUMOUR_DICE_FLOOR, \
+    assert figures["dice_wt"] >= WHOLE_TUMOUR_DICE_FLOOR, (
         f"whole-tumour Dice {figures['dice_wt']:.3f} is below the floor {WHOLE_TUMOUR_DICE_FLOOR}"
+    )
     return figures
 
 
@@ -123,7 +133,7 @@ def main() -> int:
 
     scene = make_scene(set_global=True)
     pythonpath = [p for p in (here, lib) if os.path.isdir(os.path.join(p, "medmodels"))]
-    logic = MissingModalityLogic(scene, worker_command=[sys.executable, "-m", "medmodels"], pythonpath=pythonpath)
+    logic = MissingModalityToolsLogic(scene, worker_command=[sys.executable, "-m", "medmodels"], pythonpath=pythonpath)
     with tempfile.TemporaryDirectory() as work:
         print(run_self_test(scene, logic, work))
     return 0

@@ -17,8 +17,8 @@ import sys
 import threading
 import time
 from collections import deque
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Mapping, Sequence
 
 
 class WorkerError(RuntimeError):
@@ -88,9 +88,17 @@ class WorkerProcess:
             # Own session = own process group: cancel kills the group, grandchildren included.
             kwargs["start_new_session"] = True
         self.proc = subprocess.Popen(
-            self.command, env=self.env, cwd=self.cwd,
-            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            text=True, encoding="utf-8", errors="replace", bufsize=1, **kwargs,
+            self.command,
+            env=self.env,
+            cwd=self.cwd,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            encoding="utf-8",
+            errors="replace",
+            bufsize=1,
+            **kwargs,
         )
         for stream_name in ("stdout", "stderr"):
             t = threading.Thread(target=self._read, args=(stream_name,), daemon=True)
@@ -123,7 +131,7 @@ class WorkerProcess:
             if event.kind == "stderr":
                 self.stderr_tail.append(event.text)
                 if event.text.startswith("ERROR:"):
-                    self.error_lines.append(event.text[len("ERROR:"):].strip())
+                    self.error_lines.append(event.text[len("ERROR:") :].strip())
             events.append(event)
         return events
 
@@ -168,15 +176,20 @@ class WorkerProcess:
             reason = " ".join(self.error_lines)
         else:
             tail = [line for line in self.stderr_tail if line.strip()]
-            reason = ("it printed no ERROR line; the last output was: " + " | ".join(tail[-5:])) if tail \
+            reason = (
+                ("it printed no ERROR line; the last output was: " + " | ".join(tail[-5:]))
+                if tail
                 else "it printed nothing on stderr"
+            )
         if rc is not None and rc < 0:
             how = f"was killed by signal {-rc} (a crash, or the system ran out of memory)"
         else:
             how = f"stopped with exit code {rc}"
-        return (f"The medmodels worker {how}: {reason}. Nothing was added to the scene. "
-                "If the message does not say how to fix it, try the CPU device or fewer samples, "
-                "and see the log for the full output.")
+        return (
+            f"The medmodels worker {how}: {reason}. Nothing was added to the scene. "
+            "If the message does not say how to fix it, try the CPU device or fewer samples, "
+            "and see the log for the full output."
+        )
 
 
 def kill_process_tree(proc: subprocess.Popen) -> None:
@@ -197,8 +210,12 @@ def kill_process_tree(proc: subprocess.Popen) -> None:
     except ImportError:
         pass
     if os.name == "nt":
-        subprocess.run(["taskkill", "/F", "/T", "/PID", str(proc.pid)],
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
+        subprocess.run(
+            ["taskkill", "/F", "/T", "/PID", str(proc.pid)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            check=False,
+        )
     else:
         try:
             os.killpg(proc.pid, signal.SIGKILL)  # the session started with the process

@@ -15,7 +15,7 @@ comparison between the two isolates the diffusion process.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn

@@ -37,8 +37,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from medmodels.nets.unet3d import (N_MODALITIES, N_REGIONS, ConvNormAct, Decoder, Encoder,
-                                   _check_mask, stage_channels)
+from medmodels.nets.unet3d import N_MODALITIES, N_REGIONS, ConvNormAct, Decoder, Encoder, _check_mask, stage_channels
 
 
 class ShaSpec(nn.Module):
@@ -53,20 +52,30 @@ class ShaSpec(nn.Module):
 
     arch = "shaspec"
 
-    def __init__(self, width: int = 8, depth: int = 4, n_modalities: int = N_MODALITIES,
-                 out_channels: int = N_REGIONS, specific_width: int | None = None):
+    def __init__(
+        self,
+        width: int = 8,
+        depth: int = 4,
+        n_modalities: int = N_MODALITIES,
+        out_channels: int = N_REGIONS,
+        specific_width: int | None = None,
+    ):
         super().__init__()
         specific_width = specific_width or width
-        self.config = {"arch": self.arch, "width": width, "depth": depth,
-                       "n_modalities": n_modalities, "out_channels": out_channels,
-                       "specific_width": specific_width}
+        self.config = {
+            "arch": self.arch,
+            "width": width,
+            "depth": depth,
+            "n_modalities": n_modalities,
+            "out_channels": out_channels,
+            "specific_width": specific_width,
+        }
         self.n_modalities = n_modalities
         chans = stage_channels(width, depth)
         spec_c = stage_channels(specific_width, depth)[-1]
         cb = chans[-1]
         self.shared_encoder = Encoder(1, width, depth)
-        self.specific_encoders = nn.ModuleList(
-            Encoder(1, specific_width, depth) for _ in range(n_modalities))
+        self.specific_encoders = nn.ModuleList(Encoder(1, specific_width, depth) for _ in range(n_modalities))
         self.fusion = nn.Sequential(ConvNormAct(cb + spec_c, cb), nn.Conv3d(cb, cb, 1))
         self.reduce = ConvNormAct(n_modalities * cb, cb)
         self.domain_head = nn.Linear(spec_c, n_modalities)
@@ -99,20 +108,17 @@ class ShaSpec(nn.Module):
         shared_slots, _ = to_slots(shared_feats[-1])  # (B, M, C, d, h, w)
 
         # specific encoders, only on the samples where their modality is available
-        cb = shared_slots.shape[2]
         fused = shared_slots.clone()
         domain_logits = x.new_zeros(B, M, M)
         for i, enc in enumerate(self.specific_encoders):
             rows = torch.nonzero(mask[:, i], as_tuple=True)[0]
             if rows.numel() == 0:
                 continue
-            s_i = enc(x[rows, i:i + 1])[-1]
+            s_i = enc(x[rows, i : i + 1])[-1]
             r_i = shared_slots[rows, i]
             fused[rows, i] = r_i + self.fusion(torch.cat([r_i, s_i], dim=1))
             domain_logits[rows, i] = self.domain_head(s_i.mean(dim=(2, 3, 4)))
 
         bottleneck = self.reduce(fused.flatten(1, 2))
         logits = self.decoder(bottleneck, skips)
-        return {"logits": logits, "shared": shared_slots, "domain_logits": domain_logits,
-                "mask": mask}
-
+        return {"logits": logits, "shared": shared_slots, "domain_logits": domain_logits, "mask": mask}

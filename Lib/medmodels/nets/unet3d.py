@@ -14,8 +14,8 @@ Tensors are ``(B, C, D, H, W)`` with ``D = z``. Modality channels follow
 from __future__ import annotations
 
 import torch
-from torch import nn
 import torch.nn.functional as F
+from torch import nn
 
 N_MODALITIES = 4
 N_REGIONS = 3  # ET, TC, WT
@@ -102,11 +102,6 @@ def _match_size(x: torch.Tensor, size) -> torch.Tensor:
     return F.pad(x, pads)
 
 
-def required_divisor(depth: int) -> int:
-    """Spatial sizes must be multiples of this to avoid padding in the decoder."""
-    return 2 ** (depth - 1)
-
-
 class UNet3D(nn.Module):
     """Baseline: plain 3D U-Net over the four modality channels stacked.
 
@@ -118,11 +113,15 @@ class UNet3D(nn.Module):
 
     arch = "unet3d"
 
-    def __init__(self, width: int = 8, depth: int = 4, in_channels: int = N_MODALITIES,
-                 out_channels: int = N_REGIONS):
+    def __init__(self, width: int = 8, depth: int = 4, in_channels: int = N_MODALITIES, out_channels: int = N_REGIONS):
         super().__init__()
-        self.config = {"arch": self.arch, "width": width, "depth": depth,
-                       "in_channels": in_channels, "out_channels": out_channels}
+        self.config = {
+            "arch": self.arch,
+            "width": width,
+            "depth": depth,
+            "in_channels": in_channels,
+            "out_channels": out_channels,
+        }
         self.encoder = Encoder(in_channels, width, depth)
         self.decoder = Decoder(width, depth, out_channels)
 

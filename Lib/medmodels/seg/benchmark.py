@@ -9,7 +9,6 @@ includes Python, PyTorch and the input volumes).
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import resource
@@ -54,28 +53,23 @@ def bench(case=None, checkpoint=None, device="cpu", repeats: int = 3, mask: Avai
         cpu_times.append(time.process_time() - c0)
     shape = images[mask.keys[0]].array.shape
     return {
-        "case": source, "grid_zyx": list(shape), "modalities": mask.label, "arch": seg.arch,
-        "model_spacing_mm": list(seg.spacing), "patch": list(seg.patch), "device": str(seg.device),
-        "threads": torch.get_num_threads(), "cpu": platform.processor() or platform.machine(),
-        "load_model_s": round(load_s, 2), "seconds": [round(t, 2) for t in times],
+        "case": source,
+        "grid_zyx": list(shape),
+        "modalities": mask.label,
+        "arch": seg.arch,
+        "model_spacing_mm": list(seg.spacing),
+        "patch": list(seg.patch),
+        "device": str(seg.device),
+        "threads": torch.get_num_threads(),
+        "cpu": platform.processor() or platform.machine(),
+        "load_model_s": round(load_s, 2),
+        "seconds": [round(t, 2) for t in times],
         "median_s": round(statistics.median(times), 2),
         "cpu_seconds": [round(t, 2) for t in cpu_times],
         # other processes on the machine slow the wall time down: say how busy it was
-        "load_average_1min": round(os.getloadavg()[0], 2), "cpu_count": os.cpu_count(),
-        "peak_rss_mib": round(peak_rss_mib(), 1), "peak_rss_before_model_mib": round(rss_before, 1),
+        "load_average_1min": round(os.getloadavg()[0], 2),
+        "cpu_count": os.cpu_count(),
+        "peak_rss_mib": round(peak_rss_mib(), 1),
+        "peak_rss_before_model_mib": round(rss_before, 1),
         "tumour_voxels": int((out.array > 0).sum()),
     }
-
-
-def bench_command(args) -> int:
-    result = bench(args.case, args.checkpoint, args.device if args.device != "auto" else "auto", args.repeats)
-    print(json.dumps(result, indent=2))
-    print(f"whole-case inference: {result['median_s']:.2f} s (median of {len(result['seconds'])}), "
-          f"CPU time {statistics.median(result['cpu_seconds']):.2f} s, peak RSS {result['peak_rss_mib'] / 1024:.2f} GiB, "
-          f"{result['threads']} thread(s), {result['device']}, load average {result['load_average_1min']} "
-          f"on {result['cpu_count']} CPUs, "
-          f"{result['grid_zyx'][2]}x{result['grid_zyx'][1]}x{result['grid_zyx'][0]} case")
-    if args.json_out:
-        with open(args.json_out, "w", encoding="utf-8") as f:
-            json.dump(result, f, indent=2)
-    return 0

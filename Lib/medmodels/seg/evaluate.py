@@ -1,11 +1,11 @@
 """Evaluation over the 15 availability subsets (the layout of the ShaSpec
-paper's Table 1), and the ``segment`` command.
+paper's Table 1). Segmenting cases is ``medmodels run --segment``.
 
 For each case and each subset, the model segments the case from that subset
 (a missing modality's file is simply not given), then ET, TC and WT are
-scored against the expert labels (Dice; HD95 in mm, BraTS conventions from
-``medmodels.metrics``). Results: per case (CSV, JSON) and averaged per subset
-(Markdown, JSON), several models side by side.
+scored against the expert labels with ``medmodels.metrics.region_scores``
+(Dice; HD95 in mm; BraTS conventions for empty regions). Results: per case
+(CSV, JSON) and averaged per subset (Markdown, JSON), several models side by side.
 """
 
 from __future__ import annotations
@@ -13,39 +13,20 @@ from __future__ import annotations
 import csv
 import json
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import numpy as np
 
-from medmodels.datasets import discover_cases, find_case, read_split
+from medmodels.datasets import discover_cases
 from medmodels.errors import InputError
-from medmodels.io import is_volume_file, read_image, write_image
-from medmodels.labels import REGIONS, labels_to_regions
-from medmodels.metrics import dice, hd95
-from medmodels.modalities import AvailabilityMask, assign_modalities
-from medmodels.preprocess import bounding_box, crop, to_common_grid
+from medmodels.labels import REGIONS
+from medmodels.metrics import region_scores
+from medmodels.modalities import AvailabilityMask
 from medmodels.progress import progress
 from medmodels.seg.inference import Segmenter, load_segmenter
 
 METRICS = [f"Dice_{r}" for r in REGIONS] + [f"HD95_{r}" for r in REGIONS]
-
-
-def score(pred_labels: np.ndarray, true_labels: np.ndarray, spacing_xyz, with_hd95: bool = True) -> dict:
-    """Dice and HD95 of ET, TC, WT. HD95 is computed on the box around both
-    masks (same value, much faster); the empty-mask conventions of
-    ``medmodels.metrics.hd95`` use the full volume."""
-    p, t = labels_to_regions(pred_labels), labels_to_regions(true_labels)
-    sp_zyx = tuple(spacing_xyz)[::-1]
-    out = {f"Dice_{r}": dice(p[i], t[i]) for i, r in enumerate(REGIONS)}
-    if with_hd95:
-        for i, r in enumerate(REGIONS):
-            if p[i].any() and t[i].any():
-                box = bounding_box(p[i] | t[i], margin=2)
-                out[f"HD95_{r}"] = hd95(crop(p[i], box), crop(t[i], box), sp_zyx)
-            else:
-                out[f"HD95_{r}"] = hd95(p[i], t[i], sp_zyx)
-    return out
 
 
 def parse_subsets(text: str) -> list[AvailabilityMask]:
@@ -64,9 +45,17 @@ def _evaluate_case(case, models: Mapping[str, Segmenter], subsets, cleanup: bool
             t0 = time.time()
             pred = seg.segment(given, mask, cleanup=cleanup, label_convention="2018")
             timing[model_name] += time.time() - t0
-            s = score(pred.array, labels.array, labels.spacing, with_hd95)
-            rows.append({"model": model_name, "case": case.name, "subset": mask.bits, "modalities": mask.label,
-                         **{k: round(v, 4) for k, v in s.items()}})
+            spacing_zyx = tuple(labels.spacing)[::-1] if with_hd95 else None  # no spacing: Dice only
+            s = region_scores(pred.array, labels.array, spacing_zyx)
+            rows.append(
+                {
+                    "model": model_name,
+                    "case": case.name,
+                    "subset": mask.bits,
+                    "modalities": mask.label,
+                    **{k: round(v, 4) for k, v in s.items()},
+                }
+            )
             if bar is not None:
                 next(bar, None)
                 bar.set_postfix(case=case.name, subset=mask.label, dice_wt=s["Dice_WT"])
@@ -83,9 +72,16 @@ def _worker(args):
     return _evaluate_case(case, models, [AvailabilityMask.from_bits(b) for b in subset_bits], cleanup, with_hd95)
 
 
-def evaluate(data_dir, case_names: Sequence[str] | None, models: Mapping[str, Segmenter | str | None],
-             subsets: Sequence[AvailabilityMask] | None = None, cleanup: bool = True,
-             with_hd95: bool = True, jobs: int = 1, device: str = "cpu") -> dict:
+def evaluate(
+    data_dir,
+    case_names: Sequence[str] | None,
+    models: Mapping[str, Segmenter | str | None],
+    subsets: Sequence[AvailabilityMask] | None = None,
+    cleanup: bool = True,
+    with_hd95: bool = True,
+    jobs: int = 1,
+    device: str = "cpu",
+) -> dict:
     """Score every model on every case and subset; returns ``{"rows": [...], "summary": ...}``.
 
     ``models`` maps a column name to a loaded :class:`Segmenter`, or (any
@@ -100,8 +96,8 @@ def evaluate(data_dir, case_names: Sequence[str] | None, models: Mapping[str, Se
         raise InputError(f"Cases not found in '{data_dir}': {', '.join(missing)}.")
     rows, timing = [], {m: 0.0 for m in models}
     if jobs > 1:
-        from concurrent.futures import ProcessPoolExecutor
         import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
 
         if any(isinstance(m, Segmenter) for m in models.values()):
             raise InputError("With jobs > 1, give checkpoints (paths, None or 'baseline'), not loaded models.")
@@ -122,10 +118,15 @@ def evaluate(data_dir, case_names: Sequence[str] | None, models: Mapping[str, Se
             for m, t in case_timing.items():
                 timing[m] += t
         next(it, None)
-    return {"cases": names, "subsets": [m.bits for m in subsets], "models": list(models),
-            "cleanup": cleanup, "rows": rows, "summary": summarise(rows, list(models), subsets),
-            "seconds_per_case_and_subset": {m: round(t / max(1, len(names) * len(subsets)), 2)
-                                            for m, t in timing.items()}}
+    return {
+        "cases": names,
+        "subsets": [m.bits for m in subsets],
+        "models": list(models),
+        "cleanup": cleanup,
+        "rows": rows,
+        "summary": summarise(rows, list(models), subsets),
+        "seconds_per_case_and_subset": {m: round(t / max(1, len(names) * len(subsets)), 2) for m, t in timing.items()},
+    }
 
 
 def summarise(rows, model_names, subsets) -> dict:
@@ -140,26 +141,39 @@ def summarise(rows, model_names, subsets) -> dict:
         partial = [v for b, v in per_subset.items() if b != "1111"]
         avg_partial = {k: float(np.mean([v[k] for v in partial])) for k in keys} if partial else {}
         dice_keys = [k for k in keys if k.startswith("Dice")]
-        summary[m] = {"per_subset": per_subset, "average": avg, "average_fewer_than_4": avg_partial,
-                      "mean_dice_fewer_than_4": float(np.mean([avg_partial[k] for k in dice_keys])) if avg_partial else None}
+        summary[m] = {
+            "per_subset": per_subset,
+            "average": avg,
+            "average_fewer_than_4": avg_partial,
+            "mean_dice_fewer_than_4": float(np.mean([avg_partial[k] for k in dice_keys])) if avg_partial else None,
+        }
     return summary
 
 
 def merge_results(first: dict, second: dict) -> dict:
     """Put two evaluations of the same cases and subsets side by side."""
     if first["cases"] != second["cases"] or first["subsets"] != second["subsets"]:
-        raise InputError("--include: the earlier results are for other cases or subsets; evaluate the same "
-                         "cases and subsets to compare models.")
+        raise InputError(
+            "--include: the earlier results are for other cases or subsets; evaluate the same "
+            "cases and subsets to compare models."
+        )
     clash = set(first["models"]) & set(second["models"])
     if clash:
         raise InputError(f"--include: model name(s) {sorted(clash)} in both runs; give another --name.")
     models = first["models"] + second["models"]
     rows = first["rows"] + second["rows"]
     subsets = [AvailabilityMask.from_bits(b) for b in first["subsets"]]
-    return {**second, "models": models, "rows": rows, "summary": summarise(rows, models, subsets),
-            "seconds_per_case_and_subset": {**first.get("seconds_per_case_and_subset", {}),
-                                            **second.get("seconds_per_case_and_subset", {})},
-            "wall_s": {"earlier": first.get("wall_s"), "this": second.get("wall_s")}}
+    return {
+        **second,
+        "models": models,
+        "rows": rows,
+        "summary": summarise(rows, models, subsets),
+        "seconds_per_case_and_subset": {
+            **first.get("seconds_per_case_and_subset", {}),
+            **second.get("seconds_per_case_and_subset", {}),
+        },
+        "wall_s": {"earlier": first.get("wall_s"), "this": second.get("wall_s")},
+    }
 
 
 def to_markdown(result: dict) -> str:
@@ -167,12 +181,16 @@ def to_markdown(result: dict) -> str:
     subsets = [AvailabilityMask.from_bits(b) for b in result["subsets"]]
     summ = result["summary"]
     lines = []
-    for metric, fmt, label in (("Dice", lambda v: f"{100 * v:.2f}", "Dice (%)"), ("HD95", lambda v: f"{v:.2f}", "HD95 (mm)")):
+    for metric, fmt, label in (
+        ("Dice", lambda v: f"{100 * v:.2f}", "Dice (%)"),
+        ("HD95", lambda v: f"{v:.2f}", "HD95 (mm)"),
+    ):
         keys = [f"{metric}_{r}" for r in REGIONS]
         if keys[0] not in summ[models[0]]["average"]:
             continue
-        lines.append(f"**{label}**, ET / TC / WT, mean over {len(result['cases'])} case(s): "
-                     + ", ".join(result["cases"]))
+        lines.append(
+            f"**{label}**, ET / TC / WT, mean over {len(result['cases'])} case(s): " + ", ".join(result["cases"])
+        )
         lines.append("")
         head = "| FLAIR | T1 | T1c | T2 | " + " | ".join(f"{m} {r}" for m in models for r in REGIONS) + " |"
         lines.append(head)
@@ -181,7 +199,10 @@ def to_markdown(result: dict) -> str:
             marks = " | ".join("●" if a else "○" for a in mask.available)
             vals = " | ".join(fmt(summ[m]["per_subset"][mask.bits][k]) for m in models for k in keys)
             lines.append(f"| {marks} | {vals} |")
-        for row, field in (("average (15 subsets)", "average"), ("average (14 subsets with < 4)", "average_fewer_than_4")):
+        for row, field in (
+            ("average (15 subsets)", "average"),
+            ("average (14 subsets with < 4)", "average_fewer_than_4"),
+        ):
             if summ[models[0]][field]:
                 vals = " | ".join(f"**{fmt(summ[m][field][k])}**" for m in models for k in keys)
                 lines.append(f"| {row} | | | | {vals} |")
@@ -200,76 +221,3 @@ def write_results(result: dict, out_dir) -> dict[str, Path]:
         w.writerows(result["rows"])
     paths["md"].write_text(to_markdown(result), encoding="utf-8")
     return paths
-
-
-def _checkpoint_arg(text: str | None):
-    return None if text in (None, "bundled") else text
-
-
-def evaluate_command(args) -> int:
-    ckpts = args.checkpoint or ["bundled", "baseline"]
-    names = args.name or [("ShaSpec" if c == "bundled" else "Baseline" if c == "baseline" else Path(c).parent.name or Path(c).stem)
-                          for c in ckpts]
-    if len(names) != len(ckpts):
-        raise InputError("Give one --name per --checkpoint, or none.")
-    models = {n: _checkpoint_arg(c) for n, c in zip(names, ckpts)}
-    cases = args.cases
-    if not cases and args.split:
-        cases = read_split(args.split)["validation"]
-    t0 = time.time()
-    device = "cpu" if args.device == "auto" and args.jobs > 1 else args.device
-    result = evaluate(args.data, cases, models, parse_subsets(args.subsets), args.cleanup, args.hd95,
-                      jobs=args.jobs, device=device)
-    result["wall_s"] = round(time.time() - t0, 1)
-    if args.include:
-        result = merge_results(json.loads(Path(args.include).read_text(encoding="utf-8")), result)
-    paths = write_results(result, args.out)
-    print(paths["md"].read_text(encoding="utf-8"))
-    for m in result["models"]:
-        print(f"{m}: mean Dice over subsets with < 4 modalities = "
-              f"{100 * result['summary'][m]['mean_dice_fewer_than_4']:.2f}")
-    print(f"wall time {result['wall_s']} s; written: {', '.join(str(p) for p in paths.values())}")
-    return 0
-
-
-def _cases_to_segment(src: Path) -> list[tuple[str, dict]]:
-    """``[(name, {key: path})]``: one BraTS case folder, a folder of case folders,
-    or a folder of NIfTI/NRRD files named after their modality (flair.nii.gz, ...)."""
-    try:
-        case = find_case(src, require_all=False)
-        return [(case.name, case.images)]
-    except InputError:
-        pass
-    subdirs = [p for p in sorted(src.iterdir()) if p.is_dir() and not p.name.startswith(".")]
-    if subdirs:
-        return [(c.name, c.images) for c in discover_cases(src, require_all=False).values()]
-    files = [p for p in sorted(src.iterdir()) if p.is_file() and is_volume_file(p) and "seg" not in p.name.lower()]
-    assignment = assign_modalities([p.name for p in files])
-    if assignment.ambiguous:
-        raise InputError(" ".join(assignment.problems()) + " Rename the files or use --use.")
-    if not assignment.assigned:
-        raise InputError(f"No volume in '{src}' is named after a modality (flair, t1, t1c/t1ce, t2): "
-                         "rename the files, or give a BraTS case folder.")
-    return [(src.name, {k: src / n for k, n in assignment.assigned.items()})]
-
-
-def segment_command(args) -> int:
-    src = Path(args.input)
-    if not src.is_dir():
-        raise InputError(f"'{src}' is not a folder: give a case folder, a folder of case folders, "
-                         "or a folder of volumes named after their modality.")
-    cases = _cases_to_segment(src)
-    seg = load_segmenter(args.checkpoint, device=args.device)
-    use = [k.strip() for k in args.use.split(",")] if args.use else None
-    out = Path(args.out)
-    for name, files in progress(cases, desc="Segmenting"):
-        keys = use or list(files)
-        absent = [k for k in keys if k not in files]
-        if absent:
-            raise InputError(f"Case '{name}' has no {', '.join(absent)} volume, asked for with --use.")
-        images, _notes = to_common_grid({k: read_image(files[k]) for k in keys})
-        mask = AvailabilityMask.from_keys(keys)
-        labels = seg.segment(images, mask, cleanup=args.cleanup, label_convention=args.label_convention)
-        path = write_image(labels, out / f"{name}_seg.nii.gz")
-        print(path)
-    return 0

@@ -2,15 +2,18 @@
 
 ``load_segmenter(checkpoint=None, device="auto").segment(images, mask)``:
 
-1. brain mask (union of non-zero voxels), crop, per-modality normalisation and
-   trilinear resampling of the crop to the model's training spacing (stored in
-   the checkpoint config) -- :func:`medmodels.seg.data.prepare`;
+1. the case on the model's working grid (``medmodels.preprocess.WorkingGrid``):
+   brain mask (union of non-zero voxels), per-modality normalisation,
+   trilinear resampling to the model's training spacing (stored in the
+   checkpoint config) along the input's axes, crop to the brain --
+   :func:`medmodels.seg.data.prepare`;
 2. sliding-window inference (``monai.inferers.sliding_window_inference``,
    Gaussian weighting, window = training patch, overlap 0.5); a missing
    modality's channel is zero and the network is told through the mask, so
    its content never matters;
-3. sigmoid probabilities resampled back onto the crop (trilinear), pasted into
-   the input grid, thresholded at 0.5, regions -> BraTS labels;
+3. sigmoid probabilities resampled back onto the input grid (linear, in
+   physical space: ``WorkingGrid.inverse``; 0 outside the crop), thresholded
+   at 0.5, regions -> BraTS labels;
 4. optional clean-up (the paper's ShaSpec*): whole-tumour connected components
    smaller than ``MIN_COMPONENT_MM3`` are dropped (the largest is always kept),
    and an enhancing tumour smaller than ``MIN_ET_MM3`` in total is relabelled
@@ -23,21 +26,20 @@ stated by ``medmodels bench-seg`` (docs/segmentation.md).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 import numpy as np
 import SimpleITK as sitk
 import torch
 from monai.inferers import sliding_window_inference
 
-from medmodels.distributed import resolve_device
+from medmodels.device import resolve_device
 from medmodels.errors import CheckpointError, InputError
 from medmodels.image import Image
 from medmodels.labels import regions_to_labels
 from medmodels.modalities import AvailabilityMask, resolve_mask
-from medmodels.preprocess import paste
-from medmodels.seg.data import prepare, resize
+from medmodels.seg.data import prepare
 from medmodels.weights import load_checkpoint, resolve_checkpoint
 
 BUNDLED_NAME = "shaspec_brats18"
@@ -53,15 +55,21 @@ def build_model(config: Mapping) -> torch.nn.Module:
 
     arch = config.get("arch")
     if arch == "shaspec":
-        return ShaSpec(width=config["width"], depth=config["depth"],
-                       specific_width=config.get("specific_width"))
+        return ShaSpec(width=config["width"], depth=config["depth"], specific_width=config.get("specific_width"))
     if arch == "unet3d":
         return UNet3D(width=config["width"], depth=config["depth"])
     raise CheckpointError(f"Checkpoint config names an unknown architecture '{arch}' (expected shaspec or unet3d).")
 
 
-def predict_probabilities(model: torch.nn.Module, image: torch.Tensor, mask, patch, overlap: float = 0.5,
-                          device: torch.device | str = "cpu", sw_batch_size: int = 1) -> torch.Tensor:
+def predict_probabilities(
+    model: torch.nn.Module,
+    image: torch.Tensor,
+    mask,
+    patch,
+    overlap: float = 0.5,
+    device: torch.device | str = "cpu",
+    sw_batch_size: int = 1,
+) -> torch.Tensor:
     """``image (4, z, y, x)`` at the working spacing -> ``(3, z, y, x)`` sigmoid
     probabilities (ET, TC, WT), on the CPU."""
     device = torch.device(device)
@@ -75,8 +83,9 @@ def predict_probabilities(model: torch.nn.Module, image: torch.Tensor, mask, pat
     with torch.inference_mode():
         use_amp = device.type == "cuda"
         with torch.autocast(device_type="cuda", dtype=torch.float16, enabled=use_amp):
-            probs = sliding_window_inference(x, patch, sw_batch_size, predictor, overlap=overlap,
-                                             mode="gaussian", padding_mode="constant", cval=0.0)
+            probs = sliding_window_inference(
+                x, patch, sw_batch_size, predictor, overlap=overlap, mode="gaussian", padding_mode="constant", cval=0.0
+            )
     return probs[0].float().cpu()
 
 
@@ -115,18 +124,27 @@ class Segmenter:
     def arch(self) -> str:
         return self.config["arch"]
 
-    def probabilities(self, arrays: Mapping[str, np.ndarray], spacing_xyz, mask: AvailabilityMask):
-        """``(3, Z, Y, X)`` float32 probabilities on the input grid. Arrays of
-        modalities the mask marks missing are dropped before anything (the
-        brain mask included) is computed."""
-        prep = prepare({k: arrays[k] for k in mask.keys}, spacing_xyz, self.spacing)
-        probs = predict_probabilities(self.model, prep.image, mask.available, self.patch,
-                                      self.overlap, self.device)
-        probs = resize(probs, prep.crop_shape).numpy()
-        return paste(probs, prep.box, prep.shape, fill=0.0)
+    def probabilities(self, images: Mapping[str, Image | np.ndarray], spacing_xyz, mask: AvailabilityMask):
+        """``(3, Z, Y, X)`` float32 probabilities (ET, TC, WT) on the input grid.
 
-    def segment(self, images: Mapping[str, Image], mask: AvailabilityMask | None = None, cleanup: bool = True,
-                label_convention: str = "2018") -> Image:
+        Args:
+            images: ``{key: Image}`` on one grid, or ``{key: (Z, Y, X) array}``.
+                Those the mask marks missing are dropped before anything (the
+                brain mask included) is computed.
+            spacing_xyz: the arrays' voxel spacing; None with Images.
+            mask: which modalities to use.
+        """
+        prep = prepare({k: images[k] for k in mask.keys}, spacing_xyz, self.spacing)
+        probs = predict_probabilities(self.model, prep.image, mask.available, self.patch, self.overlap, self.device)
+        return prep.grid.inverse(probs.numpy(), "linear", fill=0.0)
+
+    def segment(
+        self,
+        images: Mapping[str, Image],
+        mask: AvailabilityMask | None = None,
+        cleanup: bool = True,
+        label_convention: str = "2018",
+    ) -> Image:
         """uint8 BraTS labels on the grid of the input images.
 
         Args:
@@ -144,9 +162,11 @@ class Segmenter:
         ref = used[mask.keys[0]]
         for k, img in used.items():
             if not img.same_grid(ref):
-                raise InputError(f"{k} is not on the grid of {mask.keys[0]}: bring all inputs onto one grid "
-                                 "first (medmodels.preprocess.to_common_grid).")
-        probs = self.probabilities({k: img.array for k, img in used.items()}, ref.spacing, mask)
+                raise InputError(
+                    f"{k} is not on the grid of {mask.keys[0]}: bring all inputs onto one grid "
+                    "first (medmodels.preprocess.to_common_grid)."
+                )
+        probs = self.probabilities(used, None, mask)
         regions = probs >= 0.5
         if cleanup:
             regions = cleanup_regions(regions, ref.spacing)
@@ -162,7 +182,9 @@ def load_segmenter(checkpoint: str | Path | None = None, device: str = "auto", o
     payload = load_checkpoint(path)
     config = payload.get("config")
     if not isinstance(config, dict) or "spacing" not in config or "patch_size" not in config:
-        raise CheckpointError(f"'{path}' is not a medmodels segmentation checkpoint (no spacing/patch_size in its config).")
+        raise CheckpointError(
+            f"'{path}' is not a medmodels segmentation checkpoint (no spacing/patch_size in its config)."
+        )
     model = build_model(config)
     try:
         model.load_state_dict(payload["state_dict"])

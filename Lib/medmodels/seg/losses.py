@@ -10,7 +10,6 @@ import torch
 import torch.nn.functional as F
 from monai.losses import DiceLoss
 
-
 #: Soft Dice on sigmoid outputs, per region channel over batch and space, then
 #: averaged over channels: ``1 - mean_c (2|P∩T| + 1e-5) / (|P| + |T| + 1e-5)``.
 _DICE = DiceLoss(sigmoid=True, batch=True, smooth_nr=1e-5, smooth_dr=1e-5)

@@ -26,7 +26,7 @@ class TrainCase:
     foreground: np.ndarray
 
     @classmethod
-    def build(cls, name: str, image: torch.Tensor, regions: torch.Tensor, patch) -> "TrainCase":
+    def build(cls, name: str, image: torch.Tensor, regions: torch.Tensor, patch) -> TrainCase:
         pads = []
         for n, p in zip(reversed(image.shape[1:]), reversed(tuple(patch))):
             extra = max(0, p - n)
@@ -78,8 +78,15 @@ def augment(image: torch.Tensor, regions: torch.Tensor, rng: np.random.Generator
     return image, regions
 
 
-def make_batch(cases, batch_size: int, patch, rng: np.random.Generator, fg_prob: float = 0.5,
-               fixed_mask=None, do_augment: bool = True):
+def make_batch(
+    cases,
+    batch_size: int,
+    patch,
+    rng: np.random.Generator,
+    fg_prob: float = 0.5,
+    fixed_mask=None,
+    do_augment: bool = True,
+):
     """``(x (B,4,*patch), y (B,3,*patch), mask (B,4) bool)``."""
     xs, ys, ms = [], [], []
     for _ in range(batch_size):

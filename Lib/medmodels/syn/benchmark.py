@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import statistics
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -32,16 +32,35 @@ from medmodels.syn.synthesize import load_synthesizer
 DEFAULT_SWEEP = (1, 2, 5, 10, 20, 50)
 
 
-def benchmark(case_dir, checkpoint=None, missing: str = "t1c", steps: Sequence[int] | None = None,
-              patterns: Sequence[str] = ("1101",), full: bool = False, slice_stride: int = 8, repeats: int = 1,
-              device: str = "auto", seed: int = 0) -> dict:
+def benchmark(
+    case_dir,
+    checkpoint=None,
+    missing: str = "t1c",
+    steps: Sequence[int] | None = None,
+    patterns: Sequence[str] = ("1101",),
+    full: bool = False,
+    slice_stride: int = 8,
+    repeats: int = 1,
+    device: str = "auto",
+    seed: int = 0,
+) -> dict:
+    """Whole-volume time of one missing modality at the default steps, then
+    quality against the number of steps on working-grid slices."""
     if missing not in MODALITY_KEYS:
         raise InputError(f"Unknown modality '{missing}': use one of {', '.join(MODALITY_KEYS)}.")
     case = find_case(Path(case_dir), require_all=True)
     images, _ = case.load()
     syn = load_synthesizer(checkpoint, device)
+    timing = time_whole_volume(syn, case.name, images, missing, repeats, seed)
+    configs = [("ddim", s) for s in (DEFAULT_SWEEP if steps is None else steps)]
+    configs += [("ddpm", syn.diffusion.num_train_timesteps)] if full else []
+    sweep = step_sweep(syn, case.name, images, patterns, configs, slice_stride, seed) if configs else []
+    return {"timing": timing, "sweep": sweep, "spacing": list(syn.spacing)}
 
-    # 1. whole-volume timing at the default steps
+
+def time_whole_volume(syn, case_name: str, images, missing: str, repeats: int, seed: int) -> dict:
+    """Seconds to synthesise ``missing`` from the other modalities of the whole
+    case (default steps), and its scores on the input grid."""
     given = {k: v for k, v in images.items() if k != missing}
     mask = AvailabilityMask.from_keys(given)
     times = []
@@ -56,18 +75,25 @@ def benchmark(case_dir, checkpoint=None, missing: str = "t1c", steps: Sequence[i
     zp = truth_norm.apply(out[missing][0].array, brain)[zs]
     lo, hi = unit_range(zt, brain[zs])
     full_res = {k: float(np.nanmean(v)) for k, v in slice_metrics(zp, zt, brain[zs], lo, hi).items()}
-    timing = {"case": case.name, "grid": "x".join(map(str, images[missing].size_xyz)), "missing": missing,
-              "given": list(given), "steps": syn.default_steps, "device": str(syn.device),
-              "threads": torch.get_num_threads(), "seconds": [round(t, 2) for t in times],
-              "median_s": round(statistics.median(times), 2), "input_grid_scores": full_res}
+    return {
+        "case": case_name,
+        "grid": "x".join(map(str, images[missing].size_xyz)),
+        "missing": missing,
+        "given": list(given),
+        "steps": syn.default_steps,
+        "device": str(syn.device),
+        "threads": torch.get_num_threads(),
+        "seconds": [round(t, 2) for t in times],
+        "median_s": round(statistics.median(times), 2),
+        "input_grid_scores": full_res,
+    }
 
-    # 2. quality against steps on working-grid slices
+
+def step_sweep(syn, case_name: str, images, patterns: Sequence[str], configs, slice_stride: int, seed: int) -> list:
+    """PSNR/SSIM of each (sampler, steps) in ``configs`` for each availability
+    pattern, on every ``slice_stride``-th brain slice of the working grid."""
     sweep: list[dict] = []
-    configs = [("ddim", s) for s in (DEFAULT_SWEEP if steps is None else steps)]
-    configs += [("ddpm", syn.diffusion.num_train_timesteps)] if full else []
-    if not configs:
-        return {"timing": timing, "sweep": sweep, "spacing": list(syn.spacing)}
-    work = prepare_case(images, syn.spacing, case.name)
+    work = prepare_case(images, syn.spacing, case_name)
     zsel = evaluation_slices(work, slice_stride)
     for bits in patterns:
         pm = AvailabilityMask.from_bits(bits)
@@ -82,11 +108,19 @@ def benchmark(case_dir, checkpoint=None, missing: str = "t1c", steps: Sequence[i
             scores = []
             for key in pm.missing_keys:
                 m = MODALITY_KEYS.index(key)
-                b = work.brain[zsel]
                 lo, hi = unit_range(work.image[m], work.brain)
-                scores.append({k: float(np.nanmean(v)) for k, v in slice_metrics(pred[m], truth[m], b, lo, hi).items()})
-            sweep.append({"pattern": bits, "available": pm.label, "sampler": sampler, "steps": n,
-                          "psnr": float(np.mean([s["psnr"] for s in scores])),
-                          "ssim": float(np.mean([s["ssim"] for s in scores])), "seconds": round(dt, 2),
-                          "slices": len(zsel)})
-    return {"timing": timing, "sweep": sweep, "spacing": list(syn.spacing)}
+                metrics = slice_metrics(pred[m], truth[m], work.brain[zsel], lo, hi)
+                scores.append({k: float(np.nanmean(v)) for k, v in metrics.items()})
+            sweep.append(
+                {
+                    "pattern": bits,
+                    "available": pm.label,
+                    "sampler": sampler,
+                    "steps": n,
+                    "psnr": float(np.mean([s["psnr"] for s in scores])),
+                    "ssim": float(np.mean([s["ssim"] for s in scores])),
+                    "seconds": round(dt, 2),
+                    "slices": len(zsel),
+                }
+            )
+    return sweep

@@ -11,6 +11,12 @@ The noise schedule and the reverse steps are MONAI's ``DDPMScheduler`` and
 as in the paper). What this file adds is the paper's masking: only missing
 modalities are noised, and available ones are put back to their clean values
 after every reverse step.
+
+The two synthesis variants, M2DN (``Diffusion``) and the regression baseline
+(``Regression``), are objects with one interface, ``loss(net, x0, missing,
+generator)`` and ``sample(net, x_avail, missing, steps, generator)``;
+``variant(kind, cfg)`` gives the one a checkpoint's ``config["kind"]`` names,
+so training and synthesis never branch on the kind.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ import torch.nn.functional as F
 from monai.networks.schedulers import DDIMScheduler, DDPMScheduler
 from torch import nn
 
+from medmodels.errors import InputError
 from medmodels.progress import progress
 
 
@@ -47,8 +54,14 @@ class DiffusionConfig:
 
 def ddpm_scheduler(cfg: DiffusionConfig) -> DDPMScheduler:
     """The full-length ancestral sampler (and the forward process' ``add_noise``)."""
-    sched = DDPMScheduler(cfg.num_train_timesteps, cfg.schedule, prediction_type="sample",
-                          clip_sample=True, clip_sample_min=-cfg.clip, clip_sample_max=cfg.clip)
+    sched = DDPMScheduler(
+        cfg.num_train_timesteps,
+        cfg.schedule,
+        prediction_type="sample",
+        clip_sample=True,
+        clip_sample_min=-cfg.clip,
+        clip_sample_max=cfg.clip,
+    )
     sched.set_timesteps(cfg.num_train_timesteps)
     return sched
 
@@ -63,8 +76,15 @@ def ddim_scheduler(cfg: DiffusionConfig, steps: int) -> DDIMScheduler:
     T = cfg.num_train_timesteps
     if not 1 <= steps <= T:
         raise ValueError(f"steps must be in 1..{T}, got {steps}")
-    sched = DDIMScheduler(T, cfg.schedule, prediction_type="sample", clip_sample=True,
-                          clip_sample_min=-cfg.clip, clip_sample_max=cfg.clip, steps_offset=T // steps - 1)
+    sched = DDIMScheduler(
+        T,
+        cfg.schedule,
+        prediction_type="sample",
+        clip_sample=True,
+        clip_sample_min=-cfg.clip,
+        clip_sample_max=cfg.clip,
+        steps_offset=T // steps - 1,
+    )
     sched.set_timesteps(steps)
     return sched
 
@@ -73,15 +93,21 @@ def _broadcast(missing: torch.Tensor) -> torch.Tensor:
     return missing.bool()[:, :, None, None]
 
 
-def forward_missing(x0: torch.Tensor, missing: torch.Tensor, t: torch.Tensor, noise: torch.Tensor,
-                    scheduler: DDPMScheduler) -> torch.Tensor:
+def forward_missing(
+    x0: torch.Tensor, missing: torch.Tensor, t: torch.Tensor, noise: torch.Tensor, scheduler: DDPMScheduler
+) -> torch.Tensor:
     """q(x_t | x_0) applied to the missing modalities only; available ones stay clean."""
     noisy = scheduler.add_noise(x0, noise, t)
     return torch.where(_broadcast(missing), noisy, x0)
 
 
-def diffusion_loss(net: nn.Module, x0: torch.Tensor, missing: torch.Tensor, scheduler: DDPMScheduler,
-                   generator: torch.Generator | None = None) -> torch.Tensor:
+def diffusion_loss(
+    net: nn.Module,
+    x0: torch.Tensor,
+    missing: torch.Tensor,
+    scheduler: DDPMScheduler,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
     """The paper's joint loss ||M - f(M_t, t, v)||^2 over *all* modalities."""
     b = x0.shape[0]
     t = torch.randint(0, scheduler.num_train_timesteps, (b,), generator=generator).to(x0.device)
@@ -106,8 +132,13 @@ def regression_loss(net: nn.Module, x0: torch.Tensor, missing: torch.Tensor) -> 
 
 
 @torch.no_grad()
-def reverse_process(net: nn.Module, scheduler: DDPMScheduler | DDIMScheduler, x_avail: torch.Tensor,
-                    missing: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+def reverse_process(
+    net: nn.Module,
+    scheduler: DDPMScheduler | DDIMScheduler,
+    x_avail: torch.Tensor,
+    missing: torch.Tensor,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
     """Run the reverse chain on the missing modalities, available ones held at their inputs.
 
     Args:
@@ -129,14 +160,25 @@ def reverse_process(net: nn.Module, scheduler: DDPMScheduler | DDIMScheduler, x_
     return x
 
 
-def sample_ddim(net: nn.Module, cfg: DiffusionConfig, x_avail: torch.Tensor, missing: torch.Tensor, steps: int,
-                generator: torch.Generator | None = None) -> torch.Tensor:
+def sample_ddim(
+    net: nn.Module,
+    cfg: DiffusionConfig,
+    x_avail: torch.Tensor,
+    missing: torch.Tensor,
+    steps: int,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
     """Fast deterministic sampler (DDIM, eta = 0) with ``steps`` network calls."""
     return reverse_process(net, ddim_scheduler(cfg, steps), x_avail, missing, generator)
 
 
-def sample_ddpm(net: nn.Module, cfg: DiffusionConfig, x_avail: torch.Tensor, missing: torch.Tensor,
-                generator: torch.Generator | None = None) -> torch.Tensor:
+def sample_ddpm(
+    net: nn.Module,
+    cfg: DiffusionConfig,
+    x_avail: torch.Tensor,
+    missing: torch.Tensor,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
     """Full-length ancestral DDPM sampler (T network calls)."""
     return reverse_process(net, ddpm_scheduler(cfg), x_avail, missing, generator)
 
@@ -147,3 +189,98 @@ def predict_regression(net: nn.Module, x_avail: torch.Tensor, missing: torch.Ten
     t = torch.full((x_avail.shape[0],), REGRESSION_TIMESTEP, device=x_avail.device, dtype=torch.long)
     out = net(regression_input(x_avail, missing), t, missing)
     return torch.where(_broadcast(missing), out, x_avail)
+
+
+class Diffusion:
+    """M2DN: the missing modalities are noised at a random timestep and the
+    network predicts x0; synthesis runs the reverse chain.
+
+    Args:
+        cfg: the checkpoint's diffusion settings.
+    """
+
+    kind = "m2dn"
+
+    def __init__(self, cfg: DiffusionConfig) -> None:
+        self.cfg = cfg
+        # the forward process (add_noise) only; samplers build their own schedulers
+        self.scheduler = ddpm_scheduler(cfg)
+
+    def loss(
+        self, net: nn.Module, x0: torch.Tensor, missing: torch.Tensor, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """Joint x0 MSE over all modalities.
+
+        Args:
+            net: an ``M2DNet`` (or its DDP wrapper).
+            x0: ``(B, M, H, W)`` clean slices in diffusion space.
+            missing: ``(B, M)`` float, 1 = missing.
+            generator: a CPU ``torch.Generator`` for the timesteps and the noise.
+        """
+        return diffusion_loss(net, x0, missing, self.scheduler, generator)
+
+    def sample(
+        self,
+        net: nn.Module,
+        x_avail: torch.Tensor,
+        missing: torch.Tensor,
+        steps: int | None = None,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """Synthesise the missing channels.
+
+        Args:
+            x_avail: ``(B, M, H, W)`` clean inputs in diffusion space (missing channels ignored).
+            missing: ``(B, M)`` float, 1 = missing.
+            steps: DDIM steps; None = the full-length ancestral DDPM sampler (T steps).
+            generator: on the device of ``x_avail``.
+
+        Returns:
+            ``(B, M, H, W)``; available channels equal to ``x_avail``.
+        """
+        if steps is None:
+            return sample_ddpm(net, self.cfg, x_avail, missing, generator)
+        return sample_ddim(net, self.cfg, x_avail, missing, steps, generator)
+
+
+class Regression:
+    """The regression baseline: the same network called once at a fixed
+    timestep on zero-filled inputs; no noise, so ``generator`` and ``steps``
+    are accepted for the common interface and not used.
+
+    Args:
+        cfg: the checkpoint's diffusion settings (kept for the common interface).
+    """
+
+    kind = "regression"
+
+    def __init__(self, cfg: DiffusionConfig | None = None) -> None:
+        self.cfg = cfg or DiffusionConfig()
+
+    def loss(
+        self, net: nn.Module, x0: torch.Tensor, missing: torch.Tensor, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """Joint MSE of one pass from zero-filled inputs; shapes as ``Diffusion.loss``."""
+        return regression_loss(net, x0, missing)
+
+    def sample(
+        self,
+        net: nn.Module,
+        x_avail: torch.Tensor,
+        missing: torch.Tensor,
+        steps: int | None = None,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """One network pass; shapes as ``Diffusion.sample``."""
+        return predict_regression(net, x_avail, missing)
+
+
+#: ``config["kind"]`` -> its variant class.
+VARIANTS: dict[str, type] = {Diffusion.kind: Diffusion, Regression.kind: Regression}
+
+
+def variant(kind: str, cfg: DiffusionConfig) -> Diffusion | Regression:
+    """The synthesis variant a checkpoint's ``kind`` names ("m2dn" or "regression")."""
+    if kind not in VARIANTS:
+        raise InputError(f"Unknown synthesis model '{kind}': use {' or '.join(VARIANTS)}.")
+    return VARIANTS[kind](cfg)

@@ -21,26 +21,25 @@ signed-rank tests compare M2DN with each baseline on the same units: slices
 (case x modality x slice; slices of one case are not independent) and the
 case means (case x modality; few units, so large p-values).
 
-Optional downstream score (``dice=True``): tumour-segmentation Dice of the
-bundled segmenter on the synthesised full set against the incomplete set, on
-the input grid of each case.
+The metrics themselves are ``medmodels.metrics`` (per slice, inside the brain).
+The downstream score (segmentation Dice on the synthesised full set) needs the
+segmenter too, so it lives one layer up, in ``medmodels.downstream``.
 """
 
 from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from monai.metrics.regression import compute_ssim_and_cs
 from scipy.stats import wilcoxon
 
 from medmodels.datasets import split_cases
 from medmodels.errors import InputError
+from medmodels.metrics import mae, psnr, ssim
 from medmodels.modalities import BY_KEY, MODALITY_KEYS, AvailabilityMask
 from medmodels.progress import progress
 from medmodels.syn.masks import PATTERNS
@@ -49,7 +48,6 @@ from medmodels.syn.synthesize import Synthesizer, load_synthesizer
 
 METHODS = ("m2dn", "regression", "mean_fill")
 METRICS = ("psnr", "ssim", "mae")
-SSIM_KERNEL, SSIM_SIGMA = 11, 1.5
 
 
 def unit_range(truth: np.ndarray, brain: np.ndarray) -> tuple[float, float]:
@@ -58,7 +56,9 @@ def unit_range(truth: np.ndarray, brain: np.ndarray) -> tuple[float, float]:
     return float(values.min()), float(values.max())
 
 
-def slice_metrics(pred: np.ndarray, truth: np.ndarray, brain: np.ndarray, lo: float, hi: float) -> dict[str, np.ndarray]:
+def slice_metrics(
+    pred: np.ndarray, truth: np.ndarray, brain: np.ndarray, lo: float, hi: float
+) -> dict[str, np.ndarray]:
     """PSNR, SSIM and MAE of each slice inside the brain.
 
     Args:
@@ -70,23 +70,12 @@ def slice_metrics(pred: np.ndarray, truth: np.ndarray, brain: np.ndarray, lo: fl
         ``{metric: (n,)}``; slices without brain give NaN.
     """
     scale = max(hi - lo, 1e-6)
-    pred = np.clip((pred - lo) / scale, 0, 1) * brain
-    truth = np.clip((truth - lo) / scale, 0, 1) * brain
-    data_range = 1.0
-    area = brain.reshape(len(brain), -1).sum(1)
-    err = (pred - truth) * brain
-    mse = (err**2).reshape(len(err), -1).sum(1) / np.maximum(area, 1)
-    mae = np.abs(err).reshape(len(err), -1).sum(1) / np.maximum(area, 1)
-    psnr = 10 * np.log10(data_range**2 / np.maximum(mse, 1e-12))
-    # SSIM map of the (zero-)padded slices, so the map covers every brain pixel.
-    pad = SSIM_KERNEL // 2
-    p = F.pad(torch.from_numpy(pred * brain)[:, None].float(), (pad,) * 4)
-    t = F.pad(torch.from_numpy(truth * brain)[:, None].float(), (pad,) * 4)
-    ssim_map, _ = compute_ssim_and_cs(p, t, 2, (SSIM_KERNEL,) * 2, (SSIM_SIGMA,) * 2, data_range=data_range)
-    ssim_map = ssim_map[:, 0].numpy()
-    ssim = (ssim_map * brain).reshape(len(brain), -1).sum(1) / np.maximum(area, 1)
-    out = {"psnr": psnr, "ssim": ssim, "mae": mae}
-    return {k: np.where(area > 0, v, np.nan) for k, v in out.items()}
+    pred, truth = (np.clip((a - lo) / scale, 0, 1) for a in (pred, truth))
+    return {
+        "psnr": psnr(pred, truth, brain, data_range=1.0, per_slice=True),
+        "ssim": ssim(pred, truth, brain, data_range=1.0, per_slice=True),
+        "mae": mae(pred, truth, brain, per_slice=True),
+    }
 
 
 def mean_fill(x: np.ndarray, mask: AvailabilityMask) -> np.ndarray:
@@ -105,8 +94,14 @@ def evaluation_slices(case: WorkingCase, stride: int) -> np.ndarray:
     return zs[stride // 2 :: stride] if len(zs) > stride else zs
 
 
-def predict_pattern(models: dict[str, Synthesizer], case: WorkingCase, zs: np.ndarray, mask: AvailabilityMask,
-                    steps: int | None, seed: int) -> dict[str, np.ndarray]:
+def predict_pattern(
+    models: dict[str, Synthesizer],
+    case: WorkingCase,
+    zs: np.ndarray,
+    mask: AvailabilityMask,
+    steps: int | None,
+    seed: int,
+) -> dict[str, np.ndarray]:
     """``{method: (4, n, H, W)}`` z-score predictions on the chosen slices."""
     truth = case.image[:, zs]
     inputs = truth * mask.vector()[:, None, None, None]
@@ -135,9 +130,13 @@ def summarise(rows: list[dict], patterns: Sequence[AvailabilityMask]) -> list[di
         r = [x for x in rows if x["pattern"] == mask.bits]
         if not r:
             continue
-        entry: dict = {"pattern": mask.bits, "available": mask.label,
-                       "missing": "+".join(BY_KEY[k].display for k in mask.missing_keys),
-                       "n_case_modality": len(r), "n_slices": int(sum(len(x["slices"]) for x in r))}
+        entry: dict = {
+            "pattern": mask.bits,
+            "available": mask.label,
+            "missing": "+".join(BY_KEY[k].display for k in mask.missing_keys),
+            "n_case_modality": len(r),
+            "n_slices": int(sum(len(x["slices"]) for x in r)),
+        }
         for metric in METRICS:
             for method in METHODS:
                 per_slice = np.concatenate([x[method][metric] for x in r])
@@ -146,74 +145,101 @@ def summarise(rows: list[dict], patterns: Sequence[AvailabilityMask]) -> list[di
                 a = np.concatenate([x["m2dn"][metric] for x in r])
                 b = np.concatenate([x[base][metric] for x in r])
                 entry[f"p_{metric}_vs_{base}"] = paired_p(a, b)
-                entry[f"p_{metric}_vs_{base}_cases"] = paired_p([np.nanmean(x["m2dn"][metric]) for x in r],
-                                                                [np.nanmean(x[base][metric]) for x in r])
+                entry[f"p_{metric}_vs_{base}_cases"] = paired_p(
+                    [np.nanmean(x["m2dn"][metric]) for x in r], [np.nanmean(x[base][metric]) for x in r]
+                )
         table.append(entry)
     return table
 
 
-def markdown(table: list[dict], dice: list[dict] | None = None) -> str:
-    def f(v, d=2):
-        return "-" if v is None else f"{v:.{d}f}"
+def fmt(value: float | None, digits: int = 2) -> str:
+    """A figure for the Markdown tables ('-' for none)."""
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def markdown(table: list[dict]) -> str:
+    """The per-pattern table (PSNR, SSIM, p-values) with the mean of patterns as last row."""
+    f = fmt
 
     def p(v):
         return "-" if v is None else (f"{v:.1e}" if v < 1e-3 else f"{v:.3f}")
 
-    lines = ["| available | missing | PSNR M2DN | PSNR reg. | PSNR mean | p vs reg. | p vs mean "
-             "| SSIM M2DN | SSIM reg. | SSIM mean | p vs reg. | p vs mean | slices |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| available | missing | PSNR M2DN | PSNR reg. | PSNR mean | p vs reg. | p vs mean "
+        "| SSIM M2DN | SSIM reg. | SSIM mean | p vs reg. | p vs mean | slices |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for e in table:
         lines.append(
             f"| {e['available']} | {e['missing']} | {f(e['m2dn_psnr'])} | {f(e['regression_psnr'])} | "
             f"{f(e['mean_fill_psnr'])} | {p(e['p_psnr_vs_regression'])} | {p(e['p_psnr_vs_mean_fill'])} | "
             f"{f(e['m2dn_ssim'], 3)} | {f(e['regression_ssim'], 3)} | {f(e['mean_fill_ssim'], 3)} | "
-            f"{p(e['p_ssim_vs_regression'])} | {p(e['p_ssim_vs_mean_fill'])} | {e['n_slices']} |")
-    avg = {k: float(np.mean([e[k] for e in table])) for k in table[0] if k.endswith(("_psnr", "_ssim", "_mae"))} if table else {}
+            f"{p(e['p_ssim_vs_regression'])} | {p(e['p_ssim_vs_mean_fill'])} | {e['n_slices']} |"
+        )
+    avg = (
+        {k: float(np.mean([e[k] for e in table])) for k in table[0] if k.endswith(("_psnr", "_ssim", "_mae"))}
+        if table
+        else {}
+    )
     if avg:
-        lines.append(f"| **mean of patterns** | | {f(avg['m2dn_psnr'])} | {f(avg['regression_psnr'])} | "
-                     f"{f(avg['mean_fill_psnr'])} | | | {f(avg['m2dn_ssim'], 3)} | {f(avg['regression_ssim'], 3)} | "
-                     f"{f(avg['mean_fill_ssim'], 3)} | | | |")
-    if dice:
-        lines += ["", "| available | Dice ET/TC/WT incomplete | Dice ET/TC/WT synthesised full set |", "|---|---|---|"]
-        for d in dice:
-            lines.append(f"| {d['available']} | {' / '.join(f(v, 3) for v in d['incomplete'])} | "
-                         f"{' / '.join(f(v, 3) for v in d['synthesised'])} |")
+        lines.append(
+            f"| **mean of patterns** | | {f(avg['m2dn_psnr'])} | {f(avg['regression_psnr'])} | "
+            f"{f(avg['mean_fill_psnr'])} | | | {f(avg['m2dn_ssim'], 3)} | {f(avg['regression_ssim'], 3)} | "
+            f"{f(avg['mean_fill_ssim'], 3)} | | | |"
+        )
     return "\n".join(lines)
 
 
-def downstream_dice(syn: Synthesizer, cases, patterns: Sequence[AvailabilityMask], steps, seed, device) -> list[dict]:
-    """Segmentation Dice (ET, TC, WT) on the synthesised full set vs the incomplete set, per pattern."""
-    from medmodels.labels import labels_to_regions
-    from medmodels.seg.inference import load_segmenter
+def parse_patterns(text: str | None) -> list[AvailabilityMask]:
+    """Comma-separated availability bits ("1101,1000"); None = the 14 missing patterns."""
+    return [AvailabilityMask.from_bits(b.strip()) for b in text.split(",") if b.strip()] if text else list(PATTERNS)
 
-    seg = load_segmenter(None, device)
-    out = []
-    for mask in patterns:
-        inc, syn_scores = [], []
-        for case in progress(cases, desc=f"Dice {mask.label}"):
-            images, labels = case.load()
-            truth = labels_to_regions(labels.array, "2018").astype(bool)
-            given = {k: images[k] for k in mask.keys}
-            filled = dict(given)
-            for k, (mean, _) in syn.synthesize(given, mask, steps=steps, seed=seed).items():
-                filled[k] = mean
-            for store, imgs, m in ((inc, given, mask), (syn_scores, filled, AvailabilityMask((True,) * 4))):
-                pred = labels_to_regions(seg.segment(imgs, m).array, "2018").astype(bool)
-                store.append([_dice(p, t) for p, t in zip(pred, truth)])
-        out.append({"pattern": mask.bits, "available": mask.label, "incomplete": np.mean(inc, 0).tolist(),
-                    "synthesised": np.mean(syn_scores, 0).tolist(), "cases": len(cases)})
+
+def write_result(result: dict, out) -> Path:
+    """Write ``result`` to ``out`` (JSON) and its ``markdown`` to ``out`` with suffix .md."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
+    out.with_suffix(".md").write_text(result["markdown"] + "\n", encoding="utf-8")
     return out
 
 
-def _dice(p: np.ndarray, t: np.ndarray) -> float:
-    denom = p.sum() + t.sum()
-    return 1.0 if denom == 0 else float(2 * (p & t).sum() / denom)
+def _score_case(c, syn: Synthesizer, reg: Synthesizer, chosen, slice_stride: int, steps, seed) -> list[dict]:
+    """Rows (case x pattern x missing modality) of one case, each with per-slice scores of every method."""
+    images, _ = c.load()
+    case = prepare_case(images, syn.spacing, c.name)
+    zs = evaluation_slices(case, slice_stride)
+    brain = case.brain[zs]
+    rows = []
+    for mask in chosen:
+        preds = predict_pattern({"m2dn": syn, "regression": reg}, case, zs, mask, steps, seed)
+        for key in mask.missing_keys:
+            m = MODALITY_KEYS.index(key)
+            lo, hi = unit_range(case.image[m], case.brain)
+            row = {"case": c.name, "pattern": mask.bits, "modality": key, "slices": zs.tolist(), "unit": [lo, hi]}
+            for method in METHODS:
+                row[method] = slice_metrics(preds[method][m], case.image[m, zs], brain, lo, hi)
+            rows.append(row)
+    return rows
 
 
-def evaluate(data, split, out, checkpoint=None, baseline=None, steps: int | None = None, slice_stride: int = 4,
-             max_cases: int | None = None, patterns: str | None = None, dice: bool = False, device: str = "auto",
-             seed: int = 0, dice_patterns: str | None = None) -> dict:
-    """Run the evaluation on the validation cases of ``split``; writes ``out`` (JSON) and ``out.md``."""
+def evaluate(
+    data,
+    split,
+    out,
+    checkpoint=None,
+    baseline=None,
+    steps: int | None = None,
+    slice_stride: int = 4,
+    max_cases: int | None = None,
+    patterns: str | None = None,
+    device: str = "auto",
+    seed: int = 0,
+) -> dict:
+    """Run the evaluation on the validation cases of ``split``; writes ``out`` (JSON) and ``out.md``.
+
+    The result's ``"dice"`` is None here; ``medmodels.downstream.add_downstream_dice`` fills it.
+    """
     t_start = time.time()
     syn = load_synthesizer(checkpoint, device)
     reg = load_synthesizer(baseline if baseline is not None else "baseline", device)
@@ -221,41 +247,34 @@ def evaluate(data, split, out, checkpoint=None, baseline=None, steps: int | None
         raise InputError("--baseline must be a regression-baseline checkpoint (trained with --model regression).")
     if syn.spacing != reg.spacing:
         raise InputError(f"M2DN ({syn.spacing}) and the baseline ({reg.spacing}) use different working spacings.")
-    chosen = [AvailabilityMask.from_bits(b) for b in patterns.split(",")] if patterns else list(PATTERNS)
-    cases = split_cases(data, split, "validation", require_label=dice)[: max_cases or None]
+    chosen = parse_patterns(patterns)
+    cases = split_cases(data, split, "validation", require_label=False)[: max_cases or None]
     rows: list[dict] = []
     for c in progress(cases, desc="Evaluating cases"):
-        images, _ = c.load()
-        case = prepare_case(images, syn.spacing, c.name)
-        zs = evaluation_slices(case, slice_stride)
-        brain = case.brain[zs]
-        for mask in chosen:
-            preds = predict_pattern({"m2dn": syn, "regression": reg}, case, zs, mask, steps, seed)
-            for key in mask.missing_keys:
-                m = MODALITY_KEYS.index(key)
-                truth = case.image[m, zs]
-                lo, hi = unit_range(case.image[m], case.brain)
-                row = {"case": c.name, "pattern": mask.bits, "modality": key, "slices": zs.tolist(), "unit": [lo, hi]}
-                for method in METHODS:
-                    row[method] = slice_metrics(preds[method][m], truth, brain, lo, hi)
-                rows.append(row)
+        rows += _score_case(c, syn, reg, chosen, slice_stride, steps, seed)
     table = summarise(rows, chosen)
-    dice_rows = None
-    if dice:
-        dpat = [AvailabilityMask.from_bits(b) for b in dice_patterns.split(",")] if dice_patterns else chosen
-        dice_rows = downstream_dice(syn, cases, dpat, steps, seed, device)
-    md = markdown(table, dice_rows)
     result = {
-        "validation_cases": [c.name for c in cases], "steps": syn._check_steps(steps), "slice_stride": slice_stride,
-        "spacing": list(syn.spacing), "seed": seed, "table": table, "dice": dice_rows,
-        "per_case": [{k: (v if not isinstance(v, dict) else {mk: [None if not np.isfinite(x) else round(float(x), 5)
-                                                                   for x in mv] for mk, mv in v.items()})
-                      for k, v in r.items()} for r in rows],
-        "wall_s": round(time.time() - t_start, 1), "threads": torch.get_num_threads(),
-        "markdown": md,
+        "validation_cases": [c.name for c in cases],
+        "steps": syn._check_steps(steps),
+        "slice_stride": slice_stride,
+        "spacing": list(syn.spacing),
+        "seed": seed,
+        "table": table,
+        "dice": None,
+        "per_case": [
+            {
+                k: (
+                    v
+                    if not isinstance(v, dict)
+                    else {mk: [None if not np.isfinite(x) else round(float(x), 5) for x in mv] for mk, mv in v.items()}
+                )
+                for k, v in r.items()
+            }
+            for r in rows
+        ],
+        "wall_s": round(time.time() - t_start, 1),
+        "threads": torch.get_num_threads(),
+        "markdown": markdown(table),
     }
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
-    out.with_suffix(".md").write_text(md + "\n", encoding="utf-8")
+    write_result(result, out)
     return result

@@ -26,7 +26,9 @@ def pattern_table(device: torch.device | str = "cpu") -> torch.Tensor:
     return torch.stack([torch.as_tensor(m.missing_vector()) for m in PATTERNS]).to(device)
 
 
-def sample_missing(batch: int, generator: torch.Generator | None = None, device: torch.device | str = "cpu") -> torch.Tensor:
+def sample_missing(
+    batch: int, generator: torch.Generator | None = None, device: torch.device | str = "cpu"
+) -> torch.Tensor:
     """Draw ``batch`` training masks uniformly from the 14 patterns.
 
     Returns:

@@ -1,19 +1,21 @@
 """Cases on the synthesis working grid, and the 2D slices training draws from them.
 
 A case goes to the working grid in the same way for training, evaluation and
-whole-volume synthesis (``medmodels.preprocess`` does each step): brain mask
-(from the available modalities), per-modality percentile clip + z-score inside
-the brain (0 outside), resampling of the whole volume to the working spacing
-(2 mm by default: the CPU budget of the bundled model), then a crop to the
-brain's bounding box. ``to_input_grid`` undoes the last two steps.
+whole-volume synthesis, through ``medmodels.preprocess.WorkingGrid`` (the one
+grid implementation segmentation uses too): brain mask (from the available
+modalities), per-modality percentile clip + z-score inside the brain (0
+outside), linear resampling to the working spacing (2 mm by default: the CPU
+budget of the bundled model) along the input's axes, crop to the brain with
+``MARGIN_MM``, in-plane sizes grown to a multiple of
+``MULTIPLE_OF``. ``to_input_grid`` goes back.
 
 Axial slices are the ``z`` planes of the ``(Z, Y, X)`` arrays.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Mapping, Sequence
 
 import numpy as np
 import torch
@@ -21,19 +23,12 @@ import torch
 from medmodels.errors import InputError
 from medmodels.image import Image
 from medmodels.modalities import MODALITY_KEYS
-from medmodels.preprocess import (
-    BoundingBox,
-    Normalizer,
-    bounding_box,
-    brain_mask,
-    crop,
-    paste,
-    resample_like,
-    resample_to_spacing,
-)
+from medmodels.preprocess import Normalizer, WorkingGrid, working_zscores
 
 #: In-plane crops are grown to a multiple of this (the network halves H, W three times).
 MULTIPLE_OF = 8
+#: Kept around the brain, in mm: one voxel at the bundled model's 2 mm, as it was trained with.
+MARGIN_MM = 2.0
 
 
 @dataclass
@@ -42,24 +37,21 @@ class WorkingCase:
 
     Attributes:
         image: ``(4, Z, Y, X)`` float32 brain z-scores, canonical modality
-            order, cropped to the brain; 0 outside the brain and for
+            order, on the working crop; 0 outside the brain and for
             modalities not given.
         brain: ``(Z, Y, X)`` bool brain mask on the same crop.
         available: ``(4,)`` bool, which channels hold data.
         normalizers: the fitted ``Normalizer`` of each given modality.
-        box: the crop inside the full working-grid volume.
-        working: an ``Image`` describing the full working grid (array unused).
-        reference: the input grid (an ``Image``; array = the input brain mask, uint8).
+        grid: the ``WorkingGrid`` (input geometry, working crop, the maps between them).
         name: case name, for tables.
+        slice_weights: ``(Z,)`` brain area of each slice (set from ``brain``).
     """
 
     image: np.ndarray
     brain: np.ndarray
     available: np.ndarray
     normalizers: dict[str, Normalizer]
-    box: BoundingBox
-    working: Image
-    reference: Image
+    grid: WorkingGrid
     name: str = ""
     slice_weights: np.ndarray = field(default=None)  # type: ignore[assignment]
 
@@ -73,49 +65,53 @@ class WorkingCase:
         return np.flatnonzero(area > max(min_fraction * area.max(), 0))
 
 
-def prepare_case(images: Mapping[str, Image], spacing: Sequence[float], name: str = "") -> WorkingCase:
-    """Bring a case (images on one grid, raw intensities) to the working grid."""
-    keys = [k for k in MODALITY_KEYS if k in images]
-    if not keys:
+def prepare_case(
+    images: Mapping[str, Image],
+    spacing: Sequence[float],
+    name: str = "",
+    margin_mm: float = MARGIN_MM,
+    multiple_of: int = MULTIPLE_OF,
+) -> WorkingCase:
+    """Bring a case to the working grid.
+
+    Args:
+        images: ``{key: Image}`` on one grid, raw intensities; every given
+            modality is used (brain mask included).
+        spacing: working spacing ``(x, y, z)`` in mm (the model's).
+        name: case name, for tables.
+        margin_mm: kept around the brain, in mm.
+        multiple_of: in-plane (x, y) crop sizes are grown to a multiple of it.
+    """
+    images = {k: images[k] for k in MODALITY_KEYS if k in images}
+    if not images:
         raise InputError("No modality is available: provide at least one of FLAIR, T1, T1c or T2.")
-    ref = images[keys[0]]
-    for k in keys:
-        if not images[k].same_grid(ref):
-            raise InputError(f"{k} is not on the grid of {keys[0]}: bring all inputs onto one grid first "
-                             "(medmodels.preprocess.to_common_grid).")
-    brain = brain_mask({k: images[k] for k in keys})
-    spacing = tuple(float(s) for s in spacing)
-    working_brain = resample_to_spacing(ref.with_array(brain.astype(np.float32)), spacing)
-    wbrain = working_brain.array > 0.5
-    if not wbrain.any():
-        raise InputError("The brain mask vanishes at the working spacing: the brain is too small or the "
-                         "inputs are nearly empty.")
-    box = bounding_box(wbrain, margin=1, multiple_of=MULTIPLE_OF)
-    box = (slice(box[0].start, box[0].stop),) + box[1:]
-    chans, norms = [], {}
-    for k in MODALITY_KEYS:
-        if k in images:
-            norms[k] = Normalizer.fit(images[k].array, brain)
-            z = ref.with_array(norms[k].apply(images[k].array, brain))
-            chans.append(crop(resample_to_spacing(z, spacing).array, box))
-        else:
-            chans.append(np.zeros(crop(wbrain, box).shape, dtype=np.float32))
-    image = np.stack(chans).astype(np.float32) * crop(wbrain, box)[None]
+    grid = WorkingGrid.fit(images, spacing, margin_mm=margin_mm, multiple_of=(multiple_of, multiple_of, 1))
+    brain = grid.brain
+    if not brain.any():
+        raise InputError(
+            "The brain mask vanishes at the working spacing: the brain is too small or the inputs are nearly empty."
+        )
+    image, norms = working_zscores(grid, images)
+    image *= brain[None]
     available = np.array([k in images for k in MODALITY_KEYS])
-    return WorkingCase(image, crop(wbrain, box), available, norms, box, working_brain,
-                       ref.with_array(brain.astype(np.uint8)), name)
+    return WorkingCase(image, brain, available, norms, grid, name)
 
 
 def to_input_grid(case: WorkingCase, z_crop: np.ndarray) -> np.ndarray:
-    """A ``(Z, Y, X)`` array on the working crop -> float32 on the input grid,
-    0 outside the input's brain mask (still in z-scores)."""
-    full = paste(z_crop.astype(np.float32), case.box, case.working.shape, fill=0.0)
-    out = resample_like(case.working.with_array(full), case.reference, "linear").array
-    return np.where(case.reference.array.astype(bool), out, 0.0).astype(np.float32)
+    """A ``(Z, Y, X)`` array on the working crop -> float32 on the input grid
+    (linear), 0 outside the input's brain mask (still in z-scores)."""
+    out = case.grid.inverse(z_crop, "linear", fill=0.0)
+    return np.where(case.grid.input_brain, out, 0.0).astype(np.float32)
 
 
-def sample_slices(cases: Sequence[WorkingCase], batch: int, size: tuple[int, int], rng: np.random.Generator,
-                  min_fraction: float = 0.1, flip: bool = True) -> torch.Tensor:
+def sample_slices(
+    cases: Sequence[WorkingCase],
+    batch: int,
+    size: tuple[int, int],
+    rng: np.random.Generator,
+    min_fraction: float = 0.1,
+    flip: bool = True,
+) -> torch.Tensor:
     """A training batch of axial slices.
 
     Each item: a case (uniform), a brain slice of it (area above

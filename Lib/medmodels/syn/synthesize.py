@@ -5,26 +5,27 @@
     out = syn.synthesize(images, mask, steps=None, samples=4, seed=0)
     mean, std = out["t1c"]                        # Images on the input grid, input intensity scale
 
-Steps: the case goes to the working grid (``medmodels.syn.slices.prepare_case``:
-brain mask, z-score per modality, resampling to the checkpoint's spacing,
-crop to the brain); every axial slice with brain goes through the sampler in
-batches (DDIM with ``steps`` steps; available modalities held at their inputs
-at every step); with several samples, their mean and per-voxel standard
-deviation; back to the input grid, 0 outside the brain, and from z-scores to
-an intensity scale estimated from the case's available modalities (a missing
-modality has no intensities of its own to copy; see
+Steps: the case goes to the working grid (``medmodels.syn.slices.prepare_case``,
+through ``medmodels.preprocess.WorkingGrid``: brain mask, z-score per
+modality, resampling to the checkpoint's spacing, crop to the brain); every
+axial slice with brain goes through the sampler in batches (DDIM with
+``steps`` steps; available modalities held at their inputs at every step);
+with several samples, their mean and per-voxel standard deviation; back to
+the input grid (``WorkingGrid.inverse``, linear), 0 outside the brain, and
+from z-scores to an intensity scale estimated from the case's available
+modalities (a missing modality has no intensities of its own to copy; see
 ``medmodels.syn.train.intensity_reference``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 import numpy as np
 import torch
 
-from medmodels.distributed import resolve_device
+from medmodels.device import resolve_device
 from medmodels.errors import CheckpointError, InputError
 from medmodels.image import Image
 from medmodels.modalities import MODALITY_KEYS, AvailabilityMask, resolve_mask
@@ -75,6 +76,7 @@ class Synthesizer:
         self.device = device
         self.kind = config.get("kind", "m2dn")
         self.diffusion = D.DiffusionConfig(**config["diffusion"])
+        self.variant = D.variant(self.kind, self.diffusion)
         self.spacing = tuple(float(s) for s in config["spacing"])
 
     @property
@@ -88,8 +90,14 @@ class Synthesizer:
         return steps
 
     @torch.no_grad()
-    def predict_slices(self, x: torch.Tensor, missing: torch.Tensor, steps: int | None = None,
-                       generator: torch.Generator | None = None, sampler: str = "ddim") -> torch.Tensor:
+    def predict_slices(
+        self,
+        x: torch.Tensor,
+        missing: torch.Tensor,
+        steps: int | None = None,
+        generator: torch.Generator | None = None,
+        sampler: str = "ddim",
+    ) -> torch.Tensor:
         """Synthesise slices.
 
         Args:
@@ -104,16 +112,19 @@ class Synthesizer:
         """
         s = self.diffusion.data_scale
         xs, ms = (x.to(self.device) * s), missing.to(self.device)
-        if self.kind == "regression":
-            out = D.predict_regression(self.net, xs, ms)
-        elif sampler == "ddpm":
-            out = D.sample_ddpm(self.net, self.diffusion, xs, ms, generator)
-        else:
-            out = D.sample_ddim(self.net, self.diffusion, xs, ms, self._check_steps(steps), generator)
+        # steps None = the full-length DDPM chain; the regression baseline ignores steps
+        out = self.variant.sample(self.net, xs, ms, None if sampler == "ddpm" else self._check_steps(steps), generator)
         return (out / s).float().cpu()
 
-    def synthesize_case(self, case: WorkingCase, mask: AvailabilityMask, steps: int | None = None,
-                        samples: int = 1, seed: int = 0, desc: str = "Synthesising") -> tuple[np.ndarray, np.ndarray | None]:
+    def synthesize_case(
+        self,
+        case: WorkingCase,
+        mask: AvailabilityMask,
+        steps: int | None = None,
+        samples: int = 1,
+        seed: int = 0,
+        desc: str = "Synthesising",
+    ) -> tuple[np.ndarray, np.ndarray | None]:
         """Sample every brain slice of a prepared case.
 
         Returns:
@@ -145,8 +156,14 @@ class Synthesizer:
             std[:, zs] = stack.std(0) * brain
         return mean, std
 
-    def synthesize(self, images: Mapping[str, Image], mask: AvailabilityMask | None = None, steps: int | None = None,
-                   samples: int = 1, seed: int = 0) -> dict[str, tuple[Image, Image | None]]:
+    def synthesize(
+        self,
+        images: Mapping[str, Image],
+        mask: AvailabilityMask | None = None,
+        steps: int | None = None,
+        samples: int = 1,
+        seed: int = 0,
+    ) -> dict[str, tuple[Image, Image | None]]:
         """Synthesise every modality ``mask`` marks missing.
 
         Args:
@@ -165,15 +182,15 @@ class Synthesizer:
             return {}
         case = prepare_case({k: images[k] for k in mask.keys}, self.spacing)
         mean, std = self.synthesize_case(case, mask, steps, samples, seed)
-        brain = case.reference.array.astype(bool)
+        brain, reference = case.grid.input_brain, case.grid.reference
         result: dict[str, tuple[Image, Image | None]] = {}
         for key in mask.missing_keys:
             c = MODALITY_KEYS.index(key)
             norm = estimate_normalizer(key, case.normalizers, self.config.get("intensity_reference", {}))
-            mean_img = case.reference.with_array(norm.invert(to_input_grid(case, mean[c]), brain))
+            mean_img = reference.with_array(norm.invert(to_input_grid(case, mean[c]), brain))
             std_img = None
             if std is not None:
-                std_img = case.reference.with_array((to_input_grid(case, std[c]) * norm.std).clip(min=0).astype(np.float32))
+                std_img = reference.with_array((to_input_grid(case, std[c]) * norm.std).clip(min=0).astype(np.float32))
             result[key] = (mean_img, std_img)
         return result
 
@@ -186,7 +203,9 @@ def load_synthesizer(checkpoint: str | Path | None = None, device: str = "auto")
     payload = load_checkpoint(path)
     config = payload.get("config")
     if not isinstance(config, dict) or not {"net", "diffusion", "spacing"} <= set(config):
-        raise CheckpointError(f"'{path}' is not a medmodels synthesis checkpoint (no net/diffusion/spacing in its config).")
+        raise CheckpointError(
+            f"'{path}' is not a medmodels synthesis checkpoint (no net/diffusion/spacing in its config)."
+        )
     net = build_m2dn(config["net"])
     try:
         net.load_state_dict(payload["state_dict"])

@@ -1,54 +1,72 @@
-"""Training of M2DN (or the regression baseline) on 2D slices of a BraTS-layout folder.
+"""Synthesis training: M2DN (or the regression baseline) on 2D slices of a BraTS-layout folder.
 
 One process: ``medmodels train-syn DATA --split SPLIT --out DIR``; several GPUs
 (or CPU processes, gloo): ``torchrun --nproc_per_node=N -m medmodels train-syn ...``.
 Each process draws its own slices (seed + rank); DDP averages the gradients.
 
+This file holds the family's pieces; the loop itself (init from weights,
+resume, schedule, AMP, DDP, time budget, checkpoints) is ``medmodels.training``.
 Per iteration: a batch of axial brain slices at the working spacing, each with
-a mask drawn uniformly from the 14 non-trivial patterns; M2DN: a timestep
-uniform in [0, T), the missing modalities noised, loss = MSE of the x0
-prediction over all modalities; regression baseline (``--model regression``):
-the same network and loss, missing inputs zero-filled, fixed timestep.
-AdamW with linear warm-up and cosine decay; mixed precision on the GPU.
-Every ``--epoch-iters`` iterations: the loss on a fixed set of validation
-slices and a resumable ``last.pt``; at the end ``model.pt`` + ``history.json``.
-The last iteration is what is saved (validation never picks a checkpoint).
+a mask drawn uniformly from the 14 non-trivial patterns, and the loss of the
+variant (``medmodels.syn.diffusion``): M2DN noises the missing modalities at a
+uniform timestep and takes the MSE of the x0 prediction over all modalities;
+the regression baseline (``--model regression``) is the same network and loss
+on zero-filled inputs at a fixed timestep. Validation: the same loss on a
+fixed set of slices (draws, masks, timesteps and noise fixed) of the
+validation cases, so it is comparable across iterations.
 """
 
 from __future__ import annotations
 
-import json
-import math
 import time
-from dataclasses import asdict, dataclass
-from pathlib import Path
-from typing import Sequence
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.distributed as dist
-from torch.nn.parallel import DistributedDataParallel as DDP
 
-from medmodels import distributed
+from medmodels import training
 from medmodels.datasets import discover_cases, read_split
+from medmodels.distributed import DistInfo
 from medmodels.errors import InputError
 from medmodels.modalities import MODALITY_KEYS
 from medmodels.nets.m2dn import build_m2dn
-from medmodels.progress import emit, progress
+from medmodels.progress import progress
 from medmodels.syn import diffusion as D
 from medmodels.syn.masks import sample_missing
 from medmodels.syn.slices import WorkingCase, prepare_case, sample_slices
-from medmodels.weights import load_checkpoint, save_checkpoint
+from medmodels.syn.synthesize import BASELINE_NAME, BUNDLED_NAME
+from medmodels.training import LoopConfig, Task
 
-MODELS = ("m2dn", "regression")
+MODELS = tuple(D.VARIANTS)
+#: Config entries measured on the training cases: they may differ from an ``--init`` checkpoint's.
+DATA_KEYS = ("intensity_reference",)
+#: The record note ``medmodels export`` adds to the bundled synthesis weights.
+DATA_NOTE = (
+    "Trained on BraTS 2018 training-set cases (research use; cite Menze et al., IEEE TMI 2015; "
+    "Bakas et al., Sci. Data 2017; Bakas et al., arXiv:1811.02629)."
+)
 
 
-@dataclass
-class SynTrainConfig:
-    """Options of ``train-syn`` (see ``medmodels train-syn --help``)."""
+@dataclass(kw_only=True)
+class SynTrainConfig(LoopConfig):
+    """Options of ``train-syn``: the loop's (``medmodels.training.LoopConfig``) and these.
+
+    Args:
+        data: folder of BraTS case folders.
+        split: JSON split with "training" and "validation" case lists (None: all cases train).
+        model: "m2dn" or "regression" (``medmodels.syn.diffusion.VARIANTS``).
+        spacing: working spacing (x, y, z) in mm.
+        encoder_channels, channels, emb_dim: M2DN widths (per-modality encoder,
+            fusion U-Net levels, timestep/mask embedding).
+        num_train_timesteps: T of the forward process.
+        data_scale: diffusion-space value = z-score * data_scale.
+        patch_size: training slice canvas (H, W) in working voxels.
+        max_cases: use only the first cases of each list (tests, quick runs).
+        val_slices: slices in the fixed validation batch.
+    """
 
     data: str = ""
-    out: str = ""
     split: str | None = None
     model: str = "m2dn"
     spacing: tuple = (2.0, 2.0, 2.0)
@@ -60,15 +78,7 @@ class SynTrainConfig:
     patch_size: tuple = (96, 96)
     batch_size: int = 8
     iterations: int = 2000
-    epoch_iters: int = 100
-    lr: float = 2e-3
-    weight_decay: float = 1e-4
     warmup: int = 50
-    seed: int = 0
-    threads: int | None = None
-    device: str = "auto"
-    amp: bool = True
-    resume: bool = True
     max_cases: int | None = None
     val_slices: int = 32
 
@@ -79,15 +89,19 @@ def model_config(cfg: SynTrainConfig, intensity_reference: dict | None = None) -
         raise InputError(f"Unknown synthesis model '{cfg.model}': use {' or '.join(MODELS)}.")
     return {
         "kind": cfg.model,
-        "net": {"modalities": len(MODALITY_KEYS), "encoder_channels": cfg.encoder_channels,
-                "channels": [int(c) for c in cfg.channels], "emb_dim": cfg.emb_dim},
+        "net": {
+            "modalities": len(MODALITY_KEYS),
+            "encoder_channels": cfg.encoder_channels,
+            "channels": [int(c) for c in cfg.channels],
+            "emb_dim": cfg.emb_dim,
+        },
         "diffusion": D.DiffusionConfig(cfg.num_train_timesteps, data_scale=cfg.data_scale).to_dict(),
         "spacing": [float(s) for s in cfg.spacing],
         "modalities": list(MODALITY_KEYS),
         "intensity_reference": intensity_reference or {},
         "preprocessing": "union-of-nonzero brain mask, clip 0.5-99.5 percentile + z-score inside the brain "
-                         "(medmodels.preprocess.Normalizer), linear resampling to `spacing`, crop to the brain; "
-                         "axial 2D slices; network space = z-score * diffusion.data_scale",
+        "(medmodels.preprocess.Normalizer), linear resampling to `spacing`, crop to the brain; "
+        "axial 2D slices; network space = z-score * diffusion.data_scale",
     }
 
 
@@ -128,35 +142,69 @@ def load_working_cases(data: str, names: Sequence[str], spacing) -> list[Working
     return out
 
 
-def lr_at(it: int, cfg: SynTrainConfig) -> float:
-    warm = min(1.0, (it + 1) / max(1, cfg.warmup))
-    return cfg.lr * warm * 0.5 * (1 + math.cos(math.pi * it / max(1, cfg.iterations)))
-
-
-def compute_loss(net, x0: torch.Tensor, missing: torch.Tensor, kind: str, scheduler, generator) -> torch.Tensor:
-    if kind == "m2dn":
-        return D.diffusion_loss(net, x0, missing, scheduler, generator)
-    return D.regression_loss(net, x0, missing)
-
-
 def validation_batch(cases: Sequence[WorkingCase], cfg: SynTrainConfig):
-    """A fixed batch (slices, masks, timesteps, noise) so the validation loss is comparable across epochs."""
+    """A fixed batch ``(x0 (V, 4, H, W) in diffusion space, missing (V, 4))`` so the
+    validation loss is comparable across iterations."""
     rng = np.random.default_rng(12345)
     x0 = sample_slices(cases, cfg.val_slices, tuple(cfg.patch_size), rng, flip=False) * cfg.data_scale
     return x0, sample_missing(cfg.val_slices, torch.Generator().manual_seed(12345))
 
 
-@torch.no_grad()
-def validation_loss(model, batch, cfg: SynTrainConfig, scheduler, device) -> float:
-    x0, missing = batch
-    model.eval()
-    loss = compute_loss(model, x0.to(device), missing.to(device), cfg.model, scheduler, torch.Generator().manual_seed(7))
-    model.train()
-    return float(loss)
+def make_task(
+    cfg: SynTrainConfig,
+    cases: Sequence[WorkingCase],
+    val_cases: Sequence[WorkingCase],
+    device: torch.device,
+    main: bool = True,
+) -> Task:
+    """The pieces ``medmodels.training`` needs: network, sampler, loss, validation.
+
+    Args:
+        cases: training cases on the working grid; their intensities give ``intensity_reference``.
+        val_cases: validation cases (empty: a fixed batch of training slices is used).
+        device: where validation runs.
+        main: whether this is the process that validates (DDP rank 0).
+    """
+    config = model_config(cfg, intensity_reference(cases))
+    variant = D.variant(cfg.model, D.DiffusionConfig(**config["diffusion"]))
+    torch.manual_seed(cfg.seed)
+    model = build_m2dn(config["net"])
+    size = tuple(cfg.patch_size)
+
+    def sample(rng: np.random.Generator):
+        x0 = sample_slices(cases, cfg.batch_size, size, rng) * cfg.data_scale
+        # the masks come from the same stream, so one Generator state fixes the whole batch
+        return x0, sample_missing(cfg.batch_size, torch.Generator().manual_seed(int(rng.integers(2**62))))
+
+    def loss(net, batch, generator):
+        x0, missing = batch
+        return {"total": variant.loss(net, x0, missing, generator)}
+
+    validate = None
+    if main:
+        x0_val, missing_val = (t.to(device) for t in validation_batch(val_cases or cases, cfg))
+
+        def validate(net) -> dict:
+            value = variant.loss(net, x0_val, missing_val, torch.Generator().manual_seed(7))
+            return {"val_loss": round(float(value), 5)}
+
+    return Task(
+        name=cfg.model,
+        model=model,
+        config=config,
+        sample=sample,
+        loss=loss,
+        validate=validate,
+        bundled=BUNDLED_NAME if cfg.model == "m2dn" else BASELINE_NAME,
+        unit="slices",
+        data_keys=DATA_KEYS,
+    )
 
 
 def train(cfg: SynTrainConfig) -> dict:
     """Read the cases named by the split (all cases without one) and fit."""
+    started = time.time()
+    info = training.setup(cfg)
     if cfg.split:
         split = read_split(cfg.split)
         train_names, val_names = split["training"], split["validation"]
@@ -164,118 +212,35 @@ def train(cfg: SynTrainConfig) -> dict:
         train_names, val_names = sorted(discover_cases(cfg.data)), []
     if cfg.max_cases:
         train_names, val_names = train_names[: cfg.max_cases], val_names[: cfg.max_cases]
-    t0 = time.time()
     cases = load_working_cases(cfg.data, train_names, cfg.spacing)
     val_cases = load_working_cases(cfg.data, val_names, cfg.spacing) if val_names else []
-    return fit(cfg, cases, val_cases, load_s=time.time() - t0)
+    return fit(cfg, cases, val_cases, load_s=time.time() - started, info=info, started=started)
 
 
-def fit(cfg: SynTrainConfig, cases: Sequence[WorkingCase], val_cases: Sequence[WorkingCase] = (),
-        load_s: float = 0.0) -> dict:
-    """Train on prepared cases; returns the summary written to ``history.json``."""
+def fit(
+    cfg: SynTrainConfig,
+    cases: Sequence[WorkingCase],
+    val_cases: Sequence[WorkingCase] = (),
+    load_s: float = 0.0,
+    info: DistInfo | None = None,
+    started: float | None = None,
+) -> dict:
+    """Train on prepared cases; returns the summary written to ``history.json``
+    (empty on other DDP processes).
+
+    Args:
+        load_s: seconds spent reading the cases (for the summary).
+        info: from ``medmodels.training.setup(cfg)`` (default: set up here).
+        started: when the command began (the ``hours`` budget counts from it; default now).
+    """
     if not cases:
         raise InputError("No training cases: give a data folder with cases (and a split naming some).")
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    info = distributed.init(cfg.device)
-    device = info.device
-    out = Path(cfg.out)
-    if info.is_main:
-        out.mkdir(parents=True, exist_ok=True)
-    config = model_config(cfg, intensity_reference(cases))
-    diff_cfg = D.DiffusionConfig(**config["diffusion"])
-    scheduler = D.ddpm_scheduler(diff_cfg).to(device)
-
-    torch.manual_seed(cfg.seed)
-    model = build_m2dn(config["net"]).to(device)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    use_amp = cfg.amp and device.type == "cuda"
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
-
-    start, history = 0, []
-    last = out / "last.pt"
-    if cfg.resume and last.exists():
-        state = load_checkpoint(last, map_location=device)
-        if state["config"] != config:
-            raise InputError(f"'{last}' was trained with another configuration; use a new --out folder or the same options.")
-        model.load_state_dict(state["state_dict"])
-        opt.load_state_dict(state["optimizer"])
-        start, history = int(state["iteration"]), json.loads(state["history"])
-        emit(0.0, f"Resumed from {last} at iteration {start}")
-
-    net = DDP(model) if info.enabled else model
-    # one stream per process and per resumed start, so a resumed run is reproducible
-    rng = np.random.default_rng([cfg.seed, info.rank, start])
-    gen = torch.Generator().manual_seed(int(rng.integers(2**62)))
-    val_batch = validation_batch(val_cases or cases, cfg) if info.is_main else None
-    model.train()
-    train_s, sums, n_sum = 0.0, 0.0, 0
-    bar = progress(range(start, cfg.iterations), desc=f"Training {cfg.model}", disable=not info.is_main)
-    for it in bar:
-        t_it = time.time()
-        for g in opt.param_groups:
-            g["lr"] = lr_at(it, cfg)
-        x0 = (sample_slices(cases, cfg.batch_size, tuple(cfg.patch_size), rng) * cfg.data_scale).to(device)
-        missing = sample_missing(cfg.batch_size, gen, device)
-        with torch.autocast(device_type="cuda", dtype=torch.float16, enabled=use_amp):
-            loss = compute_loss(net, x0, missing, cfg.model, scheduler, gen)
-        opt.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(opt)
-        scaler.update()
-        train_s += time.time() - t_it
-        sums, n_sum = sums + float(loss.detach()), n_sum + 1
-        bar.set_postfix(loss=sums / n_sum)
-        if (it + 1) % cfg.epoch_iters == 0 or it + 1 == cfg.iterations:
-            record = {"iteration": it + 1, "lr": lr_at(it, cfg), "train_s": round(train_s, 1),
-                      "loss": round(distributed.all_reduce_mean(sums / n_sum, info), 5)}
-            sums, n_sum = 0.0, 0
-            if info.is_main:
-                record["val_loss"] = round(validation_loss(model, val_batch, cfg, scheduler, device), 5)
-                history.append(record)
-                emit((it + 1) / cfg.iterations, "epoch " + json.dumps(record))
-                save_checkpoint(last, {"state_dict": model.state_dict(), "optimizer": opt.state_dict(),
-                                       "config": config, "iteration": it + 1, "history": json.dumps(history)})
-            if info.enabled:
-                dist.barrier()
-
-    summary: dict = {}
-    if info.is_main:
-        summary = {
-            "config": config,
-            "train_options": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items()},
-            "training_cases": [c.name for c in cases], "validation_cases": [c.name for c in val_cases],
-            "iterations": cfg.iterations, "batch_size": cfg.batch_size, "world_size": info.world_size,
-            "slices_seen": cfg.iterations * cfg.batch_size * info.world_size,
-            "wall_s_training": round(train_s, 1), "wall_s_loading": round(load_s, 1),
-            "threads": torch.get_num_threads(), "device": str(device), "hardware": distributed.describe_hardware(device),
-            "parameters": sum(p.numel() for p in model.parameters()), "history": history,
-        }
-        save_checkpoint(out / "model.pt", {"state_dict": model.state_dict(), "config": config},
-                        {"training": {k: summary[k] for k in ("training_cases", "validation_cases", "iterations",
-                                                              "batch_size", "wall_s_training", "hardware",
-                                                              "threads", "world_size", "parameters")}})
-        (out / "history.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
-    distributed.cleanup(info)
-    return summary
-
-
-DATA_NOTE = ("Trained on BraTS 2018 training-set cases (research use; cite Menze et al., IEEE TMI 2015; "
-             "Bakas et al., Sci. Data 2017; Bakas et al., arXiv:1811.02629).")
-
-
-def bundle(run_dir: str | Path, name: str, destination: str | Path | None = None) -> dict:
-    """Copy a finished run's ``model.pt`` (weights + config only) into the bundled
-    weights folder as ``<name>.pt`` with its record (training facts, data note)."""
-    from medmodels.weights import BUNDLED_DIR
-
-    run_dir = Path(run_dir)
-    payload = load_checkpoint(run_dir / "model.pt")
-    summary = json.loads((run_dir / "history.json").read_text(encoding="utf-8"))
-    keys = ("training_cases", "validation_cases", "iterations", "batch_size", "slices_seen", "wall_s_training",
-            "hardware", "threads", "world_size", "parameters")
-    record = {"training": {k: summary[k] for k in keys},
-              "last_epoch": summary["history"][-1] if summary["history"] else None,
-              "data": DATA_NOTE}
-    dest = Path(destination or BUNDLED_DIR) / f"{name}.pt"
-    return save_checkpoint(dest, {"state_dict": payload["state_dict"], "config": payload["config"]}, record)
+    started = time.time() if started is None else started
+    info = info or training.setup(cfg)
+    task = make_task(cfg, cases, val_cases, info.device, info.is_main)
+    task.facts = {
+        "training_cases": [c.name for c in cases],
+        "validation_cases": [c.name for c in val_cases],
+        "wall_s_loading": round(load_s, 1),
+    }
+    return training.run(cfg, task, info, started)

@@ -1,0 +1,61 @@
+"""Weights commands: ``export`` (a trained model as a bundled checkpoint) and
+``import-weights`` (a checkpoint obtained elsewhere)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from medmodels.commands.common import out_argument
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "export",
+        help="write a trained model (train-seg or train-syn) as a bundled checkpoint",
+        description="Copy the weights of a training run (RUN/model.pt, weights + config only) to "
+        "OUT/NAME.pt with its JSON record (SHA-256, training summary); segmentation and "
+        "synthesis models alike.",
+    )
+    p.add_argument("model", type=Path, help="model.pt written by train-seg/train-syn, or the run's output folder")
+    p.add_argument("--name", required=True, help="bundled name, e.g. shaspec_brats18 or m2dn_brats18")
+    out_argument(p, "NAME.pt and NAME.json; default: the package's weights folder", required=False)
+    p.add_argument(
+        "--float32",
+        dest="half",
+        action="store_false",
+        help="keep float32 storage (default: float16, half the size, loaded back as float32)",
+    )
+    p.set_defaults(func=_export)
+
+    p = sub.add_parser(
+        "import-weights",
+        help="record a checkpoint file obtained elsewhere (offline sites)",
+        description="Copy a checkpoint into a folder and record its SHA-256, after checking it "
+        "against the hash published with it. Nothing is downloaded.",
+    )
+    p.add_argument("file", type=Path)
+    p.add_argument("--sha256", required=True, help="the hash published with the weights")
+    out_argument(
+        p,
+        "the checkpoint and its record; default ~/.medmodels/weights",
+        required=False,
+        default=Path.home() / ".medmodels" / "weights",
+    )
+    p.set_defaults(func=_import_weights)
+
+
+def _export(args: argparse.Namespace) -> int:
+    from medmodels.training import export_checkpoint  # imports torch: only when the command runs
+
+    record = export_checkpoint(args.model, args.name, args.out, args.half)
+    print(json.dumps({k: record[k] for k in ("file", "sha256", "size_bytes")}))
+    return 0
+
+
+def _import_weights(args: argparse.Namespace) -> int:
+    from medmodels.weights import import_checkpoint  # imports torch: only when the command runs
+
+    print(import_checkpoint(args.file, args.out, args.sha256))
+    return 0

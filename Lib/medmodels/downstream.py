@@ -1,0 +1,121 @@
+"""Downstream score of synthesis: does filling in the missing modalities help
+the tumour segmenter?
+
+For each missing pattern and validation case, the bundled segmenter segments
+the case twice on the case's own grid: from the incomplete set (the acquired
+modalities only, its missing-modality path) and from the full set with the
+missing modalities synthesised by M2DN. Both are scored against the expert
+labels with Dice of ET, TC and WT (``medmodels.metrics``), averaged per pattern.
+
+This is pipeline level: it uses both ``medmodels.syn`` and ``medmodels.seg``,
+which do not import each other. ``medmodels evaluate-syn --dice`` runs it after
+the synthesis evaluation and adds its table to that evaluation's JSON and Markdown.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from medmodels.datasets import Case, split_cases
+from medmodels.labels import labels_to_regions
+from medmodels.metrics import dice_per_channel
+from medmodels.modalities import AvailabilityMask
+from medmodels.progress import progress
+from medmodels.seg.inference import Segmenter, load_segmenter
+from medmodels.syn.evaluate import fmt, parse_patterns, write_result
+from medmodels.syn.synthesize import Synthesizer, load_synthesizer
+
+ALL_FOUR = AvailabilityMask((True,) * 4)
+
+
+def case_dice(
+    syn: Synthesizer, seg: Segmenter, case: Case, mask: AvailabilityMask, steps: int | None, seed: int
+) -> tuple[list[float], list[float]]:
+    """Dice (ET, TC, WT) of one case with the modalities of ``mask``: from the
+    incomplete set, and from the set completed by synthesis."""
+    images, labels = case.load()
+    truth = labels_to_regions(labels.array)
+    given = {k: images[k] for k in mask.keys}
+    filled = dict(given)
+    for key, (mean, _std) in syn.synthesize(given, mask, steps=steps, seed=seed).items():
+        filled[key] = mean
+    scores = []
+    for imgs, m in ((given, mask), (filled, ALL_FOUR)):
+        pred = labels_to_regions(seg.segment(imgs, m, label_convention="2018").array, "2018")
+        scores.append(dice_per_channel(pred, truth))
+    return scores[0], scores[1]
+
+
+def downstream_dice(
+    syn: Synthesizer,
+    seg: Segmenter,
+    cases: Sequence[Case],
+    patterns: Sequence[AvailabilityMask],
+    steps: int | None = None,
+    seed: int = 0,
+) -> list[dict]:
+    """Per pattern: mean Dice ``[ET, TC, WT]`` over ``cases`` from the incomplete
+    set (``"incomplete"``) and the synthesised full set (``"synthesised"``)."""
+    out = []
+    for mask in patterns:
+        incomplete, synthesised = [], []
+        for case in progress(cases, desc=f"Dice {mask.label}"):
+            inc, full = case_dice(syn, seg, case, mask, steps, seed)
+            incomplete.append(inc)
+            synthesised.append(full)
+        out.append(
+            {
+                "pattern": mask.bits,
+                "available": mask.label,
+                "incomplete": np.mean(incomplete, 0).tolist(),
+                "synthesised": np.mean(synthesised, 0).tolist(),
+                "cases": len(cases),
+            }
+        )
+    return out
+
+
+def dice_markdown(rows: list[dict]) -> str:
+    """The downstream table: one line per pattern."""
+    lines = ["| available | Dice ET/TC/WT incomplete | Dice ET/TC/WT synthesised full set |", "|---|---|---|"]
+    for d in rows:
+        lines.append(
+            f"| {d['available']} | {' / '.join(fmt(v, 3) for v in d['incomplete'])} | "
+            f"{' / '.join(fmt(v, 3) for v in d['synthesised'])} |"
+        )
+    return "\n".join(lines)
+
+
+def add_downstream_dice(
+    result: dict,
+    data,
+    split,
+    out,
+    checkpoint=None,
+    segmenter=None,
+    steps: int | None = None,
+    max_cases: int | None = None,
+    patterns: str | None = None,
+    device: str = "auto",
+    seed: int = 0,
+) -> dict:
+    """Add the downstream Dice to a ``medmodels.syn.evaluate.evaluate`` result and rewrite its files.
+
+    Args:
+        result: what ``evaluate`` returned for the same data, split and cases.
+        data, split, max_cases: as given to ``evaluate`` (the validation cases, which need labels here).
+        out: the JSON path ``evaluate`` wrote; it and its .md are rewritten with the Dice table.
+        checkpoint: the M2DN checkpoint (None = bundled).
+        segmenter: the segmentation checkpoint (None = bundled ShaSpec, "baseline", or a path).
+        steps, seed, device: sampler steps, random seed and device, as for ``evaluate``.
+        patterns: comma-separated availability bits (None = the 14 missing patterns).
+    """
+    cases = split_cases(data, split, "validation", require_label=True)[: max_cases or None]
+    syn = load_synthesizer(checkpoint, device)
+    seg = load_segmenter(segmenter, device)
+    rows = downstream_dice(syn, seg, cases, parse_patterns(patterns), steps, seed)
+    result = {**result, "dice": rows, "markdown": result["markdown"] + "\n\n" + dice_markdown(rows)}
+    write_result(result, out)
+    return result

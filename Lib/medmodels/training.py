@@ -1,0 +1,569 @@
+"""One training loop for both model families (segmentation and synthesis).
+
+A family hands the loop a ``Task``: its network and model config, a data
+sampler (``sample(rng) -> batch``: a tuple of CPU tensors drawn from the numpy
+Generator it is given and from nothing else), a loss (``loss(net, batch,
+generator) -> {"total": ..., other named terms}``) and a validation
+(``validate(model) -> {figure: value}``). Everything else is done here, the
+same way for both families:
+
+- start from existing weights (``init``: "bundled" = the family's bundled
+  checkpoint, or a checkpoint path); its config must match the model's, and
+  the compute recorded with it is carried forward (``cumulative_*``), so a
+  model card can state the total over successive runs;
+- an exact resume from ``OUT/last.pt`` (model, optimiser, schedule, AMP
+  scaler, every process' RNG state, iteration, history);
+- AdamW (or SGD, Nesterov momentum 0.99) with MONAI's linear warm-up and
+  cosine decay (``WarmupCosineSchedule``, stepped once per iteration);
+  mixed precision on CUDA;
+- DDP under torchrun: one RNG stream per process, gradients averaged, a
+  check at the end that every process holds the same weights;
+- every ``val_every`` iterations: the mean losses, the validation figures and
+  ``last.pt``;
+- a wall-clock budget (``hours``) that stops before it is spent, with the same
+  output as the end of training: ``last.pt``, ``model.pt`` and ``history.json``.
+
+The last iteration is what is saved: validation never picks a checkpoint.
+``export`` turns a finished run into a bundled checkpoint (float16 storage,
+JSON record with its SHA-256 and the training summary).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from monai.optimizers import WarmupCosineSchedule
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+from medmodels import distributed
+from medmodels.atomic import publish
+from medmodels.errors import InputError
+from medmodels.progress import emit, progress
+from medmodels.weights import BUNDLED_DIR, load_checkpoint, read_record, resolve_checkpoint, save_checkpoint
+
+LAST, MODEL, HISTORY = "last.pt", "model.pt", "history.json"
+OPTIMIZERS = ("adamw", "sgd")
+#: Summary entries that go into ``model.pt``'s record (and so travel with ``--init``).
+RECORD_KEYS = (
+    "training_cases",
+    "validation_cases",
+    "iterations",
+    "batch_size",
+    "wall_s_training",
+    "hardware",
+    "threads",
+    "world_size",
+    "parameters",
+    "stopped",
+    "init",
+    "cumulative_iterations",
+    "cumulative_wall_s_training",
+)
+
+
+@dataclass(kw_only=True)
+class LoopConfig:
+    """Options of the training loop, the same in ``train-seg`` and ``train-syn``
+    (each family's config adds its own and may change the defaults).
+
+    Args:
+        out: output folder (``last.pt``, ``model.pt``, ``history.json``).
+        iterations: optimiser steps of the whole run (a resumed run counts on).
+        batch_size: samples per step and process.
+        lr: peak learning rate.
+        optimizer: "adamw" or "sgd" (Nesterov, momentum 0.99, the ShaSpec paper's).
+        weight_decay: decoupled (AdamW) or L2 (SGD) weight decay.
+        warmup: iterations of linear warm-up before the cosine decay.
+        val_every: iterations between two validations (+ ``last.pt``).
+        hours: wall-clock budget of the command, data loading included; the
+            run stops cleanly before it is spent (None = no budget).
+        init: start from these weights: "bundled" (the family's bundled
+            checkpoint) or a checkpoint path; None = random initialisation.
+        resume: continue from ``OUT/last.pt``; without it, an existing
+            ``last.pt`` is an error (so a run is never overwritten by mistake).
+        seed: seeds the initial weights and (with the rank) the data streams.
+        threads: CPU threads for PyTorch (None = PyTorch's choice).
+        device: "auto", "cpu" or "cuda".
+        amp: mixed precision (float16 autocast + gradient scaling) on CUDA.
+    """
+
+    out: str = ""
+    iterations: int = 1000
+    batch_size: int = 2
+    lr: float = 2e-3
+    optimizer: str = "adamw"
+    weight_decay: float = 1e-4
+    warmup: int = 20
+    val_every: int = 100
+    hours: float | None = None
+    init: str | None = None
+    resume: bool = False
+    seed: int = 0
+    threads: int | None = None
+    device: str = "auto"
+    amp: bool = True
+
+
+@dataclass
+class Task:
+    """What a model family hands the loop.
+
+    Args:
+        name: shown on the progress bar ("shaspec", "m2dn", ...).
+        model: the network, freshly initialised (the loop moves it to the device).
+        config: the model config saved with every checkpoint (JSON-like).
+        sample: ``sample(rng: np.random.Generator) -> tuple of CPU tensors``, one batch.
+        loss: ``loss(net, batch, generator: torch.Generator) -> dict of scalar
+            tensors`` with a "total" (the one minimised); ``batch`` is
+            ``sample``'s tuple on the device, ``net`` may be the DDP wrapper;
+            ``generator`` is a CPU generator for randomness inside the loss.
+        validate: ``validate(model) -> dict of JSON-able figures`` (called on
+            the main process only, in eval mode, without gradients); None = none.
+        bundled: name of the family's bundled checkpoint (for ``init="bundled"``).
+        unit: what one batch element is ("patches", "slices"): ``<unit>_seen``.
+        facts: more entries for ``history.json`` (case lists, loading time).
+        data_keys: config entries computed from the training data, ignored
+            when the config is compared with an ``init`` checkpoint's.
+        find_unused_parameters: DDP's option (ShaSpec leaves some heads unused).
+    """
+
+    name: str
+    model: nn.Module
+    config: dict
+    sample: Callable[[np.random.Generator], tuple[torch.Tensor, ...]]
+    loss: Callable[[nn.Module, tuple[torch.Tensor, ...], torch.Generator], dict[str, torch.Tensor]]
+    validate: Callable[[nn.Module], dict] | None = None
+    bundled: str | None = None
+    unit: str = "samples"
+    facts: dict = field(default_factory=dict)
+    data_keys: tuple[str, ...] = ()
+    find_unused_parameters: bool = False
+
+
+def check_options(cfg: LoopConfig) -> None:
+    """InputError naming each bad loop option and its fix."""
+    problems = []
+    if not str(cfg.out):
+        problems.append("no output folder: give --out DIR")
+    for name in ("iterations", "batch_size", "val_every"):
+        if getattr(cfg, name) < 1:
+            problems.append(f"--{name.replace('_', '-')} must be at least 1 (got {getattr(cfg, name)})")
+    if cfg.lr < 0 or cfg.warmup < 0:
+        problems.append(f"--lr and the warm-up must not be negative (got {cfg.lr}, {cfg.warmup})")
+    if cfg.hours is not None and cfg.hours <= 0:
+        problems.append(f"--hours must be more than 0 (got {cfg.hours}); leave it out for no budget")
+    if cfg.optimizer not in OPTIMIZERS:
+        problems.append(f"unknown optimizer '{cfg.optimizer}': use {' or '.join(OPTIMIZERS)}")
+    if problems:
+        raise InputError("Training options: " + "; ".join(problems) + ".")
+
+
+def setup(cfg: LoopConfig) -> distributed.DistInfo:
+    """Check the options and the output folder, set the threads, join the DDP
+    group (under torchrun). Call before reading data, so mistakes show at once."""
+    check_options(cfg)
+    last = Path(cfg.out) / LAST
+    if last.exists() and not cfg.resume:
+        raise InputError(
+            f"'{last}' exists: a run was already started in '{cfg.out}'. Add --resume to continue it, "
+            "or give another --out folder to start a new run."
+        )
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    info = distributed.init(cfg.device)
+    if info.is_main:
+        Path(cfg.out).mkdir(parents=True, exist_ok=True)
+    return info
+
+
+def run(cfg: LoopConfig, task: Task, info: distributed.DistInfo, started: float | None = None) -> dict:
+    """Train ``task`` as ``cfg`` says; returns the summary written to ``history.json``
+    (an empty dict on the other DDP processes).
+
+    Args:
+        info: from ``setup(cfg)``.
+        started: ``time.time()`` when the command began (the ``hours`` budget counts from it); default now.
+    """
+    started = time.time() if started is None else started
+    loop = _Loop(cfg, task, info)
+    if not loop.restore():
+        loop.initialise()
+    loop.wrap()
+    stopped = loop.train(started)
+    summary = loop.finish(stopped)
+    distributed.cleanup(info)
+    return summary
+
+
+def _differences(ours: dict, theirs: dict) -> str:
+    keys = sorted(k for k in set(ours) | set(theirs) if ours.get(k) != theirs.get(k))
+    return "; ".join(f"{k}: {ours.get(k)!r} now, {theirs.get(k)!r} in the checkpoint" for k in keys)
+
+
+def _rng_state(rng: np.random.Generator, gen: torch.Generator, device: torch.device) -> dict:
+    """Every random stream of this process, JSON-able (checkpoints load weights-only)."""
+    state = {
+        "numpy": rng.bit_generator.state,
+        "torch": gen.get_state().tolist(),
+        "torch_global": torch.get_rng_state().tolist(),
+    }
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device).tolist()
+    return state
+
+
+def _set_rng_state(state: dict, rng: np.random.Generator, gen: torch.Generator, device: torch.device) -> None:
+    rng.bit_generator.state = state["numpy"]
+    gen.set_state(torch.tensor(state["torch"], dtype=torch.uint8))
+    torch.set_rng_state(torch.tensor(state["torch_global"], dtype=torch.uint8))
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(torch.tensor(state["cuda"], dtype=torch.uint8), device)
+
+
+def _streams(seed: int, rank: int, start: int) -> tuple[np.random.Generator, torch.Generator]:
+    """Fresh streams, one per process (and per start, for a resume without saved states)."""
+    rng = np.random.default_rng([seed, rank, start])
+    return rng, torch.Generator().manual_seed(int(rng.integers(2**62)))
+
+
+class _Loop:
+    """The state of one run (model, optimiser, schedule, scaler, streams,
+    counters) and the steps of ``run``. One object per process."""
+
+    def __init__(self, cfg: LoopConfig, task: Task, info: distributed.DistInfo) -> None:
+        self.cfg, self.task, self.info = cfg, task, info
+        self.out, self.device = Path(cfg.out), info.device
+        self.model = task.model.to(self.device)
+        self.net: nn.Module = self.model
+        if cfg.optimizer == "sgd":
+            self.opt = torch.optim.SGD(
+                self.model.parameters(), lr=cfg.lr, momentum=0.99, nesterov=True, weight_decay=cfg.weight_decay
+            )
+        else:
+            self.opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.sched = WarmupCosineSchedule(self.opt, warmup_steps=cfg.warmup, t_total=cfg.iterations)
+        self.use_amp = cfg.amp and self.device.type == "cuda"
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
+        self.iteration, self.history, self.train_s, self.init = 0, [], 0.0, None
+        self.rng, self.gen = _streams(cfg.seed, info.rank, 0)
+        self.t_save = 0.0  # duration of the last validation + checkpoint (the budget keeps room for one)
+
+    # -- starting points ------------------------------------------------------
+    def restore(self) -> bool:
+        """Continue from ``OUT/last.pt`` when asked to and it exists."""
+        last = self.out / LAST
+        if not (self.cfg.resume and last.exists()):
+            return False
+        state = load_checkpoint(last, map_location=self.device)
+        if state["config"] != self.task.config:
+            raise InputError(
+                f"'{last}' was trained with another configuration "
+                f"({_differences(self.task.config, state['config'])}); use the options it was trained "
+                "with to resume, or another --out folder to start over."
+            )
+        self.model.load_state_dict(state["state_dict"])
+        self.opt.load_state_dict(state["optimizer"])
+        self.sched.load_state_dict(state["scheduler"])
+        if state["scaler"] and self.use_amp:
+            self.scaler.load_state_dict(state["scaler"])
+        self._retarget_schedule()
+        self.iteration, self.train_s = int(state["iteration"]), float(state["train_s"])
+        self.history, self.init = json.loads(state["history"]), json.loads(state["init"])
+        streams = json.loads(state["rng"])
+        if len(streams) == self.info.world_size:
+            _set_rng_state(streams[self.info.rank], self.rng, self.gen, self.device)
+        else:  # another number of processes: reproducible, though not the same draws as an unbroken run
+            self.rng, self.gen = _streams(self.cfg.seed, self.info.rank, self.iteration)
+            emit(0.0, f"Resumed with {self.info.world_size} process(es) instead of {len(streams)}: new data streams")
+        emit(0.0, f"Resumed from {last} at iteration {self.iteration}")
+        return True
+
+    def _retarget_schedule(self) -> None:
+        """Resumed with another --iterations, --warmup or --lr: the schedule follows
+        the new options from the current iteration on (no change when they are equal)."""
+        s, cfg = self.sched, self.cfg
+        warmup = min(max(cfg.warmup, 0), cfg.iterations)
+        if (s.t_total, s.warmup_steps, s.base_lrs) == (cfg.iterations, warmup, [cfg.lr] * len(s.base_lrs)):
+            return
+        s.t_total, s.warmup_steps, s.base_lrs = cfg.iterations, warmup, [cfg.lr] * len(s.base_lrs)
+        for group in self.opt.param_groups:
+            group["initial_lr"] = cfg.lr
+            group["lr"] = cfg.lr * s.lr_lambda(s.last_epoch)
+
+    def initialise(self) -> None:
+        """Load the ``init`` weights (float16 storage -> float32) after checking the config."""
+        if self.cfg.init is None:
+            return
+        if self.cfg.init == "bundled":
+            if not self.task.bundled:
+                raise InputError(f"There is no bundled {self.task.name} checkpoint: give --init a checkpoint file.")
+            path = resolve_checkpoint(None, self.task.bundled, self.task.bundled)
+        else:
+            path = Path(self.cfg.init)
+        payload = load_checkpoint(path)  # checks the SHA-256, weights_only=True
+        ours, theirs = (
+            {k: v for k, v in c.items() if k not in self.task.data_keys}
+            for c in (self.task.config, payload.get("config") or {})
+        )
+        if ours != theirs:
+            raise InputError(
+                f"--init '{path}' was trained with another model configuration "
+                f"({_differences(ours, theirs)}). Give the options it was trained with (they are in "
+                f"'{path.with_suffix('.json').name}'), or another --init."
+            )
+        weights = {
+            k: (v.float() if v.dtype in (torch.float16, torch.bfloat16) else v)
+            for k, v in payload["state_dict"].items()
+        }
+        try:
+            self.model.load_state_dict(weights)
+        except RuntimeError as err:
+            raise InputError(f"--init '{path}' does not fit the {self.task.name} network: {err}") from None
+        record = read_record(path)
+        done = record.get("training") or {}
+        self.init = {
+            "checkpoint": str(path),
+            "sha256": record["sha256"],
+            "iterations": done.get("cumulative_iterations", done.get("iterations")),
+            "wall_s_training": done.get("cumulative_wall_s_training", done.get("wall_s_training")),
+        }
+        emit(0.0, f"Initialised from {path}")
+
+    def wrap(self) -> None:
+        """DDP wrapper (broadcasts rank 0's weights, averages gradients)."""
+        if self.info.enabled:
+            self.net = DDP(self.model, find_unused_parameters=self.task.find_unused_parameters)
+        self.model.train()
+
+    # -- iterations -----------------------------------------------------------
+    def step(self) -> dict[str, float]:
+        """One optimiser step on one batch; the loss terms as floats."""
+        batch = tuple(t.to(self.device) for t in self.task.sample(self.rng))
+        with torch.autocast(device_type="cuda", dtype=torch.float16, enabled=self.use_amp):
+            losses = self.task.loss(self.net, batch, self.gen)
+        if "total" not in losses:
+            raise ValueError(f"The {self.task.name} loss returned {sorted(losses)}: it must name a 'total'.")
+        self.opt.zero_grad(set_to_none=True)
+        self.scaler.scale(losses["total"]).backward()
+        self.scaler.step(self.opt)
+        self.scaler.update()
+        self.sched.step()
+        return {k: float(v.detach()) for k, v in losses.items()}
+
+    def over_budget(self, started: float, t_iter: float) -> bool:
+        """True when one more iteration and a final save would not fit in ``hours``
+        (decided together: any process over budget stops them all)."""
+        if self.cfg.hours is None:
+            return False
+        left = self.cfg.hours * 3600.0 - (time.time() - started)
+        over = left < t_iter + self.t_save
+        if self.info.enabled:
+            flag = torch.tensor([float(over)], device=self.device)
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+            over = bool(flag.item())
+        return over
+
+    def train(self, started: float) -> str:
+        """The iterations; returns why they stopped ("iterations" or "time budget")."""
+        cfg = self.cfg
+        bar = progress(
+            range(self.iteration, cfg.iterations), desc=f"Training {self.task.name}", disable=not self.info.is_main
+        )
+        sums: dict[str, float] = {}
+        n, t_iter, lr, stopped = 0, 0.0, self.opt.param_groups[0]["lr"], "iterations"
+        for it in bar:
+            if self.over_budget(started, t_iter):
+                stopped = "time budget"
+                break
+            t0 = time.time()
+            lr = self.opt.param_groups[0]["lr"]  # the rate this iteration uses
+            for k, v in self.step().items():
+                sums[k] = sums.get(k, 0.0) + v
+            n, self.iteration = n + 1, it + 1
+            t_iter = time.time() - t0
+            self.train_s += t_iter
+            bar.set_postfix(**{k: v / n for k, v in sums.items()})
+            if self.iteration % cfg.val_every == 0 or self.iteration == cfg.iterations:
+                self.checkpoint(sums, n, lr)
+                sums, n = {}, 0
+        bar.close()
+        if stopped != "iterations":
+            emit(
+                self.iteration / cfg.iterations,
+                f"Time budget of {cfg.hours} h spent: stopping at iteration {self.iteration} of {cfg.iterations}",
+            )
+            self.checkpoint(sums, n, lr)
+        return stopped
+
+    def checkpoint(self, sums: dict[str, float], n: int, lr: float) -> None:
+        """Record the mean losses since the last record (if any iteration ran) and
+        the validation figures, then write ``last.pt``. Called on every process."""
+        record = None
+        if n:
+            record = {
+                "iteration": self.iteration,
+                "lr": lr,
+                "train_s": round(self.train_s, 1),
+                **{f"loss_{k}": round(distributed.all_reduce_mean(v / n, self.info), 5) for k, v in sums.items()},
+            }
+        t0 = time.time()
+        if self.info.is_main and record is not None:
+            record.update(self.validate())
+            self.history.append(record)
+            emit(self.iteration / self.cfg.iterations, "validation " + json.dumps(record))
+        streams = self.gather_streams()  # after validation, in case it drew from the global streams
+        if self.info.is_main:
+            save_checkpoint(
+                self.out / LAST,
+                {
+                    "state_dict": self.model.state_dict(),
+                    "optimizer": self.opt.state_dict(),
+                    "scheduler": self.sched.state_dict(),
+                    "scaler": self.scaler.state_dict(),
+                    "config": self.task.config,
+                    "iteration": self.iteration,
+                    "train_s": self.train_s,
+                    "history": json.dumps(self.history),
+                    "init": json.dumps(self.init),
+                    "rng": json.dumps(streams),
+                },
+            )
+        self.t_save = time.time() - t0
+        if self.info.enabled:
+            dist.barrier()
+
+    def validate(self) -> dict:
+        if self.task.validate is None:
+            return {}
+        self.model.eval()
+        try:
+            with torch.no_grad():
+                return dict(self.task.validate(self.model))
+        finally:
+            self.model.train()
+
+    def gather_streams(self) -> list[dict]:
+        """Every process' RNG state, in rank order (a collective under DDP)."""
+        mine = _rng_state(self.rng, self.gen, self.device)
+        if not self.info.enabled:
+            return [mine]
+        states: list[Any] = [None] * self.info.world_size
+        dist.all_gather_object(states, mine)
+        return states
+
+    # -- end ------------------------------------------------------------------
+    def weights_in_sync(self) -> bool:
+        """DDP check: every process must end with the same weights."""
+        if not self.info.enabled:
+            return True
+        flat = torch.cat([p.detach().flatten().double() for p in self.model.parameters()])
+        ref = flat.clone()
+        dist.broadcast(ref, 0)
+        diff = torch.tensor([float((flat - ref).abs().max())], dtype=torch.float64, device=self.device)
+        dist.all_reduce(diff, op=dist.ReduceOp.MAX)
+        return float(diff) < 1e-6
+
+    def finish(self, stopped: str) -> dict:
+        """Write ``model.pt`` (weights + config, record with the training facts) and ``history.json``."""
+        in_sync = self.weights_in_sync()
+        if not self.info.is_main:
+            return {}
+        cfg, info, prior = self.cfg, self.info, self.init or {}
+        summary = {
+            "config": self.task.config,
+            "train_options": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items()},
+            **self.task.facts,
+            "iterations": self.iteration,
+            "iterations_planned": cfg.iterations,
+            "stopped": stopped,
+            "batch_size": cfg.batch_size,
+            "world_size": info.world_size,
+            "params_in_sync": in_sync,
+            f"{self.task.unit}_seen": self.iteration * cfg.batch_size * info.world_size,
+            "wall_s_training": round(self.train_s, 1),
+            "threads": torch.get_num_threads(),
+            "device": str(self.device),
+            "hardware": distributed.describe_hardware(self.device),
+            "parameters": sum(p.numel() for p in self.model.parameters()),
+            "init": self.init,
+            # earlier runs' compute (from the init checkpoint's record; unknown counts as 0)
+            "cumulative_iterations": self.iteration + int(prior.get("iterations") or 0),
+            "cumulative_wall_s_training": round(self.train_s + float(prior.get("wall_s_training") or 0.0), 1),
+            "history": self.history,
+        }
+        save_checkpoint(
+            self.out / MODEL,
+            {"state_dict": self.model.state_dict(), "config": self.task.config},
+            {"training": {k: summary.get(k) for k in RECORD_KEYS}},
+        )
+        _write_json(self.out / HISTORY, summary)
+        return summary
+
+
+def _write_json(path: Path, data: dict) -> None:
+    """Whole or absent: written under a temporary name, then renamed."""
+    fd, tmp = tempfile.mkstemp(prefix=".partial-", suffix=".json", dir=path.parent)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(json.dumps(data, indent=2) + "\n")
+    publish(tmp, path)
+
+
+def _half(t: torch.Tensor) -> torch.Tensor:
+    """float32 -> float16 storage, unless a value would not fit (then float32 stays)."""
+    if t.dtype != torch.float32:
+        return t
+    h = t.half()
+    return h if bool(torch.isfinite(h).all()) or not bool(torch.isfinite(t).all()) else t
+
+
+def export(
+    run_dir_or_model: str | os.PathLike,
+    name: str,
+    dest_dir: str | os.PathLike | None = None,
+    half: bool = True,
+    extra: dict | None = None,
+) -> dict:
+    """Write a finished run as a bundled checkpoint ``<dest_dir>/<name>.pt`` + ``.json`` record.
+
+    Args:
+        run_dir_or_model: a training output folder, or its ``model.pt``.
+        name: the bundled name, e.g. "shaspec_brats18".
+        dest_dir: where to write (default: the package's bundled weights folder).
+        half: store float32 weights as float16 (half the size; loaded back as float32).
+        extra: more record entries (e.g. a note on the training data).
+
+    Returns:
+        The record written: SHA-256, size, config, stored dtype, and under
+        "training" the run's summary (``history.json`` beside ``model.pt``, else
+        ``model.pt``'s own record): cases, iterations, compute, hardware,
+        options, where it was initialised from, cumulative compute, last record.
+    """
+    model_pt = Path(run_dir_or_model)
+    if model_pt.is_dir():
+        model_pt = model_pt / MODEL
+    payload = load_checkpoint(model_pt)
+    state = {k: (_half(v) if half else v) for k, v in payload["state_dict"].items()}
+    hist = model_pt.parent / HISTORY
+    if hist.exists():
+        summary = json.loads(hist.read_text(encoding="utf-8"))
+        training = {k: v for k, v in summary.items() if k not in ("config", "history")}
+        training["last_record"] = (summary.get("history") or [None])[-1]
+    else:
+        training = read_record(model_pt).get("training") or {}
+    record = {"stored_dtype": "float16" if half else "float32", "training": training, **(extra or {})}
+    dest = Path(dest_dir) if dest_dir else BUNDLED_DIR
+    return save_checkpoint(dest / f"{name}.pt", {"state_dict": state, "config": payload["config"]}, record)
+
+
+#: The name ``medmodels.commands.weights`` (the ``export`` command) imports.
+export_checkpoint = export

@@ -1,0 +1,167 @@
+"""A stand-in for ``python -m medmodels run`` that keeps the contract of
+docs/architecture.md but needs no model weights.
+
+The logic tests use it to drive every path of the module's logic (progress,
+cancel in mid-run, a crashing worker, a failing worker, a run that never
+writes its manifest, grids and oblique geometry) quickly and
+deterministically. It is not a model: a synthesised modality is the reference
+input scaled, and the segmentation is intensity bands of the reference input.
+The end-to-end tests run the real ``medmodels``.
+
+Behaviour is chosen with the environment variable MMT_WORKER_MODE:
+  ok (default) | slow | crash | error | nomanifest | badlabel | orphan
+(orphan: finishes normally but leaves a child process holding its stdout)
+MMT_WORKER_RECORD=<folder> makes it copy its argv, environment flags, inputs
+and outputs there, for the tests to compare against.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import SimpleITK as sitk
+
+KEYS = ("flair", "t1", "t1c", "t2")
+
+
+def progress(fraction: float, message: str) -> None:
+    print(f"PROGRESS {fraction:.3f} {message}", flush=True)
+
+
+def parse_arguments(argv: list[str]) -> argparse.Namespace:
+    """The contract's command line (``run --flair F ... --out OUT ...``)."""
+    p = argparse.ArgumentParser()
+    p.add_argument("command")
+    for k in KEYS:
+        p.add_argument(f"--{k}")
+    p.add_argument("--out", dest="output_dir", required=True)
+    p.add_argument("--synthesize", action="store_true")
+    p.add_argument("--segment", action="store_true")
+    p.add_argument("--segment-on", default="acquired")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--samples", type=int, default=1)
+    p.add_argument("--cleanup", dest="cleanup", action="store_true")
+    p.add_argument("--no-cleanup", dest="cleanup", action="store_false")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--labels", choices=("2018", "2023"), default="2018")
+    p.add_argument("--seg-checkpoint")
+    p.add_argument("--syn-checkpoint")
+    return p.parse_args(argv)
+
+
+def start_child(record: str | None, seconds: int) -> None:
+    """A child process that outlives this one (it inherits stdout); its ID goes to the record."""
+    child = subprocess.Popen([sys.executable, "-c", f"import time; time.sleep({seconds})"])
+    if record:
+        with open(os.path.join(record, "child.pid"), "w") as f:
+            f.write(str(child.pid))
+
+
+def misbehave(mode: str, record: str | None, write, ref_arr: np.ndarray) -> int | None:
+    """The failure modes before any output: an ERROR line, a crash, a slow run; an exit code or None."""
+    if mode == "error":
+        print("ERROR: The T2 volume is all zeros: choose the T2 series with image data.", file=sys.stderr, flush=True)
+        return 2
+    if mode in ("slow", "crash"):
+        write(ref_arr, "partial.nii.gz")  # a partial output that must not survive
+    if mode == "crash":
+        progress(0.1, "about to crash")
+        print("Traceback (most recent call last): simulated segfault", file=sys.stderr, flush=True)
+        os.kill(os.getpid(), signal.SIGSEGV)
+    if mode == "slow":
+        start_child(record, 600)
+        for i in range(600):
+            progress(i / 600, f"step {i}")
+            time.sleep(0.1)
+    return None
+
+
+def write_results(a: argparse.Namespace, mode: str, write, ref_arr: np.ndarray, missing: list[str]) -> None:
+    """ "Synthesis" (the reference scaled) and "segmentation" (intensity bands of the reference)."""
+    if a.synthesize:
+        for i, k in enumerate(missing):
+            progress(0.2 + 0.5 * i / max(len(missing), 1), f"synthesising {k}")
+            write(ref_arr * 0.5 + 7.0, f"{k}.nii.gz")
+            if a.samples > 1:
+                write(np.full_like(ref_arr, 0.25), f"{k}_std.nii.gz")
+    if a.segment:
+        progress(0.8, "segmenting")
+        labels = np.zeros(ref_arr.shape, np.uint8)
+        hi = ref_arr.max()
+        labels[ref_arr > 0.6 * hi] = 2
+        labels[ref_arr > 0.8 * hi] = 1
+        labels[ref_arr > 0.9 * hi] = 4
+        if mode == "badlabel":
+            labels[labels == 4] = 3
+        write(labels, "segmentation.nii.gz")
+
+
+def main(argv: list[str]) -> int:
+    a = parse_arguments(argv)
+    mode = os.environ.get("MMT_WORKER_MODE", "ok")
+    record = os.environ.get("MMT_WORKER_RECORD")
+    if record:
+        os.makedirs(record, exist_ok=True)
+        with open(os.path.join(record, "argv.json"), "w") as f:
+            json.dump(
+                {
+                    "argv": argv,
+                    "MEDMODELS_PROGRESS": os.environ.get("MEDMODELS_PROGRESS"),
+                    "PYTHONPATH": os.environ.get("PYTHONPATH", ""),
+                },
+                f,
+            )
+    inputs = {k: getattr(a, k) for k in KEYS if getattr(a, k)}
+    progress(0.0, "reading inputs")
+    images = {k: sitk.ReadImage(v) for k, v in inputs.items()}
+    if record:
+        for k, v in inputs.items():
+            shutil.copy(v, os.path.join(record, f"input_{k}.nrrd"))
+    ref_key = next(iter(images))
+    ref = images[ref_key]
+    out = a.output_dir
+    os.makedirs(out, exist_ok=True)
+
+    def write(array: np.ndarray, name: str) -> None:
+        img = sitk.GetImageFromArray(array)
+        img.CopyInformation(ref)
+        sitk.WriteImage(img, os.path.join(out, name))
+        if record:
+            sitk.WriteImage(img, os.path.join(record, name))
+
+    ref_arr = sitk.GetArrayFromImage(ref).astype(np.float32)
+    code = misbehave(mode, record, write, ref_arr)
+    if code is not None:
+        return code
+    missing = [k for k in KEYS if k not in inputs]
+    write_results(a, mode, write, ref_arr, missing)
+    progress(1.0, "done")
+    if mode != "nomanifest":
+        with open(os.path.join(out, "manifest.json"), "w") as f:
+            json.dump(
+                {
+                    "reference": ref_key,
+                    "inputs": inputs,
+                    "label_convention": "2018",
+                    "synthesised": {k: f"{k}.nii.gz" for k in missing} if a.synthesize else {},
+                    "uncertainty": {k: f"{k}_std.nii.gz" for k in missing} if a.synthesize and a.samples > 1 else {},
+                    "segmentation": "segmentation.nii.gz" if a.segment else None,
+                },
+                f,
+            )
+    if mode == "orphan":
+        start_child(record, 120)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,122 @@
+"""M2DN diffusion: masks, forward process, samplers, network shapes."""
+
+import itertools
+
+import pytest
+import torch
+from medmodels.errors import InputError
+from medmodels.modalities import AvailabilityMask
+from medmodels.nets.m2dn import M2DNet
+from medmodels.syn import diffusion as D
+from medmodels.syn.masks import PATTERNS, missing_tensor, sample_missing
+
+SMALL = dict(encoder_channels=4, channels=(8, 16, 16), emb_dim=16)
+
+
+def tiny_net(seed=0):
+    torch.manual_seed(seed)
+    return M2DNet(**SMALL).eval()
+
+
+def test_there_are_14_patterns_none_trivial():
+    bits = {m.bits for m in PATTERNS}
+    assert len(bits) == 14
+    assert bits == {"".join(b) for b in itertools.product("01", repeat=4)} - {"0000", "1111"}
+
+
+def test_training_draws_every_nontrivial_mask_and_no_other():
+    v = sample_missing(4000, torch.Generator().manual_seed(0))
+    assert v.shape == (4000, 4)
+    rows = {tuple(int(x) for x in r) for r in v.tolist()}
+    expected = {tuple(int(x) for x in m.missing_vector()) for m in PATTERNS}
+    assert rows == expected  # all 14 drawn, nothing else (no all-missing, no all-present)
+    counts = torch.stack([(v == torch.tensor(p)).all(1).sum() for p in expected])
+    assert counts.min() > 4000 / 14 * 0.7  # roughly uniform
+
+
+def test_forward_process_leaves_available_modalities_untouched():
+    cfg = D.DiffusionConfig()
+    sched = D.ddpm_scheduler(cfg)
+    x0 = torch.randn(14, 4, 16, 16)
+    missing = torch.stack([torch.as_tensor(m.missing_vector()) for m in PATTERNS])
+    t = torch.full((14,), 500)
+    xt = D.forward_missing(x0, missing, t, torch.randn_like(x0), sched)
+    avail = ~missing.bool()
+    for b in range(14):
+        assert torch.equal(xt[b, avail[b]], x0[b, avail[b]])
+        assert not torch.allclose(xt[b, ~avail[b]], x0[b, ~avail[b]])
+
+
+@pytest.mark.parametrize("sampler", ["ddim", "ddpm"])
+def test_sampler_output_equals_inputs_on_available_modalities(sampler):
+    cfg = D.DiffusionConfig(num_train_timesteps=40)
+    net = tiny_net()
+    x = torch.randn(14, 4, 16, 16)
+    missing = torch.stack([torch.as_tensor(m.missing_vector()) for m in PATTERNS])
+    g = torch.Generator().manual_seed(0)
+    if sampler == "ddim":
+        out = D.sample_ddim(net, cfg, x, missing, 5, g)
+    else:
+        out = D.sample_ddpm(net, cfg, x, missing, g)
+    avail = ~missing.bool()
+    assert out.shape == x.shape and torch.isfinite(out).all()
+    for b in range(14):
+        assert torch.equal(out[b, avail[b]], x[b, avail[b]])
+    reg = D.predict_regression(net, x, missing)
+    for b in range(14):
+        assert torch.equal(reg[b, avail[b]], x[b, avail[b]])
+
+
+def test_ddim_grid_starts_from_pure_noise_and_ends_at_zero_noise():
+    cfg = D.DiffusionConfig()
+    for steps in (1, 4, 10, 1000):
+        ts = D.ddim_scheduler(cfg, steps).timesteps
+        assert len(ts) == steps and int(ts[0]) == 999
+        assert int(ts[-1]) - 1000 // steps < 0  # the last step lands on alpha = 1 (the clean image)
+
+
+@pytest.mark.parametrize("mask", PATTERNS, ids=lambda m: m.bits)
+def test_network_shapes_for_every_pattern(mask):
+    net = tiny_net()
+    x = torch.randn(2, 4, 24, 40)
+    out = net(x, torch.tensor([0, 999]), missing_tensor(mask, 2))
+    assert out.shape == (2, 4, 24, 40)
+
+
+def test_regression_input_zero_fills_missing():
+    x = torch.randn(1, 4, 8, 8)
+    m = missing_tensor(AvailabilityMask.from_bits("1010"))
+    r = D.regression_input(x, m)
+    assert torch.equal(r[:, [0, 2]], x[:, [0, 2]]) and (r[:, [1, 3]] == 0).all()
+
+
+@pytest.mark.parametrize("kind", ["m2dn", "regression"])
+def test_both_variants_share_one_interface(kind):
+    cfg = D.DiffusionConfig(num_train_timesteps=40)
+    variant = D.variant(kind, cfg)
+    assert variant.kind == kind
+    net = tiny_net()
+    x = torch.randn(14, 4, 16, 16)
+    missing = torch.stack([torch.as_tensor(m.missing_vector()) for m in PATTERNS])
+    loss = variant.loss(net, x, missing, torch.Generator().manual_seed(0))
+    assert loss.ndim == 0 and torch.isfinite(loss)
+    avail = ~missing.bool()
+    for steps in (5, None):  # None: the full-length DDPM chain (M2DN); ignored by the regression baseline
+        out = variant.sample(net, x, missing, steps, torch.Generator().manual_seed(0))
+        assert out.shape == x.shape and torch.isfinite(out).all()
+        assert all(torch.equal(out[b, avail[b]], x[b, avail[b]]) for b in range(14))
+    # the objects are the module's samplers and losses, not other code
+    g = lambda: torch.Generator().manual_seed(1)  # noqa: E731
+    if kind == "m2dn":
+        assert torch.equal(variant.sample(net, x, missing, 5, g()), D.sample_ddim(net, cfg, x, missing, 5, g()))
+        assert torch.equal(
+            variant.loss(net, x, missing, g()), D.diffusion_loss(net, x, missing, D.ddpm_scheduler(cfg), g())
+        )
+    else:
+        assert torch.equal(variant.sample(net, x, missing, 5, g()), D.predict_regression(net, x, missing))
+        assert torch.equal(variant.loss(net, x, missing, g()), D.regression_loss(net, x, missing))
+
+
+def test_unknown_variant_is_a_clear_error():
+    with pytest.raises(InputError, match="m2dn or regression"):
+        D.variant("gan", D.DiffusionConfig())

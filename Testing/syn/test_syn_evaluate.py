@@ -1,0 +1,108 @@
+"""Synthesis evaluation: metrics, the mean-fill baseline, an end-to-end run on phantoms."""
+
+import json
+
+import numpy as np
+import pytest
+from medmodels.datasets import write_split
+from medmodels.modalities import AvailabilityMask
+from medmodels.syn.evaluate import evaluate, mean_fill, slice_metrics
+from medmodels.syn.train import SynTrainConfig, train
+
+TINY = dict(
+    spacing=(8.0, 8.0, 8.0),
+    encoder_channels=4,
+    channels=(8, 16, 16),
+    emb_dim=16,
+    patch_size=(32, 32),
+    batch_size=4,
+    threads=1,
+    device="cpu",
+    val_slices=4,
+)
+
+
+def test_metrics_of_a_perfect_and_a_flat_prediction():
+    rng = np.random.default_rng(0)
+    truth = rng.normal(size=(3, 24, 24)).astype(np.float32)
+    brain = np.zeros_like(truth, dtype=bool)
+    brain[:, 4:20, 4:20] = True
+    lo, hi = float(truth[brain].min()), float(truth[brain].max())
+    perfect = slice_metrics(truth, truth, brain, lo, hi)
+    assert np.allclose(perfect["ssim"], 1, atol=1e-4) and np.allclose(perfect["mae"], 0)
+    flat = slice_metrics(np.zeros_like(truth), truth, brain, lo, hi)
+    assert (flat["ssim"] < 0.7).all() and (flat["psnr"] < perfect["psnr"]).all()
+
+
+def test_mean_fill_uses_the_available_modalities_only():
+    x = np.stack([np.full((2, 2), v, np.float32) for v in (1.0, 3.0, 100.0, 5.0)])
+    out = mean_fill(x, AvailabilityMask.from_bits("1101"))
+    assert np.allclose(out[2], 3.0) and np.allclose(out[[0, 1, 3]], x[[0, 1, 3]])
+
+
+@pytest.fixture(scope="module")
+def tiny_models(phantom_dataset, tmp_path_factory):
+    """A split of the phantom dataset (2 training, 1 validation case) and tiny M2DN and regression checkpoints."""
+    root = tmp_path_factory.mktemp("syn_eval")
+    names = sorted(p.name for p in phantom_dataset.iterdir())
+    split = root / "split.json"
+    write_split(split, names[:2], names[2:])
+    ckpt = {}
+    for model in ("m2dn", "regression"):
+        cfg = SynTrainConfig(
+            data=str(phantom_dataset),
+            out=str(root / model),
+            split=str(split),
+            model=model,
+            iterations=4,
+            val_every=4,
+            **TINY,
+        )
+        train(cfg)
+        ckpt[model] = root / model / "model.pt"
+    return split, ckpt, names
+
+
+def test_evaluation_runs_end_to_end_on_phantoms(phantom_dataset, tiny_models, tmp_path):
+    split, ckpt, names = tiny_models
+    out = tmp_path / "eval.json"
+    result = evaluate(
+        phantom_dataset,
+        split,
+        out,
+        checkpoint=ckpt["m2dn"],
+        baseline=ckpt["regression"],
+        steps=2,
+        slice_stride=2,
+        patterns="1101,1000",
+        device="cpu",
+    )
+    assert [r["pattern"] for r in result["table"]] == ["1101", "1000"]
+    assert result["validation_cases"] == names[2:]
+    saved = json.loads(out.read_text(encoding="utf-8"))
+    assert len(saved["per_case"]) == 1 + 3  # one missing modality, then three
+    for row in result["table"]:
+        assert 0 <= row["m2dn_ssim"] <= 1 and row["mean_fill_psnr"] > 0
+        assert row["p_ssim_vs_regression"] is None or 0 <= row["p_ssim_vs_regression"] <= 1
+    assert out.with_suffix(".md").read_text(encoding="utf-8").startswith("| available |")
+
+
+@pytest.mark.slow
+def test_downstream_dice_is_added_to_the_evaluation(phantom_dataset, tiny_models, tmp_path):
+    """evaluate-syn --dice: the pipeline-level module scores the bundled segmenter on the
+    incomplete and the synthesised full set, and rewrites the evaluation's files."""
+    from medmodels.downstream import add_downstream_dice
+
+    split, ckpt, names = tiny_models
+    out = tmp_path / "eval.json"
+    kwargs = dict(checkpoint=ckpt["m2dn"], steps=2, patterns="1101", device="cpu")
+    result = evaluate(phantom_dataset, split, out, baseline=ckpt["regression"], slice_stride=4, **kwargs)
+    assert result["dice"] is None
+    result = add_downstream_dice(result, phantom_dataset, split, out, segmenter="baseline", **kwargs)
+    (row,) = result["dice"]
+    assert row["pattern"] == "1101" and row["cases"] == 1
+    for key in ("incomplete", "synthesised"):
+        assert len(row[key]) == 3 and all(0.0 <= d <= 1.0 for d in row[key])
+    saved = json.loads(out.read_text(encoding="utf-8"))
+    assert saved["dice"] == result["dice"] and saved["table"] == result["table"]
+    assert "| Dice ET/TC/WT incomplete |" in out.with_suffix(".md").read_text(encoding="utf-8")

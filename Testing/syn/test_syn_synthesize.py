@@ -1,0 +1,134 @@
+"""Whole-volume synthesis: shapes for all 14 patterns, input grid and scale, seeds, std maps, checkpoints."""
+
+import numpy as np
+import pytest
+import torch
+from medmodels.errors import CheckpointError, InputError
+from medmodels.modalities import MODALITY_KEYS, AvailabilityMask
+from medmodels.nets.m2dn import M2DNet
+from medmodels.phantom import make_phantom
+from medmodels.preprocess import Normalizer, brain_mask
+from medmodels.syn.masks import PATTERNS
+from medmodels.syn.slices import prepare_case, to_input_grid
+from medmodels.syn.synthesize import Synthesizer, estimate_normalizer, load_synthesizer
+from medmodels.syn.train import SynTrainConfig, intensity_reference, model_config
+from medmodels.weights import save_checkpoint
+
+SPACING = (10.0, 10.0, 10.0)
+
+
+@pytest.fixture(scope="module")
+def phantom():
+    return make_phantom((48, 48, 32), seed=3)
+
+
+@pytest.fixture(scope="module")
+def config():
+    cases = [prepare_case(make_phantom((48, 48, 32), seed=s).images, SPACING) for s in (10, 11)]
+    cfg = SynTrainConfig(spacing=SPACING, encoder_channels=4, channels=(8, 16, 16), emb_dim=16)
+    return model_config(cfg, intensity_reference(cases))
+
+
+def synthesizer(config, kind="m2dn"):
+    torch.manual_seed(0)
+    return Synthesizer(M2DNet(**config["net"]), {**config, "kind": kind}, torch.device("cpu"))
+
+
+def test_prepare_case_and_back_to_the_input_grid(phantom):
+    case = prepare_case(phantom.images, SPACING)
+    assert case.image.shape[0] == 4 and case.image.shape[2] % 8 == 0 and case.image.shape[3] % 8 == 0
+    assert (case.image[:, ~case.brain] == 0).all()
+    back = to_input_grid(case, case.image[0])
+    assert back.shape == phantom.images["flair"].shape
+    brain = brain_mask(phantom.images)
+    z = Normalizer.fit(phantom.images["flair"].array, brain).apply(phantom.images["flair"].array, brain)
+    assert np.corrcoef(back[brain], z[brain])[0, 1] > 0.6  # coarse (10 mm) but the same image
+    assert (back[~brain] == 0).all()
+
+
+@pytest.mark.parametrize("mask", PATTERNS, ids=lambda m: m.bits)
+def test_synthesize_returns_every_missing_modality_on_the_input_grid(config, phantom, mask):
+    syn = synthesizer(config)
+    given = {k: phantom.images[k] for k in mask.keys}
+    out = syn.synthesize(given, mask, steps=2, samples=1, seed=0)
+    assert set(out) == set(mask.missing_keys)
+    ref = phantom.images[mask.keys[0]]
+    for mean, std in out.values():
+        assert std is None
+        assert mean.same_grid(ref) and mean.array.dtype == np.float32 and np.isfinite(mean.array).all()
+
+
+def test_same_seed_same_volume_other_seed_other_volume(config, phantom):
+    syn = synthesizer(config)
+    mask = AvailabilityMask.from_bits("1011")
+    given = {k: phantom.images[k] for k in mask.keys}
+    a = syn.synthesize(given, mask, steps=3, seed=5)["t1"][0].array
+    b = syn.synthesize(given, mask, steps=3, seed=5)["t1"][0].array
+    c = syn.synthesize(given, mask, steps=3, seed=6)["t1"][0].array
+    assert np.array_equal(a, b)
+    assert not np.array_equal(a, c)
+
+
+def test_several_samples_give_a_mean_and_a_std_map(config, phantom):
+    syn = synthesizer(config)
+    mask = AvailabilityMask.from_bits("1100")
+    given = {k: phantom.images[k] for k in mask.keys}
+    out = syn.synthesize(given, mask, steps=2, samples=3, seed=0)
+    brain = brain_mask(given)
+    for key in ("t1c", "t2"):
+        mean, std = out[key]
+        assert std is not None and std.same_grid(mean)
+        assert (std.array >= 0).all() and std.array[brain].max() > 0 and (std.array[~brain] == 0).all()
+    one = syn.synthesize(given, mask, steps=2, samples=1, seed=0)
+    assert not np.array_equal(one["t2"][0].array, out["t2"][0].array)  # the mean of three differs from one draw
+
+
+def test_available_slices_pass_through_unchanged(config, phantom):
+    syn = synthesizer(config)
+    case = prepare_case({k: phantom.images[k] for k in ("flair", "t2")}, SPACING)
+    mask = AvailabilityMask.from_bits("1001")
+    mean, _ = syn.synthesize_case(case, mask, steps=2)
+    assert np.array_equal(mean[[0, 3]], case.image[[0, 3]] * case.brain)
+
+
+def test_missing_modality_gets_the_intensity_scale_of_its_kind(config, phantom):
+    """The scale of a missing modality is estimated from the available ones (phantom: known scanner scales)."""
+    brain = brain_mask(phantom.images)
+    true = {k: Normalizer.fit(phantom.images[k].array, brain) for k in MODALITY_KEYS}
+    est = estimate_normalizer("t1c", {k: true[k] for k in ("flair", "t2")}, config["intensity_reference"])
+    assert abs(est.mean / true["t1c"].mean - 1) < 0.15 and abs(est.std / true["t1c"].std - 1) < 0.3
+
+
+def test_regression_baseline_is_deterministic_and_one_pass(config, phantom):
+    syn = synthesizer(config, kind="regression")
+    mask = AvailabilityMask.from_bits("0111")
+    given = {k: phantom.images[k] for k in mask.keys}
+    a = syn.synthesize(given, mask, seed=0)["flair"][0].array
+    b = syn.synthesize(given, mask, seed=1)["flair"][0].array
+    assert np.array_equal(a, b)
+
+
+def test_bad_requests_raise_input_errors(config, phantom):
+    syn = synthesizer(config)
+    with pytest.raises(InputError):
+        syn.synthesize({"t1": phantom.images["t1"]}, AvailabilityMask.from_bits("0110"))
+    with pytest.raises(InputError):
+        syn.synthesize({"t1": phantom.images["t1"]}, steps=0)
+    with pytest.raises(InputError):
+        syn.synthesize({"t1": phantom.images["t1"]}, samples=0)
+    assert syn.synthesize(dict(phantom.images)) == {}
+
+
+def test_checkpoint_round_trip_and_tamper_check(config, phantom, tmp_path):
+    torch.manual_seed(0)
+    net = M2DNet(**config["net"])
+    path = tmp_path / "syn.pt"
+    save_checkpoint(path, {"state_dict": net.state_dict(), "config": config})
+    syn = load_synthesizer(path, "cpu")
+    assert syn.kind == "m2dn" and syn.spacing == SPACING
+    given = {k: phantom.images[k] for k in ("flair", "t1")}
+    ref = synthesizer(config).synthesize(given, steps=2, seed=0)["t2"][0].array
+    assert np.array_equal(syn.synthesize(given, steps=2, seed=0)["t2"][0].array, ref)
+    path.write_bytes(path.read_bytes() + b"0")
+    with pytest.raises(CheckpointError):
+        load_synthesizer(path, "cpu")
