@@ -6,11 +6,19 @@ separate process). This file holds only what needs the Slicer application:
 the module description, the panel, the parameter node, the self-test, and the
 module's logic class, which is the Lib's one logic bound to Slicer's scene and
 Python. The panel holds no numerics and touches no files.
+
+Supported: Slicer 5.6 to the current release (Python 3.9 on 5.6 and 5.8, so
+this file and the Lib parse as 3.9; Testing/module/test_slicer_versions.py
+checks every Slicer API called against the version that introduced it).
+Importing this file at Slicer's start loads no ``medmodels``: the input checks
+and the library are imported when the panel opens, and a broken install is
+reported at Apply with the fix.
 """
 
 import logging
 import os
 import sys
+import types
 from typing import Annotated
 
 import qt
@@ -29,6 +37,13 @@ from slicer.ScriptedLoadableModule import (
 from slicer.util import VTKObservationMixin
 
 MODULE_DIR = os.path.dirname(os.path.abspath(__file__))
+#: The documentation: the README on the extension's homepage (EXTENSION_HOMEPAGE in CMakeLists.txt).
+DOCUMENTATION_URL = "https://github.com/MissingModalityTools/SlicerMissingModalityTools/blob/main/README.md"
+CONTRIBUTORS = ["MissingModalityTools developers"]
+#: The panel's choices; the same as medmodels.options.DEVICES and SEGMENT_ON
+#: (a test checks), spelled here so that Slicer's start imports no medmodels.
+DEVICES = ("auto", "cuda", "cpu")
+SEGMENT_ON = ("acquired", "all")
 
 
 def medmodelsLocation():
@@ -47,14 +62,44 @@ def medmodelsLocation():
     )
 
 
-medmodelsLocation()
+def loadLibraries():
+    """The input checks, options and demo loader, imported on first use (they import medmodels).
 
-from MissingModalityToolsLib import logic  # noqa: E402
-from MissingModalityToolsLib.inputs import assign_by_name, describe_availability, input_problems  # noqa: E402
-from MissingModalityToolsLib.options import DEVICES, SEGMENT_ON, options_from_parameter_node  # noqa: E402
+    Raises ImportError naming the fix, shown when the user presses Apply.
+    """
+    try:
+        medmodelsLocation()
+        from MissingModalityToolsLib import demo, inputs, options
+    except ImportError as e:
+        raise ImportError(
+            f"The medmodels library bundled with MissingModalityTools could not be imported ({e}). "
+            "Reinstall the extension from the Extensions Manager and restart Slicer; from a source "
+            "checkout, add its Lib folder next to the module folder."
+        ) from e
+    return types.SimpleNamespace(demo=demo, inputs=inputs, options=options)
+
+
+from MissingModalityToolsLib import logic  # noqa: E402  (standard library only: no medmodels)
 from MissingModalityToolsLib.worker import RunCancelled, WorkerError  # noqa: E402
 
 MODALITY_PARAMETERS = {"flair": "flairVolume", "t1": "t1Volume", "t1c": "t1cVolume", "t2": "t2Volume"}
+#: Parameter -> the panel's widget bound to it (connectParametersToGui; the
+#: .ui's SlicerParameterName properties say the same, a test checks).
+PARAMETER_WIDGETS = {
+    "flairVolume": "flairSelector",
+    "t1Volume": "t1Selector",
+    "t1cVolume": "t1cSelector",
+    "t2Volume": "t2Selector",
+    "synthesize": "synthesizeCheckBox",
+    "segment": "segmentCheckBox",
+    "segmentOn": "segmentOnComboBox",
+    "device": "deviceComboBox",
+    "steps": "stepsSpinBox",
+    "samples": "samplesSpinBox",
+    "cleanup": "cleanupCheckBox",
+    "seed": "seedSpinBox",
+    "namePrefix": "namePrefixLineEdit",
+}
 
 
 #
@@ -68,12 +113,15 @@ class MissingModalityTools(ScriptedLoadableModule):
         self.parent.title = _("Missing Modality Tools")
         self.parent.categories = [translate("qSlicerAbstractCoreModule", "Segmentation")]
         self.parent.dependencies = []
-        self.parent.contributors = ["MissingModalityTools contributors"]
-        self.parent.helpText = _(
-            "Synthesise missing brain-MRI contrasts (FLAIR, T1, T1c, T2) with a diffusion model (M2DN) and "
-            "segment the tumour (necrotic core, edema, enhancing tumour) from whichever contrasts were acquired "
-            "(ShaSpec). Choose the acquired volumes, leave the others empty, press Apply. "
-            "Research use only: not for diagnosis."
+        self.parent.contributors = list(CONTRIBUTORS)
+        self.parent.helpText = (
+            _(
+                "Synthesise missing brain-MRI contrasts (FLAIR, T1, T1c, T2) with a diffusion model (M2DN) and "
+                "segment the tumour (necrotic core, edema, enhancing tumour) from whichever contrasts were acquired "
+                "(ShaSpec). Choose the acquired volumes, leave the others empty, press Apply. "
+                "Research use only: not for diagnosis."
+            )
+            + f'<p>Documentation: <a href="{DOCUMENTATION_URL}">{DOCUMENTATION_URL}</a></p>'
         )
         self.parent.acknowledgementText = _(
             "Methods: M2DN (multi-modal conditional diffusion for missing-modality synthesis) and ShaSpec "
@@ -138,6 +186,7 @@ class MissingModalityToolsWidget(ScriptedLoadableModuleWidget, VTKObservationMix
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
         self.ui.applyButton.connect("clicked(bool)", self.onApplyButton)
         self.ui.autoAssignButton.connect("clicked(bool)", self.onAutoAssign)
+        self.ui.loadDemoButton.connect("clicked(bool)", self.onLoadDemo)
         self.ui.progressBar.hide()
         self.initializeParameterNode()
 
@@ -149,10 +198,7 @@ class MissingModalityToolsWidget(ScriptedLoadableModuleWidget, VTKObservationMix
         self.initializeParameterNode()
 
     def exit(self):
-        if self._parameterNode:
-            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
-            self._parameterNodeGuiTag = None
-            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.updateGUI)
+        self.setParameterNode(None)
 
     def onSceneStartClose(self, caller, event):
         self.cancelRun()  # the run's inputs are about to disappear
@@ -165,40 +211,53 @@ class MissingModalityToolsWidget(ScriptedLoadableModuleWidget, VTKObservationMix
     def initializeParameterNode(self):
         self.setParameterNode(self.logic.getParameterNode())
         if not any(inputsFromParameterNode(self._parameterNode).values()):
-            self.onAutoAssign(quiet=True)
+            try:
+                self.onAutoAssign(quiet=True)
+            except ImportError as e:
+                self.ui.statusLabel.text = str(e)  # shown again, with a dialog, at Apply
 
     def setParameterNode(self, inputParameterNode):
+        # connectParametersToGui returns a tag on every supported Slicer (connectGui
+        # only from 5.10), so disconnectGui really disconnects and nothing piles up.
         if self._parameterNode:
             self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self._parameterNodeGuiTag = None
             self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.updateGUI)
         self._parameterNode = inputParameterNode
         if self._parameterNode:
-            self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
+            mapping = {name: getattr(self.ui, widget) for name, widget in PARAMETER_WIDGETS.items()}
+            self._parameterNodeGuiTag = self._parameterNode.connectParametersToGui(mapping)
             self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.updateGUI)
             self.updateGUI()
 
     def onAutoAssign(self, checked=False, quiet=False):
-        """Fill the modality slots from the loaded volumes' names."""
-        volumes = [
-            n for n in slicer.util.getNodesByClass("vtkMRMLScalarVolumeNode") if not n.IsA("vtkMRMLLabelMapVolumeNode")
-        ]
-        chosen, notes = assign_by_name(volumes)
+        """Fill the modality slots from the names of the volumes the selectors can show."""
+        inputs = loadLibraries().inputs
+        volumes = inputs.assignable_volumes(slicer.util.getNodesByClass(inputs.SELECTOR_CLASS))
+        chosen, notes = inputs.assign_by_name(volumes)
         if not chosen and quiet:
             return
-        for key, name in MODALITY_PARAMETERS.items():
-            setattr(self._parameterNode, name, chosen.get(key))
+        self.setInputs(chosen)
         for note in notes:
             self.addLog(note)
         if not chosen and not quiet:
             self.addLog(_("No loaded volume is named like a modality: choose them by hand."))
 
+    def setInputs(self, chosen):
+        for key, name in MODALITY_PARAMETERS.items():
+            setattr(self._parameterNode, name, chosen.get(key))
+
+    def onLoadDemo(self):
+        """Make the phantom demo case offline, load it, and fill the slots."""
+        with slicer.util.tryWithErrorDisplay(_("Could not load the demo case."), waitCursor=True):
+            chosen = loadLibraries().demo.load_demo_case(self.logic)
+            self.setInputs(chosen)
+            self.addLog(_("Demo case loaded (a synthetic phantom): T1c is left out, press Apply to synthesise it."))
+            slicer.util.setSliceViewerLayers(background=chosen["flair"], fit=True)
+
     def updateGUI(self, caller=None, event=None):
         if self._parameterNode is None:
             return
-        inputs = inputsFromParameterNode(self._parameterNode)
-        options = options_from_parameter_node(self._parameterNode)
-        self.ui.maskLabel.text = describe_availability(inputs, options)
-        self.ui.segmentOnComboBox.enabled = options.segment
         running = self._run is not None
         self.ui.progressBar.visible = running
         for widget in (
@@ -213,7 +272,18 @@ class MissingModalityToolsWidget(ScriptedLoadableModuleWidget, VTKObservationMix
             self.ui.applyButton.enabled = True
             return
         self.ui.applyButton.text = _("Apply")
-        problems = input_problems(inputs, options)
+        try:
+            lib = loadLibraries()
+        except ImportError as e:
+            # Apply stays enabled: pressing it shows this message with the fix.
+            self.ui.applyButton.enabled = True
+            self.ui.applyButton.toolTip = str(e)
+            return
+        inputs = inputsFromParameterNode(self._parameterNode)
+        options = lib.options.options_from_parameter_node(self._parameterNode)
+        self.ui.maskLabel.text = lib.inputs.describe_availability(inputs, options)
+        self.ui.segmentOnComboBox.enabled = options.segment
+        problems = lib.inputs.input_problems(inputs, options)
         self.ui.applyButton.enabled = not problems
         self.ui.applyButton.toolTip = "\n".join(problems) if problems else _("Run synthesis and/or segmentation.")
 
@@ -229,22 +299,28 @@ class MissingModalityToolsWidget(ScriptedLoadableModuleWidget, VTKObservationMix
         if self._run is not None:
             self.cancelRun()
             return
-        with slicer.util.tryWithErrorDisplay(_("Could not start the run."), waitCursor=True):
+        # No wait cursor here: the dependency step may show confirmation dialogs.
+        with slicer.util.tryWithErrorDisplay(_("Could not start the run."), waitCursor=False):
+            lib = loadLibraries()
             if not self.logic.ensureDependencies():
                 self.addLog(_("Python packages were not installed: nothing was run."))
                 return
+            self.startRun(lib)
+        self.updateGUI()
+
+    def startRun(self, lib):
+        with slicer.util.tryWithErrorDisplay(_("Could not start the run."), waitCursor=True):
             self.ui.logTextEdit.clear()
             self.ui.progressBar.value = 0
             self.ui.progressBar.show()
             self.ui.statusLabel.text = _("Starting...")
             self._run = self.logic.start(
                 inputsFromParameterNode(self._parameterNode),
-                options_from_parameter_node(self._parameterNode),
+                lib.options.options_from_parameter_node(self._parameterNode),
                 on_progress=self.onProgress,
                 on_log=self.addLog,
             )
             self._pollTimer.start()
-        self.updateGUI()
 
     def onPollRun(self):
         if self._run is None or self._run.poll():
@@ -290,6 +366,18 @@ class MissingModalityToolsWidget(ScriptedLoadableModuleWidget, VTKObservationMix
             result.segmentation.GetDisplayNode().SetVisibility(True)
 
 
+class WaitCursor:
+    """A wait cursor around pip only (never around a dialog): ``with WaitCursor():``."""
+
+    def __enter__(self):
+        qt.QApplication.setOverrideCursor(qt.Qt.WaitCursor)
+        return self
+
+    def __exit__(self, *exc):
+        qt.QApplication.restoreOverrideCursor()
+        return False
+
+
 #
 # Logic: the one logic is the Qt-free MissingModalityToolsLib.logic.MissingModalityToolsLogic
 # (tested headless); this subclass only binds it to Slicer's scene, Python and
@@ -318,11 +406,13 @@ class MissingModalityToolsLogic(logic.MissingModalityToolsLogic, ScriptedLoadabl
     def ensureDependencies(self):
         from MissingModalityToolsLib.dependencies import ensure_dependencies
 
-        return ensure_dependencies(os.path.join(MODULE_DIR, "Resources", "requirements.txt"))
+        return ensure_dependencies(os.path.join(MODULE_DIR, "Resources", "requirements.txt"), busy=WaitCursor)
 
 
 #
-# Self-test: the whole pipeline on a generated phantom with the bundled weights.
+# Self-test: the whole pipeline on a generated phantom with the bundled weights
+# where the worker's Python has torch and MONAI, else the panel's logic end to
+# end with the shipped stand-in worker (the extension factory's case).
 #
 
 
@@ -335,9 +425,11 @@ class MissingModalityToolsTest(ScriptedLoadableModuleTest):
         self.test_PhantomWithoutT1c()
 
     def test_PhantomWithoutT1c(self):
-        from MissingModalityToolsLib.selftest import run_self_test
+        from MissingModalityToolsLib.selftest import MODEL_TIMEOUT_SECONDS, run_self_test
 
-        self.delayDisplay("Running the pipeline on a phantom case without T1c (CPU, bundled weights)")
-        workDir = slicer.util.tempDirectory("MissingModalityToolsSelfTest")
-        report = run_self_test(slicer.mrmlScene, MissingModalityToolsLogic(), workDir, log=logging.info)
+        self.delayDisplay(
+            "Running a phantom case without T1c (CPU, bundled weights; the model test is skipped, with the "
+            f"reason in the log, where the worker's Python lacks torch); stopped after {MODEL_TIMEOUT_SECONDS:.0f} s"
+        )
+        report = run_self_test(slicer.mrmlScene, MissingModalityToolsLogic(), log=logging.info)
         self.delayDisplay(f"Self-test passed: {report}")

@@ -11,7 +11,7 @@ quoted in docs/slicer_module.md.
 
     PYTHONPATH=Lib:MissingModalityTools .venv/bin/python docs/make_figure.py [--size 96x96x64] [--seed 7]
 
-``--stand-in`` runs Testing/module/slicer_contract_worker.py instead of medmodels (no
+``--stand-in`` runs MissingModalityTools/Resources/Testing/slicer_contract_worker.py instead of medmodels (no
 weights needed) and stamps the picture as such; it only checks the script.
 """
 
@@ -72,7 +72,10 @@ def main() -> int:
 
     scene = make_scene(set_global=True)
     if args.stand_in:
-        command = [sys.executable, str(ROOT / "Testing" / "module" / "slicer_contract_worker.py")]
+        command = [
+            sys.executable,
+            str(ROOT / "MissingModalityTools" / "Resources" / "Testing" / "slicer_contract_worker.py"),
+        ]
     else:
         command = [sys.executable, "-m", "medmodels"]
     extra = []

@@ -1,4 +1,5 @@
-"""Atomic publication of files: write under a temporary name, then rename.
+"""Atomic publication of files: write under a temporary name, then rename;
+and output folders that one run claims and adds files to without replacing any.
 
 ``tempfile`` creates files readable by their owner only (mode 600) and folders
 of mode 700; published outputs and bundled weights get the ordinary modes the
@@ -9,6 +10,12 @@ read them.
 from __future__ import annotations
 
 import os
+import tempfile
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from medmodels.errors import InputError
 
 
 def _umask() -> int:
@@ -22,3 +29,121 @@ def publish(tmp: str | os.PathLike, dest: str | os.PathLike) -> None:
     default = 0o777 if os.path.isdir(tmp) else 0o666
     os.chmod(tmp, default & ~_umask())
     os.replace(tmp, dest)
+
+
+# -- output folders: claimed by one run, files added but never replaced -----------
+
+#: The lock file a run holds in its output folder from before it computes until
+#: its manifest is written.
+LOCK_NAME = ".medmodels-run.lock"
+
+
+def _lock_holder(lock: Path) -> str:
+    """Who holds ``lock``, in words, for the message of a refused claim."""
+    try:
+        pid = int(lock.read_text(encoding="ascii").split()[0])
+    except (OSError, ValueError, IndexError):
+        return "another run"
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return f"process {pid}, which is no longer running (a run that was killed)"
+    except (PermissionError, OSError):
+        pass  # alive under another user, or a platform without signal 0: say only its number
+    return f"process {pid}"
+
+
+@contextmanager
+def claimed_folder(folder: str | os.PathLike) -> Iterator[Path]:
+    """Hold ``folder`` (created if missing) for one run; two runs cannot hold one folder.
+
+    The claim is a lock file created with ``O_CREAT | O_EXCL``: of two runs
+    started together, exactly one creates it, the other is refused at once,
+    before it computes anything. The lock is removed when the block ends
+    (also on an error); a lock left by a killed run is reported as such.
+
+    Args:
+        folder: the output folder.
+
+    Yields:
+        the folder as a ``Path``.
+
+    Raises:
+        InputError: ``folder`` is a file, cannot be created or written, or is
+            held by another run.
+    """
+    folder = Path(folder)
+    lock = folder / LOCK_NAME
+    if folder.exists() and not folder.is_dir():
+        raise InputError(f"The output folder '{folder}' is a file: give a folder (--out is created if missing).")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+    except FileExistsError:
+        raise InputError(
+            f"The output folder '{folder}' is in use by {_lock_holder(lock)} (lock file '{LOCK_NAME}'): wait for "
+            "it to finish or choose another --out; delete the lock file only if no run is writing there."
+        ) from None
+    except OSError as err:
+        raise InputError(
+            f"Cannot write into the output folder '{folder}' ({err.strerror or err}): choose a writable --out."
+        ) from None
+    try:
+        with os.fdopen(fd, "w", encoding="ascii") as f:
+            f.write(f"{os.getpid()}\n")
+        yield folder
+    finally:
+        try:
+            lock.unlink()
+        except FileNotFoundError:
+            pass
+
+
+def check_writable_folder(folder: str | os.PathLike) -> Path:
+    """Create ``folder`` if missing and make sure a file can be written in it,
+    before a command computes what it will write there.
+
+    Raises:
+        InputError: ``folder`` is a file, or cannot be created or written.
+    """
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise InputError(f"The output folder '{folder}' is a file: give a folder (--out is created if missing).")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-test-"):
+            pass
+    except OSError as err:
+        raise InputError(
+            f"Cannot write into the output folder '{folder}' ({err.strerror or err}): choose a writable --out."
+        ) from None
+    return folder
+
+
+def existing(folder: str | os.PathLike, names: Iterable[str]) -> list[str]:
+    """Those of ``names`` that exist in ``folder`` (a dangling link counts: it would be replaced too)."""
+    folder = Path(folder)
+    return [n for n in names if (folder / n).exists() or (folder / n).is_symlink()]
+
+
+def publish_new(tmp: str | os.PathLike, dest: str | os.PathLike) -> None:
+    """Move ``tmp`` to ``dest``, which must not exist: never replaces a file.
+
+    A hard link is made and the temporary name removed, so the check and the
+    move are one step (``os.link`` fails on an existing ``dest``). Where the
+    file system has no hard links, the check comes just before the rename,
+    which the folder's claim (``claimed_folder``) keeps safe from other runs.
+
+    Raises:
+        FileExistsError: ``dest`` exists.
+    """
+    try:
+        os.link(tmp, dest)
+    except FileExistsError:
+        raise
+    except OSError:  # no hard links here (FAT, some network shares)
+        if os.path.lexists(dest):
+            raise FileExistsError(dest) from None
+        os.replace(tmp, dest)
+        return
+    os.remove(tmp)

@@ -2,7 +2,8 @@
 
 Each module in ``medmodels.commands`` adds its sub-commands through
 ``register(subparsers)`` and sets ``func`` on them. Errors a user can fix
-(``InputError``, ``CheckpointError``) are printed as one ``ERROR:`` line on
+(``InputError``, ``CheckpointError``), bad arguments, a failing disk
+(``OSError``) and memory that runs out are printed as one ``ERROR:`` line on
 stderr with exit code 2, never as a traceback.
 
 Building the parser imports no torch: the command modules import the heavy
@@ -27,8 +28,19 @@ COMMAND_MODULES = (
 )
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a bad argument ends with the one ``ERROR:`` line every
+    failure of a command ends with (exit code 2, as argparse's own); the
+    sub-command parsers are of this class too (argparse builds them like the parent)."""
+
+    def error(self, message: str):
+        self.print_usage(sys.stderr)
+        print(f"ERROR: {self.prog}: {message}", file=sys.stderr, flush=True)
+        raise SystemExit(2)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="medmodels",
         description="Synthesise missing brain-MRI contrasts (M2DN) and segment tumours from any subset (ShaSpec).",
     )
@@ -45,6 +57,18 @@ def main(argv: list[str] | None = None) -> int:
         result = args.func(args)
     except (InputError, CheckpointError) as err:
         print(f"ERROR: {err}", file=sys.stderr, flush=True)
+        return 2
+    except MemoryError:
+        print(
+            "ERROR: out of memory: the inputs are too large for this machine (or the worker's memory limit). "
+            "Check the volumes' size and spacing, close other programs, or run on a machine with more memory.",
+            file=sys.stderr,
+            flush=True,
+        )
+        return 2
+    except OSError as err:  # a disk that fills or turns read-only under a command: say so, in one line
+        where = f" ('{err.filename}')" if getattr(err, "filename", None) else ""
+        print(f"ERROR: {err.strerror or err}{where}: check the path, free disk space or permissions.", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("ERROR: interrupted", file=sys.stderr, flush=True)

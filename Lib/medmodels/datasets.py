@@ -212,25 +212,63 @@ def resolve_inputs(
     return cases
 
 
+def _resolved(path: Path, what: str) -> Path:
+    """``path`` with links resolved, or an InputError for a missing path or a link loop."""
+    try:
+        resolved = path.resolve(strict=True)
+    except FileNotFoundError:
+        raise InputError(f"The {what} '{path}' does not exist (or is a broken link): check the path.") from None
+    except (RuntimeError, OSError) as err:  # a symlink loop: RuntimeError up to Python 3.12, OSError after
+        raise InputError(
+            f"The {what} '{path}' cannot be opened ({err}): fix the link or give the file itself."
+        ) from None
+    return resolved
+
+
 def _case_from_files(given: dict[str, Path]) -> tuple[str, dict[str, Path]]:
     """One case given file by file; named after the folder of its first file (a name for messages only)."""
     unknown = [k for k in given if k not in MODALITY_KEYS]
     if unknown:
         raise InputError(f"Unknown modality key(s) {', '.join(unknown)}: use {', '.join(MODALITY_KEYS)}.")
-    for key, path in given.items():
-        if not path.exists():
-            raise InputError(f"The {BY_KEY[key].display} input '{path}' does not exist: check the path.")
-    check_distinct_sources({k: str(p.resolve()) for k, p in given.items()}, what="file")
+    resolved = {k: _resolved(p, f"{BY_KEY[k].display} input") for k, p in given.items()}
+    check_distinct_sources({k: str(p) for k, p in resolved.items()}, what="file")
     images = {k: given[k] for k in MODALITY_KEYS if k in given}
-    first = next(iter(images.values())).resolve()
+    first = resolved[next(iter(images))]
     return first.parent.name or "case", images
 
 
+def synthetic_files(folder: Path) -> set[str]:
+    """Names of files in ``folder`` that a medmodels run wrote (its ``manifest.json``
+    lists them): synthesised volumes, their uncertainty maps, the segmentation.
+    They are never taken as acquired images by a later run."""
+    try:
+        manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return set()  # no manifest (or not ours): nothing in the folder is known to be synthetic
+    if not isinstance(manifest, dict):
+        return set()
+    names = set()
+    for part in ("synthesised", "uncertainty"):
+        if isinstance(manifest.get(part), dict):
+            names |= {str(v) for v in manifest[part].values()}
+    if isinstance(manifest.get("segmentation"), str):
+        names.add(manifest["segmentation"])
+    return names
+
+
 def _case_in_folder(folder: Path) -> tuple[str, dict[str, Path]] | None:
-    """A BraTS case folder or a folder of volumes named by modality, as one case; None if neither."""
+    """A BraTS case folder or a folder of volumes named by modality, as one case; None if neither.
+
+    One rule set: names of label maps (``is_label_name``) and files a previous
+    run synthesised (``synthetic_files``) are never images; a name that points
+    at several modalities, or several names for one modality, is refused, never guessed.
+    """
+    synthetic = synthetic_files(folder)
     try:
         case = find_case(folder, require_all=False)
-        return case.name, dict(case.images)
+        images = {k: p for k, p in case.images.items() if p.name not in synthetic}
+        if images:
+            return case.name, images
     except InputError:
         pass  # not in BraTS naming: try the names of the volumes themselves
     # DICOM series come as folders: count a sub-folder only when its name says a modality,
@@ -238,10 +276,12 @@ def _case_in_folder(folder: Path) -> tuple[str, dict[str, Path]] | None:
     entries = [
         p
         for p in sorted(folder.iterdir())
-        if not p.name.startswith(".") and (is_volume_file(p) or (p.is_dir() and classify_name(p.name) is not None))
+        if not p.name.startswith(".")
+        and p.name not in synthetic
+        and (is_volume_file(p) or (p.is_dir() and classify_name(p.name) is not None))
     ]
     assignment = assign_modalities([p.name for p in entries])
-    if assignment.ambiguous:
+    if assignment.ambiguous or assignment.conflicting:
         raise InputError(
             f"In '{folder}': "
             + " ".join(assignment.problems())

@@ -94,3 +94,65 @@ class Image:
             f"{'x'.join(str(s) for s in self.size_xyz)} voxels of {sx:g}x{sy:g}x{sz:g} mm, "
             f"origin ({', '.join(f'{o:g}' for o in self.origin)})"
         )
+
+
+# -- checks on geometry from a file's header or an Image -------------------------
+
+#: A voxel of a head MRI is between these sizes (mm): finer is a header in metres
+#: (1 mm written as 0.001) or a microscope; coarser is a header in wrong units or
+#: a corrupt one, and would make working grids of billions of voxels.
+VOXEL_MM_RANGE = (0.1, 20.0)
+#: A head MRI's field of view along each axis lies between these (mm): a
+#: smaller one is not a head volume (a slab of a few slices, a header in metres),
+#: a larger one a whole body or wrong units.
+FIELD_OF_VIEW_MM_RANGE = (20.0, 500.0)
+#: How far a direction matrix may be from orthonormal (max |D^T D - I|).
+ORTHONORMAL_TOLERANCE = 1e-3
+
+
+def check_direction(direction, name: str) -> None:
+    """Refuse a direction matrix that is not orthonormal (a sheared or scaled grid).
+
+    Args:
+        direction: 9 numbers, the row-major 3x3 direction matrix.
+        name: what to call the volume in the message (a path or a modality).
+
+    Raises:
+        InputError: the axes are not unit length and at right angles: NIfTI
+            cannot store such a grid, so outputs would land off the input grid.
+    """
+    d = np.asarray(direction, dtype=np.float64).reshape(3, 3)
+    error = float(np.abs(d.T @ d - np.eye(3)).max())
+    if not np.isfinite(error) or error > ORTHONORMAL_TOLERANCE:
+        raise InputError(
+            f"{name} has a sheared or non-orthonormal direction matrix {np.round(d, 4).tolist()} (its axes are "
+            "not at right angles): such a grid cannot be written back as NIfTI. Resample it onto an orthonormal "
+            "grid first (e.g. Slicer's Resample Scalar Volume, or reslice on the scanner)."
+        )
+
+
+def check_head_geometry(size_xyz, spacing, name: str) -> None:
+    """Refuse a grid no head MRI can have, before any memory is spent on it.
+
+    Args:
+        size_xyz: ``(x, y, z)`` voxel counts.
+        spacing: ``(x, y, z)`` voxel size in mm.
+        name: what to call the volume in the message.
+
+    Raises:
+        InputError: a voxel size outside ``VOXEL_MM_RANGE`` or a field of view
+            outside ``FIELD_OF_VIEW_MM_RANGE`` on some axis, naming the axis.
+    """
+    (vlo, vhi), (flo, fhi) = VOXEL_MM_RANGE, FIELD_OF_VIEW_MM_RANGE
+    for axis, n, s in zip("xyz", size_xyz, spacing):
+        fov = n * s
+        if not (np.isfinite(s) and vlo <= s <= vhi):
+            raise InputError(
+                f"{name} has voxels of {s:g} mm along {axis}, outside what a head MRI has ({vlo:g}-{vhi:g} mm): "
+                "the header's spacing is wrong (in metres, or another unit?). Fix the spacing in the header."
+            )
+        if not flo <= fov <= fhi:
+            raise InputError(
+                f"{name} covers {fov:g} mm along {axis} ({n} voxels of {s:g} mm), outside a head's field of view "
+                f"({flo:g}-{fhi:g} mm): give a whole head volume with the spacing in mm."
+            )

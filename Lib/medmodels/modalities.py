@@ -99,14 +99,52 @@ def _tokens(name: str) -> list[str]:
     return tokens
 
 
+#: Words that make a name a label map (segmentation, mask, label), never an image.
+_LABEL_PREFIXES = ("seg", "label")
+
+
+def is_label_name(name: str) -> bool:
+    """True when a name says label map (``*seg*``, ``*mask*``, ``*label*``): such a
+    file is never taken as an image (``t1_seg.nii.gz``, ``t1_post_mask.nii.gz``).
+    "masked" (an image with a mask applied) is not a mask."""
+    return any(t.startswith(_LABEL_PREFIXES) or t.endswith("mask") for t in _tokens(name))
+
+
+def _mentioned(tokens: Sequence[str]) -> set[str]:
+    """Every modality a token of the name stands for on its own."""
+    found = set()
+    for t in tokens:
+        if t in _FLAIR_WORDS or "flair" in t:
+            found.add("flair")
+        elif t in _T1C_WORDS:
+            found.add("t1c")
+        elif t in _T1_WORDS or (t.startswith("t1") and t[2:] in {"pre", "native", "w"}):
+            found.add("t1")
+        elif t in _T2_WORDS:
+            found.add("t2")
+    return found
+
+
+def names_several_modalities(name: str) -> bool:
+    """True when a name points at a T1 (native or post-contrast) and at a T2 or
+    FLAIR at once (``t1_t2_mix.nii.gz``): such a name is never guessed. A FLAIR
+    named "T2 FLAIR" and a T1c named "T1 post" point at one modality."""
+    mentioned = _mentioned(_tokens(name))
+    return bool(mentioned & {"t1", "t1c"}) and bool(mentioned & {"t2", "flair"})
+
+
 def classify_name(name: str) -> str | None:
-    """The modality key a volume or file name stands for, or None if none.
+    """The modality key a volume or file name stands for, or None if none,
+    for a label map's name (``is_label_name``), or for a name that points at
+    several modalities (``names_several_modalities``).
 
     >>> classify_name("Brats18_2013_2_1_t1ce.nii.gz")
     't1c'
     >>> classify_name("T2_FLAIR")
     'flair'
     """
+    if is_label_name(name) or names_several_modalities(name):
+        return None
     tokens = _tokens(name)
     joined = set(tokens) | {"".join(tokens)}
     if joined & _FLAIR_WORDS or any("flair" in t for t in tokens) or ("dark" in tokens and "fluid" in tokens):
@@ -129,19 +167,26 @@ class ModalityAssignment:
         assigned: modality key -> the one name assigned to it.
         ambiguous: modality key -> the several names that all look like it
             (none of them is assigned: the user must choose).
-        unknown: names that look like no modality.
+        unknown: names that look like no modality (label maps' names among them).
+        conflicting: names that point at several modalities (``t1_t2_mix``):
+            never guessed, the user must rename or choose.
     """
 
     assigned: dict[str, str] = field(default_factory=dict)
     ambiguous: dict[str, list[str]] = field(default_factory=dict)
     unknown: list[str] = field(default_factory=list)
+    conflicting: list[str] = field(default_factory=list)
 
     def problems(self) -> list[str]:
-        """Human-readable sentences for each ambiguity."""
+        """Human-readable sentences for each ambiguity and each name of several modalities."""
         return [
             f"{len(names)} volumes look like {BY_KEY[key].display}: {', '.join(names)}; "
             f"choose one for {BY_KEY[key].display}."
             for key, names in self.ambiguous.items()
+        ] + [
+            f"'{name}' names several modalities ({', '.join(BY_KEY[k].display for k in ordered(_mentioned(_tokens(name))))}): "
+            "rename it after the one it holds, or choose it by hand."
+            for name in self.conflicting
         ]
 
 
@@ -154,17 +199,20 @@ def assign_modalities(names: Iterable[str]) -> ModalityAssignment:
     """
     candidates: dict[str, list[str]] = {}
     unknown: list[str] = []
+    conflicting: list[str] = []
     for name in sorted(set(names)):
         key = classify_name(name)
-        if key is None:
+        if key is None and not is_label_name(name) and names_several_modalities(name):
+            conflicting.append(name)
+        elif key is None:
             unknown.append(name)
         else:
             candidates.setdefault(key, []).append(name)
     assigned = {k: v[0] for k, v in candidates.items() if len(v) == 1}
     ambiguous = {k: v for k, v in candidates.items() if len(v) > 1}
-    ordered = {k: assigned[k] for k in MODALITY_KEYS if k in assigned}
-    ordered_amb = {k: ambiguous[k] for k in MODALITY_KEYS if k in ambiguous}
-    return ModalityAssignment(ordered, ordered_amb, unknown)
+    in_order = {k: assigned[k] for k in MODALITY_KEYS if k in assigned}
+    ambiguous_in_order = {k: ambiguous[k] for k in MODALITY_KEYS if k in ambiguous}
+    return ModalityAssignment(in_order, ambiguous_in_order, unknown, conflicting)
 
 
 # ---------------------------------------------------------------------------

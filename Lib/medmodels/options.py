@@ -24,6 +24,8 @@ DEVICES = ("auto", "cuda", "cpu")
 SEGMENT_ON = ("acquired", "all")
 #: Label values of the written segmentation: 2018 (ET = 4) or 2023 (ET = 3).
 LABEL_CONVENTIONS = ("2018", "2023")
+#: Preparation of the inputs (medmodels.preparation): as the inspection finds needed, always, or never.
+PREPARE_MODES = ("auto", "on", "off")
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,9 @@ class RunOptions:
             "baseline": the bundled baseline U-Net).
         syn_checkpoint: synthesis checkpoint file (None: bundled M2DN,
             "baseline": the bundled regression network).
+        prepare: one of ``PREPARE_MODES``: "auto" registers and brain-extracts
+            the inputs where the inspection finds them not co-registered or
+            not skull-stripped, "on" always, "off" never (warnings only).
     """
 
     synthesize: bool = True
@@ -63,6 +68,7 @@ class RunOptions:
     label_convention: str = "2018"
     seg_checkpoint: str | None = None
     syn_checkpoint: str | None = None
+    prepare: str = "auto"
 
     def problems(self) -> list[str]:
         """Sentences saying what is wrong with these options and how to fix it (empty: nothing)."""
@@ -82,8 +88,12 @@ class RunOptions:
             out.append(f"Sampling steps must be 0 (the model's default) or more (got {self.steps}).")
         if self.samples < 1:
             out.append(f"The number of samples must be at least 1 (got {self.samples}).")
+        if not 0 <= self.seed < 2**32:
+            out.append(f"The seed must be a whole number from 0 to 2**32 - 1 (got {self.seed}).")
         if self.reference is not None and self.reference not in MODALITY_KEYS:
             out.append(f"Unknown reference modality '{self.reference}': choose one of {', '.join(MODALITY_KEYS)}.")
+        if self.prepare not in PREPARE_MODES:
+            out.append(f"Unknown preparation '{self.prepare}': choose one of {', '.join(PREPARE_MODES)}.")
         if self.label_convention not in LABEL_CONVENTIONS:
             out.append(f"Unknown label convention '{self.label_convention}': choose 2018 (ET = 4) or 2023 (ET = 3).")
         return out
@@ -128,6 +138,8 @@ class RunOptions:
         ):
             if value is not None:
                 argv += [flag, str(value)]
+        if self.prepare != "auto":  # the default is left out, so workers that predate the flag still parse it
+            argv += ["--prepare", self.prepare]
         return argv
 
     @staticmethod
@@ -179,6 +191,13 @@ class RunOptions:
         )
         opts.add_argument(
             "--syn-checkpoint", default=None, help="synthesis checkpoint .pt, or 'baseline' (default: bundled M2DN)"
+        )
+        opts.add_argument(
+            "--prepare",
+            choices=PREPARE_MODES,
+            default="auto",
+            help="register and skull-strip the inputs: where the inspection finds it needed (auto), always (on), "
+            "or never (off: warnings only)",
         )
         parser.set_defaults(cleanup=True)
 

@@ -10,6 +10,11 @@ The options are ``medmodels.options.RunOptions``. ``run_cases`` runs the cases
 ``medmodels.datasets.resolve_inputs`` found, in the one output layout: one
 case writes into the output folder itself, several cases each into
 ``<output folder>/<case>/``.
+
+Output-folder rules (docs/architecture.md): a run claims its output folder
+(``medmodels.atomic.claimed_folder``) and checks that none of the files it
+will write exists there before it computes anything; it adds files and never
+replaces one, not even a previous run's.
 """
 
 from __future__ import annotations
@@ -23,15 +28,25 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
+
+from medmodels.atomic import claimed_folder, existing, publish_new
 from medmodels.errors import CheckpointError, InputError
-from medmodels.image import Image
-from medmodels.io import read_image, write_image
-from medmodels.modalities import BY_KEY, AvailabilityMask, ordered
+from medmodels.image import Image, check_direction, check_head_geometry
+from medmodels.io import check_memory, read_image, write_image
+from medmodels.modalities import BY_KEY, MODALITY_KEYS, AvailabilityMask, ordered
 from medmodels.options import RunOptions
-from medmodels.preprocess import reference_key, to_common_grid
+from medmodels.preparation import prepare_case
+from medmodels.preprocess import check_informative, looks_skull_stripped, reference_key
 from medmodels.progress import emit, within
 
 MANIFEST = "manifest.json"
+#: The note (in the manifest, and a WARNING line of the command) for inputs that are not skull-stripped.
+NOT_SKULL_STRIPPED = (
+    "Warning: the inputs do not look skull-stripped (most voxels are non-zero): the models were trained on "
+    "skull-stripped brains, so the scalp, skull and orbits may be synthesised or segmented as tissue or tumour. "
+    "Skull-strip the inputs first (e.g. HD-BET or SynthStrip) for reliable results."
+)
 
 
 @dataclass
@@ -41,6 +56,7 @@ class PipelineResult:
     uncertainty: dict[str, Image] = field(default_factory=dict)
     segmentation: Image | None = None
     notes: list[str] = field(default_factory=list)
+    preparation: dict = field(default_factory=dict)  # what preparation.prepare_case found and did
 
 
 class Models:
@@ -87,11 +103,20 @@ def run_case(
     options.check()
     models = models or Models(options)
     mask = AvailabilityMask.from_keys(images.keys())
+    check_case_images(images)
     # Load before any work or message: a bad checkpoint fails at once, not after minutes of synthesis.
     synthesizer = models.synthesizer() if options.synthesize and not mask.is_complete else None
     segmenter = models.segmenter() if options.segment else None
-    common, notes = to_common_grid(images, options.reference)
-    result = PipelineResult(reference_key(common, options.reference), notes=notes)
+    check_memory(
+        estimate_run_bytes(images, [m.spacing for m in (synthesizer, segmenter) if m is not None]),
+        f"This case ({next(iter(images.values())).describe_grid()})",
+    )
+    with within(0.0, 0.02):  # inspection, registration, brain extraction, resampling (preparation.py)
+        prepared = prepare_case(images, options.prepare, options.reference, options.seed)
+    common, notes = prepared.images, prepared.notes
+    if not looks_skull_stripped(common):
+        notes.append(NOT_SKULL_STRIPPED)
+    result = PipelineResult(reference_key(common, options.reference), notes=notes, preparation=prepared.record)
     for note in notes:
         emit(0.01, note)
 
@@ -123,23 +148,109 @@ def run_case(
                 cleanup=options.cleanup,
                 label_convention=options.label_convention,
             )
+    prepared.restore_result(result)  # outputs onto the reference input's grid
     emit(1.0, "Done")
     return result
 
 
+def check_case_images(images: Mapping[str, Image]) -> None:
+    """Refuse, per modality and before any work, what no model run can use.
+
+    Args:
+        images: modality key -> image, as given to ``run_case``.
+
+    Raises:
+        InputError: naming the modality: a sheared (non-orthonormal) grid, a
+            voxel size or field of view no head has, or a blank or constant
+            volume.
+    """
+    for key, image in images.items():
+        name = f"The {BY_KEY[key].display} volume" if key in BY_KEY else f"The volume '{key}'"
+        check_direction(image.direction, name)
+        check_head_geometry(image.size_xyz, image.spacing, name)
+    check_informative(images)
+
+
+def estimate_run_bytes(images: Mapping[str, Image], model_spacings: Sequence[Sequence[float]]) -> int:
+    """A generous estimate of the memory a run of this case needs, from its geometry alone.
+
+    Args:
+        images: the case's inputs.
+        model_spacings: ``(x, y, z)`` working spacing of each model that will
+            run (the working grid spans the inputs' field of view at it).
+
+    Returns:
+        bytes: float32 copies of the inputs (read, common grid, z-scores) and
+        of the outputs, plus about 16 float32 channels on the finest working grid.
+    """
+    largest = max(images.values(), key=lambda im: im.array.size)
+    inputs = sum(im.array.size for im in images.values()) * 4 * 3
+    outputs = largest.array.size * 4 * 2 * (len(MODALITY_KEYS) + 1)
+    working = 0
+    for spacing in model_spacings:
+        extent = np.asarray(largest.size_xyz) * np.asarray(largest.spacing)
+        working = max(working, int(np.prod(np.ceil(extent / np.asarray(spacing)))) * 4 * 16)
+    return int(inputs + outputs + working)
+
+
+def planned_outputs(keys: Sequence[str], options: RunOptions) -> list[str]:
+    """The file names a run of a case with modalities ``keys`` will write, ``manifest.json`` last."""
+    missing = [k for k in MODALITY_KEYS if k not in set(keys)] if options.synthesize else []
+    names = [f"{k}.nii.gz" for k in missing]
+    names += [f"{k}_std.nii.gz" for k in missing if options.samples > 1]
+    names += ["segmentation.nii.gz"] if options.segment else []
+    return names + [MANIFEST]
+
+
+def check_output_folder(out_dir: str | os.PathLike, names: Sequence[str]) -> None:
+    """Refuse an output folder that is a file or holds a file the run would write.
+
+    Raises:
+        InputError: naming the files and the fix. A folder with a
+            ``manifest.json`` "already holds a finished run".
+    """
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InputError(f"The output folder '{out_dir}' is a file: give a folder (--out is created if missing).")
+    clash = existing(out_dir, names)
+    if not clash:
+        return
+    what = f"already holds a finished run ({MANIFEST}) and" if MANIFEST in clash else "already"
+    raise InputError(
+        f"'{out_dir}' {what} holds {', '.join(clash)}, which this run would write: choose another output "
+        "folder (--out), or move those files away. medmodels never replaces a file it did not write in the same "
+        "run (inputs, your own files, an earlier run's outputs)."
+    )
+
+
 def write_outputs(
-    result: PipelineResult, out_dir: str | os.PathLike, options: RunOptions, inputs: Mapping[str, str] | None = None
+    result: PipelineResult,
+    out_dir: str | os.PathLike,
+    options: RunOptions,
+    inputs: Mapping[str, str] | None = None,
+    claim: bool = True,
 ) -> Path:
     """Write the result into ``out_dir``; ``manifest.json`` comes last.
 
-    Files are first written to a hidden folder beside the outputs and moved
-    in only when all are written, so an interrupted run leaves no half-written
-    file and no manifest.
+    Files are first written (and verified) in a hidden folder beside the
+    outputs and moved in only when all are written, so an interrupted run
+    leaves no half-written file and no manifest. No existing file is
+    replaced: one in the way is refused before anything is moved.
+
+    Args:
+        result: what ``run_case`` returned.
+        out_dir: the output folder (created if missing).
+        options: the run's options, recorded in the manifest.
+        inputs: modality key -> input path, recorded in the manifest.
+        claim: claim ``out_dir`` here (False: the caller holds its claim).
     """
+    if claim:
+        with claimed_folder(out_dir):
+            return write_outputs(result, out_dir, options, inputs, claim=False)
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    if (out_dir / MANIFEST).exists():
-        raise InputError(f"'{out_dir}' already holds a finished run ({MANIFEST}): choose an empty output folder.")
+    names = [f"{k}.nii.gz" for k in result.synthesised] + [f"{k}_std.nii.gz" for k in result.uncertainty]
+    names += ["segmentation.nii.gz"] if result.segmentation is not None else []
+    check_output_folder(out_dir, names + [MANIFEST])
     staging = Path(tempfile.mkdtemp(prefix=".partial-", dir=out_dir))
     manifest: dict = {
         "reference": result.reference,
@@ -148,6 +259,7 @@ def write_outputs(
         "segmentation": None,
         "label_convention": options.label_convention,
         "notes": result.notes,
+        "preparation": result.preparation,
         "options": asdict(options),
         "inputs": dict(inputs or {}),
     }
@@ -158,13 +270,33 @@ def write_outputs(
             manifest["uncertainty"][key] = write_image(image, staging / f"{key}_std.nii.gz").name
         if result.segmentation is not None:
             manifest["segmentation"] = write_image(result.segmentation, staging / "segmentation.nii.gz").name
-        for item in staging.iterdir():
-            os.replace(item, out_dir / item.name)
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
-        os.replace(staging / MANIFEST, out_dir / MANIFEST)
+        _move_in(staging, out_dir, names + [MANIFEST])
+    except OSError as err:
+        raise InputError(
+            f"Could not write the outputs into '{out_dir}' ({err.strerror or err}): free space on the disk, "
+            "or choose a writable output folder."
+        ) from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return out_dir / MANIFEST
+
+
+def _move_in(staging: Path, out_dir: Path, names: Sequence[str]) -> None:
+    """Move ``names`` (manifest last) from ``staging`` into ``out_dir``, replacing nothing;
+    on a clash, take back what this call moved in, so no partial result stays."""
+    moved: list[Path] = []
+    try:
+        for name in names:
+            publish_new(staging / name, out_dir / name)
+            moved.append(out_dir / name)
+    except FileExistsError:
+        for path in moved:
+            path.unlink(missing_ok=True)
+        raise InputError(
+            f"'{out_dir / name}' appeared while this run was writing: another program writes into '{out_dir}'. "
+            "Choose an output folder of this run's own."
+        ) from None
 
 
 @dataclass
@@ -213,16 +345,23 @@ def run_cases(
     """
     options.check()
     several = len(cases) > 1
+    # Every case's output folder is checked before the first case is computed: a clash is found in
+    # seconds, not after hours of work on the cases before it.
+    for name, files in cases:
+        check_output_folder(case_output_dir(out_dir, name, several), planned_outputs(list(files), options))
     models = Models(options)
     outcomes = []
     for name, files in cases:
         outcome = CaseOutcome(name)
+        case_dir = case_output_dir(out_dir, name, several)
         try:
-            result = run_case({k: read_image(p) for k, p in files.items()}, options, models)
-            outcome.notes = list(result.notes)
-            outcome.manifest = write_outputs(
-                result, case_output_dir(out_dir, name, several), options, {k: str(p) for k, p in files.items()}
-            )
+            with claimed_folder(case_dir):  # held from before the computation until the manifest is in
+                check_output_folder(case_dir, planned_outputs(list(files), options))
+                result = run_case({k: read_image(p) for k, p in files.items()}, options, models)
+                outcome.notes = list(result.notes)
+                outcome.manifest = write_outputs(
+                    result, case_dir, options, {k: str(p) for k, p in files.items()}, claim=False
+                )
         except CheckpointError:
             raise
         except Exception as err:  # any failure of one case (bad file, grids, memory) must not stop the others

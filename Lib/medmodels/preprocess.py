@@ -151,10 +151,61 @@ def brain_mask(images: Mapping[str, Image]) -> np.ndarray:
         largest = sitk.RelabelComponent(sitk.ConnectedComponent(otsu)) == 1
         mask = sitk.GetArrayFromImage(sitk.BinaryFillhole(largest)).astype(bool)
     if not mask.any():
-        raise InputError(
-            "The brain mask is empty: every voxel of the inputs is zero. Check that the right volumes were chosen."
+        what = (
+            "every voxel of the inputs is zero"
+            if not nonzero.any()
+            else "no brain stands out from the background (the inputs are constant or nearly so)"
         )
+        raise InputError(f"The brain mask is empty: {what}. Check that the right volumes were chosen.")
     return mask
+
+
+def looks_skull_stripped(images: Mapping[str, Image]) -> bool:
+    """A minimal check that inputs are skull-stripped (as BraTS's are): in each
+    image at most ``SKULL_STRIPPED_MAX_FRACTION`` of the voxels are non-zero.
+
+    A head with scalp, skull and air noise fills most of its field of view with
+    non-zero voxels; a stripped brain fills well under half. This says only
+    whether a run should warn; it finds no brain and strips nothing.
+
+    Args:
+        images: ``{key: Image}``, any grids.
+    """
+    return all(np.count_nonzero(img.array) <= SKULL_STRIPPED_MAX_FRACTION * img.array.size for img in images.values())
+
+
+#: A modality with fewer non-zero voxels than this fraction is refused as blank.
+MIN_NONZERO_FRACTION = 1e-3
+
+
+def check_informative(images: Mapping[str, Image]) -> None:
+    """Refuse a blank or constant volume, naming its modality.
+
+    A volume of zeros (or one value everywhere) given as acquired would be
+    taken as that modality's image: the models would synthesise and segment
+    from nothing. It is better left out (then it is synthesised).
+
+    Args:
+        images: ``{key: Image}``; keys are modality keys (others are named as they are).
+
+    Raises:
+        InputError: naming the first such modality, its one value, and the fix.
+    """
+    for key, image in images.items():
+        name = BY_KEY[key].display if key in BY_KEY else key
+        array = np.asarray(image.array)
+        low, high = float(array.min()), float(array.max())
+        if low == high:
+            what = "every voxel is 0" if low == 0 else f"every voxel is {low:g}"
+            raise InputError(
+                f"The {name} volume is blank ({what}): choose the {name} series that holds image data, or "
+                f"leave {name} out (it is then synthesised)."
+            )
+        if np.count_nonzero(array) < MIN_NONZERO_FRACTION * array.size:
+            raise InputError(
+                f"The {name} volume is nearly blank ({np.count_nonzero(array)} of {array.size} voxels are "
+                f"non-zero): choose the {name} series that holds image data, or leave {name} out."
+            )
 
 
 # ---------------------------------------------------------------------------

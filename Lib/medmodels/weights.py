@@ -107,9 +107,21 @@ def load_checkpoint(
             "is not the recorded one. Restore the original file (reinstall the extension for bundled weights)."
         )
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        payload = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # torch raises several types for unsafe or broken pickles
         raise CheckpointError(f"Checkpoint '{path}' could not be loaded with weights_only=True: {err}") from None
+    return _checked_payload(payload, path)
+
+
+def _checked_payload(payload: Any, path: Path) -> dict[str, Any]:
+    """``payload`` if it is a medmodels checkpoint (a dict with ``state_dict``), else a CheckpointError."""
+    if not isinstance(payload, dict) or not isinstance(payload.get("state_dict"), dict):
+        what = type(payload).__name__ if not isinstance(payload, dict) else "a dict without 'state_dict'"
+        raise CheckpointError(
+            f"'{path}' holds {what}, not a medmodels checkpoint ({{'state_dict': ..., 'config': ...}}): give a "
+            "checkpoint written by medmodels (train-seg/train-syn, export)."
+        )
+    return payload
 
 
 def bundled_checkpoint(name: str) -> Path:
@@ -139,17 +151,37 @@ def import_checkpoint(source: str | os.PathLike, destination_dir: str | os.PathL
 
     The hash is the one published with the weights; the copy is refused if
     the file does not match it.
+
+    Args:
+        source: the checkpoint file.
+        destination_dir: the folder to copy it into (created if missing).
+        sha256: the hash published with the weights.
+
+    Raises:
+        CheckpointError: a missing source, a folder given as the source, a
+            destination that is a file or the source itself, a file already
+            there, a hash mismatch, or a file that is no checkpoint.
     """
-    source = Path(source)
+    source, destination_dir = Path(source), Path(destination_dir)
+    dest = _import_destination(source, destination_dir)
     actual = sha256_of(source)
     if actual != sha256.lower():
         raise CheckpointError(
             f"'{source}' has SHA-256 {actual}, not the {sha256} you gave: the download is damaged or is another file."
         )
     payload = load_checkpoint_unrecorded(source)
-    dest = Path(destination_dir) / source.name
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(source, dest)
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".partial-", suffix=".pt", dir=dest.parent)
+        os.close(fd)
+        try:
+            shutil.copyfile(source, tmp)
+            publish(tmp, dest)
+        finally:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+    except OSError as err:
+        raise CheckpointError(f"Could not copy '{source}' into '{dest.parent}' ({err.strerror or err}).") from None
     _write_json(
         record_path(dest),
         {
@@ -163,12 +195,34 @@ def import_checkpoint(source: str | os.PathLike, destination_dir: str | os.PathL
     return dest
 
 
+def _import_destination(source: Path, destination_dir: Path) -> Path:
+    """Where ``import_checkpoint`` copies ``source``, after the path checks that need no reading."""
+    if not source.exists():
+        raise CheckpointError(f"'{source}' does not exist: give the checkpoint file you downloaded.")
+    if not source.is_file():
+        raise CheckpointError(f"'{source}' is a folder: give the checkpoint file (.pt) itself.")
+    if destination_dir.exists() and not destination_dir.is_dir():
+        raise CheckpointError(f"'{destination_dir}' is a file: --out is the folder the checkpoint is copied into.")
+    dest = destination_dir / source.name
+    if dest.exists() and dest.resolve() == source.resolve():
+        raise CheckpointError(
+            f"'{source}' is already in '{destination_dir}': import it into another folder (--out), or, if it "
+            "is recorded already, use it as it is."
+        )
+    if dest.exists() or record_path(dest).exists():
+        raise CheckpointError(
+            f"'{dest}' (or its record) exists already: remove it, or import into another folder (--out)."
+        )
+    return dest
+
+
 def load_checkpoint_unrecorded(path: Path) -> dict[str, Any]:
     """Only for checking a file whose hash was just verified by the caller."""
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
         raise CheckpointError(f"'{path}' is not a weights-only PyTorch checkpoint: {err}") from None
+    return _checked_payload(payload, path)
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:

@@ -54,6 +54,22 @@ def describe_availability(inputs: Mapping[str, object], options=None) -> str:
     return text
 
 
+#: The one node class the modality selectors show. Vector, tensor, DWI and
+#: label-map volume nodes subclass it, and the selectors (showChildNodeTypes
+#: false) hide them, so auto-assign must not put them in a slot either.
+SELECTOR_CLASS = "vtkMRMLScalarVolumeNode"
+
+
+def assignable_volumes(nodes: Sequence) -> list:
+    """The nodes a modality selector can show: exactly scalar volumes, not hidden from editors.
+
+    Args:
+        nodes: candidate nodes (e.g. every vtkMRMLScalarVolumeNode of the scene,
+            subclasses included).
+    """
+    return [n for n in nodes if n.GetClassName() == SELECTOR_CLASS and not n.GetHideFromEditors()]
+
+
 def assign_by_name(volume_nodes: Sequence) -> tuple[dict, list[str]]:
     """Fill the modality slots from node names with medmodels' name registry.
 

@@ -28,12 +28,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Callable
 
-from medmodels.errors import InputError
-from medmodels.modalities import AvailabilityMask
-
-from MissingModalityToolsLib import nodes as nodeio
-from MissingModalityToolsLib.inputs import display_name, input_problems, scene_problems, selected_inputs
-from MissingModalityToolsLib.options import build_arguments, output_names, segmentation_name
+# Only the standard library and the worker at import time: the Slicer module
+# file imports this file at Slicer's start, and medmodels (numpy, SimpleITK)
+# with the input checks and node I/O built on it are imported when a run
+# starts, so a broken install is reported at Apply, not as a module that
+# fails to load.
 from MissingModalityToolsLib.worker import RunCancelled, WorkerError, WorkerProcess, default_python
 
 ProgressCallback = Callable[[float, str], None]
@@ -72,6 +71,9 @@ def plan_run(
         output_dir: folder the worker writes into.
         missing_keys: modality keys not acquired, in canonical order.
     """
+    from MissingModalityToolsLib.inputs import display_name
+    from MissingModalityToolsLib.options import build_arguments, output_names, segmentation_name
+
     arguments = build_arguments(input_files, output_dir, options)
     outputs = []
     if options.synthesize:
@@ -220,6 +222,8 @@ class MissingModalityToolsLogic:
 
     def problems(self, inputs: Mapping[str, object], options) -> list[str]:
         """``inputs.input_problems`` plus nodes from another scene; empty = ``start`` will start."""
+        from MissingModalityToolsLib.inputs import input_problems, scene_problems
+
         return input_problems(inputs, options) + scene_problems(inputs, self.scene)
 
     def environment(self) -> dict:
@@ -245,6 +249,11 @@ class MissingModalityToolsLogic:
         Raises InputError (listing every problem) before anything is written,
         and nodes.NodeError when an input cannot be written.
         """
+        from medmodels.errors import InputError
+        from medmodels.modalities import AvailabilityMask
+
+        from MissingModalityToolsLib.inputs import selected_inputs
+
         problems = self.problems(inputs, options)
         if problems:
             raise InputError(" ".join(problems))
@@ -285,6 +294,9 @@ class MissingModalityToolsLogic:
 
     def _load(self, run: Run, manifest: dict) -> RunResult:
         """The run's outputs as new nodes placed with the reference input; all or nothing."""
+        from MissingModalityToolsLib import nodes as nodeio
+        from MissingModalityToolsLib.inputs import display_name
+
         ref_key = manifest.get("reference") if manifest.get("reference") in run.inputs else next(iter(run.inputs))
         reference = run.inputs[ref_key]
         result = RunResult(reference_key=ref_key)
@@ -363,6 +375,8 @@ def write_inputs(chosen: Mapping[str, object], input_dir: str) -> dict[str, str]
 
     The nodes are untouched (standalone storage nodes, see nodes.py).
     """
+    from MissingModalityToolsLib import nodes as nodeio
+
     os.makedirs(input_dir)
     files = {}
     for key, node in chosen.items():

@@ -134,7 +134,9 @@ def read_segmentation(scene, path: str, name: str, reference_node, convention: s
             segment = segmentation.GetSegment(segment_id)
             segment.SetName(spec.name)
             segment.SetColor(*spec.color)
-            segment.SetTerminology(terminology_entry(spec))
+            # The tag, not vtkSegment.SetTerminology: that method exists only from
+            # Slicer 5.10, and the tag is what it sets (5.6 and 5.8 read it too).
+            segment.SetTag(segment.GetTerminologyEntryTagName(), terminology_entry(spec))
             segmentation.SetSegmentIndex(segment_id, index)
     except Exception:
         remove_nodes(scene, [seg_node])

@@ -5,6 +5,10 @@ crash in torch cannot take Slicer down, and cancel can simply kill it. Two
 reader threads move stdout and stderr lines into a queue; the caller drains
 the queue with ``poll()`` from its own thread (Slicer's main thread, through
 a QTimer), so callbacks never run on a reader thread.
+
+The worker runs under a memory limit (``default_memory_limit``: 80 % of the
+machine's memory), so a run that asks for too much fails with a message in
+words instead of taking the machine (and Slicer) down with it.
 """
 
 from __future__ import annotations
@@ -57,6 +61,45 @@ def parse_line(line: str, stream: str) -> WorkerEvent:
     return WorkerEvent("log" if stream == "stdout" else "stderr", line)
 
 
+#: Share of the machine's memory a worker may use.
+MEMORY_SHARE = 0.8
+#: What a worker that ran out of memory prints (Python, numpy, PyTorch), and the signal the kernel's
+#: out-of-memory killer sends.
+_MEMORY_WORDS = ("MemoryError", "out of memory", "can't allocate memory", "Cannot allocate memory")
+
+
+def default_memory_limit() -> int | None:
+    """``MEMORY_SHARE`` of the machine's physical memory in bytes, or None where it is unknown."""
+    try:
+        return int(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") * MEMORY_SHARE)
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def memory_limiter(limit_bytes: int | None):
+    """A ``preexec_fn`` that caps the child's memory at ``limit_bytes``, or None (no cap).
+
+    POSIX only (``resource``); on Windows there is no ``preexec_fn`` and this
+    is a documented no-op (None). On Linux the cap is ``RLIMIT_DATA`` (the
+    private writable memory, i.e. what really uses RAM): ``RLIMIT_AS`` would
+    count the large address ranges CUDA reserves without using them and make
+    every GPU run fail. Elsewhere (macOS) ``RLIMIT_AS``. Python raises
+    ``MemoryError`` when an allocation passes the cap.
+    """
+    if not limit_bytes or os.name != "posix":
+        return None
+    import resource
+
+    which = resource.RLIMIT_DATA if sys.platform.startswith("linux") else resource.RLIMIT_AS
+
+    def limit() -> None:
+        soft, hard = resource.getrlimit(which)
+        cap = limit_bytes if hard == resource.RLIM_INFINITY else min(limit_bytes, hard)
+        resource.setrlimit(which, (cap, hard))
+
+    return limit
+
+
 class WorkerProcess:
     """One run of the worker command.
 
@@ -64,9 +107,18 @@ class WorkerProcess:
         command: executable and arguments.
         env: the whole environment of the process.
         cwd: working directory (a folder the run owns).
+        memory_limit_bytes: the worker's memory cap (``memory_limiter``);
+            None = ``default_memory_limit()``, 0 = no cap.
     """
 
-    def __init__(self, command: Sequence[str], env: Mapping[str, str], cwd: str | None = None):
+    def __init__(
+        self,
+        command: Sequence[str],
+        env: Mapping[str, str],
+        cwd: str | None = None,
+        memory_limit_bytes: int | None = None,
+    ):
+        self.memory_limit_bytes = default_memory_limit() if memory_limit_bytes is None else memory_limit_bytes
         self.command = [str(c) for c in command]
         self.env = dict(env)
         self.cwd = cwd
@@ -87,6 +139,9 @@ class WorkerProcess:
         else:
             # Own session = own process group: cancel kills the group, grandchildren included.
             kwargs["start_new_session"] = True
+            limiter = memory_limiter(self.memory_limit_bytes)
+            if limiter is not None:
+                kwargs["preexec_fn"] = limiter
         self.proc = subprocess.Popen(
             self.command,
             env=self.env,
@@ -169,6 +224,10 @@ class WorkerProcess:
         for t in self._threads:
             t.join(timeout=10)
 
+    def ran_out_of_memory(self) -> bool:
+        """True when the worker's output says it ran out of memory (a MemoryError, PyTorch's words)."""
+        return any(word in line for line in self.stderr_tail for word in _MEMORY_WORDS)
+
     def failure_message(self) -> str:
         """What went wrong, for a run that exited non-zero."""
         rc = self.returncode
@@ -181,7 +240,14 @@ class WorkerProcess:
                 if tail
                 else "it printed nothing on stderr"
             )
-        if rc is not None and rc < 0:
+        if self.ran_out_of_memory():
+            cap = f"{self.memory_limit_bytes / 2**30:.1f} GiB" if self.memory_limit_bytes else "the machine's memory"
+            how = (
+                f"ran out of memory (its limit is {cap}): the volumes are too large or too finely sampled for "
+                "this machine. Close other programs, check the volumes' spacing, or use a machine with more memory. "
+                "Details"
+            )
+        elif rc is not None and rc < 0:
             how = f"was killed by signal {-rc} (a crash, or the system ran out of memory)"
         else:
             how = f"stopped with exit code {rc}"

@@ -19,7 +19,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 MODULE_DIR = ROOT / "MissingModalityTools"
 LIB_DIR = ROOT / "Lib"
-CONTRACT_WORKER = Path(__file__).resolve().parent / "slicer_contract_worker.py"
+CONTRACT_WORKER = MODULE_DIR / "Resources" / "Testing" / "slicer_contract_worker.py"  # shipped for the self-test
 for _p in (str(LIB_DIR), str(MODULE_DIR)):
     if _p not in sys.path:
         sys.path.insert(0, _p)

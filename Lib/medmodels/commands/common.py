@@ -20,7 +20,20 @@ def add_runtime_arguments(parser: argparse.ArgumentParser, device: bool = True) 
             choices=DEVICES,
             help="where to run: the GPU when there is one (auto), or force cuda/cpu",
         )
-    parser.add_argument("--threads", type=int, default=None, help="CPU threads for PyTorch (default: PyTorch's choice)")
+    parser.add_argument(
+        "--threads", type=_threads, default=None, help="CPU threads for PyTorch (default: PyTorch's choice)"
+    )
+
+
+def _threads(text: str) -> int:
+    """``--threads``: a whole number of at least 1 (0: PyTorch's choice)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"--threads is a whole number, 1 or more (0: PyTorch's choice), got '{text}'")
+    return value
 
 
 def apply_runtime_arguments(args: argparse.Namespace) -> None:

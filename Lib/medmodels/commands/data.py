@@ -25,6 +25,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--case", default=None, help="case name (default Phantom_<seed>)")
     p.add_argument("--naming", choices=("2018", "2023"), default="2018", help="BraTS file naming convention")
+    p.add_argument("--head", action="store_true", help="skull, scalp and fat around the brain (not skull-stripped)")
+    p.add_argument(
+        "--misaligned",
+        action="store_true",
+        help="each contrast on its own thick-slice axial grid with a known rigid misalignment (up to 10 deg, 15 mm), recorded in CASE/transforms.json; labels on the FLAIR grid",
+    )
+    p.add_argument("--slice-mm", type=float, default=5.0, help="slice thickness with --misaligned (default 5)")
     p.set_defaults(func=_phantom)
 
 
@@ -32,6 +39,8 @@ def _phantom(args: argparse.Namespace) -> int:
     from medmodels.phantom import write_phantom_case  # imports torch: only when the command runs
 
     case = args.case or f"Phantom_{args.seed:03d}"
-    folder = write_phantom_case(args.out_dir, case, args.size, args.seed, args.naming)
+    folder = write_phantom_case(
+        args.out_dir, case, args.size, args.seed, args.naming, args.head, args.misaligned, args.slice_mm
+    )
     print(folder)
     return 0

@@ -125,7 +125,10 @@ def _run(args: argparse.Namespace) -> int:
 def _report_case(outcome) -> None:
     """Print one case's outcome as soon as it is known: the manifest on stdout, notes and errors on stderr."""
     for note in outcome.notes:
-        print(f"note: {outcome.name}: {note}", file=sys.stderr)
+        if note.startswith("Warning: "):  # e.g. inputs not skull-stripped: a WARNING line, not a quiet note
+            print(f"WARNING: {outcome.name}: {note[len('Warning: ') :]}", file=sys.stderr)
+        else:
+            print(f"note: {outcome.name}: {note}", file=sys.stderr)
     if outcome.error is not None:
         print(f"ERROR in case {outcome.name}: {outcome.error}", file=sys.stderr, flush=True)
     else:

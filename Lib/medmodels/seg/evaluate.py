@@ -20,6 +20,7 @@ import numpy as np
 
 from medmodels.datasets import discover_cases
 from medmodels.errors import InputError
+from medmodels.io import read_header
 from medmodels.labels import REGIONS
 from medmodels.metrics import region_scores
 from medmodels.modalities import AvailabilityMask
@@ -94,6 +95,7 @@ def evaluate(
     missing = [n for n in names if n not in found]
     if missing:
         raise InputError(f"Cases not found in '{data_dir}': {', '.join(missing)}.")
+    check_label_grids([found[n] for n in names])
     rows, timing = [], {m: 0.0 for m in models}
     if jobs > 1:
         import multiprocessing
@@ -148,6 +150,45 @@ def summarise(rows, model_names, subsets) -> dict:
             "mean_dice_fewer_than_4": float(np.mean([avg_partial[k] for k in dice_keys])) if avg_partial else None,
         }
     return summary
+
+
+def read_included(path: str | Path) -> dict:
+    """The earlier results.json given to ``--include``, checked before any evaluation.
+
+    Raises:
+        InputError: a missing file, not JSON, or not the results of ``evaluate-seg``.
+    """
+    path = Path(path)
+    try:
+        result = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InputError(f"--include: '{path}' does not exist: give the results.json of an earlier run.") from None
+    except (OSError, ValueError) as err:
+        raise InputError(f"--include: '{path}' is not a readable JSON file ({err}).") from None
+    needed = ("cases", "subsets", "models", "rows")
+    if not isinstance(result, dict) or any(k not in result for k in needed):
+        raise InputError(f"--include: '{path}' is not a results.json of evaluate-seg (it lacks {', '.join(needed)}).")
+    return result
+
+
+def check_label_grids(cases: Sequence) -> None:
+    """Refuse, before any segmentation, a case whose labels are not on its images' grid.
+
+    Only the headers are read (``read_header``), so this costs no time.
+
+    Raises:
+        InputError: naming the case, the two grids and the fix.
+    """
+    for case in cases:
+        label = read_header(case.label)
+        for key, path in case.images.items():
+            image = read_header(path)
+            if not image.same_grid(label):
+                raise InputError(
+                    f"Case '{case.name}': its labels '{case.label.name}' ({label.describe_grid()}) are not on the "
+                    f"grid of its {key} image ({image.describe_grid()}): resample the labels onto the image grid "
+                    "(nearest neighbour), or leave the case out."
+                )
 
 
 def merge_results(first: dict, second: dict) -> dict:

@@ -116,15 +116,26 @@ def load_cases(found: dict, names, cfg: TrainConfig, with_patch: bool = True, qu
     return cases
 
 
-def validate(model, val_cases, cfg: TrainConfig, device) -> dict:
-    """Mean Dice of ET, TC, WT over whole validation volumes, all four modalities."""
-    scores = []
-    for _name, image, regions in val_cases:
-        probs = predict_probabilities(model, image, (True,) * 4, cfg.patch_size, 0.5, device)
-        pred, truth = (probs >= 0.5).numpy(), regions.numpy()
-        scores.append([dice(p, t) for p, t in zip(pred, truth)])
-    s = np.mean(scores, axis=0)
-    return {"ET": float(s[0]), "TC": float(s[1]), "WT": float(s[2])}
+#: Subsets scored at every validation (bits in FLAIR, T1, T1c, T2 order): all
+#: four; FLAIR+T1+T2, the commonest gap (T1c missing); FLAIR alone. Learning
+#: curves for these three decide the training settings (docs/segmentation.md).
+VAL_SUBSETS = ("1111", "1101", "1000")
+
+
+def validate(model, val_cases, cfg: TrainConfig, device, subsets=VAL_SUBSETS) -> dict:
+    """Mean Dice of ET, TC, WT over whole validation volumes at the working
+    spacing, for each subset in ``subsets``: ``{"1111": {"ET": .., "TC": .., "WT": ..}, ...}``."""
+    out = {}
+    for bits in subsets:
+        mask = AvailabilityMask.from_bits(bits).available
+        scores = []
+        for _name, image, regions in val_cases:
+            probs = predict_probabilities(model, image, mask, cfg.patch_size, 0.5, device)
+            pred, truth = (probs >= 0.5).numpy(), regions.numpy()
+            scores.append([dice(p, t) for p, t in zip(pred, truth)])
+        s = np.mean(scores, axis=0)
+        out[bits] = {"ET": float(s[0]), "TC": float(s[1]), "WT": float(s[2])}
+    return out
 
 
 def make_task(cfg: TrainConfig, cases, val_cases, device: torch.device) -> Task:

@@ -1,0 +1,168 @@
+"""The preparation step: from a study as it comes from the scanner to BraTS-style inputs.
+
+    inspect (inspection.py) -> register every modality onto the reference
+    (registration.py) -> resample onto the preparation grid -> extract the
+    brain (brain_extraction.py) -> the models -> outputs back onto the
+    reference input's grid
+
+Modes (``RunOptions.prepare``):
+
+- "auto" (default): inspect; register when the inputs are not on one grid
+  or do not line up; extract the brain when the inputs are not skull-stripped;
+  resample to isotropic voxels when an input has thick slices. BraTS-style
+  inputs pass through untouched (bit for bit as without this step).
+- "on": register and extract the brain whatever the inspection says.
+- "off": only bring the inputs onto the reference grid, as before; the
+  inspection's findings are still reported as warnings.
+
+The preparation grid is the reference's field of view and orientation at
+isotropic voxels of ``max(PREPARED_SPACING_MM, finest reference spacing)``:
+1 mm for a clinical thick-slice series (e.g. 0.5 x 0.5 x 5 mm), coarser
+when the reference itself is coarser in-plane (then finer voxels would add
+nothing but time).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from medmodels.brain_extraction import extract_brain
+from medmodels.image import Image
+from medmodels.inspection import Inspection, inspect_inputs
+from medmodels.modalities import BY_KEY
+from medmodels.preprocess import to_common_grid, working_geometry
+from medmodels.progress import emit, progress
+from medmodels.registration import apply_rigid, register_rigid
+
+#: Voxel size (mm) of the preparation grid for thick-slice inputs (never finer than the reference in-plane).
+PREPARED_SPACING_MM = 1.0
+
+
+@dataclass
+class Prepared:
+    """The inputs as the models need them, and the way back.
+
+    Attributes:
+        images: modality key -> image on ``grid``.
+        reference: the reference modality.
+        reference_grid: the reference input's grid (only geometry is used):
+            what the user sees the outputs on.
+        grid: the grid the models run on (``reference_grid`` unless resampled).
+        notes: what was found and done, one sentence each.
+        record: the same for the manifest (JSON-ready).
+    """
+
+    images: dict[str, Image]
+    reference: str
+    reference_grid: Image
+    grid: Image
+    notes: list[str] = field(default_factory=list)
+    record: dict = field(default_factory=dict)
+
+    def restore(self, image: Image, interpolation: str = "linear") -> Image:
+        """``image`` (on ``grid``) back onto the reference input's grid; unchanged when they are one.
+
+        Args:
+            image: an output of the models, e.g. a synthesised volume or a label map.
+            interpolation: "linear" for intensities, "nearest" for labels.
+        """
+        if image.same_grid(self.reference_grid):
+            return image
+        out = apply_rigid(image, np.eye(4), self.reference_grid, interpolation)
+        return out if interpolation == "linear" else out.with_array(out.array.astype(image.array.dtype))
+
+    def restore_result(self, result) -> None:
+        """Bring every image of a ``pipeline.PipelineResult`` back onto the reference input's grid, in place."""
+        result.synthesised = {k: self.restore(v) for k, v in result.synthesised.items()}
+        result.uncertainty = {k: self.restore(v) for k, v in result.uncertainty.items()}
+        if result.segmentation is not None:
+            result.segmentation = self.restore(result.segmentation, "nearest")
+
+
+def preparation_grid(reference: Image, thick: bool) -> Image:
+    """The grid the models run on: the reference's own, or (``thick``) its field
+    of view and axes at isotropic ``max(PREPARED_SPACING_MM, finest spacing)`` voxels."""
+    if not thick:
+        return reference.with_array(np.zeros(reference.shape, np.uint8))
+    spacing = max(PREPARED_SPACING_MM, min(reference.spacing))
+    return working_geometry(reference, (spacing,) * 3)
+
+
+def _register(images: Mapping[str, Image], inspection: Inspection, grid: Image, register: bool, seed: int):
+    """Every image on ``grid``: registered onto the reference first when ``register``.
+
+    Returns the images, one note per moved image and the registration records.
+    """
+    ref_key = inspection.reference
+    out, notes, records = {}, [], {}
+    for key in progress(list(images), desc="Registering" if register else "Resampling"):
+        image, matrix = images[key], np.eye(4)
+        if register and key != ref_key:
+            found = register_rigid(images[ref_key], image, seed=seed)
+            matrix, records[key] = found.matrix, found.record()
+            notes.append(
+                f"{BY_KEY[key].display} was registered onto {BY_KEY[ref_key].display}: rotation "
+                f"({', '.join(f'{a:.1f}' for a in found.rotation_deg)}) deg, shift "
+                f"({', '.join(f'{t:.1f}' for t in found.translation_mm)}) mm, on average {found.mean_shift_mm:.1f} mm; "
+                f"mutual information {found.similarity_before:.3f} -> {found.similarity_after:.3f}."
+            )
+        out[key] = image if image.same_grid(grid) else apply_rigid(image, matrix, grid)
+    return out, notes, records
+
+
+def prepare_case(
+    images: Mapping[str, Image], mode: str = "auto", preferred: str | None = None, seed: int = 0
+) -> Prepared:
+    """Inspect and, as ``mode`` says, register, resample and brain-extract one case.
+
+    Args:
+        images: modality key -> image, any grids (raw, as read).
+        mode: "auto", "on" or "off" (see the module's description).
+        preferred: the reference modality (None: first of FLAIR, T1, T1c, T2 given).
+        seed: seed of the registration's random sampling.
+
+    Returns:
+        the images on the grid the models run on, and how to bring outputs back.
+    """
+    emit(0.0, "Inspecting the inputs (skull-stripped? co-registered?)")
+    inspection = inspect_inputs(images, preferred)
+    ref_key = inspection.reference
+    reference = images[ref_key]
+    record: dict = {"mode": mode, "inspection": inspection.record(), "steps": []}
+    if mode == "off":
+        common, notes = to_common_grid(images, ref_key)
+        warnings = [f"Warning: {f.message}" for f in inspection.findings]
+        return Prepared(common, ref_key, reference, reference, warnings + notes, record)
+    notes = [f.message for f in inspection.findings]
+    register = mode == "on" or not (inspection.one_grid and inspection.coregistered)
+    extract = mode == "on" or not inspection.skull_stripped
+    grid = preparation_grid(reference, inspection.thick_slices)
+    record["grid"] = {"spacing": list(grid.spacing), "size_xyz": list(grid.size_xyz)}
+    if register or not grid.same_grid(reference) or not inspection.one_grid:
+        emit(0.2, "Registering the modalities onto the reference" if register else "Resampling")
+        prepared, moved, records = _register(images, inspection, grid, register, seed)
+        notes += moved
+        if register:
+            record["steps"].append("registration")
+            record["registration"] = records
+        if not grid.same_grid(reference):
+            record["steps"].append("resampling")
+            notes.append(f"The inputs were resampled to {grid.describe_grid()} for the models.")
+    else:
+        prepared = dict(images)
+    if extract:
+        emit(0.8, "Extracting the brain")
+        brain = extract_brain(prepared)
+        mask = brain.mask.array.astype(bool)
+        prepared = {k: v.with_array(np.where(mask, v.array, 0).astype(v.array.dtype)) for k, v in prepared.items()}
+        record["steps"].append("brain_extraction")
+        record["brain_extraction"] = brain.record()
+        notes.append(
+            f"The brain was extracted ({brain.method}, from {', '.join(BY_KEY[k].display for k in brain.used)}; "
+            f"{brain.volume_ml:.0f} ml): check the mask where results matter."
+        )
+    emit(1.0, "Inputs prepared")
+    return Prepared(prepared, ref_key, reference, grid, notes, record)

@@ -1,0 +1,113 @@
+"""Training throughput of a segmentation configuration: where one iteration's
+time goes, and how much of the machine's arithmetic it uses.
+
+``medmodels bench-seg --training`` prepares one phantom case at the working
+spacing (no data set needed), then runs ``iterations`` real training steps
+(patch sampling with random modality dropping, forward, loss, backward,
+optimiser) and reports the seconds per phase, iterations per second, the
+floating-point operations of an iteration (counted by
+``torch.utils.flop_counter`` over the same random subsets, so ShaSpec's
+per-subset encoders are counted as they run) and the achieved GFLOP/s against
+the measured float32 matrix-multiply peak of the same threads.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from medmodels.seg.losses import seg_losses
+from medmodels.seg.sampling import TrainCase, make_batch
+
+
+def matmul_peak_gflops(n: int = 1024, repeats: int = 20) -> float:
+    """Float32 matrix-multiply rate of this process' threads, in GFLOP/s (the best of ``repeats``)."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b  # warm-up: thread pool and caches
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - t0)
+    return 2 * n**3 / best / 1e9
+
+
+def _phantom_case(spacing, patch, size) -> TrainCase:
+    from medmodels.phantom import make_phantom
+    from medmodels.seg.data import prepare
+
+    ph = make_phantom(tuple(size), seed=0)
+    prep = prepare(ph.images, None, spacing, ph.labels)
+    return TrainCase.build("phantom", prep.image, prep.regions, patch)
+
+
+def _step(model, opt, case, batch_size, patch, rng, counter: FlopCounterMode | None = None) -> tuple:
+    """One training step; returns the seconds of (data, forward, backward, optimiser)."""
+    t0 = time.perf_counter()
+    x, y, m = make_batch([case], batch_size, patch, rng)
+    t1 = time.perf_counter()
+    with counter if counter is not None else torch.enable_grad():
+        losses = seg_losses(model(x, m), y, 0.1, 0.02)
+        t2 = time.perf_counter()
+        opt.zero_grad(set_to_none=True)
+        losses["total"].backward()
+    t3 = time.perf_counter()
+    opt.step()
+    return t1 - t0, t2 - t1, t3 - t2, time.perf_counter() - t3
+
+
+def bench_training(
+    config: dict,
+    batch_size: int = 2,
+    iterations: int = 20,
+    lr: float = 2e-3,
+    seed: int = 0,
+    phantom_size: tuple[int, int, int] = (160, 160, 120),
+) -> dict:
+    """Time ``iterations`` training steps of the model ``config`` describes
+    (``medmodels.seg.train.model_config``: arch, width, depth, spacing,
+    patch_size). Returns seconds per phase (means per iteration), iterations/s,
+    GFLOP per iteration (counted on a second pass over the same random
+    batches, so counting costs no timed seconds) and achieved GFLOP/s against
+    the matmul peak. The data come from one phantom case of ``phantom_size``
+    voxels (x, y, z; 1.5 mm at the default), prepared like a training case."""
+    from medmodels.seg.inference import build_model
+
+    patch = tuple(int(p) for p in config["patch_size"])
+    case = _phantom_case(tuple(config["spacing"]), patch, phantom_size)
+    torch.manual_seed(seed)
+    model = build_model(config)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr)
+    for _ in range(2):  # warm-up: allocators and thread pools
+        _step(model, opt, case, batch_size, patch, np.random.default_rng(seed + 1))
+    rng = np.random.default_rng(seed)
+    totals = np.zeros(4)
+    for _ in range(iterations):
+        totals += _step(model, opt, case, batch_size, patch, rng)
+    rng, flops = np.random.default_rng(seed), 0
+    for _ in range(iterations):
+        counter = FlopCounterMode(display=False)
+        _step(model, opt, case, batch_size, patch, rng, counter)
+        flops += counter.get_total_flops()
+    per_it = dict(zip(("data", "forward", "backward", "optimiser"), totals / iterations))
+    seconds = float(sum(per_it.values()))
+    gflop = flops / iterations / 1e9
+    peak = matmul_peak_gflops()
+    return {
+        "arch": config["arch"],
+        "width": config["width"],
+        "patch": list(patch),
+        "spacing_mm": list(config["spacing"]),
+        "batch_size": batch_size,
+        "threads": torch.get_num_threads(),
+        "iterations_timed": iterations,
+        "seconds_per_iteration": {k: round(float(v), 4) for k, v in per_it.items()},
+        "iterations_per_s": round(1.0 / seconds, 3),
+        "gflop_per_iteration": round(gflop, 2),
+        "achieved_gflops": round(gflop / seconds, 1),
+        "matmul_peak_gflops": round(peak, 1),
+        "fraction_of_peak": round(gflop / seconds / peak, 3),
+    }

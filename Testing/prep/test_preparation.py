@@ -1,0 +1,172 @@
+"""Studies as they come from the scanner (issue 13): the phantom with a head and
+misaligned thick-slice series, inspection, registration, brain extraction, and
+the pipeline on them."""
+
+import json
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+from medmodels.cli import main
+from medmodels.errors import InputError
+from medmodels.inspection import inspect_inputs
+from medmodels.metrics import dice, region_scores
+from medmodels.options import RunOptions
+from medmodels.phantom import (
+    HEAD_TISSUES,
+    TISSUES,
+    _acquire,
+    make_phantom,
+    scanned_phantom,
+    true_registration,
+)
+from medmodels.preparation import prepare_case
+from medmodels.registration import mask_points, mean_displacement, register_rigid
+
+SIZE = (96, 96, 64)  # 2.5 mm in-plane: small enough to be quick, fine enough for a 5 mm-slice study
+
+
+@pytest.fixture(autouse=True)
+def one_itk_thread():
+    """SimpleITK on one thread, as torch is: the machine's cores are shared."""
+    before = sitk.ProcessObject.GetGlobalDefaultNumberOfThreads()
+    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)
+    yield
+    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(before)
+
+
+@pytest.fixture(scope="module")
+def head():
+    return make_phantom(SIZE, seed=2, head=True)
+
+
+@pytest.fixture(scope="module")
+def scanned(head):
+    return scanned_phantom(head, seed=2)
+
+
+# -- the phantom ---------------------------------------------------------------
+
+
+def test_head_phantom_has_skull_scalp_fat_and_noisy_background():
+    ph = make_phantom((64, 64, 42), seed=1, head=True)
+    present = set(np.unique(ph.tissues.array).tolist())
+    assert {len(TISSUES) + i for i in range(len(HEAD_TISSUES))} <= present
+    t1 = ph.images["t1"].array
+    assert (t1 != 0).mean() > 0.9  # the scanner's noise floor, not zeros
+    fat = ph.tissues.array == len(TISSUES) + HEAD_TISSUES.index("fat")
+    wm = ph.tissues.array == TISSUES.index("wm")
+    assert t1[fat].mean() > 1.2 * t1[wm].mean()  # fat brightest in T1
+    # The brain itself (and its labels) are those of the phantom without a head.
+    plain = make_phantom((64, 64, 42), seed=1)
+    np.testing.assert_array_equal(ph.labels.array, plain.labels.array)
+    np.testing.assert_array_equal(ph.brain, plain.images["t1"].array != 0)
+
+
+def test_scanned_series_are_thick_and_misaligned_within_limits():
+    ph = make_phantom((48, 48, 32), seed=4, head=True)
+    sc = scanned_phantom(ph, seed=4, slice_mm=5.0)
+    for key, image in sc.images.items():
+        assert image.spacing[2] == pytest.approx(5.0) and image.shape[0] == 31
+        record = sc.record["series"][key]
+        angle = np.rad2deg(np.arccos((np.trace(np.asarray(record["scanner_to_phantom"])[:3, :3]) - 1) / 2))
+        assert 2.9 <= angle <= 10.0 + 1e-6
+        assert 4.4 <= np.linalg.norm(record["translation_mm"]) <= 15.0 + 1e-6
+    assert sc.labels.same_grid(sc.images["flair"]) and sc.brain.same_grid(sc.images["flair"])
+    np.testing.assert_allclose(true_registration(sc.record, "flair", "flair"), np.eye(4), atol=1e-9)
+
+
+def test_phantom_command_writes_misaligned_case_with_transforms(tmp_path):
+    assert main(["phantom", str(tmp_path), "--size", "48x48x32", "--head", "--misaligned", "--case", "S"]) == 0
+    record = json.loads((tmp_path / "S" / "transforms.json").read_text(encoding="utf-8"))
+    assert set(record["series"]) == {"flair", "t1", "t1c", "t2"} and record["labels_on"] == "flair"
+    from medmodels.datasets import find_case
+
+    images, labels = find_case(tmp_path / "S", require_label=True).load()
+    assert images["t1"].spacing[2] == pytest.approx(5.0) and labels.same_grid(images["flair"])
+
+
+# -- inspection -------------------------------------------------------------------
+
+
+def test_inspection_passes_brats_style_input(small_phantom):
+    found = inspect_inputs(small_phantom.images)
+    assert found.findings == [] and found.skull_stripped and found.coregistered and found.one_grid
+
+
+def test_inspection_flags_skull_and_misalignment_with_advice():
+    ph = make_phantom((48, 48, 32), seed=3, head=True)
+    found = inspect_inputs(scanned_phantom(ph, seed=3).images)
+    assert not found.skull_stripped and not found.coregistered
+    messages = " ".join(f.message for f in found.findings)
+    assert "skull-strip" in messages and "register" in messages and "--prepare" in messages
+    assert json.dumps(found.record())  # JSON-ready for the manifest
+
+
+# -- registration, brain extraction, preparation (slow) ----------------------------
+
+
+@pytest.mark.slow
+def test_registration_recovers_known_transforms_within_1mm(scanned):
+    points = mask_points(scanned.brain)
+    for key in ("t1", "t1c", "t2"):
+        found = register_rigid(scanned.images["flair"], scanned.images[key])
+        truth = true_registration(scanned.record, "flair", key)
+        assert mean_displacement(np.eye(4), truth, points) > 3.0  # there was something to recover
+        assert mean_displacement(found.matrix, truth, points) < 1.0, key
+        assert found.similarity_after > found.similarity_before
+
+
+@pytest.mark.slow
+def test_preparation_registers_resamples_and_extracts_the_brain(head, scanned):
+    prepared = prepare_case(scanned.images, "auto")
+    assert prepared.record["steps"] == ["registration", "resampling", "brain_extraction"]
+    assert max(prepared.grid.spacing) == pytest.approx(2.5)  # isotropic: max(1 mm, finest reference spacing)
+    mask = prepared.images["flair"].array != 0
+    to_flair = np.asarray(scanned.record["series"]["flair"]["scanner_to_phantom"])
+    truth = _acquire(
+        head.tissues.with_array(head.brain.astype(np.uint8)), prepared.grid, to_flair, sitk.sitkNearestNeighbor
+    )
+    assert dice(mask, truth.array.astype(bool)) >= 0.95
+    restored = prepared.restore(prepared.grid.with_array(mask.astype(np.uint8)), "nearest")
+    assert restored.same_grid(scanned.images["flair"])
+    assert json.dumps(prepared.record) and any("registered onto FLAIR" in n for n in prepared.notes)
+
+
+def test_auto_leaves_brats_style_input_untouched(small_phantom):
+    prepared = prepare_case(small_phantom.images, "auto")
+    assert prepared.record["steps"] == [] and prepared.notes == []
+    for key, image in small_phantom.images.items():
+        assert prepared.images[key] is image
+
+
+def test_off_only_warns(scanned):
+    prepared = prepare_case(scanned.images, "off")
+    assert prepared.record["steps"] == [] and any(n.startswith("Warning:") for n in prepared.notes)
+
+
+def test_prepare_option_is_checked_and_round_trips():
+    with pytest.raises(InputError, match="Unknown preparation"):
+        RunOptions(prepare="maybe").check()
+    assert "--prepare" not in RunOptions().to_argv()
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    RunOptions.add_arguments(parser)
+    options = RunOptions(prepare="off")
+    assert RunOptions.from_namespace(parser.parse_args(options.to_argv())) == options
+
+
+@pytest.mark.slow
+def test_pipeline_tumour_dice_on_scanner_study_close_to_brats_style(head, scanned):
+    options = RunOptions(synthesize=False, device="cpu")
+    from medmodels.pipeline import run_case
+
+    plain = make_phantom(SIZE, seed=2)
+    brats = run_case(plain.images, options)
+    wt_brats = region_scores(brats.segmentation.array, plain.labels.array, (1, 1, 1))["Dice_WT"]
+    study = run_case(scanned.images, options)
+    assert study.segmentation.same_grid(scanned.images["flair"])
+    assert study.preparation["steps"] == ["registration", "resampling", "brain_extraction"]
+    wt_study = region_scores(study.segmentation.array, scanned.labels.array, (1, 1, 1))["Dice_WT"]
+    assert wt_study >= wt_brats - 0.05, (wt_study, wt_brats)
