@@ -40,10 +40,11 @@ MODULE_DIR = os.path.dirname(os.path.abspath(__file__))
 #: The documentation: the README on the extension's homepage (EXTENSION_HOMEPAGE in CMakeLists.txt).
 DOCUMENTATION_URL = "https://github.com/MissingModalityTools/SlicerMissingModalityTools/blob/main/README.md"
 CONTRIBUTORS = ["MissingModalityTools developers"]
-#: The panel's choices; the same as medmodels.options.DEVICES and SEGMENT_ON
-#: (a test checks), spelled here so that Slicer's start imports no medmodels.
+#: The panel's choices; the same as medmodels.options.DEVICES, SEGMENT_ON and
+#: PREPARE_MODES (a test checks), spelled here so that Slicer's start imports no medmodels.
 DEVICES = ("auto", "cuda", "cpu")
 SEGMENT_ON = ("acquired", "all")
+PREPARE_MODES = ("auto", "on", "off")
 
 
 def medmodelsLocation():
@@ -93,6 +94,7 @@ PARAMETER_WIDGETS = {
     "synthesize": "synthesizeCheckBox",
     "segment": "segmentCheckBox",
     "segmentOn": "segmentOnComboBox",
+    "prepare": "prepareComboBox",
     "device": "deviceComboBox",
     "steps": "stepsSpinBox",
     "samples": "samplesSpinBox",
@@ -143,6 +145,7 @@ class MissingModalityToolsParameterNode:
     synthesize: bool = True
     segment: bool = True
     segmentOn: Annotated[str, Choice(list(SEGMENT_ON))] = "acquired"
+    prepare: Annotated[str, Choice(list(PREPARE_MODES))] = "auto"
     device: Annotated[str, Choice(list(DEVICES))] = "auto"
     steps: Annotated[int, WithinRange(0, 1000)] = 0
     samples: Annotated[int, WithinRange(1, 32)] = 1
@@ -364,6 +367,13 @@ class MissingModalityToolsWidget(ScriptedLoadableModuleWidget, VTKObservationMix
         if result.segmentation is not None:
             result.segmentation.CreateDefaultDisplayNodes()
             result.segmentation.GetDisplayNode().SetVisibility(True)
+        if result.transforms:
+            names = ", ".join(node.GetName() for node in result.transforms.values())
+            self.addLog(
+                _(
+                    "Registration transforms added (applied to nothing; apply one to its volume in the Transforms module to inspect it): {names}"
+                ).format(names=names)
+            )
 
 
 class WaitCursor:

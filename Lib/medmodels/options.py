@@ -138,8 +138,7 @@ class RunOptions:
         ):
             if value is not None:
                 argv += [flag, str(value)]
-        if self.prepare != "auto":  # the default is left out, so workers that predate the flag still parse it
-            argv += ["--prepare", self.prepare]
+        argv += ["--prepare", self.prepare]
         return argv
 
     @staticmethod

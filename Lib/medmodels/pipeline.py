@@ -41,6 +41,8 @@ from medmodels.preprocess import check_informative, looks_skull_stripped, refere
 from medmodels.progress import emit, within
 
 MANIFEST = "manifest.json"
+#: The part (0..PREPARATION_END) of a run's progress that the preparation of its inputs reports in.
+PREPARATION_END = 0.15
 #: The note (in the manifest, and a WARNING line of the command) for inputs that are not skull-stripped.
 NOT_SKULL_STRIPPED = (
     "Warning: the inputs do not look skull-stripped (most voxels are non-zero): the models were trained on "
@@ -111,21 +113,26 @@ def run_case(
         estimate_run_bytes(images, [m.spacing for m in (synthesizer, segmenter) if m is not None]),
         f"This case ({next(iter(images.values())).describe_grid()})",
     )
-    with within(0.0, 0.02):  # inspection, registration, brain extraction, resampling (preparation.py)
+    # Inspection, registration, brain extraction and resampling (preparation.py) take seconds to minutes
+    # on a scanner's study: a span of their own, so the progress bar moves while they run.
+    with within(0.0, PREPARATION_END):
         prepared = prepare_case(images, options.prepare, options.reference, options.seed)
     common, notes = prepared.images, prepared.notes
     if not looks_skull_stripped(common):
         notes.append(NOT_SKULL_STRIPPED)
     result = PipelineResult(reference_key(common, options.reference), notes=notes, preparation=prepared.record)
     for note in notes:
-        emit(0.01, note)
+        emit(PREPARATION_END, note)
 
     if options.synthesize:
         if mask.is_complete:
             result.notes.append("All four modalities are given: nothing to synthesise.")
         else:
-            emit(0.02, f"Synthesising {', '.join(BY_KEY[k].display for k in mask.missing_keys)} from {mask.label}")
-            with within(0.02, 0.85):
+            emit(
+                PREPARATION_END,
+                f"Synthesising {', '.join(BY_KEY[k].display for k in mask.missing_keys)} from {mask.label}",
+            )
+            with within(PREPARATION_END, 0.85):
                 outputs = synthesizer.synthesize(
                     common, mask, steps=options.steps or None, samples=options.samples, seed=options.seed
                 )
@@ -139,7 +146,7 @@ def run_case(
         if options.segment_on == "all":
             seg_inputs.update(result.synthesised)
         seg_mask = AvailabilityMask.from_keys(seg_inputs.keys())
-        start = 0.85 if options.synthesize else 0.02
+        start = 0.85 if options.synthesize else PREPARATION_END
         emit(start, f"Segmenting from {seg_mask.label}")
         with within(start, 0.99):
             result.segmentation = segmenter.segment(

@@ -34,7 +34,7 @@ from medmodels.image import Image
 from medmodels.inspection import Inspection, inspect_inputs
 from medmodels.modalities import BY_KEY
 from medmodels.preprocess import to_common_grid, working_geometry
-from medmodels.progress import emit, progress
+from medmodels.progress import emit, progress, within
 from medmodels.registration import apply_rigid, register_rigid
 
 #: Voxel size (mm) of the preparation grid for thick-slice inputs (never finer than the reference in-plane).
@@ -143,7 +143,8 @@ def prepare_case(
     record["grid"] = {"spacing": list(grid.spacing), "size_xyz": list(grid.size_xyz)}
     if register or not grid.same_grid(reference) or not inspection.one_grid:
         emit(0.2, "Registering the modalities onto the reference" if register else "Resampling")
-        prepared, moved, records = _register(images, inspection, grid, register, seed)
+        with within(0.2, 0.8):  # registration reports inside its share of the bar
+            prepared, moved, records = _register(images, inspection, grid, register, seed)
         notes += moved
         if register:
             record["steps"].append("registration")

@@ -18,6 +18,7 @@ leaves the scene as it was.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shlex
@@ -99,6 +100,9 @@ class RunResult:
         segmentation: the new segmentation node, or None when not segmenting.
         reference_key: modality whose grid the outputs are on.
         seconds: wall time of the run.
+        transforms: modality key -> linear transform node of its registration
+            onto the reference (moving -> reference, RAS), applied to nothing.
+        preparation: the manifest's "preparation" record (empty from an older worker).
     """
 
     synthesized: dict = field(default_factory=dict)
@@ -106,12 +110,15 @@ class RunResult:
     segmentation: object = None
     reference_key: str = ""
     seconds: float = 0.0
+    transforms: dict = field(default_factory=dict)
+    preparation: dict = field(default_factory=dict)
 
     def nodes(self) -> list:
         return [
             *self.synthesized.values(),
             *self.uncertainty.values(),
             *([self.segmentation] if self.segmentation is not None else []),
+            *self.transforms.values(),
         ]
 
     def add(self, output: ExpectedOutput, node) -> None:
@@ -202,6 +209,11 @@ class MissingModalityToolsLogic:
         temp_root: where the per-run temporary folder is made.
         extra_arguments: appended to every ``run`` command line, e.g.
             ``["--seg-checkpoint", path]`` for weights other than the bundled ones.
+        extension_modules: the object whose attributes are Slicer's loaded
+            modules, where brain-extraction extensions are looked for (None:
+            ``slicer.modules``; brain.py).
+        extractor_runners: brain-extraction extension name -> function
+            (scene, input node, output node) that runs it (None: brain.RUNNERS).
     """
 
     def __init__(
@@ -212,6 +224,8 @@ class MissingModalityToolsLogic:
         base_env: Mapping[str, str] | None = None,
         temp_root: str | None = None,
         extra_arguments: Sequence[str] = (),
+        extension_modules=None,
+        extractor_runners: Mapping[str, Callable] | None = None,
     ):
         self.scene = scene
         self.worker_command = list(worker_command) if worker_command else [default_python(), "-m", "medmodels"]
@@ -219,6 +233,8 @@ class MissingModalityToolsLogic:
         self.base_env = dict(base_env) if base_env is not None else dict(os.environ)
         self.temp_root = temp_root
         self.extra_arguments = [str(a) for a in extra_arguments]
+        self.extension_modules = extension_modules
+        self.extractor_runners = dict(extractor_runners or {})
 
     def problems(self, inputs: Mapping[str, object], options) -> list[str]:
         """``inputs.input_problems`` plus nodes from another scene; empty = ``start`` will start."""
@@ -262,6 +278,7 @@ class MissingModalityToolsLogic:
         try:
             output_dir = os.path.join(temp_dir, "outputs")
             files = write_inputs(chosen, os.path.join(temp_dir, "inputs"))
+            files, options = self.extract_brains_first(files, options, on_progress, on_log)
             arguments, outputs = plan_run(options, files, output_dir, AvailabilityMask.from_keys(chosen).missing_keys)
             command = self.worker_command + arguments + self.extra_arguments
             if on_log:
@@ -272,6 +289,43 @@ class MissingModalityToolsLogic:
             shutil.rmtree(temp_dir, ignore_errors=True)
             raise
         return Run(chosen, options, outputs, worker, temp_dir, output_dir, on_progress, on_log)
+
+    def extract_brains_first(
+        self, files: Mapping[str, str], options, on_progress: ProgressCallback | None, on_log: LogCallback | None
+    ) -> tuple[dict, object]:
+        """Strip the inputs with an installed extension (brain.py) when the plan says so.
+
+        Returns the files the worker is to read and the options it runs with
+        (``prepare`` as the plan says). A failing extension is reported in the
+        log and the worker's own extraction runs instead.
+        """
+        from MissingModalityToolsLib import brain
+        from MissingModalityToolsLib.inputs import display_name
+
+        installed = brain.installed_extractors(self.extension_modules)
+        stripped = brain.inputs_look_skull_stripped(files) if options.prepare == "auto" and installed else None
+        plan = brain.plan_extraction(options.prepare, installed, stripped)
+        if on_log:
+            on_log(plan.reason)
+        if plan.extractor is None:
+            return dict(files), dataclasses.replace(options, prepare=plan.worker_prepare)
+
+        def step(index: int, key: str) -> None:
+            if on_progress:
+                on_progress(
+                    0.0, f"Extracting the brain with {plan.extractor}: {display_name(key)} ({index + 1}/{len(files)})"
+                )
+
+        runner = self.extractor_runners.get(plan.extractor) or brain.RUNNERS[plan.extractor]
+        try:
+            stripped_files = brain.extract_brains(self.scene, plan.extractor, files, runner, step)
+        except Exception as e:  # any failure of a third-party extension: the worker's own extraction still works
+            if on_log:
+                on_log(f"{plan.extractor} failed ({e}): the worker's offline brain extraction runs instead.")
+            return dict(files), options
+        if on_log:
+            on_log(f"{plan.extractor} extracted the brain of {', '.join(display_name(k) for k in files)}.")
+        return stripped_files, dataclasses.replace(options, prepare=plan.worker_prepare)
 
     def finish(self, run: Run) -> RunResult:
         """Load a finished run's results as new nodes; always removes the temporary folder.
@@ -286,7 +340,13 @@ class MissingModalityToolsLogic:
                 raise RunCancelled("Cancelled: the worker was stopped and nothing was added to the scene.")
             if run.worker.returncode != 0:
                 raise WorkerError(run.worker.failure_message())
-            result = self._load(run, read_manifest(run.output_dir))
+            manifest = read_manifest(run.output_dir)
+            if run.on_log:
+                from MissingModalityToolsLib.preparation import preparation_lines
+
+                for line in preparation_lines(manifest):
+                    run.on_log(line)
+            result = self._load(run, manifest)
             result.seconds = time.monotonic() - run.started
             return result
         finally:
@@ -296,12 +356,18 @@ class MissingModalityToolsLogic:
         """The run's outputs as new nodes placed with the reference input; all or nothing."""
         from MissingModalityToolsLib import nodes as nodeio
         from MissingModalityToolsLib.inputs import display_name
+        from MissingModalityToolsLib.preparation import add_registration_transforms
 
         ref_key = manifest.get("reference") if manifest.get("reference") in run.inputs else next(iter(run.inputs))
         reference = run.inputs[ref_key]
-        result = RunResult(reference_key=ref_key)
+        result = RunResult(reference_key=ref_key, preparation=dict(manifest.get("preparation") or {}))
         added = []
         try:
+            # Transforms first: a failure while loading the outputs then removes them too.
+            result.transforms = add_registration_transforms(
+                self.scene, manifest, ref_key, getattr(run.options, "name_prefix", "")
+            )
+            added += result.transforms.values()
             for output in run.outputs:
                 path = output_path(run.output_dir, manifest, output)
                 if output.kind == "segmentation":
@@ -319,8 +385,8 @@ class MissingModalityToolsLogic:
                         f"{display_name(ref_key)} volume '{reference.GetName()}'."
                     )
             nodeio.place_with(self.scene, added, reference)
-        except nodeio.NodeError as e:
-            # A worker's file that Slicer cannot take is a failed run, and the caller handles it as one.
+        except (nodeio.NodeError, ValueError, KeyError) as e:
+            # A worker's file (or manifest entry) that Slicer cannot take is a failed run, handled as one.
             nodeio.remove_nodes(self.scene, added)
             raise WorkerError(str(e)) from e
         except BaseException:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from medmodels.options import DEVICES, SEGMENT_ON  # noqa: F401  (the panel's choices are the library's)
+from medmodels.options import DEVICES, PREPARE_MODES, SEGMENT_ON  # noqa: F401  (the panel's choices are the library's)
 from medmodels.options import RunOptions as LibraryRunOptions
 
 
@@ -35,7 +35,7 @@ def options_from_parameter_node(node) -> RunOptions:
     Args:
         node: the module's parameter node (its fields ``synthesize``,
             ``segment``, ``segmentOn``, ``device``, ``steps``, ``samples``,
-            ``cleanup``, ``seed``, ``namePrefix``).
+            ``cleanup``, ``seed``, ``prepare``, ``namePrefix``).
     """
     return RunOptions(
         synthesize=node.synthesize,
@@ -46,6 +46,7 @@ def options_from_parameter_node(node) -> RunOptions:
         samples=int(node.samples),
         cleanup=node.cleanup,
         seed=int(node.seed),
+        prepare=node.prepare,
         name_prefix=node.namePrefix,
     )
 

@@ -193,7 +193,7 @@ def test_parameter_node_fields_match_the_ui_bindings():
     assert fields == bound, f"unbound fields {fields - bound}, bindings without a field {bound - fields}"
     # The Choice lists come from the logic's own constants.
     src = MODULE_PY.read_text(encoding="utf-8")
-    assert "Choice(list(SEGMENT_ON))" in src and "Choice(list(DEVICES))" in src
+    assert "Choice(list(SEGMENT_ON))" in src and "Choice(list(DEVICES))" in src and "Choice(list(PREPARE_MODES))" in src
     # ... spelled in the module file (Slicer's start imports no medmodels) and equal to the library's.
     import medmodels.options
 
@@ -202,10 +202,11 @@ def test_parameter_node_fields_match_the_ui_bindings():
         for n in tree.body
         if isinstance(n, ast.Assign)
         for t in n.targets
-        if isinstance(t, ast.Name) and t.id in ("DEVICES", "SEGMENT_ON", "PARAMETER_WIDGETS")
+        if isinstance(t, ast.Name) and t.id in ("DEVICES", "SEGMENT_ON", "PREPARE_MODES", "PARAMETER_WIDGETS")
     }
     assert module_constants["DEVICES"] == medmodels.options.DEVICES
     assert module_constants["SEGMENT_ON"] == medmodels.options.SEGMENT_ON
+    assert module_constants["PREPARE_MODES"] == medmodels.options.PREPARE_MODES
     # connectParametersToGui's mapping names the same widgets as the .ui's bindings.
     bound_widgets = {
         p.findtext("string"): name

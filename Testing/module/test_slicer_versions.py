@@ -57,6 +57,9 @@ DOTTED = {
     "slicer.vtkSlicerTerminologiesModuleLogic.SerializeTerminologyEntry": "5.6",
     "slicer.vtkSlicerVolumesLogic": "5.6",
     "vtk.vtkCommand.ModifiedEvent": "5.6",
+    # Brain extraction through an installed extension (brain.py): the CLI runner and the module registry.
+    "slicer.cli.runSync": "5.6",
+    "slicer.modules.swissskullstripper": "5.6",
     "vtk.vtkMatrix4x4": "5.6",
     "vtk.vtkStringArray": "5.6",
 }
@@ -65,7 +68,7 @@ DOTTED = {
 METHODS = {
     # MRML, segmentation and VTK methods
     **dict.fromkeys(
-        "AddEmptySegment AddNode AutoWindowLevelOn Clear CreateDefaultDisplayNodes CreateItem "
+        "AddEmptySegment AddNewNodeByClass AddNode AutoWindowLevelOn Clear CreateDefaultDisplayNodes CreateItem "
         "ExportSegmentsToLabelmapNode GetClassName GetDimensions GetDisplayNode GetElement GetHideFromEditors "
         "GetID GetIJKToRASMatrix GetImageData GetItemByDataNode GetItemParent GetLabelValue GetName "
         "GetNodeReferenceID GetNthDisplayNode GetNthNode GetNthSegment GetNthSegmentID GetNumberOfDisplayNodes "
@@ -73,7 +76,7 @@ METHODS = {
         "GetRASBounds GetReferenceImageGeometryReferenceRole GetScene GetSceneItemID GetSegment GetSegmentation "
         "GetSubjectHierarchyNode ImportLabelmapToSegmentationNode InsertNextValue IsA ReadData RemoveNode "
         "SetColor SetFileName SetItemParent SetMRMLApplicationLogic SetMRMLScene SetModuleLogic SetName "
-        "SetReferenceImageGeometryParameterFromVolumeNode SetSegmentIndex SetSingleFile SetTag "
+        "SetElement SetMatrixTransformToParent SetReferenceImageGeometryParameterFromVolumeNode SetSegmentIndex SetSingleFile SetTag "
         "SetUseCompression SetVisibility WriteData".split(),
         "5.6",
     ),
@@ -112,6 +115,7 @@ PYTHON_CLASSES = {
     "SimpleNamespace",
     "TemporaryDirectory",
     "PyTorchUtilsLogic",
+    "HDBrainExtractionToolLogic",  # the HDBrainExtraction extension's logic class (brain.py)
 }  # QTimer: in DOTTED
 DOTTED_ROOTS = ("slicer", "qt", "vtk")
 
@@ -137,7 +141,16 @@ def _called(tree: ast.AST) -> tuple[set[str], set[str]]:
         if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
             methods.add(node.func.attr)
     # Namespaces alone (slicer.util, slicer.app, qt.Qt) are not APIs; their members are.
-    dotted -= {"slicer.util", "slicer.app", "qt.Qt", "qt.QApplication", "vtk.vtkCommand", "slicer.vtkSegmentation"}
+    dotted -= {
+        "slicer.util",
+        "slicer.app",
+        "slicer.cli",
+        "slicer.modules",
+        "qt.Qt",
+        "qt.QApplication",
+        "vtk.vtkCommand",
+        "slicer.vtkSegmentation",
+    }
     return dotted, methods
 
 

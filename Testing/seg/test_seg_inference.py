@@ -230,3 +230,22 @@ def test_bundled_weights_load_and_segment(small_phantom):
     assert load_segmenter("baseline", device="cpu").arch == "unet3d"
     out = seg.segment({"flair": small_phantom.images["flair"]}, cleanup=True)
     assert out.array.shape == small_phantom.images["flair"].array.shape
+
+
+def test_paired_differences_are_per_case_over_incomplete_subsets():
+    from medmodels.seg.evaluate import paired_differences
+
+    rows = []
+    for case, gain in (("a", 0.10), ("b", -0.05), ("c", 0.02)):
+        for bits in ("1000", "1101", "1111"):
+            base = {"case": case, "subset": bits, "Dice_ET": 0.5, "Dice_TC": 0.5, "Dice_WT": 0.5}
+            rows.append({**base, "model": "Base"})
+            # the complete subset must not count: give it a huge gain
+            g = 0.4 if bits == "1111" else gain
+            rows.append({**base, "model": "New", "Dice_ET": 0.5 + g, "Dice_TC": 0.5 + g, "Dice_WT": 0.5 + g})
+    result = {"cases": ["a", "b", "c"], "subsets": ["1000", "1101", "1111"], "rows": rows}
+    d = paired_differences(result, "New", "Base")
+    assert d["per_case_mean_dice_difference"] == pytest.approx({"a": 10.0, "b": -5.0, "c": 2.0})
+    assert d["mean_difference"] == pytest.approx(7.0 / 3)
+    assert (d["pairs_won"], d["pairs"]) == (4, 6)
+    assert 0 < d["wilcoxon_p_over_cases"] <= 1

@@ -217,6 +217,69 @@ def merge_results(first: dict, second: dict) -> dict:
     }
 
 
+def paired_differences(result: dict, first: str, second: str) -> dict:
+    """``first`` minus ``second``, case by case, over the incomplete subsets
+    (fewer than four modalities): the unit of evidence is the case, since the
+    subsets of one case share its anatomy. Returns per-case means of the Dice
+    difference (mean of ET, TC, WT, in points), how many case x subset pairs
+    ``first`` wins, and a two-sided Wilcoxon signed-rank p over cases (None
+    below 2 cases; with 4 cases the smallest possible p is 0.125)."""
+    from scipy.stats import wilcoxon
+
+    def score(row) -> float:
+        return 100.0 * float(np.mean([row[f"Dice_{r}"] for r in REGIONS]))
+
+    rows = {(r["model"], r["case"], r["subset"]): r for r in result["rows"] if r["subset"] != "1111"}
+    per_case, wins, pairs = {}, 0, 0
+    for case in result["cases"]:
+        diffs = []
+        for bits in result["subsets"]:
+            a, b = rows.get((first, case, bits)), rows.get((second, case, bits))
+            if a is None or b is None:
+                continue
+            diffs.append(score(a) - score(b))
+            wins, pairs = wins + (diffs[-1] > 0), pairs + 1
+        if diffs:
+            per_case[case] = float(np.mean(diffs))
+    values = list(per_case.values())
+    p = float(wilcoxon(values).pvalue) if len(values) >= 2 and any(values) else None
+    return {
+        "first": first,
+        "second": second,
+        "per_case_mean_dice_difference": per_case,
+        "mean_difference": float(np.mean(values)) if values else None,
+        "pairs_won": wins,
+        "pairs": pairs,
+        "wilcoxon_p_over_cases": p,
+    }
+
+
+def _paired_markdown(result: dict) -> list[str]:
+    models = result["models"]
+    if len(models) < 2:
+        return []
+    d = paired_differences(result, models[-1], models[0])
+    if not d["per_case_mean_dice_difference"]:
+        return []
+    lines = [
+        f"**Paired per case**: {d['first']} minus {d['second']}, mean Dice of ET/TC/WT (points) over the "
+        "incomplete subsets",
+        "",
+        "| case | difference |",
+        "|---|---|",
+    ]
+    lines += [f"| {c} | {v:+.2f} |" for c, v in d["per_case_mean_dice_difference"].items()]
+    p = "n/a" if d["wilcoxon_p_over_cases"] is None else f"{d['wilcoxon_p_over_cases']:.3f}"
+    lines += [
+        f"| **mean** | **{d['mean_difference']:+.2f}** |",
+        "",
+        f"{d['first']} ahead in {d['pairs_won']} of {d['pairs']} case x subset pairs; Wilcoxon signed-rank over "
+        f"cases p = {p}.",
+        "",
+    ]
+    return lines
+
+
 def to_markdown(result: dict) -> str:
     models = result["models"]
     subsets = [AvailabilityMask.from_bits(b) for b in result["subsets"]]
@@ -248,6 +311,7 @@ def to_markdown(result: dict) -> str:
                 vals = " | ".join(f"**{fmt(summ[m][field][k])}**" for m in models for k in keys)
                 lines.append(f"| {row} | | | | {vals} |")
         lines.append("")
+    lines += _paired_markdown(result)
     return "\n".join(lines)
 
 

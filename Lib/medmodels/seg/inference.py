@@ -46,6 +46,9 @@ BUNDLED_NAME = "shaspec_brats18"
 BASELINE_NAME = "unet3d_baseline_brats18"
 MIN_COMPONENT_MM3 = 500.0
 MIN_ET_MM3 = 500.0
+#: Whole-tumour components below this fraction of the largest are dropped too
+#: (chosen on the validation split: docs/segmentation.md, "False positives").
+MIN_COMPONENT_FRACTION = 0.0
 
 
 def build_model(config: Mapping) -> torch.nn.Module:
@@ -89,8 +92,21 @@ def predict_probabilities(
     return probs[0].float().cpu()
 
 
-def cleanup_regions(regions: np.ndarray, spacing_xyz) -> np.ndarray:
-    """Connected-component clean-up of ``(3, Z, Y, X)`` bool regions (ET, TC, WT)."""
+def cleanup_regions(regions: np.ndarray, spacing_xyz, min_fraction: float | None = None) -> np.ndarray:
+    """Connected-component clean-up of ``(3, Z, Y, X)`` bool regions (ET, TC, WT).
+
+    Whole-tumour components smaller than ``MIN_COMPONENT_MM3`` or than
+    ``min_fraction`` of the largest one are dropped (the largest is always
+    kept), and TC/ET outside the kept whole tumour with them; an ET below
+    ``MIN_ET_MM3`` becomes TC (ShaSpec*'s post-processing). The relative rule
+    removes the false-positive blobs far from the tumour that dominate HD95.
+
+    Args:
+        regions: ``(3, Z, Y, X)`` bool, ET, TC, WT.
+        spacing_xyz: voxel spacing in mm.
+        min_fraction: relative size threshold (default ``MIN_COMPONENT_FRACTION``).
+    """
+    min_fraction = MIN_COMPONENT_FRACTION if min_fraction is None else min_fraction
     voxel = float(np.prod(spacing_xyz))
     et, tc, wt = (r.copy() for r in regions)
     if wt.any():
@@ -98,7 +114,7 @@ def cleanup_regions(regions: np.ndarray, spacing_xyz) -> np.ndarray:
         lab = sitk.GetArrayFromImage(cc)
         sizes = np.bincount(lab.ravel())[1:]
         keep = np.zeros(len(sizes) + 1, dtype=bool)
-        keep[1:] = sizes * voxel >= MIN_COMPONENT_MM3
+        keep[1:] = (sizes * voxel >= MIN_COMPONENT_MM3) & (sizes >= min_fraction * sizes.max())
         keep[1 + int(np.argmax(sizes))] = True
         wt = keep[lab]
         tc &= wt

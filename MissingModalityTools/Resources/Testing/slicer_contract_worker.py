@@ -11,8 +11,14 @@ The end-to-end tests run the real ``medmodels``.
 Behaviour is chosen with the environment variable MMT_WORKER_MODE:
   ok (default) | slow | crash | error | nomanifest | badlabel | orphan
 (orphan: finishes normally but leaves a child process holding its stdout)
-MMT_WORKER_RECORD=<folder> makes it copy its argv, environment flags, inputs
-and outputs there, for the tests to compare against.
+MMT_WORKER_RECORD=<folder> makes it copy its argv, environment flags, inputs,
+outputs and manifest there, for the tests to compare against.
+
+``--prepare`` (auto | on | off) gives a plausible "preparation" entry in the
+manifest, shaped as ``medmodels.preparation`` writes it: with more than one
+input and preparation not off, every other input is "registered" onto the
+reference with a known rigid matrix (``standin_matrix``), and the inputs are
+"brain-extracted" when they are not mostly zero (or with "on").
 """
 
 from __future__ import annotations
@@ -55,7 +61,69 @@ def parse_arguments(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--labels", choices=("2018", "2023"), default="2018")
     p.add_argument("--seg-checkpoint")
     p.add_argument("--syn-checkpoint")
+    p.add_argument("--prepare", choices=("auto", "on", "off"), default="auto")
     return p.parse_args(argv)
+
+
+def standin_matrix(index: int, centre) -> np.ndarray:
+    """The "registration" of the ``index``-th other input (1, 2, ...): 4x4, LPS mm,
+    reference point -> moving point (medmodels.registration's convention): a
+    rotation of ``3 * index`` degrees about the superior axis through ``centre``
+    and a shift of ``index * (2, -3, 1)`` mm."""
+    angle = np.deg2rad(3.0 * index)
+    rotation = np.array([[np.cos(angle), -np.sin(angle), 0.0], [np.sin(angle), np.cos(angle), 0.0], [0.0, 0.0, 1.0]])
+    centre = np.asarray(centre, dtype=np.float64)
+    m = np.eye(4)
+    m[:3, :3] = rotation
+    m[:3, 3] = centre - rotation @ centre + index * np.array([2.0, -3.0, 1.0])
+    return m
+
+
+def preparation_record(mode: str, images: dict, ref_key: str) -> tuple[dict, list[str]]:
+    """The manifest's "preparation" entry and the run's notes, with a PROGRESS line per step."""
+    progress(0.0, "Inspecting the inputs (skull-stripped? co-registered?)")
+    arrays = {k: sitk.GetArrayViewFromImage(v) for k, v in images.items()}
+    stripped = all(np.count_nonzero(a) <= 0.6 * a.size for a in arrays.values())
+    others = [k for k in KEYS if k in images and k != ref_key]
+    findings = []
+    if others:
+        findings.append(
+            {
+                "code": "not_coregistered",
+                "keys": others,
+                "message": f"{', '.join(others)} do not line up with {ref_key}: they are registered onto it "
+                "(--prepare auto), or register them before the run.",
+            }
+        )
+    if not stripped:
+        findings.append(
+            {
+                "code": "not_skull_stripped",
+                "keys": list(images),
+                "message": "The inputs are not skull-stripped: the brain is extracted (--prepare auto), "
+                "or strip them before the run.",
+            }
+        )
+    record = {"mode": mode, "inspection": {"reference": ref_key, "findings": findings}, "steps": []}
+    if mode == "off":
+        return record, [f"Warning: {f['message']}" for f in findings]
+    notes = [f["message"] for f in findings]
+    ref = images[ref_key]
+    centre = ref.TransformContinuousIndexToPhysicalPoint([(s - 1) / 2.0 for s in ref.GetSize()])
+    if others:
+        record["steps"].append("registration")
+        record["registration"] = {}
+        for index, key in enumerate(others, start=1):
+            progress(0.02 + 0.08 * index / len(others), f"Registering {index}/{len(others)}")
+            matrix = standin_matrix(index, centre)
+            record["registration"][key] = {"matrix": matrix.tolist(), "mean_shift_mm": 3.0 * index}
+            notes.append(f"{key} was registered onto {ref_key} (stand-in: a known rigid matrix).")
+    if mode == "on" or not stripped:
+        progress(0.12, "Extracting the brain")
+        record["steps"].append("brain_extraction")
+        record["brain_extraction"] = {"method": "stand-in", "used": list(images), "volume_ml": 0.0}
+        notes.append("The brain was extracted (stand-in: nothing removed).")
+    return record, notes
 
 
 def start_child(record: str | None, seconds: int) -> None:
@@ -139,6 +207,7 @@ def main(argv: list[str]) -> int:
             sitk.WriteImage(img, os.path.join(record, name))
 
     ref_arr = sitk.GetArrayFromImage(ref).astype(np.float32)
+    preparation, notes = preparation_record(a.prepare, images, ref_key)
     code = misbehave(mode, record, write, ref_arr)
     if code is not None:
         return code
@@ -146,18 +215,19 @@ def main(argv: list[str]) -> int:
     write_results(a, mode, write, ref_arr, missing)
     progress(1.0, "done")
     if mode != "nomanifest":
-        with open(os.path.join(out, "manifest.json"), "w") as f:
-            json.dump(
-                {
-                    "reference": ref_key,
-                    "inputs": inputs,
-                    "label_convention": "2018",
-                    "synthesised": {k: f"{k}.nii.gz" for k in missing} if a.synthesize else {},
-                    "uncertainty": {k: f"{k}_std.nii.gz" for k in missing} if a.synthesize and a.samples > 1 else {},
-                    "segmentation": "segmentation.nii.gz" if a.segment else None,
-                },
-                f,
-            )
+        manifest = {
+            "reference": ref_key,
+            "inputs": inputs,
+            "label_convention": "2018",
+            "synthesised": {k: f"{k}.nii.gz" for k in missing} if a.synthesize else {},
+            "uncertainty": {k: f"{k}_std.nii.gz" for k in missing} if a.synthesize and a.samples > 1 else {},
+            "segmentation": "segmentation.nii.gz" if a.segment else None,
+            "notes": notes,
+            "preparation": preparation,
+        }
+        for folder in [out] + ([record] if record else []):
+            with open(os.path.join(folder, "manifest.json"), "w") as f:
+                json.dump(manifest, f)
     if mode == "orphan":
         start_child(record, 120)
     return 0
