@@ -18,7 +18,9 @@ Synthesis metrics are computed inside a mask (the brain) and, with
 ``per_slice=True``, separately for each index of the first axis (axial
 slices), a slice without mask voxels giving NaN. The intensity range
 (``data_range``, the PSNR peak and SSIM's range) defaults to the truth's range
-inside the mask.
+inside the mask. ``ssim_in_regions`` averages one SSIM map over several regions
+(brain, tumour); ``enhancement_contrast`` is the T1c excess contrast of the
+enhancing tumour over the edema.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ import warnings
 import numpy as np
 
 from medmodels.errors import InputError
-from medmodels.labels import REGIONS, labels_to_regions
+from medmodels.labels import EDEMA, REGIONS, labels_to_regions
 
 #: SSIM window: Gaussian, 11 voxels wide, sigma 1.5 (Wang et al. 2004; MONAI's default).
 SSIM_KERNEL, SSIM_SIGMA = 11, 1.5
@@ -211,3 +213,89 @@ def _ssim_map(pred: np.ndarray, truth: np.ndarray, data_range: float, dims: int)
     x, y = F.pad(x, pad), F.pad(y, pad)
     ssim_full, _ = compute_ssim_and_cs(x, y, dims, (SSIM_KERNEL,) * dims, (SSIM_SIGMA,) * dims, data_range=data_range)
     return (ssim_full[0, 0] if dims == 3 else ssim_full[:, 0]).numpy().astype(np.float64)
+
+
+def ssim_in_regions(
+    pred: np.ndarray,
+    truth: np.ndarray,
+    mask: np.ndarray,
+    regions: dict[str, np.ndarray],
+    data_range: float | None = None,
+) -> dict[str, float]:
+    """SSIM averaged over several regions of one SSIM map, e.g. the brain and the tumour.
+
+    The map is :func:`ssim`'s: both images with everything outside ``mask`` set
+    to 0, one 3D window when the mask's box is at least 11 voxels along every
+    axis (else 2D windows slice by slice). Each region's figure is the map's
+    mean over ``region & mask``, so a small region (the tumour) is scored with
+    its surroundings in the window, not against a black background as
+    ``ssim(pred, truth, region)`` would; with ``regions={"x": mask}`` the result
+    equals ``ssim(pred, truth, mask)`` of a 3D volume.
+
+    Args:
+        pred, truth: ``(Z, Y, X)`` intensities on one grid.
+        mask: ``(Z, Y, X)`` bool: where the images count (the brain).
+        regions: name -> ``(Z, Y, X)`` bool, each averaged over (inside ``mask``).
+        data_range: SSIM's intensity range (default: the truth's range inside ``mask``).
+
+    Returns:
+        ``{name: SSIM}``; NaN for a region with no voxel inside ``mask``.
+    """
+    from medmodels.preprocess import bounding_box, crop  # late: preprocess pulls in SimpleITK
+
+    pred, truth, mask = _check_masked(pred, truth, mask, per_slice=False)
+    for name, region in regions.items():
+        if np.shape(region) != mask.shape:
+            raise InputError(
+                f"Region '{name}' has the shape {np.shape(region)}, the images {mask.shape}: put it on their grid."
+            )
+    if pred.ndim != 3:
+        raise InputError(f"ssim_in_regions needs (Z, Y, X) volumes, got {pred.ndim} axes.")
+    if not mask.any():
+        return {name: float("nan") for name in regions}
+    drange = _range(truth, mask, data_range)
+    box = bounding_box(mask)
+    p, t, m = (crop(a, box) for a in (pred, truth, mask))
+    dims = 3 if min(p.shape) >= SSIM_KERNEL else 2
+    ssim_map = _ssim_map(np.where(m, p, 0.0), np.where(m, t, 0.0), drange, dims)
+    return {name: _masked_mean(ssim_map, m & crop(np.asarray(r, bool), box), False) for name, r in regions.items()}
+
+
+def enhancement_contrast(image: np.ndarray, labels: np.ndarray, label_convention: str | None = None) -> float:
+    """Excess contrast of the enhancing tumour over the edema: mean(ET) / mean(ED) - 1.
+
+    What a radiologist reads as enhancement on T1c: 0 = the enhancing tumour is
+    as bright as the edema around it, 1.0 = twice as bright. A ratio, so the
+    image must be on a positive intensity scale whose 0 means no signal (raw
+    MR intensities, or a synthesised image mapped to the true image's scale),
+    not z-scores around 0.
+
+    Args:
+        image: ``(Z, Y, X)`` intensities.
+        labels: ``(Z, Y, X)`` BraTS labels on the same grid (ET = 4, or 3 from
+            2023 on; edema = 2; ``medmodels.labels``).
+        label_convention: '2018' or '2023'; None = detected from the labels.
+
+    Returns:
+        The excess contrast; NaN when the labels have no ET or no edema voxel.
+
+    Raises:
+        InputError: shapes differ, labels are not BraTS labels, or the edema's
+            mean intensity is not positive.
+    """
+    image, labels = np.asarray(image, np.float64), np.asarray(labels)
+    if image.shape != labels.shape:
+        raise InputError(
+            f"Image {image.shape} and labels {labels.shape} differ in shape: put the labels on the image's grid."
+        )
+    enhancing = labels_to_regions(labels, label_convention)[0]
+    edema = labels == EDEMA
+    if not enhancing.any() or not edema.any():
+        return float("nan")
+    base = float(image[edema].mean())
+    if base <= 0:
+        raise InputError(
+            f"The edema's mean intensity is {base:.3g}: the excess contrast needs a positive intensity scale "
+            "(raw intensities, not z-scores); map the image to one first."
+        )
+    return float(image[enhancing].mean()) / base - 1.0

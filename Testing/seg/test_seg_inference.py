@@ -95,6 +95,17 @@ def test_cleanup_drops_small_components_and_small_et():
     assert not out[0].any() and out[1, 5:7, 5:7, 5:7].all()
 
 
+def test_cleanup_relative_threshold_keeps_or_drops_a_second_large_focus():
+    regions = np.zeros((3, 30, 30, 30), dtype=bool)
+    regions[2, 2:14, 2:14, 2:14] = True  # 1728 mm3: the main tumour
+    regions[2, 18:27, 18:27, 18:27] = True  # 729 mm3: above MIN_COMPONENT_MM3, 42 % of the main one
+    kept = cleanup_regions(regions, (1.0, 1.0, 1.0), min_fraction=0.0)
+    assert kept[2, 18:27, 18:27, 18:27].all()
+    assert cleanup_regions(regions, (1.0, 1.0, 1.0), min_fraction=0.4)[2, 18:27, 18:27, 18:27].all()
+    default = cleanup_regions(regions, (1.0, 1.0, 1.0))  # the shipped rule: the largest component only
+    assert not default[2, 18:27, 18:27, 18:27].any() and default[2, 2:14, 2:14, 2:14].all()
+
+
 def test_altered_checkpoint_is_refused_with_a_clear_error(tiny_models, phantom_dataset, tmp_path):
     src = tiny_models["shaspec"]
     bad = tmp_path / "model.pt"

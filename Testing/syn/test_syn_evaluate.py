@@ -1,5 +1,6 @@
 """Synthesis evaluation: metrics, the mean-fill baseline, an end-to-end run on phantoms."""
 
+import itertools
 import json
 
 import numpy as np
@@ -85,6 +86,36 @@ def test_evaluation_runs_end_to_end_on_phantoms(phantom_dataset, tiny_models, tm
         assert 0 <= row["m2dn_ssim"] <= 1 and row["mean_fill_psnr"] > 0
         assert row["p_ssim_vs_regression"] is None or 0 <= row["p_ssim_vs_regression"] <= 1
     assert out.with_suffix(".md").read_text(encoding="utf-8").startswith("| available |")
+    (single, _) = result["input_grid"]  # input-grid scores are on by default
+    assert 0 <= single["m2dn_brain_ssim"] <= 1 and single["n_cases"] == 1
+    assert result["enhancement"][0]["pattern"] == "1101"
+
+
+def test_input_grid_scores_and_case_tests_on_two_cases(phantom_dataset, tiny_models, tmp_path):
+    """Two validation cases: whole-volume scores in the brain and the tumour, the T1c
+    enhancement per case, and per-case paired tests over both grids."""
+    split, ckpt, names = tiny_models
+    two = tmp_path / "split2.json"
+    write_split(two, names[:1], names[1:])  # evaluation reads only the validation part
+    out = tmp_path / "eval.json"
+    kwargs = dict(checkpoint=ckpt["m2dn"], baseline=ckpt["regression"], steps=2, slice_stride=2, device="cpu")
+    result = evaluate(phantom_dataset, two, out, patterns="1101", **kwargs)
+    (row,) = result["input_grid"]
+    assert row["n_cases"] == 2
+    for method, region in itertools.product(("m2dn", "regression", "mean_fill"), ("brain", "tumour")):
+        assert -1 <= row[f"{method}_{region}_ssim"] <= 1 and 0 <= row[f"{method}_{region}_mae"] <= 1  # tiny models
+    test = row["test_brain_ssim"]
+    assert test["n"] == 2 and test["min_p"] in (None, 0.5) and test["test"].startswith("Wilcoxon")
+    assert result["table"][0]["test_ssim_vs_regression_cases"]["n"] == 2
+    (enh,) = result["enhancement"]
+    assert [c["case"] for c in enh["cases"]] == names[1:] and enh["true"] > 0
+    assert all(c["m2dn_ratio"] is None or np.isfinite(c["m2dn_ratio"]) for c in enh["cases"])
+    saved = json.loads(out.read_text(encoding="utf-8"))
+    assert saved["input_grid"] == result["input_grid"] and len(saved["per_case_input_grid"]) == 2
+    md = out.with_suffix(".md").read_text(encoding="utf-8")
+    assert "Per-case paired tests" in md and "Input grid" in md and "T1c enhancement" in md
+    off = evaluate(phantom_dataset, two, tmp_path / "off.json", patterns="1101", input_grid=False, **kwargs)
+    assert off["input_grid"] is None and off["enhancement"] is None and "Input grid" not in off["markdown"]
 
 
 @pytest.mark.slow
@@ -106,3 +137,18 @@ def test_downstream_dice_is_added_to_the_evaluation(phantom_dataset, tiny_models
     saved = json.loads(out.read_text(encoding="utf-8"))
     assert saved["dice"] == result["dice"] and saved["table"] == result["table"]
     assert "| Dice ET/TC/WT incomplete |" in out.with_suffix(".md").read_text(encoding="utf-8")
+
+
+def test_evaluate_syn_command_turns_the_input_grid_off(phantom_dataset, tiny_models, tmp_path, capsys):
+    """`evaluate-syn --no-input-grid`: only the working-grid tables; without the flag the input grid is scored."""
+    from medmodels.cli import build_parser, main
+
+    split, ckpt, _ = tiny_models
+    base = ["evaluate-syn", str(phantom_dataset), "--split", str(split), "--out", str(tmp_path / "ev")]
+    assert build_parser().parse_args(base).input_grid is True
+    args = ["--checkpoint", str(ckpt["m2dn"]), "--baseline", str(ckpt["regression"]), "--steps", "2"]
+    args += ["--patterns", "1101", "--device", "cpu", "--threads", "1", "--no-input-grid"]
+    assert main(base + args) == 0
+    saved = json.loads((tmp_path / "ev" / "evaluation.json").read_text(encoding="utf-8"))
+    assert saved["input_grid"] is None and saved["table"][0]["pattern"] == "1101"
+    assert "Per-case paired tests" in capsys.readouterr().out

@@ -56,7 +56,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="PSNR/SSIM/MAE of M2DN vs baselines over the 14 missing patterns",
         description="For each missing pattern and validation case: PSNR, SSIM, MAE inside the brain "
         "(working spacing, a fixed subset of slices), for M2DN, the regression U-Net "
-        "and the mean fill; paired Wilcoxon tests; optional downstream Dice.",
+        "and the mean fill; the same on the input grid for whole synthesised volumes, inside the brain "
+        "and the tumour, and the T1c enhancement (ET over edema); paired tests over cases "
+        "(and slice-level ones); optional downstream Dice.",
     )
     p.add_argument("data", type=Path)
     p.add_argument("--split", type=Path, required=True)
@@ -67,6 +69,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-cases", type=int, default=None)
     p.add_argument(
         "--patterns", default=None, help="comma-separated availability bits, e.g. 1011,0100 (default: all 14)"
+    )
+    p.add_argument(
+        "--no-input-grid",
+        dest="input_grid",
+        action="store_false",
+        help="skip the whole-volume scores on the input grid (brain, tumour, T1c enhancement); faster",
     )
     p.add_argument("--dice", action="store_true", help="also the downstream segmentation Dice (needs seg weights)")
     out_argument(p, "evaluation.json with all figures, evaluation.md with the tables")
@@ -144,6 +152,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         patterns=args.patterns,
         device=args.device,
         seed=args.seed,
+        input_grid=args.input_grid,
     )
     if args.dice:  # pipeline level: needs the segmenter as well as the synthesizer
         from medmodels.downstream import add_downstream_dice
