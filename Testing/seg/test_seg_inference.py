@@ -102,7 +102,7 @@ def test_cleanup_relative_threshold_keeps_or_drops_a_second_large_focus():
     kept = cleanup_regions(regions, (1.0, 1.0, 1.0), min_fraction=0.0)
     assert kept[2, 18:27, 18:27, 18:27].all()
     assert cleanup_regions(regions, (1.0, 1.0, 1.0), min_fraction=0.4)[2, 18:27, 18:27, 18:27].all()
-    default = cleanup_regions(regions, (1.0, 1.0, 1.0))  # the shipped rule: the largest component only
+    default = cleanup_regions(regions, (1.0, 1.0, 1.0))  # the shipped rule: at least half the largest
     assert not default[2, 18:27, 18:27, 18:27].any() and default[2, 2:14, 2:14, 2:14].all()
 
 
