@@ -9,9 +9,10 @@ read them.
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -29,6 +30,32 @@ def publish(tmp: str | os.PathLike, dest: str | os.PathLike) -> None:
     default = 0o777 if os.path.isdir(tmp) else 0o666
     os.chmod(tmp, default & ~_umask())
     os.replace(tmp, dest)
+
+
+def write_atomically(dest: str | os.PathLike, write: Callable[[str], None], suffix: str = "") -> None:
+    """``write(tmp)`` fills a temporary file beside ``dest``, which is then
+    published as ``dest``: whole or absent, and no temporary file is left when
+    ``write`` fails."""
+    dest = Path(dest)
+    fd, tmp = tempfile.mkstemp(prefix=".partial-", suffix=suffix, dir=dest.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        publish(tmp, dest)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def write_json(dest: str | os.PathLike, data, sort_keys: bool = False) -> None:
+    """``data`` as indented UTF-8 JSON at ``dest``, atomically (see ``write_atomically``)."""
+
+    def write(tmp: str) -> None:
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(data, f, indent=2, sort_keys=sort_keys)
+            f.write("\n")
+
+    write_atomically(dest, write, ".json")
 
 
 # -- output folders: claimed by one run, files added but never replaced -----------

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -46,7 +45,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from medmodels import distributed
-from medmodels.atomic import publish
+from medmodels.atomic import write_json
 from medmodels.errors import InputError
 from medmodels.progress import emit, progress
 from medmodels.weights import BUNDLED_DIR, load_checkpoint, read_record, resolve_checkpoint, save_checkpoint
@@ -506,16 +505,8 @@ class _Loop:
             {"state_dict": self.model.state_dict(), "config": self.task.config},
             {"training": {k: summary.get(k) for k in RECORD_KEYS}},
         )
-        _write_json(self.out / HISTORY, summary)
+        write_json(self.out / HISTORY, summary)
         return summary
-
-
-def _write_json(path: Path, data: dict) -> None:
-    """Whole or absent: written under a temporary name, then renamed."""
-    fd, tmp = tempfile.mkstemp(prefix=".partial-", suffix=".json", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(json.dumps(data, indent=2) + "\n")
-    publish(tmp, path)
 
 
 def _half(t: torch.Tensor) -> torch.Tensor:

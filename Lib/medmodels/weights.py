@@ -18,13 +18,12 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from medmodels.atomic import publish
+from medmodels.atomic import write_atomically, write_json
 from medmodels.errors import CheckpointError
 
 BUNDLED_DIR = Path(__file__).resolve().parent / "weights"
@@ -55,14 +54,7 @@ def save_checkpoint(
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".partial-", suffix=".pt", dir=path.parent)
-    os.close(fd)
-    try:
-        torch.save(payload, tmp)
-        publish(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    write_atomically(path, lambda tmp: torch.save(payload, tmp), ".pt")
     full_record = {"file": path.name, "sha256": sha256_of(path), "size_bytes": path.stat().st_size}
     if "config" in payload and "config" not in (record or {}):
         full_record["config"] = payload["config"]
@@ -172,14 +164,7 @@ def import_checkpoint(source: str | os.PathLike, destination_dir: str | os.PathL
     payload = load_checkpoint_unrecorded(source)
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".partial-", suffix=".pt", dir=dest.parent)
-        os.close(fd)
-        try:
-            shutil.copyfile(source, tmp)
-            publish(tmp, dest)
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
+        write_atomically(dest, lambda tmp: shutil.copyfile(source, tmp), ".pt")
     except OSError as err:
         raise CheckpointError(f"Could not copy '{source}' into '{dest.parent}' ({err.strerror or err}).") from None
     _write_json(
@@ -226,8 +211,4 @@ def load_checkpoint_unrecorded(path: Path) -> dict[str, Any]:
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=".partial-", suffix=".json", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=2, sort_keys=True)
-        f.write("\n")
-    publish(tmp, path)
+    write_json(path, data, sort_keys=True)

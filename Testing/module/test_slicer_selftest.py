@@ -4,17 +4,16 @@ the terminology tag, and lazy imports: against slicer-core's real scene."""
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 
 import numpy as np
 import pytest
 from slicer_fixtures import (
     LIB_DIR,
-    MODULE_DIR,
     add_volume,
     contract_logic,
     medmodels_logic,
+    run_fresh_python,
     scene,  # noqa: F401  (pytest fixture)
     slicer,
 )
@@ -142,11 +141,5 @@ def test_importing_the_module_logic_loads_no_medmodels():
         "import sys; import MissingModalityToolsLib.logic, MissingModalityToolsLib.worker; "
         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('medmodels', 'SimpleITK', 'numpy')))"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        check=True,
-        env={"PYTHONPATH": f"{MODULE_DIR}:{LIB_DIR}", "PATH": "/usr/bin:/bin"},
-    )
-    assert out.stdout.strip() == "[]", out.stdout + out.stderr
+    stdout = run_fresh_python(code)
+    assert stdout.strip() == "[]", stdout

@@ -20,14 +20,12 @@ import ast
 import json
 import re
 import struct
-import subprocess
-import sys
 import types
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
-from slicer_fixtures import LIB_DIR, MODULE_DIR, ROOT, slicer
+from slicer_fixtures import LIB_DIR, MODULE_DIR, ROOT, run_fresh_python, slicer
 
 pytestmark = [pytest.mark.slicer]
 
@@ -343,14 +341,8 @@ def test_logic_package_is_qt_free_and_does_not_import_torch():
         "import sys; import MissingModalityToolsLib.logic, MissingModalityToolsLib.dependencies; "
         "print('torch' in sys.modules, 'qt' in sys.modules)"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        check=True,
-        env={"PYTHONPATH": f"{MODULE_DIR}:{LIB_DIR}", "PATH": "/usr/bin:/bin"},
-    )
-    assert out.stdout.split() == ["False", "False"], out.stdout + out.stderr
+    stdout = run_fresh_python(code)
+    assert stdout.split() == ["False", "False"], stdout
 
 
 def _enclosing_functions(tree: ast.AST) -> dict[ast.AST, str]:
@@ -423,14 +415,8 @@ def test_input_checks_import_neither_the_run_nor_the_worker():
         "import sys; import MissingModalityToolsLib.inputs; "
         "print(sorted(m for m in sys.modules if m.startswith('MissingModalityToolsLib.')))"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        check=True,
-        env={"PYTHONPATH": f"{MODULE_DIR}:{LIB_DIR}", "PATH": "/usr/bin:/bin"},
-    )
-    loaded = set(ast.literal_eval(out.stdout.strip()))
+    stdout = run_fresh_python(code)
+    loaded = set(ast.literal_eval(stdout.strip()))
     assert "MissingModalityToolsLib.inputs" in loaded
     assert not loaded & {
         "MissingModalityToolsLib.logic",

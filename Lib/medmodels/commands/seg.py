@@ -204,18 +204,14 @@ def _bench(args: argparse.Namespace) -> int:
     from medmodels.seg.benchmark import bench
 
     result = bench(args.case, args.checkpoint, args.device, args.repeats)
-    print(json.dumps(result, indent=2))
-    print(
+    summary = (
         f"whole-case inference: {result['median_s']:.2f} s (median of {len(result['seconds'])}), "
         f"CPU time {statistics.median(result['cpu_seconds']):.2f} s, peak RSS {result['peak_rss_mib'] / 1024:.2f} GiB, "
         f"{result['threads']} thread(s), {result['device']}, load average {result['load_average_1min']} "
         f"on {result['cpu_count']} CPUs, "
         f"{result['grid_zyx'][2]}x{result['grid_zyx'][1]}x{result['grid_zyx'][0]} case"
     )
-    if args.out is not None:
-        args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "bench_seg.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    return 0
+    return _report(result, summary, args.out, "bench_seg.json")
 
 
 def _bench_training(args: argparse.Namespace) -> int:
@@ -224,14 +220,20 @@ def _bench_training(args: argparse.Namespace) -> int:
 
     config = load_segmenter(args.checkpoint, device="cpu").config
     result = bench_training(config, args.batch_size, args.iterations)
-    print(json.dumps(result, indent=2))
-    print(
+    summary = (
         f"training {result['arch']} (width {result['width']}, patch {result['patch']}, batch {result['batch_size']}): "
         f"{result['iterations_per_s']} it/s, {result['gflop_per_iteration']} GFLOP/iteration, "
         f"{result['achieved_gflops']} GFLOP/s = {100 * result['fraction_of_peak']:.0f}% of the "
         f"{result['matmul_peak_gflops']} GFLOP/s matmul peak, {result['threads']} thread(s)"
     )
-    if args.out is not None:
-        args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "bench_seg_training.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    return _report(result, summary, args.out, "bench_seg_training.json")
+
+
+def _report(result: dict, summary: str, out: Path | None, name: str) -> int:
+    """Print a benchmark's figures (JSON, then one line) and keep them in ``OUT/name`` when --out is given."""
+    print(json.dumps(result, indent=2))
+    print(summary)
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / name).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     return 0
