@@ -1,15 +1,20 @@
-"""Learning curves of segmentation training runs: validation Dice against
-iterations and against training wall time, one panel per region.
+"""Learning curves of training runs: validation figures against iterations and
+against training wall time, one panel per figure.
 
+Segmentation runs: Dice per region (ET, TC, WT).
 Reads each run's ``history.json`` (or, for a run still going, the history
 inside its ``last.pt``) and draws every validation subset it recorded
 (``val_dice`` either ``{"ET", "TC", "WT"}`` for all four modalities, or
-``{"1111": {...}, "1101": {...}, ...}`` per subset). Iterations and time count
+``{"1111": {...}, "1101": {...}, ...}`` per subset). Synthesis runs (records
+with ``val_ssim``): SSIM and PSNR of the missing modalities synthesised with
+the default sampler, and the validation loss. Iterations and time count
 on from the run's starting point: ``--offset-iterations`` / ``--offset-hours``
 give the compute of the weights it was initialised from.
 
     python docs/make_learning_curves.py runs/shaspec_c1 --label "ShaSpec (CPU)" \
         --offset-iterations 1000 --offset-hours 0.85 --out docs/seg_learning_curves.png
+    python docs/make_learning_curves.py runs/m2dn runs/regression --label M2DN --label regression \
+        --offset-iterations 1500 --offset-iterations 1500 --out docs/syn_learning_curves.png
 """
 
 from __future__ import annotations
@@ -20,6 +25,8 @@ from pathlib import Path
 
 SUBSET_NAMES = {"1111": "all four", "1101": "FLAIR+T1+T2", "1000": "FLAIR only"}
 REGIONS = ("ET", "TC", "WT")
+#: Synthesis panels: history key -> axis title.
+SYN_FIGURES = {"val_ssim": "SSIM in the brain, missing modalities", "val_psnr": "PSNR (dB)", "val_loss": "loss"}
 
 
 def read_history(run: Path) -> list[dict]:
@@ -34,19 +41,26 @@ def read_history(run: Path) -> list[dict]:
 
 
 def curves(history: list[dict]) -> dict[str, dict[str, list]]:
-    """``{subset: {"it": [...], "hours": [...], "ET": [...], ...}}``."""
+    """``{series: {"it": [...], "hours": [...], panel: [...], ...}}``: one series per
+    segmentation subset (panels ET, TC, WT in %), or one for a synthesis run."""
     out: dict[str, dict[str, list]] = {}
     for rec in history:
-        dice = rec.get("val_dice")
-        if not dice:
+        if "val_ssim" in rec:
+            per_series = {"": {k: rec[k] for k in SYN_FIGURES}}
+        elif rec.get("val_dice"):
+            dice = rec["val_dice"]
+            per_subset = {"1111": dice} if "WT" in dice else dice
+            per_series = {
+                f", {SUBSET_NAMES.get(b, b)}": {r: 100.0 * v[r] for r in REGIONS} for b, v in per_subset.items()
+            }
+        else:
             continue
-        per_subset = {"1111": dice} if "WT" in dice else dice
-        for bits, scores in per_subset.items():
-            c = out.setdefault(bits, {"it": [], "hours": [], **{r: [] for r in REGIONS}})
+        for name, figures in per_series.items():
+            c = out.setdefault(name, {"it": [], "hours": [], **{k: [] for k in figures}})
             c["it"].append(rec["iteration"])
             c["hours"].append(rec.get("train_s", 0.0) / 3600.0)
-            for r in REGIONS:
-                c[r].append(100.0 * scores[r])
+            for k, v in figures.items():
+                c[k].append(v)
     return out
 
 
@@ -64,18 +78,20 @@ def main() -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(2, 3, figsize=(13, 7), sharey="col")
-    for i, run in enumerate(args.runs):
+    runs = {run: curves(read_history(run)) for run in args.runs}
+    synthesis = any(k in SYN_FIGURES for c in runs.values() for s in c.values() for k in s)
+    panels = dict(SYN_FIGURES) if synthesis else {r: f"{r} Dice (%), validation cases" for r in REGIONS}
+    fig, axes = plt.subplots(2, len(panels), figsize=(13, 7), sharey="col")
+    for i, (run, series) in enumerate(runs.items()):
         label = args.label[i] if args.label and i < len(args.label) else run.name
         off_it = args.offset_iterations[i] if args.offset_iterations and i < len(args.offset_iterations) else 0.0
         off_h = args.offset_hours[i] if args.offset_hours and i < len(args.offset_hours) else 0.0
-        for bits, c in curves(read_history(run)).items():
-            name = f"{label}, {SUBSET_NAMES.get(bits, bits)}"
-            for j, region in enumerate(REGIONS):
-                axes[0, j].plot([x + off_it for x in c["it"]], c[region], marker="o", ms=3, label=name)
-                axes[1, j].plot([x + off_h for x in c["hours"]], c[region], marker="o", ms=3, label=name)
-    for j, region in enumerate(REGIONS):
-        axes[0, j].set_title(f"{region} Dice (%), validation cases")
+        for suffix, c in series.items():
+            for j, key in enumerate(panels):
+                axes[0, j].plot([x + off_it for x in c["it"]], c[key], marker="o", ms=3, label=label + suffix)
+                axes[1, j].plot([x + off_h for x in c["hours"]], c[key], marker="o", ms=3, label=label + suffix)
+    for j, title in enumerate(panels.values()):
+        axes[0, j].set_title(title)
         axes[0, j].set_xlabel("iterations (total, incl. the initial weights')")
         axes[1, j].set_xlabel("training wall time (hours)")
         for row in (0, 1):

@@ -67,19 +67,33 @@ class Prepared:
 
         Args:
             image: an output of the models, e.g. a synthesised volume or a label map.
-            interpolation: "linear" for intensities, "nearest" for labels.
+            interpolation: "linear" for intensities; "label" for label maps (each
+                label's indicator resampled linearly, then the largest wins, so a
+                thick output slice takes the labels most of its thin slices carry,
+                not those of whichever thin slice lies nearest); "nearest".
         """
         if image.same_grid(self.reference_grid):
             return image
+        if interpolation == "label":
+            return self._restore_labels(image)
         out = apply_rigid(image, np.eye(4), self.reference_grid, interpolation)
         return out if interpolation == "linear" else out.with_array(out.array.astype(image.array.dtype))
+
+    def _restore_labels(self, labels: Image) -> Image:
+        values = np.union1d(np.unique(labels.array), [0])  # 0 first: outside the model grid is background
+        fractions = [
+            apply_rigid(labels.with_array((labels.array == v).astype(np.float32)), np.eye(4), self.reference_grid).array
+            for v in values
+        ]
+        winner = values[np.argmax(np.stack(fractions), axis=0)]
+        return self.reference_grid.with_array(winner.astype(labels.array.dtype))
 
     def restore_result(self, result) -> None:
         """Bring every image of a ``pipeline.PipelineResult`` back onto the reference input's grid, in place."""
         result.synthesised = {k: self.restore(v) for k, v in result.synthesised.items()}
         result.uncertainty = {k: self.restore(v) for k, v in result.uncertainty.items()}
         if result.segmentation is not None:
-            result.segmentation = self.restore(result.segmentation, "nearest")
+            result.segmentation = self.restore(result.segmentation, "label")
 
 
 def preparation_grid(reference: Image, thick: bool) -> Image:

@@ -9,7 +9,8 @@ import pytest
 import SimpleITK as sitk
 from medmodels.cli import main
 from medmodels.errors import InputError
-from medmodels.inspection import inspect_inputs
+from medmodels.image import Image
+from medmodels.inspection import inspect_inputs, skull_figures
 from medmodels.metrics import dice, region_scores
 from medmodels.options import RunOptions
 from medmodels.phantom import (
@@ -20,8 +21,9 @@ from medmodels.phantom import (
     scanned_phantom,
     true_registration,
 )
-from medmodels.preparation import prepare_case
+from medmodels.preparation import Prepared, prepare_case
 from medmodels.registration import mask_points, mean_displacement, register_rigid
+from scipy import ndimage
 
 SIZE = (96, 96, 64)  # 2.5 mm in-plane: small enough to be quick, fine enough for a 5 mm-slice study
 
@@ -94,6 +96,36 @@ def test_inspection_passes_brats_style_input(small_phantom):
     assert found.findings == [] and found.skull_stripped and found.coregistered and found.one_grid
 
 
+def test_inspection_judges_a_partial_series_where_it_was_acquired():
+    # a FLAIR slab cut obliquely through the head, as in BraTS 2013 cases: the
+    # other contrasts are not misaligned for the part of the head it lacks ...
+    ph = make_phantom((96, 96, 64), seed=2)
+    z, y, _ = np.indices(ph.images["flair"].shape)
+    flair = ph.images["flair"]
+    partial = dict(ph.images, flair=flair.with_array(np.where(y + 0.5 * z < 70, flair.array, 0)))
+    assert (partial["flair"].array != 0).sum() < 0.8 * (flair.array != 0).sum()
+    assert inspect_inputs(partial).coregistered
+    # ... but a shift of a few millimetres in the acquired part still counts
+    t1 = ph.images["t1"]
+    shifted = dict(partial, t1=t1.with_array(np.roll(t1.array, 4, axis=2)))  # 4 voxels = 10 mm
+    assert not inspect_inputs(shifted).coregistered
+
+
+def test_a_bright_brain_rim_means_a_scalp_in_t1_but_not_in_t1c():
+    # a stripped brain whose outer 5 mm is 1.4x brighter: a rim ratio near the
+    # 1.18 of enhancing dura in real BraTS T1c; T1 has no such tissue
+    ph = make_phantom((96, 96, 64), seed=2)
+    verdicts = {}
+    for key in ("t1", "t1c"):
+        image = ph.images[key]
+        brain = image.array != 0
+        rim = brain & ~ndimage.binary_erosion(brain, iterations=2)
+        figures = skull_figures(image.with_array(np.where(rim, image.array * 1.4, image.array)), key)
+        assert 1.15 < figures["rim_ratio"] < 1.25, figures
+        verdicts[key] = figures["stripped"]
+    assert verdicts == {"t1": False, "t1c": True}
+
+
 def test_inspection_flags_skull_and_misalignment_with_advice():
     ph = make_phantom((48, 48, 32), seed=3, head=True)
     found = inspect_inputs(scanned_phantom(ph, seed=3).images)
@@ -133,6 +165,27 @@ def test_preparation_registers_resamples_and_extracts_the_brain(head, scanned):
     assert json.dumps(prepared.record) and any("registered onto FLAIR" in n for n in prepared.notes)
 
 
+def test_label_maps_go_back_by_majority_not_by_the_nearest_thin_slice():
+    # model grid 1 mm, reference grid 2 mm with its voxel centres at the centres
+    # of 2x2x2 blocks: linear weights are 1/8 each, so "label" must give each
+    # block's majority label; "nearest" would give one corner voxel's
+    rng = np.random.default_rng(0)
+    thin = rng.choice(np.array([0, 1, 2, 4], np.uint8), size=(8, 8, 8), p=[0.4, 0.1, 0.4, 0.1])
+    grid = Image(np.zeros((8, 8, 8), np.uint8))
+    reference = Image(np.zeros((4, 4, 4), np.uint8), spacing=(2, 2, 2), origin=(0.5, 0.5, 0.5))
+    prepared = Prepared(images={}, reference="flair", reference_grid=reference, grid=grid)
+    restored = prepared.restore(grid.with_array(thin), "label")
+    assert restored.same_grid(reference) and restored.array.dtype == np.uint8
+    blocks = thin.reshape(4, 2, 4, 2, 4, 2).transpose(0, 2, 4, 1, 3, 5).reshape(4, 4, 4, 8)
+    counts = np.stack([(blocks == v).sum(-1) for v in (0, 1, 2, 4)], -1)
+    clear = np.sort(counts, -1)[..., -1] > np.sort(counts, -1)[..., -2]  # a unique majority
+    majority = np.array([0, 1, 2, 4])[counts.argmax(-1)]
+    assert clear.sum() > 20
+    assert np.array_equal(restored.array[clear], majority[clear])
+    nearest = prepared.restore(grid.with_array(thin), "nearest").array
+    assert not np.array_equal(nearest[clear], majority[clear])  # the case the label mode is for
+
+
 def test_auto_leaves_brats_style_input_untouched(small_phantom):
     prepared = prepare_case(small_phantom.images, "auto")
     assert prepared.record["steps"] == [] and prepared.notes == []
@@ -170,9 +223,10 @@ def test_pipeline_tumour_dice_on_scanner_study_close_to_brats_style(head, scanne
     assert study.segmentation.same_grid(scanned.images["flair"])
     assert study.preparation["steps"] == ["registration", "resampling", "brain_extraction"]
     wt_study = region_scores(study.segmentation.array, scanned.labels.array, (1, 1, 1))["Dice_WT"]
-    # The issue's target is 5 points. With the retrained ShaSpec (WT 0.89 on the
-    # BraTS-style phantom) the prepared scanner study reaches 0.83: 5.5 points
-    # short, so the target is not met yet (issue open). This guards what holds
-    # today: preparation keeps the study within 8 points of BraTS-style input.
+    # the issue's target: within 5 points of the same phantom written BraTS-style
     assert wt_brats > 0.8, wt_brats  # the comparison means something only if the model finds the tumour
-    assert wt_study >= wt_brats - 0.08, (wt_study, wt_brats)
+    assert wt_study >= wt_brats - 0.05, (wt_study, wt_brats)
+    # and the preparation is what gets it there (0.70 without it, 0.87 with, 0.89 BraTS-style)
+    unprepared = run_case(scanned.images, RunOptions(synthesize=False, device="cpu", prepare="off"))
+    wt_unprepared = region_scores(unprepared.segmentation.array, scanned.labels.array)["Dice_WT"]
+    assert wt_unprepared < wt_study - 0.05, (wt_unprepared, wt_study)

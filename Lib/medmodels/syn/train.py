@@ -13,7 +13,10 @@ uniform timestep and takes the MSE of the x0 prediction over all modalities;
 the regression baseline (``--model regression``) is the same network and loss
 on zero-filled inputs at a fixed timestep. Validation: the same loss on a
 fixed set of slices (draws, masks, timesteps and noise fixed) of the
-validation cases, so it is comparable across iterations.
+validation cases, so it is comparable across iterations, and the SSIM and
+PSNR of the missing modalities synthesised from those slices with the default
+sampler (what a user gets), so the learning curves are in the figures the
+issue's floors use.
 """
 
 from __future__ import annotations
@@ -29,13 +32,14 @@ from medmodels import training
 from medmodels.datasets import discover_cases, read_split
 from medmodels.distributed import DistInfo
 from medmodels.errors import InputError
+from medmodels.metrics import psnr, ssim
 from medmodels.modalities import MODALITY_KEYS
 from medmodels.nets.m2dn import build_m2dn
 from medmodels.progress import progress
 from medmodels.syn import diffusion as D
 from medmodels.syn.masks import sample_missing
 from medmodels.syn.slices import WorkingCase, prepare_case, sample_slices
-from medmodels.syn.synthesize import BASELINE_NAME, BUNDLED_NAME
+from medmodels.syn.synthesize import BASELINE_NAME, BUNDLED_NAME, DEFAULT_STEPS
 from medmodels.training import LoopConfig, Task
 
 MODELS = tuple(D.VARIANTS)
@@ -150,6 +154,29 @@ def validation_batch(cases: Sequence[WorkingCase], cfg: SynTrainConfig):
     return x0, sample_missing(cfg.val_slices, torch.Generator().manual_seed(12345))
 
 
+def synthesis_scores(pred: torch.Tensor, x0: torch.Tensor, missing: torch.Tensor) -> dict:
+    """SSIM and PSNR of the missing channels inside the brain, one 2D figure per
+    (slice, missing modality), averaged.
+
+    Args:
+        pred, x0: ``(V, M, H, W)`` synthesised and true slices (diffusion space).
+        missing: ``(V, M)``, 1 = missing.
+
+    Returns:
+        ``{"val_ssim": ..., "val_psnr": ...}``; the peak and SSIM's range are the
+        true slices' range inside the brain (background is 0 in every channel).
+    """
+    brain = (x0 != 0).any(dim=1)  # (V, H, W)
+    v, m = torch.nonzero(missing.bool(), as_tuple=True)
+    p, t = pred[v, m].cpu().numpy(), x0[v, m].cpu().numpy()
+    mask = brain[v].cpu().numpy()
+    drange = float(t[mask].max() - t[mask].min())
+    return {
+        "val_ssim": round(float(np.nanmean(ssim(p, t, mask, drange, per_slice=True))), 4),
+        "val_psnr": round(float(np.nanmean(psnr(p, t, mask, drange, per_slice=True))), 2),
+    }
+
+
 def make_task(
     cfg: SynTrainConfig,
     cases: Sequence[WorkingCase],
@@ -186,7 +213,10 @@ def make_task(
 
         def validate(net) -> dict:
             value = variant.loss(net, x0_val, missing_val, torch.Generator().manual_seed(7))
-            return {"val_loss": round(float(value), 5)}
+            # its own generator: validation must not move the training streams (exact resume)
+            gen = torch.Generator(device=x0_val.device).manual_seed(11)
+            pred = variant.sample(net, x0_val, missing_val, DEFAULT_STEPS, gen)
+            return {"val_loss": round(float(value), 5), **synthesis_scores(pred, x0_val, missing_val)}
 
     return Task(
         name=cfg.model,
