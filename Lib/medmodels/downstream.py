@@ -31,15 +31,21 @@ ALL_FOUR = AvailabilityMask((True,) * 4)
 
 
 def case_dice(
-    syn: Synthesizer, seg: Segmenter, case: Case, mask: AvailabilityMask, steps: int | None, seed: int
+    syn: Synthesizer,
+    seg: Segmenter,
+    case: Case,
+    mask: AvailabilityMask,
+    steps: int | None,
+    seed: int,
+    samples: int = 1,
 ) -> tuple[list[float], list[float]]:
     """Dice (ET, TC, WT) of one case with the modalities of ``mask``: from the
-    incomplete set, and from the set completed by synthesis."""
+    incomplete set, and from the set completed by synthesis (the mean of ``samples``)."""
     images, labels = case.load()
     truth = labels_to_regions(labels.array)
     given = {k: images[k] for k in mask.keys}
     filled = dict(given)
-    for key, (mean, _std) in syn.synthesize(given, mask, steps=steps, seed=seed).items():
+    for key, (mean, _std) in syn.synthesize(given, mask, steps=steps, samples=samples, seed=seed).items():
         filled[key] = mean
     scores = []
     for imgs, m in ((given, mask), (filled, ALL_FOUR)):
@@ -55,16 +61,19 @@ def downstream_dice(
     patterns: Sequence[AvailabilityMask],
     steps: int | None = None,
     seed: int = 0,
+    samples: int = 1,
 ) -> list[dict]:
     """Per pattern: mean Dice ``[ET, TC, WT]`` over ``cases`` from the incomplete
-    set (``"incomplete"``) and the synthesised full set (``"synthesised"``)."""
+    set (``"incomplete"``) and the synthesised full set (``"synthesised"``), and
+    the same per case (``"per_case"``: cases are the unit of the paired comparison)."""
     out = []
     for mask in patterns:
-        incomplete, synthesised = [], []
+        incomplete, synthesised, per_case = [], [], []
         for case in progress(cases, desc=f"Dice {mask.label}"):
-            inc, full = case_dice(syn, seg, case, mask, steps, seed)
+            inc, full = case_dice(syn, seg, case, mask, steps, seed, samples)
             incomplete.append(inc)
             synthesised.append(full)
+            per_case.append({"case": case.name, "incomplete": inc, "synthesised": full})
         out.append(
             {
                 "pattern": mask.bits,
@@ -72,18 +81,29 @@ def downstream_dice(
                 "incomplete": np.mean(incomplete, 0).tolist(),
                 "synthesised": np.mean(synthesised, 0).tolist(),
                 "cases": len(cases),
+                "per_case": per_case,
             }
         )
     return out
 
 
 def dice_markdown(rows: list[dict]) -> str:
-    """The downstream table: one line per pattern."""
-    lines = ["| available | Dice ET/TC/WT incomplete | Dice ET/TC/WT synthesised full set |", "|---|---|---|"]
+    """The downstream table: one line per pattern, with the per-case differences
+    (synthesised minus incomplete) of ET and WT and the cases where they are positive."""
+    lines = [
+        "| available | Dice ET/TC/WT incomplete | Dice ET/TC/WT synthesised full set "
+        "| ET difference per case | WT difference per case |",
+        "|---|---|---|---|---|",
+    ]
     for d in rows:
+        cells = []
+        for region in (0, 2):  # ET, WT
+            diffs = [c["synthesised"][region] - c["incomplete"][region] for c in d.get("per_case", [])]
+            wins = sum(x > 0 for x in diffs)
+            cells.append(f"{', '.join(f'{x:+.3f}' for x in diffs)} ({wins}/{len(diffs)} up)" if diffs else "")
         lines.append(
             f"| {d['available']} | {' / '.join(fmt(v, 3) for v in d['incomplete'])} | "
-            f"{' / '.join(fmt(v, 3) for v in d['synthesised'])} |"
+            f"{' / '.join(fmt(v, 3) for v in d['synthesised'])} | {cells[0]} | {cells[1]} |"
         )
     return "\n".join(lines)
 
@@ -100,6 +120,7 @@ def add_downstream_dice(
     patterns: str | None = None,
     device: str = "auto",
     seed: int = 0,
+    samples: int = 1,
 ) -> dict:
     """Add the downstream Dice to a ``medmodels.syn.evaluate.evaluate`` result and rewrite its files.
 
@@ -109,13 +130,14 @@ def add_downstream_dice(
         out: the JSON path ``evaluate`` wrote; it and its .md are rewritten with the Dice table.
         checkpoint: the M2DN checkpoint (None = bundled).
         segmenter: the segmentation checkpoint (None = bundled ShaSpec, "baseline", or a path).
-        steps, seed, device: sampler steps, random seed and device, as for ``evaluate``.
+        steps, seed, device, samples: sampler steps, random seed, device and
+            M2DN samples averaged, as for ``evaluate``.
         patterns: comma-separated availability bits (None = the 14 missing patterns).
     """
     cases = split_cases(data, split, "validation", require_label=True)[: max_cases or None]
     syn = load_synthesizer(checkpoint, device)
     seg = load_segmenter(segmenter, device)
-    rows = downstream_dice(syn, seg, cases, parse_patterns(patterns), steps, seed)
+    rows = downstream_dice(syn, seg, cases, parse_patterns(patterns), steps, seed, samples)
     result = {**result, "dice": rows, "markdown": result["markdown"] + "\n\n" + dice_markdown(rows)}
     write_result(result, out)
     return result

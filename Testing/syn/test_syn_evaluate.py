@@ -6,6 +6,7 @@ import json
 import numpy as np
 import pytest
 from medmodels.datasets import write_split
+from medmodels.errors import InputError
 from medmodels.modalities import AvailabilityMask
 from medmodels.syn.evaluate import evaluate, mean_fill, slice_metrics
 from medmodels.syn.train import SynTrainConfig, train
@@ -134,9 +135,26 @@ def test_downstream_dice_is_added_to_the_evaluation(phantom_dataset, tiny_models
     assert row["pattern"] == "1101" and row["cases"] == 1
     for key in ("incomplete", "synthesised"):
         assert len(row[key]) == 3 and all(0.0 <= d <= 1.0 for d in row[key])
+    (case,) = row["per_case"]  # cases are the unit of the comparison
+    assert case["case"] == names[2] and case["incomplete"] == row["incomplete"]
     saved = json.loads(out.read_text(encoding="utf-8"))
     assert saved["dice"] == result["dice"] and saved["table"] == result["table"]
-    assert "| Dice ET/TC/WT incomplete |" in out.with_suffix(".md").read_text(encoding="utf-8")
+    text = out.with_suffix(".md").read_text(encoding="utf-8")
+    assert "| Dice ET/TC/WT incomplete |" in text and ("(1/1 up)" in text or "(0/1 up)" in text)
+
+
+def test_m2dn_output_can_be_the_mean_of_several_samples(phantom_dataset, tiny_models, tmp_path):
+    split, ckpt, _ = tiny_models
+    kwargs = dict(checkpoint=ckpt["m2dn"], baseline=ckpt["regression"], steps=2, patterns="1101", device="cpu")
+    kwargs.update(slice_stride=4, input_grid=False)
+    one = evaluate(phantom_dataset, split, tmp_path / "one.json", **kwargs)
+    three = evaluate(phantom_dataset, split, tmp_path / "three.json", samples=3, **kwargs)
+    assert one["samples"] == 1 and three["samples"] == 3
+    (r1,), (r3,) = one["per_case"], three["per_case"]
+    assert r1["regression"] == r3["regression"]  # deterministic: one draw is its mean
+    assert r1["m2dn"] != r3["m2dn"]
+    with pytest.raises(InputError, match="samples"):
+        evaluate(phantom_dataset, split, tmp_path / "none.json", samples=0, **kwargs)
 
 
 def test_evaluate_syn_command_turns_the_input_grid_off(phantom_dataset, tiny_models, tmp_path, capsys):

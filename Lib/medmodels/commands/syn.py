@@ -65,6 +65,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--checkpoint", default=None, help="M2DN .pt (default: bundled)")
     p.add_argument("--baseline", default=None, help="regression .pt (default: bundled)")
     p.add_argument("--steps", type=int, default=None, help="DDIM steps (default: the synthesizer's default)")
+    p.add_argument("--samples", type=int, default=1, help="M2DN's output is the mean of this many samples (default 1)")
     p.add_argument("--slice-stride", type=int, default=4, help="every k-th brain slice of the working grid")
     p.add_argument("--max-cases", type=int, default=None)
     p.add_argument(
@@ -153,6 +154,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         device=args.device,
         seed=args.seed,
         input_grid=args.input_grid,
+        samples=args.samples,
     )
     if args.dice:  # pipeline level: needs the segmenter as well as the synthesizer
         from medmodels.downstream import add_downstream_dice
@@ -168,6 +170,7 @@ def _evaluate(args: argparse.Namespace) -> int:
             patterns=args.patterns,
             device=args.device,
             seed=args.seed,
+            samples=args.samples,
         )
     print(result["markdown"])
     return 0

@@ -129,6 +129,10 @@ def evaluation_slices(case: WorkingCase, stride: int) -> np.ndarray:
     return zs[stride // 2 :: stride] if len(zs) > stride else zs
 
 
+def _draws(model: Synthesizer, samples: int) -> int:
+    return samples if model.kind == "m2dn" else 1
+
+
 def predict_pattern(
     models: dict[str, Synthesizer],
     case: WorkingCase,
@@ -136,8 +140,10 @@ def predict_pattern(
     mask: AvailabilityMask,
     steps: int | None,
     seed: int,
+    samples: int = 1,
 ) -> dict[str, np.ndarray]:
-    """``{method: (4, n, H, W)}`` z-score predictions on the chosen slices."""
+    """``{method: (4, n, H, W)}`` z-score predictions on the chosen slices; M2DN's
+    is the mean of ``samples`` draws (the deterministic regression needs one)."""
     truth = case.image[:, zs]
     inputs = truth * mask.vector()[:, None, None, None]
     x = torch.from_numpy(inputs).permute(1, 0, 2, 3).contiguous()
@@ -145,7 +151,8 @@ def predict_pattern(
     out = {}
     for name, model in models.items():
         gen = torch.Generator(device=model.device).manual_seed(seed)
-        out[name] = model.predict_slices(x, missing, steps, gen).permute(1, 0, 2, 3).numpy() * case.brain[zs][None]
+        draws = [model.predict_slices(x, missing, steps, gen) for _ in range(_draws(model, samples))]
+        out[name] = torch.stack(draws).mean(0).permute(1, 0, 2, 3).numpy() * case.brain[zs][None]
     out["mean_fill"] = mean_fill(inputs, mask) * case.brain[zs][None]
     return out
 
@@ -363,12 +370,17 @@ def case_truth(case: Case) -> tuple[dict[str, Image], np.ndarray, np.ndarray | N
 
 
 def score_input_grid_case(
-    case: Case, models: Mapping[str, Synthesizer], chosen: Sequence[AvailabilityMask], steps, seed: int
+    case: Case,
+    models: Mapping[str, Synthesizer],
+    chosen: Sequence[AvailabilityMask],
+    steps,
+    seed: int,
+    samples: int = 1,
 ) -> list[dict]:
     """Rows (case x pattern x missing modality) of input-grid scores for one case.
 
     Each row: ``{method: {region: {metric}}}`` for M2DN, regression (whole-volume
-    ``synthesize``, one sample) and the mean fill, plus ``"enhancement"`` for T1c
+    ``synthesize``; M2DN the mean of ``samples``) and the mean fill, plus ``"enhancement"`` for T1c
     (when the case has labels).
     """
     images, brain, labels = case_truth(case)
@@ -378,7 +390,7 @@ def score_input_grid_case(
     rows = []
     for mask in chosen:
         given = {k: images[k] for k in mask.keys}
-        out = {name: m.synthesize(given, mask, steps, samples=1, seed=seed) for name, m in models.items()}
+        out = {name: m.synthesize(given, mask, steps, _draws(m, samples), seed) for name, m in models.items()}
         fill = own_zscores(np.mean([truth[k] for k in mask.keys], 0), brain)  # scaled like the models' outputs
         for key in mask.missing_keys:
             z = {name: own_zscores(out[name][key][0].array, brain) for name in models}
@@ -529,7 +541,9 @@ def write_result(result: dict, out) -> Path:
     return out
 
 
-def _score_case(c, syn: Synthesizer, reg: Synthesizer, chosen, slice_stride: int, steps, seed) -> list[dict]:
+def _score_case(
+    c, syn: Synthesizer, reg: Synthesizer, chosen, slice_stride: int, steps, seed, samples: int = 1
+) -> list[dict]:
     """Rows (case x pattern x missing modality) of one case, each with per-slice scores of every method."""
     images, _ = c.load()
     case = prepare_case(images, syn.spacing, c.name)
@@ -537,7 +551,7 @@ def _score_case(c, syn: Synthesizer, reg: Synthesizer, chosen, slice_stride: int
     brain = case.brain[zs]
     rows = []
     for mask in chosen:
-        preds = predict_pattern({"m2dn": syn, "regression": reg}, case, zs, mask, steps, seed)
+        preds = predict_pattern({"m2dn": syn, "regression": reg}, case, zs, mask, steps, seed, samples)
         for key in mask.missing_keys:
             m = MODALITY_KEYS.index(key)
             lo, hi = unit_range(case.image[m], case.brain)
@@ -576,6 +590,7 @@ def evaluate(
     device: str = "auto",
     seed: int = 0,
     input_grid: bool = True,
+    samples: int = 1,
 ) -> dict:
     """Run the evaluation on the validation cases of ``split``; writes ``out`` (JSON) and ``out.md``.
 
@@ -591,12 +606,16 @@ def evaluate(
         seed: the samplers' seed.
         input_grid: also synthesise whole volumes and score them on the input
             grid (brain, tumour, T1c enhancement); the slow part.
+        samples: M2DN's output is the mean of this many samples (an estimate of
+            the posterior mean; ``run --samples``).
 
     The result's ``"dice"`` is None here; ``medmodels.downstream.add_downstream_dice`` fills it.
     """
     t_start = time.time()
     syn = load_synthesizer(checkpoint, device)
     reg = load_synthesizer(baseline if baseline is not None else "baseline", device)
+    if samples < 1:
+        raise InputError(f"samples must be at least 1, got {samples}.")
     if reg.kind != "regression":
         raise InputError("--baseline must be a regression-baseline checkpoint (trained with --model regression).")
     if syn.spacing != reg.spacing:
@@ -606,9 +625,9 @@ def evaluate(
     rows: list[dict] = []
     input_rows: list[dict] = []
     for c in progress(cases, desc="Evaluating cases"):
-        rows += _score_case(c, syn, reg, chosen, slice_stride, steps, seed)
+        rows += _score_case(c, syn, reg, chosen, slice_stride, steps, seed, samples)
         if input_grid:
-            input_rows += score_input_grid_case(c, {"m2dn": syn, "regression": reg}, chosen, steps, seed)
+            input_rows += score_input_grid_case(c, {"m2dn": syn, "regression": reg}, chosen, steps, seed, samples)
     table = summarise(rows, chosen)
     input_table = summarise_input_grid(input_rows, chosen)
     enhancement_table = summarise_enhancement(input_rows, chosen)
@@ -618,6 +637,7 @@ def evaluate(
     result = {
         "validation_cases": [c.name for c in cases],
         "steps": syn._check_steps(steps),
+        "samples": samples,
         "slice_stride": slice_stride,
         "spacing": list(syn.spacing),
         "seed": seed,
