@@ -36,7 +36,7 @@ contrast mean(ET) / mean(edema) - 1 (``metrics.enhancement_contrast``) of the
 true T1c and of the synthesised one mapped to the true one's intensity scale
 (same normalisation), and their ratio per case.
 
-Per-case paired tests (``paired_case_test``): cases are the unit; per case,
+Per-case paired tests (``medmodels.stats.paired_case_test``): cases are the unit; per case,
 the mean over its slices and missing modalities (working grid) or its missing
 modalities (input grid); M2DN against the regression U-Net by an exact
 two-sided Wilcoxon signed-rank test. With n cases the smallest possible p is
@@ -60,7 +60,7 @@ import numpy as np
 import torch
 from scipy.stats import wilcoxon
 
-from medmodels.datasets import Case, split_cases
+from medmodels.datasets import split_cases
 from medmodels.errors import InputError
 from medmodels.image import Image
 from medmodels.labels import labels_to_regions
@@ -68,6 +68,7 @@ from medmodels.metrics import enhancement_contrast, mae, psnr, ssim, ssim_in_reg
 from medmodels.modalities import BY_KEY, MODALITY_KEYS, AvailabilityMask
 from medmodels.preprocess import Normalizer, brain_mask, resample_like
 from medmodels.progress import progress
+from medmodels.stats import CASE_TEST, paired_case_test
 from medmodels.syn.masks import PATTERNS
 from medmodels.syn.slices import WorkingCase, prepare_case
 from medmodels.syn.synthesize import Synthesizer, load_synthesizer
@@ -76,13 +77,6 @@ METHODS = ("m2dn", "regression", "mean_fill")
 METRICS = ("psnr", "ssim", "mae")
 #: Where the input-grid scores are averaged: the brain, and the whole tumour (label file).
 REGIONS_SCORED = ("brain", "tumour")
-#: Up to this many cases the Wilcoxon p is the exact sign-flip distribution (2**n flips).
-EXACT_MAX_CASES = 16
-#: What ``paired_case_test`` computes, as written into the results.
-CASE_TEST = (
-    "Wilcoxon signed-rank, exact, two-sided, over per-case means (zero differences dropped; "
-    f"normal approximation above {EXACT_MAX_CASES} cases)"
-)
 
 
 def unit_range(truth: np.ndarray, brain: np.ndarray) -> tuple[float, float]:
@@ -163,48 +157,6 @@ def paired_p(a: Sequence[float], b: Sequence[float]) -> float | None:
     if ok.sum() < 2 or np.allclose(a[ok], b[ok]):
         return None
     return float(wilcoxon(a[ok], b[ok]).pvalue)
-
-
-def paired_case_test(a: Sequence[float], b: Sequence[float]) -> dict:
-    """Paired test of one figure per case of two methods: cases are the unit.
-
-    The exact two-sided Wilcoxon signed-rank test: zero differences are
-    dropped, tied absolute differences get their mean rank, and p is the share
-    of the 2**n sign flips of the ranks whose signed-rank sum is at least as far
-    from 0 as the observed one (scipy's normal approximation above
-    ``EXACT_MAX_CASES`` cases). With n cases the smallest possible p is 2 / 2**n.
-
-    Args:
-        a, b: ``(n,)`` the per-case figures of the two methods, in the same case
-            order; a pair with a NaN is left out.
-
-    Returns:
-        ``{"test", "n": cases used, "mean_difference": mean of a - b (None without
-        cases), "wins": cases with a > b, "p": None below 2 non-zero differences,
-        "min_p": the smallest p these cases could give (None likewise)}``.
-    """
-    from scipy.stats import rankdata
-
-    a, b = np.asarray(a, float), np.asarray(b, float)
-    if a.shape != b.shape or a.ndim != 1:
-        raise InputError(f"Paired per-case figures need two (n,) arrays of one length, got {a.shape} and {b.shape}.")
-    ok = np.isfinite(a) & np.isfinite(b)
-    d = a[ok] - b[ok]
-    out = {"test": CASE_TEST, "n": int(ok.sum()), "mean_difference": float(d.mean()) if d.size else None}
-    out.update(wins=int((d > 0).sum()), p=None, min_p=None)
-    d = d[d != 0]
-    if d.size < 2:
-        return out
-    out["min_p"] = 2.0 / 2**d.size
-    if d.size > EXACT_MAX_CASES:
-        out["p"] = float(wilcoxon(d).pvalue)
-        return out
-    ranks = rankdata(np.abs(d))
-    observed = abs(float(np.sum(np.sign(d) * ranks)))
-    signs = np.array(list(itertools.product((-1.0, 1.0), repeat=d.size)))
-    sums = np.abs(signs @ ranks)
-    out["p"] = float(np.mean(sums >= observed - 1e-9))
-    return out
 
 
 def _case_means(rows: list[dict], value) -> tuple[list[str], np.ndarray]:
@@ -357,20 +309,21 @@ def enhancement(zscores: Mapping[str, np.ndarray], truth: Normalizer, labels: np
     return out
 
 
-def case_truth(case: Case) -> tuple[dict[str, Image], np.ndarray, np.ndarray | None]:
-    """The images of a case, its brain mask from all four, and its labels on the images' grid (None without)."""
-    images, label_image = case.load()
+def case_truth(images: Mapping[str, Image], label_image: Image | None) -> tuple[np.ndarray, np.ndarray | None]:
+    """A case's brain mask from all four images, and its labels on the images' grid (None without)."""
     brain = brain_mask(images)
     if label_image is None:
-        return images, brain, None
+        return brain, None
     reference = images[MODALITY_KEYS[0]]
     if not label_image.same_grid(reference):
         label_image = resample_like(label_image, reference, "nearest")
-    return images, brain, label_image.array
+    return brain, label_image.array
 
 
 def score_input_grid_case(
-    case: Case,
+    case_name: str,
+    images: Mapping[str, Image],
+    label_image: Image | None,
     models: Mapping[str, Synthesizer],
     chosen: Sequence[AvailabilityMask],
     steps,
@@ -383,7 +336,7 @@ def score_input_grid_case(
     ``synthesize``; M2DN the mean of ``samples``) and the mean fill, plus ``"enhancement"`` for T1c
     (when the case has labels).
     """
-    images, brain, labels = case_truth(case)
+    brain, labels = case_truth(images, label_image)
     tumour = None if labels is None else labels_to_regions(labels)[2]
     norms = {k: Normalizer.fit(images[k].array, brain) for k in MODALITY_KEYS}
     truth = {k: norms[k].apply(images[k].array, brain) for k in MODALITY_KEYS}
@@ -395,7 +348,7 @@ def score_input_grid_case(
         for key in mask.missing_keys:
             z = {name: own_zscores(out[name][key][0].array, brain) for name in models}
             z["mean_fill"] = fill
-            row = {"case": case.name, "pattern": mask.bits, "modality": key}
+            row = {"case": case_name, "pattern": mask.bits, "modality": key}
             row.update({name: volume_scores(z[name], truth[key], brain, tumour) for name in METHODS})
             if key == "t1c" and labels is not None:
                 row["enhancement"] = enhancement({"true": truth[key], **z}, norms[key], labels, brain)
@@ -542,11 +495,18 @@ def write_result(result: dict, out) -> Path:
 
 
 def _score_case(
-    c, syn: Synthesizer, reg: Synthesizer, chosen, slice_stride: int, steps, seed, samples: int = 1
+    case_name: str,
+    images: Mapping[str, Image],
+    syn: Synthesizer,
+    reg: Synthesizer,
+    chosen,
+    slice_stride: int,
+    steps,
+    seed,
+    samples: int = 1,
 ) -> list[dict]:
     """Rows (case x pattern x missing modality) of one case, each with per-slice scores of every method."""
-    images, _ = c.load()
-    case = prepare_case(images, syn.spacing, c.name)
+    case = prepare_case(images, syn.spacing, case_name)
     zs = evaluation_slices(case, slice_stride)
     brain = case.brain[zs]
     rows = []
@@ -555,7 +515,7 @@ def _score_case(
         for key in mask.missing_keys:
             m = MODALITY_KEYS.index(key)
             lo, hi = unit_range(case.image[m], case.brain)
-            row = {"case": c.name, "pattern": mask.bits, "modality": key, "slices": zs.tolist(), "unit": [lo, hi]}
+            row = {"case": case_name, "pattern": mask.bits, "modality": key, "slices": zs.tolist(), "unit": [lo, hi]}
             for method in METHODS:
                 row[method] = slice_metrics(preds[method][m], case.image[m, zs], brain, lo, hi)
             rows.append(row)
@@ -625,9 +585,11 @@ def evaluate(
     rows: list[dict] = []
     input_rows: list[dict] = []
     for c in progress(cases, desc="Evaluating cases"):
-        rows += _score_case(c, syn, reg, chosen, slice_stride, steps, seed, samples)
+        images, label_image = c.load()  # read once: both grids score the same files
+        rows += _score_case(c.name, images, syn, reg, chosen, slice_stride, steps, seed, samples)
         if input_grid:
-            input_rows += score_input_grid_case(c, {"m2dn": syn, "regression": reg}, chosen, steps, seed, samples)
+            models = {"m2dn": syn, "regression": reg}
+            input_rows += score_input_grid_case(c.name, images, label_image, models, chosen, steps, seed, samples)
     table = summarise(rows, chosen)
     input_table = summarise_input_grid(input_rows, chosen)
     enhancement_table = summarise_enhancement(input_rows, chosen)
