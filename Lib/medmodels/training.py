@@ -134,6 +134,11 @@ class Task:
         data_keys: config entries computed from the training data, ignored
             when the config is compared with an ``init`` checkpoint's.
         find_unused_parameters: DDP's option (ShaSpec leaves some heads unused).
+        grows_from: ``grows_from(ours, theirs) -> bool``: whether a model of
+            config ``ours`` can start from ``init`` weights of another config
+            ``theirs`` through ``model.load_grown(state_dict)`` (a larger
+            network that first computes what the smaller one did); None = the
+            configs must match.
     """
 
     name: str
@@ -147,6 +152,7 @@ class Task:
     facts: dict = field(default_factory=dict)
     data_keys: tuple[str, ...] = ()
     find_unused_parameters: bool = False
+    grows_from: Callable[[dict, dict], bool] | None = None
 
 
 def check_options(cfg: LoopConfig) -> None:
@@ -314,7 +320,8 @@ class _Loop:
             {k: v for k, v in c.items() if k not in self.task.data_keys}
             for c in (self.task.config, payload.get("config") or {})
         )
-        if ours != theirs:
+        grow = ours != theirs
+        if grow and not (self.task.grows_from and self.task.grows_from(ours, theirs)):
             raise InputError(
                 f"--init '{path}' was trained with another model configuration "
                 f"({_differences(ours, theirs)}). Give the options it was trained with (they are in "
@@ -325,7 +332,10 @@ class _Loop:
             for k, v in payload["state_dict"].items()
         }
         try:
-            self.model.load_state_dict(weights)
+            if grow:
+                self.model.load_grown(weights)
+            else:
+                self.model.load_state_dict(weights)
         except RuntimeError as err:
             raise InputError(f"--init '{path}' does not fit the {self.task.name} network: {err}") from None
         record = read_record(path)
@@ -336,7 +346,9 @@ class _Loop:
             "iterations": done.get("cumulative_iterations", done.get("iterations")),
             "wall_s_training": done.get("cumulative_wall_s_training", done.get("wall_s_training")),
         }
-        emit(0.0, f"Initialised from {path}")
+        if grow:
+            self.init["grown_from"] = _differences(ours, theirs)
+        emit(0.0, f"Initialised from {path}" + (f", grown ({self.init['grown_from']})" if grow else ""))
 
     def wrap(self) -> None:
         """DDP wrapper (broadcasts rank 0's weights, averages gradients)."""

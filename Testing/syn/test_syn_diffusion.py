@@ -120,3 +120,50 @@ def test_both_variants_share_one_interface(kind):
 def test_unknown_variant_is_a_clear_error():
     with pytest.raises(InputError, match="m2dn or regression"):
         D.variant("gan", D.DiffusionConfig())
+
+
+def test_grown_network_computes_what_the_smaller_one_did():
+    small = tiny_net(seed=3)
+    big = M2DNet(**SMALL, context=2, refine_blocks=2).eval()
+    big.load_grown(small.state_dict())
+    x, ctx = torch.randn(5, 4, 16, 16), torch.randn(5, 4, 4, 16, 16)
+    missing, t = torch.tensor([[0, 0, 1, 0]] * 5, dtype=torch.float32), torch.tensor([999, 600, 300, 10, 0])
+    with torch.no_grad():
+        assert torch.allclose(big(x, t, missing, ctx), small(x, t, missing), atol=1e-6)
+    with pytest.raises(RuntimeError, match="cannot grow"):  # another width is not a growth
+        M2DNet(encoder_channels=4, channels=(8, 16, 32), emb_dim=16).load_grown(small.state_dict())
+
+
+def test_context_of_missing_modalities_is_not_seen():
+    torch.manual_seed(0)
+    net = M2DNet(**SMALL, context=1).eval()
+    for p in net.parameters():  # a random net, so the neighbours matter
+        torch.nn.init.normal_(p, std=0.3)
+    x, ctx = torch.randn(2, 4, 16, 16), torch.randn(2, 4, 2, 16, 16)
+    missing, t = torch.tensor([[0, 0, 1, 0]] * 2, dtype=torch.float32), torch.tensor([999, 0])
+    other = ctx.clone()
+    other[:, 2] = 5.0  # T1c is missing: its neighbours must not change the output ...
+    with torch.no_grad():
+        out = net(x, t, missing, ctx)
+        assert torch.equal(out, net(x, t, missing, other))
+        other[:, 1] = 5.0  # ... while an available modality's neighbours do
+        assert not torch.allclose(out, net(x, t, missing, other))
+    with pytest.raises(ValueError, match="context"):
+        net(x, t, missing)
+
+
+@pytest.mark.parametrize("variant", [D.Diffusion(D.DiffusionConfig(num_train_timesteps=40)), D.Regression()])
+def test_loss_weight_of_one_is_the_plain_mean_and_other_weights_change_it(variant):
+    net = tiny_net()
+    x0 = torch.randn(4, 4, 16, 16)
+    missing = torch.tensor([[0, 0, 1, 0]] * 4, dtype=torch.float32)
+    ones = torch.ones(4, 1, 16, 16)
+
+    def loss(weight):
+        return variant.loss(net, x0, missing, torch.Generator().manual_seed(0), weight=weight)
+
+    assert torch.allclose(loss(ones), loss(None))  # weight 1 everywhere = the plain mean
+    assert torch.allclose(loss(3 * ones), loss(None))  # divided by the mean weight: same scale
+    region = ones.clone()
+    region[:, :, :4] = 5.0
+    assert not torch.allclose(loss(region), loss(None))

@@ -8,7 +8,7 @@ import pytest
 from medmodels.datasets import write_split
 from medmodels.errors import InputError
 from medmodels.modalities import AvailabilityMask
-from medmodels.syn.evaluate import evaluate, mean_fill, slice_metrics
+from medmodels.syn.evaluate import calibration, evaluate, mean_fill, slice_metrics
 from medmodels.syn.train import SynTrainConfig, train
 
 TINY = dict(
@@ -34,6 +34,18 @@ def test_metrics_of_a_perfect_and_a_flat_prediction():
     assert np.allclose(perfect["ssim"], 1, atol=1e-4) and np.allclose(perfect["mae"], 0)
     flat = slice_metrics(np.zeros_like(truth), truth, brain, lo, hi)
     assert (flat["ssim"] < 0.7).all() and (flat["psnr"] < perfect["psnr"]).all()
+
+
+def test_calibration_tells_a_std_map_that_marks_the_error_from_one_that_does_not():
+    rng = np.random.default_rng(0)
+    truth = rng.normal(size=(2, 32, 32))
+    brain = np.ones(truth.shape, bool)
+    error = rng.normal(size=truth.shape) * np.linspace(0.05, 2, 32)[None, None]  # grows to the right
+    honest = calibration(np.broadcast_to(np.linspace(0.05, 2, 32), truth.shape), truth + error, truth, brain)
+    blind = calibration(rng.uniform(size=truth.shape), truth + error, truth, brain)
+    assert honest["spearman"] > 0.5 and honest["error_ratio"] > 5
+    assert abs(blind["spearman"]) < 0.1 and 0.8 < blind["error_ratio"] < 1.25
+    assert calibration(np.zeros(truth.shape), truth + error, truth, brain) == {"spearman": None, "error_ratio": None}
 
 
 def test_mean_fill_uses_the_available_modalities_only():
@@ -153,6 +165,9 @@ def test_m2dn_output_can_be_the_mean_of_several_samples(phantom_dataset, tiny_mo
     (r1,), (r3,) = one["per_case"], three["per_case"]
     assert r1["regression"] == r3["regression"]  # deterministic: one draw is its mean
     assert r1["m2dn"] != r3["m2dn"]
+    assert one["calibration"] is None and "calibration" not in r1  # one draw has no std map
+    (entry,) = three["calibration"]
+    assert entry["pattern"] == "1101" and -1 <= entry["spearman"] <= 1 and "Spearman" in three["markdown"]
     with pytest.raises(InputError, match="samples"):
         evaluate(phantom_dataset, split, tmp_path / "none.json", samples=0, **kwargs)
 

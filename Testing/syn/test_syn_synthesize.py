@@ -132,3 +132,23 @@ def test_checkpoint_round_trip_and_tamper_check(config, phantom, tmp_path):
     path.write_bytes(path.read_bytes() + b"0")
     with pytest.raises(CheckpointError):
         load_synthesizer(path, "cpu")
+
+
+@pytest.mark.parametrize("kind", ["m2dn", "regression"])
+def test_a_2_5d_network_synthesises_whole_volumes_and_its_grown_twin_gives_the_same(config, phantom, kind):
+    """The synthesizer feeds a 2.5D network each slice's neighbours; grown from a 2D one, it gives the 2D output."""
+    flat = synthesizer(config, kind)
+    net = M2DNet(**{**config["net"], "context": 1, "refine_blocks": 1})
+    net.load_grown(flat.net.state_dict())
+    deep = Synthesizer(net, {**config, "kind": kind, "net": {**config["net"], "context": 1}}, torch.device("cpu"))
+    assert deep.context == 1 and flat.context == 0
+    mask = AvailabilityMask.from_bits("1101")
+    given = {k: phantom.images[k] for k in mask.keys}
+    a, b = (s.synthesize(given, mask, steps=2, seed=0)["t1c"][0].array for s in (flat, deep))
+    assert np.allclose(a, b, atol=1e-4)
+    for p in net.refine.parameters():  # once the added parts have weights, the neighbours count
+        torch.nn.init.normal_(p, std=0.1)
+    for enc in net.encoders:
+        torch.nn.init.normal_(enc.body[0].weight, std=0.3)
+    c = deep.synthesize(given, mask, steps=2, seed=0)["t1c"][0].array
+    assert c.shape == a.shape and np.isfinite(c).all() and not np.allclose(a, c, atol=1e-4)

@@ -3,9 +3,10 @@
 import numpy as np
 import pytest
 import torch
+from medmodels.errors import InputError
 from medmodels.phantom import make_phantom
-from medmodels.syn.slices import prepare_case, sample_slices
-from medmodels.syn.train import SynTrainConfig, fit, synthesis_scores
+from medmodels.syn.slices import prepare_case, sample_batch, sample_slices, slice_context
+from medmodels.syn.train import SynTrainConfig, fit, grows_from, model_config, synthesis_scores
 
 SPACING = (8.0, 8.0, 8.0)
 TINY = dict(
@@ -65,3 +66,48 @@ def test_training_resumes_from_its_checkpoint(cases, tmp_path):
     cfg.iterations, cfg.resume = 15, True
     summary = fit(cfg, cases[:2])
     assert [r["iteration"] for r in summary["history"]] == [5, 10, 15]
+
+
+def test_neighbours_and_labels_get_the_crop_placement_and_mirroring_of_their_slice():
+    ph = make_phantom((48, 48, 32), seed=4)
+    case = prepare_case(ph.images, SPACING, "P4", labels=ph.labels)
+    assert case.labels is not None and case.labels.shape == case.brain.shape and (case.labels[~case.brain] == 0).all()
+    z = np.arange(case.image.shape[1], dtype=np.float32)[None, :, None, None]
+    case.image = np.where(case.brain[None], z + 1, 0).astype(np.float32)  # every voxel tells its slice
+    case.labels = case.brain.astype(np.uint8)
+    b = sample_batch([case], 12, (24, 24), np.random.default_rng(3), flip=True, context=2)
+    assert b.x0.shape == (12, 4, 24, 24) and b.context.shape == (12, 4, 4, 24, 24) and b.labels.shape == (12, 24, 24)
+    assert torch.equal(b.labels > 0, b.x0[:, 0] != 0)  # labels follow their slice through crop and flip
+    last = case.image.shape[1]
+    for k, offset in enumerate((-2, -1, 1, 2)):
+        both = (b.context[:, 0, k] != 0) & (b.x0[:, 0] != 0)
+        expected = (b.x0[:, 0] - 1 + offset).clamp(0, last - 1) + 1  # slice z + offset, clamped to the crop
+        assert both.any() and torch.equal(b.context[:, 0, k][both], expected[both])
+    ends = slice_context(case.image, np.array([0, last - 1]), 1)
+    assert (ends[0, :, 0] == case.image[:, 0]).all() and (ends[1, :, 1] == case.image[:, last - 1]).all()
+
+
+def test_a_2d_model_grows_into_a_2_5d_one_and_trains_on_from_it(cases, tmp_path):
+    phantoms = [make_phantom((48, 48, 32), seed=s) for s in (0, 1)]
+    labelled = [prepare_case(p.images, SPACING, f"L{i}", labels=p.labels) for i, p in enumerate(phantoms)]
+    small = SynTrainConfig(out=str(tmp_path / "2d"), iterations=10, val_every=10, **TINY)
+    first = fit(small, labelled, cases[2:])
+    grown = SynTrainConfig(
+        out=str(tmp_path / "25d"),
+        iterations=1,
+        val_every=1,
+        init=str(tmp_path / "2d" / "model.pt"),
+        context=1,
+        refine_blocks=1,
+        tumour_weight=4.0,
+        **{**TINY, "lr": 0.0},
+    )
+    second = fit(grown, labelled, cases[2:])
+    assert "context" in second["init"]["grown_from"] and second["cumulative_iterations"] == 11
+    # lr 0: the grown network is the trained one plus identities, so validation gives the same loss
+    assert second["history"][-1]["val_loss"] == pytest.approx(first["history"][-1]["val_loss"], rel=1e-5)
+    ours, theirs = model_config(grown), model_config(small)
+    assert grows_from(ours, theirs) and not grows_from(theirs, ours)  # context is not taken away
+    other = SynTrainConfig(out=str(tmp_path / "w"), init=str(tmp_path / "2d" / "model.pt"), **{**TINY, "emb_dim": 8})
+    with pytest.raises(InputError, match="another model configuration"):
+        fit(other, labelled, cases[2:])

@@ -46,6 +46,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--channels", type=_ints, default=(24, 48, 96), help="fusion U-Net widths")
     p.add_argument("--encoder-channels", type=int, default=8)
     p.add_argument("--timesteps", type=int, default=1000, help="T of the forward process")
+    p.add_argument(
+        "--context", type=int, default=0, help="neighbouring slices the network sees on each side (2.5D; 0 = 2D)"
+    )
+    p.add_argument("--refine-blocks", type=int, default=0, help="full-resolution residual blocks before the output")
+    p.add_argument(
+        "--tumour-weight",
+        type=float,
+        default=0.0,
+        help="loss weight 1 + W on tumour pixels of the training labels (0 = plain mean)",
+    )
     p.add_argument("--max-cases", type=int, default=None)
     add_training_arguments(p, iterations=2000, batch_size=8)
     p.set_defaults(func=_train)
@@ -117,6 +127,9 @@ def _train(args: argparse.Namespace) -> int:
         encoder_channels=args.encoder_channels,
         channels=tuple(args.channels),
         num_train_timesteps=args.timesteps,
+        context=args.context,
+        refine_blocks=args.refine_blocks,
+        tumour_weight=args.tumour_weight,
         patch_size=tuple(args.patch),
         max_cases=args.max_cases,
     )

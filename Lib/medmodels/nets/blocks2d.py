@@ -38,13 +38,18 @@ class ModalityEncoder(nn.Module):
     """The paper's per-modality stem: 3x3 conv with stride 2, GroupNorm, ReLU.
 
     Args:
-        out_channels: features per modality. Input ``(B, 1, H, W)`` -> ``(B, out_channels, H/2, W/2)``.
+        out_channels: features per modality.
+        in_channels: input planes of the modality: 1 (the slice), or 1 + its
+            neighbouring slices when the network sees slice context.
+            Input ``(B, in_channels, H, W)`` -> ``(B, out_channels, H/2, W/2)``.
     """
 
-    def __init__(self, out_channels: int) -> None:
+    def __init__(self, out_channels: int, in_channels: int = 1) -> None:
         super().__init__()
         self.body = nn.Sequential(
-            nn.Conv2d(1, out_channels, 3, stride=2, padding=1), group_norm(out_channels), nn.ReLU(inplace=True)
+            nn.Conv2d(in_channels, out_channels, 3, stride=2, padding=1),
+            group_norm(out_channels),
+            nn.ReLU(inplace=True),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -77,9 +82,11 @@ class ResBlockSE(nn.Module):
         in_channels: input channels. ``(B, in, H, W)`` -> ``(B, out, H, W)``.
         out_channels: output channels.
         emb_dim: width of the timestep embedding ``(B, emb_dim)``.
+        zero_init: start the residual branch at zero (its last convolution), so
+            the block is its shortcut until it is trained.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, emb_dim: int) -> None:
+    def __init__(self, in_channels: int, out_channels: int, emb_dim: int, zero_init: bool = False) -> None:
         super().__init__()
         self.norm1 = group_norm(in_channels)
         self.conv1 = nn.Conv2d(in_channels, out_channels, 3, padding=1)
@@ -88,6 +95,9 @@ class ResBlockSE(nn.Module):
         self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=1)
         self.se = SqueezeExcite(out_channels)
         self.skip = nn.Identity() if in_channels == out_channels else nn.Conv2d(in_channels, out_channels, 1)
+        if zero_init:  # the block starts as its shortcut: added to a trained network, it changes nothing yet
+            nn.init.zeros_(self.conv2.weight)
+            nn.init.zeros_(self.conv2.bias)
 
     def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
         h = self.conv1(F.silu(self.norm1(x)))

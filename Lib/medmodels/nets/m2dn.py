@@ -33,12 +33,24 @@ class M2DNet(nn.Module):
             works at half the input resolution (after the stride-2 encoders),
             each further level halves it again; the last is the bottleneck.
         emb_dim: width of the timestep embedding.
+        context: neighbouring slices seen on each side of the slice (2.5D; 0 =
+            the paper's 2D network). Each modality's encoder then reads its
+            slice and its ``2 * context`` neighbours, so the volume need not
+            stripe across slices; neighbours of missing modalities are zeroed
+            here, whatever the caller passes.
+        refine_blocks: residual blocks at the full input resolution before the
+            output convolution (0 = one 3x3 convolution over the up-sampled
+            features and the input state), for detail finer than the fusion
+            network's half resolution. They start as identities (zero-initialised),
+            so a grown network computes what the smaller one did.
 
     Forward:
         x: ``(B, M, H, W)`` current diffusion state (available modalities clean,
             missing ones noisy), in the normalised intensity space.
         t: ``(B,)`` integer timesteps.
         missing: ``(B, M)`` float, 1 = missing (the paper's condition vector v).
+        context: ``(B, M, 2 * context, H, W)`` the neighbouring slices, below
+            then above, in the same space (required when ``context > 0``).
 
     Returns:
         ``(B, M, H, W)``: prediction of the clean images of all modalities.
@@ -50,13 +62,16 @@ class M2DNet(nn.Module):
         encoder_channels: int = 8,
         channels: Sequence[int] = (32, 64, 96),
         emb_dim: int = 64,
+        context: int = 0,
+        refine_blocks: int = 0,
     ) -> None:
         super().__init__()
         self.modalities = modalities
         self.emb_dim = emb_dim
+        self.context = context
         channels = list(channels)
         self.time_mlp = nn.Sequential(nn.Linear(emb_dim, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
-        self.encoders = nn.ModuleList(ModalityEncoder(encoder_channels) for _ in range(modalities))
+        self.encoders = nn.ModuleList(ModalityEncoder(encoder_channels, 1 + 2 * context) for _ in range(modalities))
         self.down = nn.ModuleList()
         prev = modalities * encoder_channels
         for ch in channels:
@@ -74,12 +89,29 @@ class M2DNet(nn.Module):
             nn.SiLU(),
             nn.Conv2d(channels[0], modalities, 1),
         )
+        self.refine = nn.ModuleList(
+            ResBlockSE(channels[0], channels[0], emb_dim, zero_init=True) for _ in range(refine_blocks)
+        )
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor, missing: torch.Tensor) -> torch.Tensor:
+    def _planes(self, x: torch.Tensor, missing: torch.Tensor, context: torch.Tensor | None) -> list[torch.Tensor]:
+        """Each modality's encoder input: its slice, then its neighbours (zero where the modality is missing)."""
+        if self.context == 0:
+            return [x[:, i : i + 1] for i in range(self.modalities)]
+        expected = (x.shape[0], self.modalities, 2 * self.context, *x.shape[2:])
+        if context is None or tuple(context.shape) != expected:
+            got = None if context is None else tuple(context.shape)
+            raise ValueError(f"M2DNet with context={self.context} expects context of shape {expected}, got {got}")
+        context = context * (1 - missing.to(context.dtype))[:, :, None, None, None]
+        return [torch.cat([x[:, i : i + 1], context[:, i]], dim=1) for i in range(self.modalities)]
+
+    def forward(
+        self, x: torch.Tensor, t: torch.Tensor, missing: torch.Tensor, context: torch.Tensor | None = None
+    ) -> torch.Tensor:
         if x.ndim != 4 or x.shape[1] != self.modalities:
             raise ValueError(f"M2DNet expects (B, {self.modalities}, H, W), got {tuple(x.shape)}")
         emb = self.time_mlp(timestep_embedding(t, self.emb_dim))
-        h = torch.cat([enc(x[:, i : i + 1]) for i, enc in enumerate(self.encoders)], dim=1)
+        planes = self._planes(x, missing, context)
+        h = torch.cat([enc(p) for p, enc in zip(planes, self.encoders)], dim=1)
         skips = []
         for level, block in enumerate(self.down):
             if level > 0:
@@ -91,7 +123,39 @@ class M2DNet(nn.Module):
         for block, skip in zip(self.up, reversed(skips[:-1])):
             h = block(torch.cat([upsample(h, skip.shape[2:]), skip], dim=1), emb)
         h = upsample(h, x.shape[2:])
-        return self.head(torch.cat([h, x], dim=1))
+        conv_in, act, conv_out = self.head
+        h = act(conv_in(torch.cat([h, x], dim=1)))
+        for block in self.refine:
+            h = block(h, emb)
+        return conv_out(h)
+
+    def load_grown(self, state_dict: dict[str, torch.Tensor]) -> None:
+        """Load the weights of a network with less context and fewer refinement blocks.
+
+        The new inputs of each encoder's first convolution (the neighbouring
+        slices) get zero weights and the new refinement blocks keep their
+        identity start, so this network computes exactly what the smaller one
+        did, and training continues from it instead of from scratch.
+
+        Raises:
+            RuntimeError: a weight that is neither of those does not match.
+        """
+        grown = {}
+        for name, ours in self.state_dict().items():
+            theirs = state_dict.get(name)
+            if theirs is None and name.startswith("refine."):
+                grown[name] = ours
+            elif theirs is not None and name.endswith("body.0.weight") and theirs.shape[1] < ours.shape[1]:
+                w = torch.zeros_like(ours)
+                w[:, : theirs.shape[1]] = theirs  # the slice itself comes first, its neighbours after it
+                grown[name] = w
+            else:
+                grown[name] = state_dict[name] if theirs is not None else None
+        missing = [k for k, v in grown.items() if v is None]
+        unused = sorted(set(state_dict) - set(grown))
+        if missing or unused:
+            raise RuntimeError(f"cannot grow: weights missing {missing[:3]}, unexpected {unused[:3]}")
+        self.load_state_dict(grown)
 
 
 def build_m2dn(config: dict) -> M2DNet:

@@ -98,12 +98,12 @@ def step_sweep(syn, case_name: str, images, patterns: Sequence[str], configs, sl
     for bits in patterns:
         pm = AvailabilityMask.from_bits(bits)
         truth = work.image[:, zsel]
-        x = torch.from_numpy(truth * pm.vector()[:, None, None, None]).permute(1, 0, 2, 3).contiguous()
+        x, context = syn.slices(work.image * pm.vector()[:, None, None, None], zsel)
         miss = torch.as_tensor(pm.missing_vector())[None].expand(len(zsel), -1)
         for sampler, n in configs:
             gen = torch.Generator(device=syn.device).manual_seed(seed)
             t0 = time.perf_counter()
-            pred = syn.predict_slices(x, miss, n, gen, sampler=sampler).permute(1, 0, 2, 3).numpy()
+            pred = syn.predict_slices(x, miss, n, gen, sampler=sampler, context=context).permute(1, 0, 2, 3).numpy()
             dt = time.perf_counter() - t0
             scores = []
             for key in pm.missing_keys:

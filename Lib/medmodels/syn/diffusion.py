@@ -12,9 +12,14 @@ as in the paper). What this file adds is the paper's masking: only missing
 modalities are noised, and available ones are put back to their clean values
 after every reverse step.
 
+Networks with slice context (2.5D) take the neighbouring slices as
+``context``, ``(B, M, 2k, H, W)``: they are inputs, never noised, and pass
+unchanged to every network call. ``weight``, ``(B, 1, H, W)``, weights the
+loss per pixel (the tumour, say); None = the paper's plain mean.
+
 The two synthesis variants, M2DN (``Diffusion``) and the regression baseline
 (``Regression``), are objects with one interface, ``loss(net, x0, missing,
-generator)`` and ``sample(net, x_avail, missing, steps, generator)``;
+generator, context, weight)`` and ``sample(net, x_avail, missing, steps, generator, context)``;
 ``variant(kind, cfg)`` gives the one a checkpoint's ``config["kind"]`` names,
 so training and synthesis never branch on the kind.
 """
@@ -101,19 +106,29 @@ def forward_missing(
     return torch.where(_broadcast(missing), noisy, x0)
 
 
+def joint_mse(pred: torch.Tensor, x0: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean squared error over all modalities and pixels; with ``weight`` ``(B, 1, H, W)``,
+    pixel-weighted and divided by the mean weight, so its scale stays that of the plain mean."""
+    if weight is None:
+        return F.mse_loss(pred, x0)
+    return (weight * (pred - x0) ** 2).mean() / weight.mean()
+
+
 def diffusion_loss(
     net: nn.Module,
     x0: torch.Tensor,
     missing: torch.Tensor,
     scheduler: DDPMScheduler,
     generator: torch.Generator | None = None,
+    context: torch.Tensor | None = None,
+    weight: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """The paper's joint loss ||M - f(M_t, t, v)||^2 over *all* modalities."""
     b = x0.shape[0]
     t = torch.randint(0, scheduler.num_train_timesteps, (b,), generator=generator).to(x0.device)
     noise = torch.randn(x0.shape, generator=generator).to(x0.device)
     xt = forward_missing(x0, missing, t, noise, scheduler)
-    return F.mse_loss(net(xt, t, missing), x0)
+    return joint_mse(net(xt, t, missing, context), x0, weight)
 
 
 #: The regression baseline calls the same network at this fixed timestep.
@@ -125,10 +140,16 @@ def regression_input(x: torch.Tensor, missing: torch.Tensor) -> torch.Tensor:
     return torch.where(_broadcast(missing), torch.zeros_like(x), x)
 
 
-def regression_loss(net: nn.Module, x0: torch.Tensor, missing: torch.Tensor) -> torch.Tensor:
+def regression_loss(
+    net: nn.Module,
+    x0: torch.Tensor,
+    missing: torch.Tensor,
+    context: torch.Tensor | None = None,
+    weight: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Same network, same joint loss, no diffusion: one pass from zero-filled inputs."""
     t = torch.full((x0.shape[0],), REGRESSION_TIMESTEP, device=x0.device, dtype=torch.long)
-    return F.mse_loss(net(regression_input(x0, missing), t, missing), x0)
+    return joint_mse(net(regression_input(x0, missing), t, missing, context), x0, weight)
 
 
 @torch.no_grad()
@@ -138,12 +159,14 @@ def reverse_process(
     x_avail: torch.Tensor,
     missing: torch.Tensor,
     generator: torch.Generator | None = None,
+    context: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Run the reverse chain on the missing modalities, available ones held at their inputs.
 
     Args:
         x_avail: ``(B, M, H, W)`` clean inputs (values of missing channels are ignored).
         generator: on the same device as ``x_avail``; makes the result reproducible.
+        context: neighbouring slices for a 2.5D network (see the module docstring).
 
     Returns:
         ``(B, M, H, W)``: synthesised missing channels, available channels equal to ``x_avail``.
@@ -154,7 +177,7 @@ def reverse_process(
     # long chains (the full-length sampler) get their own progress bar; short ones run inside a caller's
     for t in progress(scheduler.timesteps, desc="Sampling", disable=len(scheduler.timesteps) < 100):
         tt = torch.full((x.shape[0],), int(t), device=x.device, dtype=torch.long)
-        x0_pred = net(x, tt, missing)
+        x0_pred = net(x, tt, missing, context)
         x, _ = scheduler.step(x0_pred, int(t), x, generator=generator)
         x = torch.where(m, x, x_avail)
     return x
@@ -167,9 +190,10 @@ def sample_ddim(
     missing: torch.Tensor,
     steps: int,
     generator: torch.Generator | None = None,
+    context: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Fast deterministic sampler (DDIM, eta = 0) with ``steps`` network calls."""
-    return reverse_process(net, ddim_scheduler(cfg, steps), x_avail, missing, generator)
+    return reverse_process(net, ddim_scheduler(cfg, steps), x_avail, missing, generator, context)
 
 
 def sample_ddpm(
@@ -178,16 +202,19 @@ def sample_ddpm(
     x_avail: torch.Tensor,
     missing: torch.Tensor,
     generator: torch.Generator | None = None,
+    context: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Full-length ancestral DDPM sampler (T network calls)."""
-    return reverse_process(net, ddpm_scheduler(cfg), x_avail, missing, generator)
+    return reverse_process(net, ddpm_scheduler(cfg), x_avail, missing, generator, context)
 
 
 @torch.no_grad()
-def predict_regression(net: nn.Module, x_avail: torch.Tensor, missing: torch.Tensor) -> torch.Tensor:
+def predict_regression(
+    net: nn.Module, x_avail: torch.Tensor, missing: torch.Tensor, context: torch.Tensor | None = None
+) -> torch.Tensor:
     """The regression baseline's output, available channels held at their inputs."""
     t = torch.full((x_avail.shape[0],), REGRESSION_TIMESTEP, device=x_avail.device, dtype=torch.long)
-    out = net(regression_input(x_avail, missing), t, missing)
+    out = net(regression_input(x_avail, missing), t, missing, context)
     return torch.where(_broadcast(missing), out, x_avail)
 
 
@@ -207,7 +234,13 @@ class Diffusion:
         self.scheduler = ddpm_scheduler(cfg)
 
     def loss(
-        self, net: nn.Module, x0: torch.Tensor, missing: torch.Tensor, generator: torch.Generator | None = None
+        self,
+        net: nn.Module,
+        x0: torch.Tensor,
+        missing: torch.Tensor,
+        generator: torch.Generator | None = None,
+        context: torch.Tensor | None = None,
+        weight: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Joint x0 MSE over all modalities.
 
@@ -216,8 +249,10 @@ class Diffusion:
             x0: ``(B, M, H, W)`` clean slices in diffusion space.
             missing: ``(B, M)`` float, 1 = missing.
             generator: a CPU ``torch.Generator`` for the timesteps and the noise.
+            context: ``(B, M, 2k, H, W)`` neighbouring slices (2.5D networks only).
+            weight: ``(B, 1, H, W)`` per-pixel loss weight (None = plain mean).
         """
-        return diffusion_loss(net, x0, missing, self.scheduler, generator)
+        return diffusion_loss(net, x0, missing, self.scheduler, generator, context, weight)
 
     def sample(
         self,
@@ -226,6 +261,7 @@ class Diffusion:
         missing: torch.Tensor,
         steps: int | None = None,
         generator: torch.Generator | None = None,
+        context: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Synthesise the missing channels.
 
@@ -234,13 +270,14 @@ class Diffusion:
             missing: ``(B, M)`` float, 1 = missing.
             steps: DDIM steps; None = the full-length ancestral DDPM sampler (T steps).
             generator: on the device of ``x_avail``.
+            context: ``(B, M, 2k, H, W)`` neighbouring slices (2.5D networks only).
 
         Returns:
             ``(B, M, H, W)``; available channels equal to ``x_avail``.
         """
         if steps is None:
-            return sample_ddpm(net, self.cfg, x_avail, missing, generator)
-        return sample_ddim(net, self.cfg, x_avail, missing, steps, generator)
+            return sample_ddpm(net, self.cfg, x_avail, missing, generator, context)
+        return sample_ddim(net, self.cfg, x_avail, missing, steps, generator, context)
 
 
 class Regression:
@@ -258,10 +295,16 @@ class Regression:
         self.cfg = cfg or DiffusionConfig()
 
     def loss(
-        self, net: nn.Module, x0: torch.Tensor, missing: torch.Tensor, generator: torch.Generator | None = None
+        self,
+        net: nn.Module,
+        x0: torch.Tensor,
+        missing: torch.Tensor,
+        generator: torch.Generator | None = None,
+        context: torch.Tensor | None = None,
+        weight: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Joint MSE of one pass from zero-filled inputs; shapes as ``Diffusion.loss``."""
-        return regression_loss(net, x0, missing)
+        return regression_loss(net, x0, missing, context, weight)
 
     def sample(
         self,
@@ -270,9 +313,10 @@ class Regression:
         missing: torch.Tensor,
         steps: int | None = None,
         generator: torch.Generator | None = None,
+        context: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """One network pass; shapes as ``Diffusion.sample``."""
-        return predict_regression(net, x_avail, missing)
+        return predict_regression(net, x_avail, missing, context)
 
 
 #: ``config["kind"]`` -> its variant class.

@@ -58,7 +58,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from scipy.stats import wilcoxon
+from scipy.stats import spearmanr, wilcoxon
 
 from medmodels.datasets import split_cases
 from medmodels.errors import InputError
@@ -137,18 +137,80 @@ def predict_pattern(
     samples: int = 1,
 ) -> dict[str, np.ndarray]:
     """``{method: (4, n, H, W)}`` z-score predictions on the chosen slices; M2DN's
-    is the mean of ``samples`` draws (the deterministic regression needs one)."""
-    truth = case.image[:, zs]
-    inputs = truth * mask.vector()[:, None, None, None]
-    x = torch.from_numpy(inputs).permute(1, 0, 2, 3).contiguous()
+    is the mean of ``samples`` draws (the deterministic regression needs one), and
+    with several draws ``"m2dn_std"`` is their per-pixel standard deviation."""
+    given = case.image * mask.vector()[:, None, None, None]
+    inputs = given[:, zs]
     missing = torch.as_tensor(mask.missing_vector())[None].expand(len(zs), -1)
     out = {}
     for name, model in models.items():
+        x, context = model.slices(given, zs)
         gen = torch.Generator(device=model.device).manual_seed(seed)
-        draws = [model.predict_slices(x, missing, steps, gen) for _ in range(_draws(model, samples))]
+        draws = [model.predict_slices(x, missing, steps, gen, context=context) for _ in range(_draws(model, samples))]
         out[name] = torch.stack(draws).mean(0).permute(1, 0, 2, 3).numpy() * case.brain[zs][None]
+        if len(draws) > 1:
+            out[f"{name}_std"] = (
+                torch.stack(draws).std(0, correction=0).permute(1, 0, 2, 3).numpy() * case.brain[zs][None]
+            )
     out["mean_fill"] = mean_fill(inputs, mask) * case.brain[zs][None]
     return out
+
+
+#: Pixels are split at these quantiles of the std map to compare the error where the samples agree and disagree.
+CALIBRATION_QUANTILES = (0.2, 0.8)
+
+
+def calibration(std: np.ndarray, pred: np.ndarray, truth: np.ndarray, brain: np.ndarray) -> dict:
+    """Does the std map mark where the error is? One missing modality on the scored slices.
+
+    Args:
+        std, pred, truth: ``(n, H, W)`` z-scores: the samples' standard deviation,
+            their mean and the true image.
+        brain: ``(n, H, W)`` bool: the pixels compared.
+
+    Returns:
+        ``{"spearman": rank correlation of std and |error| over brain pixels,
+        "error_ratio": mean |error| where std is in its top 20 % over where it is
+        in its bottom 20 %}`` (None where the std map is constant). A calibrated
+        uncertainty has rho > 0 and a ratio > 1.
+    """
+    s, e = std[brain], np.abs(pred - truth)[brain]
+    if s.size < 2 or np.ptp(s) == 0:
+        return {"spearman": None, "error_ratio": None}
+    low, high = np.quantile(s, CALIBRATION_QUANTILES)
+    bottom, top = e[s <= low], e[s >= high]
+    ratio = float(top.mean() / bottom.mean()) if bottom.size and top.size and bottom.mean() > 0 else None
+    return {"spearman": float(spearmanr(s, e).statistic), "error_ratio": ratio}
+
+
+def summarise_calibration(rows: list[dict], patterns: Sequence[AvailabilityMask]) -> list[dict]:
+    """Per pattern: the mean over cases of each case's mean calibration figures (rows that have them)."""
+    table = []
+    for mask in patterns:
+        r = [x for x in rows if x["pattern"] == mask.bits and "calibration" in x]
+        if not r:
+            continue
+        entry = _pattern_entry(mask, len({x["case"] for x in r}))
+        for key in ("spearman", "error_ratio"):
+            entry[key] = _mean(_case_means(r, lambda x, k=key: _nan(x["calibration"][k]))[1])
+        table.append(entry)
+    return table
+
+
+def calibration_markdown(table: list[dict]) -> str:
+    lines = [
+        "Std map against the error of the mean (working grid, brain pixels of the scored slices; mean over cases): "
+        "Spearman rank correlation of std and |error|, and the mean |error| where std is in its top 20 % over "
+        "where it is in its bottom 20 %:",
+        "",
+        "| available | missing | Spearman rho | error ratio top/bottom 20 % std | cases |",
+        "|---|---|---|---|---|",
+    ]
+    for e in table:
+        lines.append(
+            f"| {e['available']} | {e['missing']} | {fmt(e['spearman'], 3)} | {fmt(e['error_ratio'])} | {e['n_cases']} |"
+        )
+    return "\n".join(lines)
 
 
 def paired_p(a: Sequence[float], b: Sequence[float]) -> float | None:
@@ -518,6 +580,8 @@ def _score_case(
             row = {"case": case_name, "pattern": mask.bits, "modality": key, "slices": zs.tolist(), "unit": [lo, hi]}
             for method in METHODS:
                 row[method] = slice_metrics(preds[method][m], case.image[m, zs], brain, lo, hi)
+            if "m2dn_std" in preds:
+                row["calibration"] = calibration(preds["m2dn_std"][m], preds["m2dn"][m], case.image[m, zs], brain)
             rows.append(row)
     return rows
 
@@ -528,7 +592,7 @@ def _rounded(rows: list[dict]) -> list[dict]:
         {
             k: (
                 v
-                if not isinstance(v, dict)
+                if not isinstance(v, dict) or k == "calibration"
                 else {mk: [None if not np.isfinite(x) else round(float(x), 5) for x in mv] for mk, mv in v.items()}
             )
             for k, v in r.items()
@@ -593,9 +657,12 @@ def evaluate(
     table = summarise(rows, chosen)
     input_table = summarise_input_grid(input_rows, chosen)
     enhancement_table = summarise_enhancement(input_rows, chosen)
+    calibration_table = summarise_calibration(rows, chosen)
     text = markdown(table) + "\n\n" + case_tests_markdown(table, input_table)
     if input_grid:
         text += "\n\n" + input_grid_markdown(input_table, enhancement_table)
+    if calibration_table:
+        text += "\n\n" + calibration_markdown(calibration_table)
     result = {
         "validation_cases": [c.name for c in cases],
         "steps": syn._check_steps(steps),
@@ -607,6 +674,7 @@ def evaluate(
         "table": table,
         "input_grid": input_table if input_grid else None,
         "enhancement": enhancement_table if input_grid else None,
+        "calibration": calibration_table or None,
         "dice": None,
         "per_case": _rounded(rows),
         "per_case_input_grid": input_rows if input_grid else None,

@@ -9,7 +9,9 @@ budget of the bundled model) along the input's axes, crop to the brain with
 ``MARGIN_MM``, in-plane sizes grown to a multiple of
 ``MULTIPLE_OF``. ``to_input_grid`` goes back.
 
-Axial slices are the ``z`` planes of the ``(Z, Y, X)`` arrays.
+Axial slices are the ``z`` planes of the ``(Z, Y, X)`` arrays. A 2.5D
+network also sees each slice's ``k`` neighbours on either side
+(``slice_context``); at the ends of the crop the nearest slice is repeated.
 """
 
 from __future__ import annotations
@@ -44,6 +46,8 @@ class WorkingCase:
         normalizers: the fitted ``Normalizer`` of each given modality.
         grid: the ``WorkingGrid`` (input geometry, working crop, the maps between them).
         name: case name, for tables.
+        labels: ``(Z, Y, X)`` uint8 tumour labels on the same crop (nearest
+            neighbour), or None: training weights the tumour with them.
         slice_weights: ``(Z,)`` brain area of each slice (set from ``brain``).
     """
 
@@ -53,6 +57,7 @@ class WorkingCase:
     normalizers: dict[str, Normalizer]
     grid: WorkingGrid
     name: str = ""
+    labels: np.ndarray | None = None
     slice_weights: np.ndarray = field(default=None)  # type: ignore[assignment]
 
     def __post_init__(self) -> None:
@@ -71,6 +76,7 @@ def prepare_case(
     name: str = "",
     margin_mm: float = MARGIN_MM,
     multiple_of: int = MULTIPLE_OF,
+    labels: Image | None = None,
 ) -> WorkingCase:
     """Bring a case to the working grid.
 
@@ -79,6 +85,7 @@ def prepare_case(
             modality is used (brain mask included).
         spacing: working spacing ``(x, y, z)`` in mm (the model's).
         name: case name, for tables.
+        labels: the case's tumour label map on the images' grid (training only).
         margin_mm: kept around the brain, in mm.
         multiple_of: in-plane (x, y) crop sizes are grown to a multiple of it.
     """
@@ -94,7 +101,27 @@ def prepare_case(
     image, norms = working_zscores(grid, images)
     image *= brain[None]
     available = np.array([k in images for k in MODALITY_KEYS])
-    return WorkingCase(image, brain, available, norms, grid, name)
+    working_labels = None
+    if labels is not None:
+        working_labels = np.rint(grid.forward(labels, "nearest")).astype(np.uint8) * brain
+    return WorkingCase(image, brain, available, norms, grid, name, working_labels)
+
+
+def slice_context(volume: np.ndarray, zs: np.ndarray, k: int) -> np.ndarray:
+    """The ``k`` neighbours on either side of each chosen slice.
+
+    Args:
+        volume: ``(C, Z, Y, X)``.
+        zs: ``(n,)`` slice indices.
+        k: neighbours per side.
+
+    Returns:
+        ``(n, C, 2k, Y, X)``: slices ``z-k .. z-1`` then ``z+1 .. z+k``, each
+        index clamped to the volume (the end slice repeats).
+    """
+    offsets = np.r_[np.arange(-k, 0), np.arange(1, k + 1)]
+    idx = np.clip(np.asarray(zs)[:, None] + offsets[None], 0, volume.shape[1] - 1)  # (n, 2k)
+    return np.ascontiguousarray(volume[:, idx].transpose(1, 0, 2, 3, 4))
 
 
 def to_input_grid(case: WorkingCase, z_crop: np.ndarray) -> np.ndarray:
@@ -102,6 +129,62 @@ def to_input_grid(case: WorkingCase, z_crop: np.ndarray) -> np.ndarray:
     (linear), 0 outside the input's brain mask (still in z-scores)."""
     out = case.grid.inverse(z_crop, "linear", fill=0.0)
     return np.where(case.grid.input_brain, out, 0.0).astype(np.float32)
+
+
+@dataclass
+class SliceBatch:
+    """Training slices.
+
+    Attributes:
+        x0: ``(B, 4, H, W)`` float32 z-scores of the slices.
+        context: ``(B, 4, 2k, H, W)`` their neighbours (``slice_context``), or None when k = 0.
+        labels: ``(B, H, W)`` uint8 tumour labels (0 where a case has none).
+    """
+
+    x0: torch.Tensor
+    context: torch.Tensor | None
+    labels: torch.Tensor
+
+
+def sample_batch(
+    cases: Sequence[WorkingCase],
+    batch: int,
+    size: tuple[int, int],
+    rng: np.random.Generator,
+    min_fraction: float = 0.1,
+    flip: bool = True,
+    context: int = 0,
+) -> SliceBatch:
+    """A training batch of axial slices, their neighbours and their tumour labels.
+
+    Each item: a case (uniform), a brain slice of it (area above
+    ``min_fraction`` of its largest), placed at a random offset in a
+    ``size`` canvas (padded with 0 = background), optionally mirrored
+    left-right; its ``context`` neighbours on either side and its labels get
+    the same crop, placement and mirroring.
+    """
+    h, w = size
+    planes = 1 + 2 * context
+    out = np.zeros((batch, len(MODALITY_KEYS), planes, h, w), dtype=np.float32)
+    labels = np.zeros((batch, h, w), dtype=np.uint8)
+    for b in range(batch):
+        case = cases[rng.integers(len(cases))]
+        z = rng.choice(case.brain_slices(min_fraction))
+        slab = case.image[:, z : z + 1]
+        if context:  # the slice first, then its neighbours (the network's order)
+            slab = np.concatenate([slab, slice_context(case.image, np.array([z]), context)[0]], axis=1)
+        lab = case.labels[z] if case.labels is not None else np.zeros(slab.shape[2:], np.uint8)
+        # random crop if the slice is larger than the canvas, random placement if smaller
+        ys, xs = slab.shape[2], slab.shape[3]
+        y0, x0 = rng.integers(0, max(ys - h, 0) + 1), rng.integers(0, max(xs - w, 0) + 1)
+        slab, lab = slab[:, :, y0 : y0 + h, x0 : x0 + w], lab[y0 : y0 + h, x0 : x0 + w]
+        oy, ox = rng.integers(0, h - slab.shape[2] + 1), rng.integers(0, w - slab.shape[3] + 1)
+        if flip and rng.random() < 0.5:
+            slab, lab = slab[..., ::-1], lab[:, ::-1]
+        out[b, :, :, oy : oy + slab.shape[2], ox : ox + slab.shape[3]] = slab
+        labels[b, oy : oy + lab.shape[0], ox : ox + lab.shape[1]] = lab
+    x = torch.from_numpy(out)
+    return SliceBatch(x[:, :, 0].contiguous(), x[:, :, 1:].contiguous() if context else None, torch.from_numpy(labels))
 
 
 def sample_slices(
@@ -112,28 +195,5 @@ def sample_slices(
     min_fraction: float = 0.1,
     flip: bool = True,
 ) -> torch.Tensor:
-    """A training batch of axial slices.
-
-    Each item: a case (uniform), a brain slice of it (area above
-    ``min_fraction`` of its largest), placed at a random offset in a
-    ``size`` canvas (padded with 0 = background), optionally mirrored
-    left-right.
-
-    Returns:
-        ``(batch, 4, H, W)`` float32 z-scores.
-    """
-    h, w = size
-    out = np.zeros((batch, len(MODALITY_KEYS), h, w), dtype=np.float32)
-    for b in range(batch):
-        case = cases[rng.integers(len(cases))]
-        z = rng.choice(case.brain_slices(min_fraction))
-        sl = case.image[:, z]
-        # random crop if the slice is larger than the canvas, random placement if smaller
-        ys, xs = sl.shape[1], sl.shape[2]
-        y0, x0 = rng.integers(0, max(ys - h, 0) + 1), rng.integers(0, max(xs - w, 0) + 1)
-        sl = sl[:, y0 : y0 + h, x0 : x0 + w]
-        oy, ox = rng.integers(0, h - sl.shape[1] + 1), rng.integers(0, w - sl.shape[2] + 1)
-        if flip and rng.random() < 0.5:
-            sl = sl[:, :, ::-1]
-        out[b, :, oy : oy + sl.shape[1], ox : ox + sl.shape[2]] = sl
-    return torch.from_numpy(out)
+    """``(batch, 4, H, W)`` float32 z-scores: the slices of ``sample_batch`` alone."""
+    return sample_batch(cases, batch, size, rng, min_fraction, flip).x0

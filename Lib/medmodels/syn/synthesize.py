@@ -33,7 +33,7 @@ from medmodels.nets.m2dn import build_m2dn
 from medmodels.preprocess import Normalizer
 from medmodels.progress import progress
 from medmodels.syn import diffusion as D
-from medmodels.syn.slices import WorkingCase, prepare_case, to_input_grid
+from medmodels.syn.slices import WorkingCase, prepare_case, slice_context, to_input_grid
 from medmodels.weights import load_checkpoint, resolve_checkpoint
 
 BUNDLED_NAME = "m2dn_brats18"
@@ -80,6 +80,17 @@ class Synthesizer:
         self.spacing = tuple(float(s) for s in config["spacing"])
 
     @property
+    def context(self) -> int:
+        """Neighbouring slices the network sees on each side (0 = a 2D network)."""
+        return int(self.config["net"].get("context", 0))
+
+    def slices(self, volume: np.ndarray, zs: np.ndarray) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``(4, Z, Y, X)`` z-scores -> the network's inputs for slices ``zs``:
+        ``(n, 4, H, W)`` and their neighbours ``(n, 4, 2k, H, W)`` (None for a 2D network)."""
+        x = torch.from_numpy(np.ascontiguousarray(volume[:, zs].transpose(1, 0, 2, 3)))
+        return x, (torch.from_numpy(slice_context(volume, zs, self.context)) if self.context else None)
+
+    @property
     def default_steps(self) -> int:
         return int(self.config.get("default_steps", DEFAULT_STEPS))
 
@@ -97,11 +108,13 @@ class Synthesizer:
         steps: int | None = None,
         generator: torch.Generator | None = None,
         sampler: str = "ddim",
+        context: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Synthesise slices.
 
         Args:
             x: ``(B, 4, H, W)`` z-scores; missing channels are ignored.
+            context: ``(B, 4, 2k, H, W)`` z-scores of the neighbouring slices (``slices``), for a 2.5D network.
             missing: ``(B, 4)`` float, 1 = missing.
             steps: DDIM steps (None = default); ignored by the regression baseline and by ``sampler="ddpm"``.
             generator: a ``torch.Generator`` on ``self.device``.
@@ -112,8 +125,10 @@ class Synthesizer:
         """
         s = self.diffusion.data_scale
         xs, ms = (x.to(self.device) * s), missing.to(self.device)
+        cs = context.to(self.device) * s if context is not None else None
         # steps None = the full-length DDPM chain; the regression baseline ignores steps
-        out = self.variant.sample(self.net, xs, ms, None if sampler == "ddpm" else self._check_steps(steps), generator)
+        steps = None if sampler == "ddpm" else self._check_steps(steps)
+        out = self.variant.sample(self.net, xs, ms, steps, generator, cs)
         return (out / s).float().cpu()
 
     def synthesize_case(
@@ -136,14 +151,16 @@ class Synthesizer:
         if samples < 1:
             raise InputError(f"samples must be at least 1, got {samples}.")
         zs = case.brain_slices()
-        x = torch.from_numpy(case.image[:, zs]).permute(1, 0, 2, 3).contiguous()  # (n, 4, H, W)
+        x, context = self.slices(case.image, zs)  # (n, 4, H, W), neighbours (n, 4, 2k, H, W) or None
         missing = torch.as_tensor(mask.missing_vector())[None].expand(len(zs), -1)
         draws = []
         batches = [(k, i) for k in range(samples) for i in range(0, len(zs), SLICE_BATCH)]
         gens = [torch.Generator(device=self.device).manual_seed(seed * 1000 + k) for k in range(samples)]
         outs: list[list[torch.Tensor]] = [[] for _ in range(samples)]
         for k, i in progress(batches, desc=desc):
-            outs[k].append(self.predict_slices(x[i : i + SLICE_BATCH], missing[i : i + SLICE_BATCH], steps, gens[k]))
+            part = slice(i, i + SLICE_BATCH)
+            ctx = context[part] if context is not None else None
+            outs[k].append(self.predict_slices(x[part], missing[part], steps, gens[k], context=ctx))
         for k in range(samples):
             draws.append(torch.cat(outs[k]).permute(1, 0, 2, 3).numpy())
         stack = np.stack(draws)  # (samples, 4, n, H, W)

@@ -11,7 +11,9 @@ a mask drawn uniformly from the 14 non-trivial patterns, and the loss of the
 variant (``medmodels.syn.diffusion``): M2DN noises the missing modalities at a
 uniform timestep and takes the MSE of the x0 prediction over all modalities;
 the regression baseline (``--model regression``) is the same network and loss
-on zero-filled inputs at a fixed timestep. Validation: the same loss on a
+on zero-filled inputs at a fixed timestep. With ``context`` the network also
+sees each slice's neighbours (2.5D); with ``tumour_weight`` w the loss counts
+tumour pixels (the case's labels) 1 + w times. Validation: the same loss on a
 fixed set of slices (draws, masks, timesteps and noise fixed) of the
 validation cases, so it is comparable across iterations, and the SSIM and
 PSNR of the missing modalities synthesised from those slices with the default
@@ -38,7 +40,7 @@ from medmodels.nets.m2dn import build_m2dn
 from medmodels.progress import progress
 from medmodels.syn import diffusion as D
 from medmodels.syn.masks import sample_missing
-from medmodels.syn.slices import WorkingCase, prepare_case, sample_slices
+from medmodels.syn.slices import WorkingCase, prepare_case, sample_batch
 from medmodels.syn.synthesize import BASELINE_NAME, BUNDLED_NAME, DEFAULT_STEPS
 from medmodels.training import LoopConfig, Task
 
@@ -63,6 +65,11 @@ class SynTrainConfig(LoopConfig):
         spacing: working spacing (x, y, z) in mm.
         encoder_channels, channels, emb_dim: M2DN widths (per-modality encoder,
             fusion U-Net levels, timestep/mask embedding).
+        context: neighbouring slices the network sees on each side (2.5D; 0 = 2D).
+        refine_blocks: full-resolution residual blocks before the output (``M2DNet``).
+        tumour_weight: w in the loss weight 1 + w on tumour pixels (labels 1, 2,
+            4), 1 elsewhere; 0 = the paper's plain mean. A training option only:
+            the network and its inference do not depend on it.
         num_train_timesteps: T of the forward process.
         data_scale: diffusion-space value = z-score * data_scale.
         patch_size: training slice canvas (H, W) in working voxels.
@@ -77,6 +84,9 @@ class SynTrainConfig(LoopConfig):
     encoder_channels: int = 8
     channels: tuple = (24, 48, 96)
     emb_dim: int = 64
+    context: int = 0
+    refine_blocks: int = 0
+    tumour_weight: float = 0.0
     num_train_timesteps: int = 1000
     data_scale: float = 0.5
     patch_size: tuple = (96, 96)
@@ -98,6 +108,8 @@ def model_config(cfg: SynTrainConfig, intensity_reference: dict | None = None) -
             "encoder_channels": cfg.encoder_channels,
             "channels": [int(c) for c in cfg.channels],
             "emb_dim": cfg.emb_dim,
+            "context": cfg.context,
+            "refine_blocks": cfg.refine_blocks,
         },
         "diffusion": D.DiffusionConfig(cfg.num_train_timesteps, data_scale=cfg.data_scale).to_dict(),
         "spacing": [float(s) for s in cfg.spacing],
@@ -107,6 +119,23 @@ def model_config(cfg: SynTrainConfig, intensity_reference: dict | None = None) -
         "(medmodels.preprocess.Normalizer), linear resampling to `spacing`, crop to the brain; "
         "axial 2D slices; network space = z-score * diffusion.data_scale",
     }
+
+
+#: Net options a trained network can grow along (``M2DNet.load_grown``); absent = 0 in older checkpoints.
+GROWABLE = ("context", "refine_blocks")
+
+
+def grows_from(ours: dict, theirs: dict) -> bool:
+    """Whether a network of config ``ours`` can start from weights of config ``theirs``:
+    the same but for more slice context or more refinement blocks."""
+    a, b = dict(ours), dict(theirs)
+    net_a, net_b = dict(a.pop("net", {})), dict(b.pop("net", {}))
+    if a != b:
+        return False
+    for key in GROWABLE:
+        if net_a.pop(key, 0) < net_b.pop(key, 0):
+            return False
+    return net_a == net_b
 
 
 def intensity_reference(cases: Sequence[WorkingCase]) -> dict:
@@ -141,17 +170,54 @@ def load_working_cases(data: str, names: Sequence[str], spacing) -> list[Working
         raise InputError(f"Cases not found in '{data}': {', '.join(missing)}. Fix the split file or the folder.")
     out = []
     for name in progress(list(names), desc="Reading cases"):
-        images, _ = found[name].load()
-        out.append(prepare_case(images, spacing, name))
+        images, labels = found[name].load()
+        out.append(prepare_case(images, spacing, name, labels=labels))
     return out
 
 
+def training_batch(
+    cases: Sequence[WorkingCase],
+    cfg: SynTrainConfig,
+    size: int,
+    rng: np.random.Generator,
+    flip: bool,
+    tumour_weight: float | None = None,
+):
+    """``(x0, missing, context, weight)``, diffusion space, ready for ``variant.loss``:
+    ``context`` and ``weight`` are empty tensors when not used (the loop moves tensors).
+    ``tumour_weight`` defaults to ``cfg.tumour_weight``."""
+    tumour_weight = cfg.tumour_weight if tumour_weight is None else tumour_weight
+    batch = sample_batch(cases, size, tuple(cfg.patch_size), rng, flip=flip, context=cfg.context)
+    # the masks come from the same stream, so one Generator state fixes the whole batch
+    missing = sample_missing(size, torch.Generator().manual_seed(int(rng.integers(2**62))))
+    context = batch.context * cfg.data_scale if batch.context is not None else torch.empty(0)
+    weight = torch.empty(0)
+    if tumour_weight:
+        weight = (1.0 + tumour_weight * (batch.labels > 0).float())[:, None]
+    return batch.x0 * cfg.data_scale, missing, context, weight
+
+
+def _optional(t: torch.Tensor) -> torch.Tensor | None:
+    return t if t.numel() else None
+
+
 def validation_batch(cases: Sequence[WorkingCase], cfg: SynTrainConfig):
-    """A fixed batch ``(x0 (V, 4, H, W) in diffusion space, missing (V, 4))`` so the
-    validation loss is comparable across iterations."""
+    """A fixed batch (``training_batch``'s tuple, no mirroring) so the validation
+    figures are comparable across iterations. Its weights always mark the tumour
+    (for ``tumour_error``); the validation loss itself is unweighted."""
     rng = np.random.default_rng(12345)
-    x0 = sample_slices(cases, cfg.val_slices, tuple(cfg.patch_size), rng, flip=False) * cfg.data_scale
-    return x0, sample_missing(cfg.val_slices, torch.Generator().manual_seed(12345))
+    return training_batch(cases, cfg, cfg.val_slices, rng, flip=False, tumour_weight=cfg.tumour_weight or 1.0)
+
+
+def tumour_error(pred: torch.Tensor, x0: torch.Tensor, missing: torch.Tensor, weight: torch.Tensor) -> dict:
+    """``{"val_tumour_mse": ...}``: mean squared error of the missing channels on the
+    tumour pixels (``weight > 1``) of the validation slices, diffusion space; {} without weights."""
+    if not weight.numel():
+        return {}
+    tumour = (weight[:, 0] > 1)[:, None] & missing.bool()[:, :, None, None]
+    if not tumour.any():
+        return {}
+    return {"val_tumour_mse": round(float(((pred - x0) ** 2)[tumour].mean()), 5)}
 
 
 def synthesis_scores(pred: torch.Tensor, x0: torch.Tensor, missing: torch.Tensor) -> dict:
@@ -196,27 +262,26 @@ def make_task(
     variant = D.variant(cfg.model, D.DiffusionConfig(**config["diffusion"]))
     torch.manual_seed(cfg.seed)
     model = build_m2dn(config["net"])
-    size = tuple(cfg.patch_size)
 
     def sample(rng: np.random.Generator):
-        x0 = sample_slices(cases, cfg.batch_size, size, rng) * cfg.data_scale
-        # the masks come from the same stream, so one Generator state fixes the whole batch
-        return x0, sample_missing(cfg.batch_size, torch.Generator().manual_seed(int(rng.integers(2**62))))
+        return training_batch(cases, cfg, cfg.batch_size, rng, flip=True)
 
     def loss(net, batch, generator):
-        x0, missing = batch
-        return {"total": variant.loss(net, x0, missing, generator)}
+        x0, missing, context, weight = batch
+        return {"total": variant.loss(net, x0, missing, generator, _optional(context), _optional(weight))}
 
     validate = None
     if main:
-        x0_val, missing_val = (t.to(device) for t in validation_batch(val_cases or cases, cfg))
+        x0_val, missing_val, ctx_val, w_val = (t.to(device) for t in validation_batch(val_cases or cases, cfg))
 
         def validate(net) -> dict:
-            value = variant.loss(net, x0_val, missing_val, torch.Generator().manual_seed(7))
+            # the plain (unweighted) loss, so curves with and without tumour weights compare
+            value = variant.loss(net, x0_val, missing_val, torch.Generator().manual_seed(7), _optional(ctx_val))
             # its own generator: validation must not move the training streams (exact resume)
             gen = torch.Generator(device=x0_val.device).manual_seed(11)
-            pred = variant.sample(net, x0_val, missing_val, DEFAULT_STEPS, gen)
-            return {"val_loss": round(float(value), 5), **synthesis_scores(pred, x0_val, missing_val)}
+            pred = variant.sample(net, x0_val, missing_val, DEFAULT_STEPS, gen, _optional(ctx_val))
+            scores = synthesis_scores(pred, x0_val, missing_val)
+            return {"val_loss": round(float(value), 5), **scores, **tumour_error(pred, x0_val, missing_val, w_val)}
 
     return Task(
         name=cfg.model,
@@ -228,6 +293,7 @@ def make_task(
         bundled=BUNDLED_NAME if cfg.model == "m2dn" else BASELINE_NAME,
         unit="slices",
         data_keys=DATA_KEYS,
+        grows_from=grows_from,
     )
 
 
