@@ -1,6 +1,7 @@
 """The training-throughput benchmark measures a real training step."""
 
-from medmodels.seg.train_benchmark import bench_training, matmul_peak_gflops
+from medmodels.seg.train_benchmark import bench_training
+from medmodels.throughput import matmul_peak_gflops
 
 TINY = {"arch": "shaspec", "width": 4, "depth": 3, "spacing": [8.0, 8.0, 8.0], "patch_size": [16, 16, 16]}
 

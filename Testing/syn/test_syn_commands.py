@@ -97,3 +97,21 @@ def test_bench_command_times_and_sweeps(phantom_dataset, tiny_checkpoint, tmp_pa
     assert result["timing"]["median_s"] > 0 and result["timing"]["missing"] == "t1c"
     assert [(r["sampler"], r["steps"]) for r in result["sweep"]] == [("ddim", 1), ("ddim", 2)]
     assert 0 <= result["timing"]["input_grid_scores"]["ssim"] <= 1
+
+
+def test_bench_training_measures_a_real_training_step_of_the_checkpoints_configuration(tmp_path, capsys):
+    cfg = SynTrainConfig(spacing=(8.0, 8.0, 8.0), encoder_channels=4, channels=(8, 16, 16), emb_dim=16, context=1)
+    path = tmp_path / "ctx.pt"
+    torch.manual_seed(0)
+    save_checkpoint(path, {"state_dict": M2DNet(**model_config(cfg)["net"]).state_dict(), "config": model_config(cfg)})
+    argv = ["bench-syn", "--training", "--checkpoint", str(path), "--iterations", "2", "--batch-size", "2"]
+    rc = main([*argv, "--tumour-weight", "4", "--out", str(tmp_path), "--threads", "1"])
+    assert rc == 0
+    result = json.loads((tmp_path / "bench_syn_training.json").read_text(encoding="utf-8"))
+    phases = result["seconds_per_iteration"]
+    assert set(phases) == {"data", "forward", "backward", "optimiser"} and all(v > 0 for v in phases.values())
+    assert result["net"]["context"] == 1 and result["tumour_weight"] == 4.0 and result["batch_size"] == 2
+    # a few MFLOP for this tiny net; zero would mean nothing was counted
+    assert 0.0001 < result["gflop_per_iteration"] < 5 and result["achieved_gflops"] > 0
+    assert "GFLOP/s" in capsys.readouterr().out
+    assert main(["bench-syn", "--checkpoint", str(path)]) == 2  # no case and no --training: an error, not a crash

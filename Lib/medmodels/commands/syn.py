@@ -18,6 +18,7 @@ from medmodels.commands.common import (
     out_argument,
     training_options,
 )
+from medmodels.errors import InputError
 
 
 def _floats(text: str) -> tuple[float, ...]:
@@ -100,7 +101,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Times synthesising one missing modality of a real case on its own grid, and "
         "compares DDIM with several step counts against the full-length DDPM sampler.",
     )
-    p.add_argument("case", type=Path, help="a BraTS case folder with all four modalities")
+    p.add_argument("case", type=Path, nargs="?", default=None, help="a BraTS case folder with all four modalities")
     p.add_argument("--checkpoint", default=None)
     p.add_argument("--missing", default="t1c", help="modality to synthesise for the timing (default t1c)")
     p.add_argument("--steps", default=None, help="comma-separated DDIM step counts for the SSIM sweep, e.g. 5,10,20,50")
@@ -109,6 +110,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--timing-only", action="store_true", help="only the whole-volume timing, no sweep")
     p.add_argument("--slice-stride", type=int, default=8)
     p.add_argument("--repeats", type=int, default=1, help="timing repeats (the median is reported)")
+    p.add_argument(
+        "--training",
+        action="store_true",
+        help="instead: training throughput of the checkpoint's configuration on a phantom (no case needed; "
+        "seconds per phase, iterations/s, GFLOP/s against the matmul peak)",
+    )
+    p.add_argument("--iterations", type=int, default=20, help="training steps to time (with --training)")
+    p.add_argument("--batch-size", type=int, default=8, help="slices per step (with --training)")
+    p.add_argument("--tumour-weight", type=float, default=0.0, help="loss weight on the tumour (with --training)")
     out_argument(p, "also write the figures to OUT/bench_syn.json", required=False)
     p.add_argument("--seed", type=int, default=0)
     add_runtime_arguments(p)
@@ -191,6 +201,10 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 def _bench(args: argparse.Namespace) -> int:
     apply_runtime_arguments(args)
+    if args.training:
+        return _bench_training(args)
+    if args.case is None:
+        raise InputError("bench-syn needs a BraTS case folder (or --training, which runs on a phantom).")
     from medmodels.syn.benchmark import benchmark
 
     steps = [] if args.timing_only else ([int(s) for s in args.steps.split(",")] if args.steps else None)
@@ -211,4 +225,26 @@ def _bench(args: argparse.Namespace) -> int:
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "bench_syn.json").write_text(text + "\n", encoding="utf-8")
     print(text)
+    return 0
+
+
+def _bench_training(args: argparse.Namespace) -> int:
+    from medmodels.syn.synthesize import load_synthesizer
+    from medmodels.syn.train_benchmark import bench_training, config_from_checkpoint
+
+    config = load_synthesizer(args.checkpoint, device="cpu").config
+    cfg = config_from_checkpoint(config, batch_size=args.batch_size, tumour_weight=args.tumour_weight, device="cpu")
+    result = bench_training(cfg, args.iterations)
+    text = json.dumps(result, indent=2)
+    if args.out is not None:
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "bench_syn_training.json").write_text(text + "\n", encoding="utf-8")
+    print(text)
+    print(
+        f"training {result['model']} ({result['parameters']:,} parameters, context {result['net']['context']}, "
+        f"refine blocks {result['net']['refine_blocks']}, batch {result['batch_size']} x {result['patch']}): "
+        f"{result['iterations_per_s']} it/s, {result['gflop_per_iteration']} GFLOP/iteration, "
+        f"{result['achieved_gflops']} GFLOP/s = {100 * result['fraction_of_peak']:.0f}% of the "
+        f"{result['matmul_peak_gflops']} GFLOP/s matmul peak, {result['threads']} thread(s)"
+    )
     return 0

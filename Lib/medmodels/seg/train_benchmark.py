@@ -21,18 +21,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from medmodels.seg.losses import seg_losses
 from medmodels.seg.sampling import TrainCase, make_batch
-
-
-def matmul_peak_gflops(n: int = 1024, repeats: int = 20) -> float:
-    """Float32 matrix-multiply rate of this process' threads, in GFLOP/s (the best of ``repeats``)."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    a @ b  # warm-up: thread pool and caches
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        a @ b
-        best = min(best, time.perf_counter() - t0)
-    return 2 * n**3 / best / 1e9
+from medmodels.throughput import matmul_peak_gflops
 
 
 def _phantom_case(spacing, patch, size) -> TrainCase:
