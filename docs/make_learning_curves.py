@@ -8,18 +8,14 @@ inside its ``last.pt``) and draws every validation subset it recorded
 ``{"1111": {...}, "1101": {...}, ...}`` per subset). Synthesis runs (records
 with ``val_ssim``): SSIM and PSNR of the missing modalities synthesised with
 the default sampler, the validation loss and, where recorded, the error in
-the tumour. Iterations and time count on from the run's starting point:
-``--offset-iterations`` / ``--offset-hours`` give the compute of the weights it
-was initialised from; ``--init-record`` (a bundled weights' ``.json``) takes
-both from that record and draws its last validation record as the curve's
-first point.
+the tumour. Iterations and time count
+on from the run's starting point: ``--offset-iterations`` / ``--offset-hours``
+give the compute of the weights it was initialised from.
 
     python docs/make_learning_curves.py runs/shaspec_c1 --label "ShaSpec (CPU)" \
         --offset-iterations 1000 --offset-hours 0.85 --out docs/seg_learning_curves.png
     python docs/make_learning_curves.py runs/m2dn runs/regression --label M2DN --label regression \
         --offset-iterations 1500 --offset-iterations 1500 --out docs/syn_learning_curves.png
-    python docs/make_learning_curves.py runs/m2dn_ctx --label M2DN \
-        --init-record Lib/medmodels/weights/m2dn_brats18.json --out docs/syn_learning_curves_stage3.png
 """
 
 from __future__ import annotations
@@ -80,13 +76,6 @@ def main() -> None:
     parser.add_argument("--label", action="append", default=None, help="legend name of each run")
     parser.add_argument("--offset-iterations", type=float, action="append", default=None)
     parser.add_argument("--offset-hours", type=float, action="append", default=None)
-    parser.add_argument(
-        "--init-record",
-        type=Path,
-        action="append",
-        default=None,
-        help="weights record (.json) each run was initialised from: offsets and first point",
-    )
     parser.add_argument("--out", type=Path, default=Path("docs/seg_learning_curves.png"))
     args = parser.parse_args()
 
@@ -95,15 +84,7 @@ def main() -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    runs = {run: read_history(run) for run in args.runs}
-    starts = {}
-    for i, run in enumerate(runs):
-        if args.init_record and i < len(args.init_record):
-            done = json.loads(args.init_record[i].read_text(encoding="utf-8"))["training"]
-            first = {**done["last_record"], "iteration": 0, "train_s": 0.0}
-            runs[run] = [first, *runs[run]]
-            starts[run] = (done["cumulative_iterations"], done["cumulative_wall_s_training"] / 3600.0)
-    runs = {run: curves(history) for run, history in runs.items()}
+    runs = {run: curves(read_history(run)) for run in args.runs}
     recorded = {k for c in runs.values() for s in c.values() for k, v in s.items() if any(x is not None for x in v)}
     synthesis = "val_ssim" in recorded
     panels = (
@@ -116,7 +97,6 @@ def main() -> None:
         label = args.label[i] if args.label and i < len(args.label) else run.name
         off_it = args.offset_iterations[i] if args.offset_iterations and i < len(args.offset_iterations) else 0.0
         off_h = args.offset_hours[i] if args.offset_hours and i < len(args.offset_hours) else 0.0
-        off_it, off_h = starts.get(run, (off_it, off_h))
         for suffix, c in series.items():
             for j, key in enumerate(panels):
                 axes[0, j].plot([x + off_it for x in c["it"]], c[key], marker="o", ms=3, label=label + suffix)

@@ -8,9 +8,11 @@ generator) -> {"total": ..., other named terms}``) and a validation
 same way for both families:
 
 - start from existing weights (``init``: "bundled" = the family's bundled
-  checkpoint, or a checkpoint path); its config must match the model's, and
-  the compute recorded with it is carried forward (``cumulative_*``), so a
-  model card can state the total over successive runs;
+  checkpoint, or a checkpoint path); its config must match the model's (or
+  the family must be able to grow the model from it, ``Task.grows_from``), the
+  compute recorded with it is carried forward (``cumulative_*``), so a model
+  card can state the total over successive runs, and the starting weights are
+  validated first (a record at iteration 0);
 - an exact resume from ``OUT/last.pt`` (model, optimiser, schedule, AMP
   scaler, every process' RNG state, iteration, history);
 - AdamW (or SGD, Nesterov momentum 0.99) with MONAI's linear warm-up and
@@ -203,6 +205,7 @@ def run(cfg: LoopConfig, task: Task, info: distributed.DistInfo, started: float 
     loop = _Loop(cfg, task, info)
     if not loop.restore():
         loop.initialise()
+        loop.record_start()
     loop.wrap()
     stopped = loop.train(started)
     summary = loop.finish(stopped)
@@ -349,6 +352,16 @@ class _Loop:
         if grow:
             self.init["grown_from"] = _differences(ours, theirs)
         emit(0.0, f"Initialised from {path}" + (f", grown ({self.init['grown_from']})" if grow else ""))
+
+    def record_start(self) -> None:
+        """Validate the ``init`` weights before the first step (record at iteration 0), so a
+        continued run's learning curve starts from its starting point, measured on the same
+        validation batch as every later record."""
+        if self.init is None or not self.info.is_main or self.task.validate is None:
+            return
+        record = {"iteration": 0, "train_s": 0.0, **self.validate()}
+        self.history.append(record)
+        emit(0.0, "validation " + json.dumps(record))
 
     def wrap(self) -> None:
         """DDP wrapper (broadcasts rank 0's weights, averages gradients)."""

@@ -104,8 +104,12 @@ def test_a_2d_model_grows_into_a_2_5d_one_and_trains_on_from_it(cases, tmp_path)
     )
     second = fit(grown, labelled, cases[2:])
     assert "context" in second["init"]["grown_from"] and second["cumulative_iterations"] == 11
-    # lr 0: the grown network is the trained one plus identities, so validation gives the same loss
-    assert second["history"][-1]["val_loss"] == pytest.approx(first["history"][-1]["val_loss"], rel=1e-5)
+    # the starting weights are validated first; the grown network is the trained one plus identities,
+    # so it gives the same validation loss, and with lr 0 it still does after a step
+    start, after = second["history"]
+    assert start["iteration"] == 0 and after["iteration"] == 1
+    for record in (start, after):
+        assert record["val_loss"] == pytest.approx(first["history"][-1]["val_loss"], rel=1e-5)
     ours, theirs = model_config(grown), model_config(small)
     assert grows_from(ours, theirs) and not grows_from(theirs, ours)  # context is not taken away
     other = SynTrainConfig(out=str(tmp_path / "w"), init=str(tmp_path / "2d" / "model.pt"), **{**TINY, "emb_dim": 8})
