@@ -76,6 +76,9 @@ def main() -> None:
     parser.add_argument("--label", action="append", default=None, help="legend name of each run")
     parser.add_argument("--offset-iterations", type=float, action="append", default=None)
     parser.add_argument("--offset-hours", type=float, action="append", default=None)
+    parser.add_argument(
+        "--mark", action="append", default=None, help="ITERATIONS:TEXT, a dashed line where a setting changed"
+    )
     parser.add_argument("--out", type=Path, default=Path("docs/seg_learning_curves.png"))
     args = parser.parse_args()
 
@@ -107,6 +110,11 @@ def main() -> None:
         axes[1, j].set_xlabel("training wall time (hours)")
         for row in (0, 1):
             axes[row, j].grid(alpha=0.3)
+    for mark in args.mark or []:
+        at, _, text = mark.partition(":")
+        for j in range(len(panels)):
+            axes[0, j].axvline(float(at), color="grey", ls="--", lw=0.8)
+        axes[0, 0].annotate(text, (float(at), 0.02), xycoords=("data", "axes fraction"), fontsize=7, rotation=90)
     axes[0, 0].legend(fontsize=7)
     fig.tight_layout()
     args.out.parent.mkdir(parents=True, exist_ok=True)

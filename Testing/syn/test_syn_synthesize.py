@@ -137,7 +137,8 @@ def test_checkpoint_round_trip_and_tamper_check(config, phantom, tmp_path):
 @pytest.mark.parametrize("kind", ["m2dn", "regression"])
 def test_a_2_5d_network_synthesises_whole_volumes_and_its_grown_twin_gives_the_same(config, phantom, kind):
     """The synthesizer feeds a 2.5D network each slice's neighbours; grown from a 2D one, it gives the 2D output."""
-    flat = synthesizer(config, kind)
+    flat_config = {**config, "net": {**config["net"], "context": 0, "refine_blocks": 0}}
+    flat = synthesizer(flat_config, kind)
     net = M2DNet(**{**config["net"], "context": 1, "refine_blocks": 1})
     net.load_grown(flat.net.state_dict())
     deep = Synthesizer(net, {**config, "kind": kind, "net": {**config["net"], "context": 1}}, torch.device("cpu"))

@@ -5,7 +5,7 @@ import pytest
 import torch
 from medmodels.errors import InputError
 from medmodels.phantom import make_phantom
-from medmodels.syn.slices import prepare_case, sample_batch, sample_slices, slice_context
+from medmodels.syn.slices import prepare_case, random_affine, sample_batch, sample_slices, slice_context
 from medmodels.syn.train import SynTrainConfig, fit, grows_from, model_config, synthesis_scores
 
 SPACING = (8.0, 8.0, 8.0)
@@ -90,7 +90,7 @@ def test_neighbours_and_labels_get_the_crop_placement_and_mirroring_of_their_sli
 def test_a_2d_model_grows_into_a_2_5d_one_and_trains_on_from_it(cases, tmp_path):
     phantoms = [make_phantom((48, 48, 32), seed=s) for s in (0, 1)]
     labelled = [prepare_case(p.images, SPACING, f"L{i}", labels=p.labels) for i, p in enumerate(phantoms)]
-    small = SynTrainConfig(out=str(tmp_path / "2d"), iterations=10, val_every=10, **TINY)
+    small = SynTrainConfig(out=str(tmp_path / "2d"), iterations=10, val_every=10, context=0, refine_blocks=0, **TINY)
     first = fit(small, labelled, cases[2:])
     grown = SynTrainConfig(
         out=str(tmp_path / "25d"),
@@ -113,5 +113,21 @@ def test_a_2d_model_grows_into_a_2_5d_one_and_trains_on_from_it(cases, tmp_path)
     ours, theirs = model_config(grown), model_config(small)
     assert grows_from(ours, theirs) and not grows_from(theirs, ours)  # context is not taken away
     other = SynTrainConfig(out=str(tmp_path / "w"), init=str(tmp_path / "2d" / "model.pt"), **{**TINY, "emb_dim": 8})
+    assert SynTrainConfig().context == 1 and SynTrainConfig().tumour_weight == 4.0  # the bundled models' settings
     with pytest.raises(InputError, match="another model configuration"):
         fit(other, labelled, cases[2:])
+
+
+def test_random_affine_moves_slices_neighbours_and_labels_together():
+    ph = make_phantom((48, 48, 32), seed=5)
+    case = prepare_case(ph.images, SPACING, "P5", labels=ph.labels)
+    case.labels = case.brain.astype(np.uint8)  # labels = brain = FLAIR's indicator: they must move together
+    case.image[0] = case.brain.astype(np.float32)
+    batch = sample_batch([case], 6, (24, 24), np.random.default_rng(0), flip=False, context=1)
+    same = random_affine(batch, np.random.default_rng(1), 0.0, 0.0)
+    assert torch.allclose(same.x0, batch.x0, atol=1e-5) and torch.equal(same.labels, batch.labels)
+    moved = random_affine(batch, np.random.default_rng(1), 15.0, 0.15)
+    assert moved.x0.shape == batch.x0.shape and moved.context.shape == batch.context.shape
+    assert not torch.allclose(moved.x0, batch.x0, atol=1e-3)
+    agree = ((moved.x0[:, 0] > 0.5) == (moved.labels > 0)).float().mean()
+    assert agree > 0.97 and moved.labels.sum() > 0.8 * batch.labels.sum()

@@ -601,6 +601,16 @@ def _rounded(rows: list[dict]) -> list[dict]:
     ]
 
 
+def _all_markdown(table, input_table, enhancement_table, calibration_table) -> str:
+    """The evaluation's Markdown: working grid, per-case tests, input grid (None: not scored), calibration."""
+    text = markdown(table) + "\n\n" + case_tests_markdown(table, input_table or [])
+    if input_table is not None:
+        text += "\n\n" + input_grid_markdown(input_table, enhancement_table)
+    if calibration_table:
+        text += "\n\n" + calibration_markdown(calibration_table)
+    return text
+
+
 def evaluate(
     data,
     split,
@@ -658,11 +668,7 @@ def evaluate(
     input_table = summarise_input_grid(input_rows, chosen)
     enhancement_table = summarise_enhancement(input_rows, chosen)
     calibration_table = summarise_calibration(rows, chosen)
-    text = markdown(table) + "\n\n" + case_tests_markdown(table, input_table)
-    if input_grid:
-        text += "\n\n" + input_grid_markdown(input_table, enhancement_table)
-    if calibration_table:
-        text += "\n\n" + calibration_markdown(calibration_table)
+    text = _all_markdown(table, input_table if input_grid else None, enhancement_table, calibration_table)
     result = {
         "validation_cases": [c.name for c in cases],
         "steps": syn._check_steps(steps),

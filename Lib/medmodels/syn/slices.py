@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from medmodels.errors import InputError
 from medmodels.image import Image
@@ -85,9 +86,9 @@ def prepare_case(
             modality is used (brain mask included).
         spacing: working spacing ``(x, y, z)`` in mm (the model's).
         name: case name, for tables.
-        labels: the case's tumour label map on the images' grid (training only).
         margin_mm: kept around the brain, in mm.
         multiple_of: in-plane (x, y) crop sizes are grown to a multiple of it.
+        labels: the case's tumour label map on the images' grid (training only).
     """
     images = {k: images[k] for k in MODALITY_KEYS if k in images}
     if not images:
@@ -185,6 +186,29 @@ def sample_batch(
         labels[b, oy : oy + lab.shape[0], ox : ox + lab.shape[1]] = lab
     x = torch.from_numpy(out)
     return SliceBatch(x[:, :, 0].contiguous(), x[:, :, 1:].contiguous() if context else None, torch.from_numpy(labels))
+
+
+def random_affine(batch: SliceBatch, rng: np.random.Generator, degrees: float, scale: float) -> SliceBatch:
+    """The same random in-plane rotation and scaling for each item's slice, neighbours and labels.
+
+    Few training cases see few brain shapes; small rotations (uniform in
+    +-``degrees``) and scalings (uniform in 1 +- ``scale``) about the canvas
+    centre show the network more. Images are resampled bilinearly, labels by
+    nearest neighbour, both with 0 (background) outside.
+    """
+    b = batch.x0.shape[0]
+    angle = np.deg2rad(rng.uniform(-degrees, degrees, b))
+    zoom = 1.0 + rng.uniform(-scale, scale, b)
+    cos, sin = np.cos(angle) / zoom, np.sin(angle) / zoom
+    theta = torch.tensor(np.stack([np.stack([cos, -sin, 0 * cos], 1), np.stack([sin, cos, 0 * cos], 1)], 1))
+    planes = [batch.x0[:, :, None]] + ([batch.context] if batch.context is not None else [])
+    stack = torch.cat(planes, dim=2)  # (B, 4, P, H, W)
+    shape = stack.shape
+    grid = F.affine_grid(theta.float(), [b, 1, *shape[3:]], align_corners=False)
+    warped = F.grid_sample(stack.reshape(b, -1, *shape[3:]), grid, mode="bilinear", align_corners=False).reshape(shape)
+    labels = F.grid_sample(batch.labels[:, None].float(), grid, mode="nearest", align_corners=False)[:, 0]
+    context = warped[:, :, 1:].contiguous() if batch.context is not None else None
+    return SliceBatch(warped[:, :, 0].contiguous(), context, labels.to(torch.uint8))
 
 
 def sample_slices(

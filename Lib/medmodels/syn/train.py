@@ -40,7 +40,7 @@ from medmodels.nets.m2dn import build_m2dn
 from medmodels.progress import progress
 from medmodels.syn import diffusion as D
 from medmodels.syn.masks import sample_missing
-from medmodels.syn.slices import WorkingCase, prepare_case, sample_batch
+from medmodels.syn.slices import WorkingCase, prepare_case, random_affine, sample_batch
 from medmodels.syn.synthesize import BASELINE_NAME, BUNDLED_NAME, DEFAULT_STEPS
 from medmodels.training import LoopConfig, Task
 
@@ -65,11 +65,17 @@ class SynTrainConfig(LoopConfig):
         spacing: working spacing (x, y, z) in mm.
         encoder_channels, channels, emb_dim: M2DN widths (per-modality encoder,
             fusion U-Net levels, timestep/mask embedding).
-        context: neighbouring slices the network sees on each side (2.5D; 0 = 2D).
+        context: neighbouring slices the network sees on each side (2.5D; 0 = the
+            paper's 2D network).
         refine_blocks: full-resolution residual blocks before the output (``M2DNet``).
         tumour_weight: w in the loss weight 1 + w on tumour pixels (labels 1, 2,
             4), 1 elsewhere; 0 = the paper's plain mean. A training option only:
             the network and its inference do not depend on it.
+        augment_degrees, augment_scale: random in-plane rotation (+- degrees) and
+            scaling (1 +- scale) of each training slice with its neighbours and
+            labels (``slices.random_affine``); 0 = none. Validation is never augmented.
+        The defaults of the architecture and the loss are the bundled models'
+        (``--init bundled`` needs no more options).
         num_train_timesteps: T of the forward process.
         data_scale: diffusion-space value = z-score * data_scale.
         patch_size: training slice canvas (H, W) in working voxels.
@@ -84,9 +90,11 @@ class SynTrainConfig(LoopConfig):
     encoder_channels: int = 8
     channels: tuple = (24, 48, 96)
     emb_dim: int = 64
-    context: int = 0
-    refine_blocks: int = 0
-    tumour_weight: float = 0.0
+    context: int = 1
+    refine_blocks: int = 1
+    tumour_weight: float = 4.0
+    augment_degrees: float = 0.0
+    augment_scale: float = 0.0
     num_train_timesteps: int = 1000
     data_scale: float = 0.5
     patch_size: tuple = (96, 96)
@@ -188,6 +196,8 @@ def training_batch(
     ``tumour_weight`` defaults to ``cfg.tumour_weight``."""
     tumour_weight = cfg.tumour_weight if tumour_weight is None else tumour_weight
     batch = sample_batch(cases, size, tuple(cfg.patch_size), rng, flip=flip, context=cfg.context)
+    if flip and (cfg.augment_degrees or cfg.augment_scale):  # training batches only (validation: flip=False)
+        batch = random_affine(batch, rng, cfg.augment_degrees, cfg.augment_scale)
     # the masks come from the same stream, so one Generator state fixes the whole batch
     missing = sample_missing(size, torch.Generator().manual_seed(int(rng.integers(2**62))))
     context = batch.context * cfg.data_scale if batch.context is not None else torch.empty(0)
