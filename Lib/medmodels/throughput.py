@@ -1,8 +1,9 @@
 """Training throughput, model-family agnostic: where one iteration's time goes,
 and how much of the machine's arithmetic it uses.
 
-``time_task_steps`` runs real training steps of a ``medmodels.training.Task``
-(its own batch sampler and loss, AdamW) and reports seconds per phase,
+``time_steps`` times any training step; ``time_task_steps`` runs real training
+steps of a ``medmodels.training.Task`` (its own batch sampler and loss, AdamW).
+Both report seconds per phase,
 iterations per second, the floating-point operations of one iteration
 (``torch.utils.flop_counter``, on a second pass over the same batches, so
 counting costs no timed seconds) and the achieved GFLOP/s against the measured
@@ -12,6 +13,7 @@ float32 matrix-multiply peak of the same threads.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -34,46 +36,32 @@ def matmul_peak_gflops(n: int = 1024, repeats: int = 20) -> float:
     return 2 * n**3 / best / 1e9
 
 
-def _task_step(task: Task, opt, rng, gen, counter: FlopCounterMode | None = None) -> tuple[float, ...]:
-    """One training step of ``task``; the seconds of each of ``PHASES``."""
-    t0 = time.perf_counter()
-    batch = task.sample(rng)
-    t1 = time.perf_counter()
-    with counter if counter is not None else torch.enable_grad():
-        total = task.loss(task.model, batch, gen)["total"]
-        t2 = time.perf_counter()
-        opt.zero_grad(set_to_none=True)
-        total.backward()
-    t3 = time.perf_counter()
-    opt.step()
-    return t1 - t0, t2 - t1, t3 - t2, time.perf_counter() - t3
+def time_steps(
+    step: Callable[[np.random.Generator, FlopCounterMode | None], tuple], iterations: int, seed: int = 0
+) -> dict:
+    """Time ``iterations`` calls of a training step (after two warm-up calls), then count their FLOPs.
 
-
-def time_task_steps(task: Task, iterations: int = 20, lr: float = 2e-3, seed: int = 0) -> dict:
-    """Time ``iterations`` CPU training steps of ``task`` (after two warm-up steps).
+    Args:
+        step: ``step(rng, counter) -> seconds of each of PHASES``; it draws its
+            batch from ``rng`` and runs forward and backward inside ``counter``
+            when one is given.
+        seed: the timed and the counted pass draw the same batches from it.
 
     Returns:
-        ``{"seconds_per_iteration": {phase: s}, "iterations_per_s", "gflop_per_iteration",
-        "achieved_gflops", "matmul_peak_gflops", "fraction_of_peak", "threads", "iterations_timed"}``.
+        ``{"threads", "iterations_timed", "seconds_per_iteration": {phase: s}, "iterations_per_s",
+        "gflop_per_iteration", "achieved_gflops", "matmul_peak_gflops", "fraction_of_peak"}``.
     """
-    task.model.train()
-    opt = torch.optim.AdamW(task.model.parameters(), lr=lr)
-
-    def streams():
-        return np.random.default_rng(seed), torch.Generator().manual_seed(seed)
-
-    rng, gen = np.random.default_rng(seed + 1), torch.Generator().manual_seed(seed + 1)
+    rng = np.random.default_rng(seed + 1)
     for _ in range(2):  # warm-up: allocators and thread pools
-        _task_step(task, opt, rng, gen)
-    rng, gen = streams()
+        step(rng, None)
+    rng = np.random.default_rng(seed)
     totals = np.zeros(len(PHASES))
     for _ in range(iterations):
-        totals += _task_step(task, opt, rng, gen)
-    rng, gen = streams()
-    flops = 0
+        totals += step(rng, None)
+    rng, flops = np.random.default_rng(seed), 0
     for _ in range(iterations):
         counter = FlopCounterMode(display=False)
-        _task_step(task, opt, rng, gen, counter)
+        step(rng, counter)
         flops += counter.get_total_flops()
     per_it = dict(zip(PHASES, totals / iterations))
     seconds = float(sum(per_it.values()))
@@ -89,3 +77,25 @@ def time_task_steps(task: Task, iterations: int = 20, lr: float = 2e-3, seed: in
         "matmul_peak_gflops": round(peak, 1),
         "fraction_of_peak": round(gflop / seconds / peak, 3),
     }
+
+
+def time_task_steps(task: Task, iterations: int = 20, lr: float = 2e-3, seed: int = 0) -> dict:
+    """``time_steps`` of ``task``'s own training step (its sampler and loss, AdamW, on the CPU)."""
+    task.model.train()
+    opt = torch.optim.AdamW(task.model.parameters(), lr=lr)
+    gen = torch.Generator().manual_seed(seed)
+
+    def step(rng: np.random.Generator, counter: FlopCounterMode | None) -> tuple[float, ...]:
+        t0 = time.perf_counter()
+        batch = task.sample(rng)
+        t1 = time.perf_counter()
+        with counter if counter is not None else torch.enable_grad():
+            total = task.loss(task.model, batch, gen)["total"]
+            t2 = time.perf_counter()
+            opt.zero_grad(set_to_none=True)
+            total.backward()
+        t3 = time.perf_counter()
+        opt.step()
+        return t1 - t0, t2 - t1, t3 - t2, time.perf_counter() - t3
+
+    return time_steps(step, iterations, seed)

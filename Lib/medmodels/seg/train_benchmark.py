@@ -15,13 +15,12 @@ from __future__ import annotations
 
 import time
 
-import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from medmodels.seg.losses import seg_losses
 from medmodels.seg.sampling import TrainCase, make_batch
-from medmodels.throughput import matmul_peak_gflops
+from medmodels.throughput import time_steps
 
 
 def _phantom_case(spacing, patch, size) -> TrainCase:
@@ -70,33 +69,14 @@ def bench_training(
     torch.manual_seed(seed)
     model = build_model(config)
     opt = torch.optim.AdamW(model.parameters(), lr=lr)
-    for _ in range(2):  # warm-up: allocators and thread pools
-        _step(model, opt, case, batch_size, patch, np.random.default_rng(seed + 1))
-    rng = np.random.default_rng(seed)
-    totals = np.zeros(4)
-    for _ in range(iterations):
-        totals += _step(model, opt, case, batch_size, patch, rng)
-    rng, flops = np.random.default_rng(seed), 0
-    for _ in range(iterations):
-        counter = FlopCounterMode(display=False)
-        _step(model, opt, case, batch_size, patch, rng, counter)
-        flops += counter.get_total_flops()
-    per_it = dict(zip(("data", "forward", "backward", "optimiser"), totals / iterations))
-    seconds = float(sum(per_it.values()))
-    gflop = flops / iterations / 1e9
-    peak = matmul_peak_gflops()
+    figures = time_steps(
+        lambda rng, counter: _step(model, opt, case, batch_size, patch, rng, counter), iterations, seed
+    )
     return {
         "arch": config["arch"],
         "width": config["width"],
         "patch": list(patch),
         "spacing_mm": list(config["spacing"]),
         "batch_size": batch_size,
-        "threads": torch.get_num_threads(),
-        "iterations_timed": iterations,
-        "seconds_per_iteration": {k: round(float(v), 4) for k, v in per_it.items()},
-        "iterations_per_s": round(1.0 / seconds, 3),
-        "gflop_per_iteration": round(gflop, 2),
-        "achieved_gflops": round(gflop / seconds, 1),
-        "matmul_peak_gflops": round(peak, 1),
-        "fraction_of_peak": round(gflop / seconds / peak, 3),
+        **figures,
     }
