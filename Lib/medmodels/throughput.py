@@ -87,7 +87,7 @@ def time_task_steps(task: Task, iterations: int = 20, lr: float = 2e-3, seed: in
 
     def step(rng: np.random.Generator, counter: FlopCounterMode | None) -> tuple[float, ...]:
         t0 = time.perf_counter()
-        batch = task.sample(rng)
+        batch = task.sample(rng, 1.0)
         t1 = time.perf_counter()
         with counter if counter is not None else torch.enable_grad():
             total = task.loss(task.model, batch, gen)["total"]

@@ -29,7 +29,7 @@ def toy_task(config=None, before_sample=None) -> Task:
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 1))
 
-    def sample(rng):
+    def sample(rng, progress=1.0):
         if before_sample:
             before_sample()
         x = torch.from_numpy(rng.normal(size=(4, 4)).astype(np.float32))

@@ -10,7 +10,7 @@ from medmodels.errors import InputError
 from medmodels.nets.shaspec import ShaSpec
 from medmodels.seg.data import prepare
 from medmodels.seg.losses import seg_losses
-from medmodels.seg.sampling import TrainCase, make_batch
+from medmodels.seg.sampling import PatchRecipe, TrainCase, draw_mask, make_batch
 from medmodels.seg.train import TrainConfig, parse_subset, train
 
 TINY = dict(
@@ -31,7 +31,7 @@ def test_training_steps_lower_the_loss_on_a_phantom(small_phantom):
     prep = prepare(arrays, small_phantom.labels.spacing, (5.0, 5.0, 5.0), small_phantom.labels.array)
     case = TrainCase.build("p", prep.image, prep.regions, (16, 16, 16))
     rng = np.random.default_rng(0)
-    x, y, m = make_batch([case], 2, (16, 16, 16), rng, fg_prob=1.0)
+    x, y, m = make_batch([case], 2, (16, 16, 16), rng, PatchRecipe(fg_prob=1.0, augment="light"))
     assert y[:, 2].any(), "the patches should contain tumour"
     net = ShaSpec(width=4, depth=3)
     opt = torch.optim.Adam(net.parameters(), lr=1e-2)
@@ -50,7 +50,8 @@ def test_patches_oversample_tumour(small_phantom):
     prep = prepare(arrays, small_phantom.labels.spacing, (5.0, 5.0, 5.0), small_phantom.labels.array)
     case = TrainCase.build("p", prep.image, prep.regions, (8, 8, 8))
     rng = np.random.default_rng(0)
-    with_fg = [bool(make_batch([case], 1, (8, 8, 8), rng, fg_prob=1.0)[1][:, 2].any()) for _ in range(20)]
+    recipe = PatchRecipe(fg_prob=1.0)
+    with_fg = [bool(make_batch([case], 1, (8, 8, 8), rng, recipe)[1][:, 2].any()) for _ in range(20)]
     assert all(with_fg)
 
 
@@ -58,11 +59,64 @@ def test_dropped_modalities_are_zero_in_the_batch(small_phantom):
     arrays = {k: img.array for k, img in small_phantom.images.items()}
     prep = prepare(arrays, small_phantom.labels.spacing, (5.0, 5.0, 5.0), small_phantom.labels.array)
     case = TrainCase.build("p", prep.image, prep.regions, (16, 16, 16))
-    x, _, m = make_batch([case], 16, (16, 16, 16), np.random.default_rng(1))
+    x, _, m = make_batch([case], 16, (16, 16, 16), np.random.default_rng(1))  # past the warm-up
     assert m.any(dim=1).all() and len({tuple(r.tolist()) for r in m}) > 3
     assert (x[~m] == 0).all()
-    x, _, m = make_batch([case], 4, (16, 16, 16), np.random.default_rng(1), fixed_mask=parse_subset("flair,t1c"))
+    x, _, m = make_batch(
+        [case], 4, (16, 16, 16), np.random.default_rng(1), PatchRecipe(fixed_mask=parse_subset("flair,t1c"))
+    )
     assert (m == torch.tensor([True, False, True, False])).all()
+
+
+def test_modality_schedule_keeps_all_four_first_then_draws_the_number_kept_uniformly():
+    rng = np.random.default_rng(0)
+    recipe = PatchRecipe(full_modality_fraction=0.4)
+    assert all(draw_mask(rng, recipe, progress=p) == (True,) * 4 for p in np.linspace(0, 0.39, 50))
+    kept = np.array([sum(draw_mask(rng, recipe, progress=0.5)) for _ in range(4000)])
+    counts = np.bincount(kept, minlength=5)
+    assert counts[0] == 0 and all(abs(c / 4000 - 0.25) < 0.03 for c in counts[1:]), counts
+    # uniform over the 15 subsets: all four only 1/15 of the time
+    subsets = [draw_mask(rng, PatchRecipe(modality_drop="subsets"), 1.0) for _ in range(3000)]
+    assert abs(sum(m == (True,) * 4 for m in subsets) / 3000 - 1 / 15) < 0.02
+
+
+def test_region_balanced_patches_oversample_enhancing_tumour(small_phantom):
+    arrays = {k: img.array for k, img in small_phantom.images.items()}
+    prep = prepare(arrays, small_phantom.labels.spacing, (5.0, 5.0, 5.0), small_phantom.labels.array)
+    case = TrainCase.build("p", prep.image, prep.regions, (4, 4, 4))
+    assert 0 < len(case.foreground[0]) < len(case.foreground[2])  # ET is a part of WT
+
+    def et_centres(fg_regions):
+        rng = np.random.default_rng(3)
+        recipe = PatchRecipe(fg_prob=1.0, fg_regions=fg_regions, augment="none")
+        return np.mean([bool(make_batch([case], 1, (1, 1, 1), rng, recipe)[1][0, 0].any()) for _ in range(600)])
+
+    share = len(case.foreground[0]) / len(case.foreground[2])
+    assert et_centres("wt") == pytest.approx(share, abs=0.07)
+    # one region in three is ET; the TC and WT draws land on ET in proportion to their share of it
+    assert et_centres("regions") > share + 0.2
+
+
+def test_nnunet_augmentation_keeps_the_patch_size_and_label_alignment(small_phantom):
+    arrays = {k: img.array for k, img in small_phantom.images.items()}
+    prep = prepare(arrays, small_phantom.labels.spacing, (5.0, 5.0, 5.0), small_phantom.labels.array)
+    case = TrainCase.build("p", prep.image, prep.regions, (16, 16, 16))
+    recipe = PatchRecipe(fg_prob=1.0, augment="nnunet")
+    x, y, m = make_batch([case], 8, (16, 16, 16), np.random.default_rng(0), recipe)
+    assert x.shape == (8, 4, 16, 16, 16) and y.shape == (8, 3, 16, 16, 16) and y.dtype == torch.uint8
+    assert y[:, 2].any(dim=(1, 2, 3)).float().mean() > 0.8  # still centred on tumour
+    assert ((y[:, 0] <= y[:, 1]) & (y[:, 1] <= y[:, 2])).all()  # ET in TC in WT survives resampling
+    again = make_batch([case], 8, (16, 16, 16), np.random.default_rng(0), recipe)
+    assert torch.equal(x, again[0]) and torch.equal(y, again[1])  # the Generator fixes every draw
+    with pytest.raises(ValueError, match="augmentation"):
+        make_batch([case], 1, (16, 16, 16), np.random.default_rng(0), PatchRecipe(augment="strong"))
+
+
+def test_bad_recipe_options_are_named():
+    from medmodels.seg.train import patch_recipe
+
+    with pytest.raises(InputError, match="--full-modality-fraction.*--augment"):
+        patch_recipe(TrainConfig(full_modality_fraction=1.5, augment="heavy"))
 
 
 def test_parse_subset():

@@ -124,7 +124,12 @@ def add_training_arguments(parser: argparse.ArgumentParser, iterations: int, bat
         "existing OUT/last.pt is an error",
     )
     parser.add_argument("--seed", type=int, default=0, help="initial weights and data draws (with the process rank)")
-    parser.add_argument("--no-amp", dest="amp", action="store_false", help="no mixed precision on the GPU")
+    parser.add_argument(
+        "--no-amp",
+        dest="amp",
+        action="store_false",
+        help="float32 training (default: bfloat16 autocast on CPUs with bf16 instructions and on GPUs)",
+    )
     add_runtime_arguments(parser)
 
 

@@ -55,11 +55,36 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dco-weight", type=float, default=0.02, help="weight of the DCO (domain classification) loss")
     p.add_argument("--fg-prob", type=float, default=0.5, help="probability that a patch is centred on tumour")
     p.add_argument(
+        "--fg-regions",
+        choices=("regions", "wt"),
+        default="regions",
+        help="tumour patches centred on a voxel of ET, TC or WT drawn in turn (default, official) or of WT",
+    )
+    p.add_argument(
+        "--modality-drop",
+        choices=("k", "subsets"),
+        default="k",
+        help="k: keep k ~ U{1..4} modalities (default, official code); subsets: uniform over the 15 subsets",
+    )
+    p.add_argument(
+        "--full-modality-fraction",
+        type=float,
+        default=0.44,
+        help="first fraction of the iterations with all four modalities (default 0.44, the official 80k of "
+        "180k; use 0 when continuing from trained weights)",
+    )
+    p.add_argument(
+        "--augment",
+        choices=("nnunet", "light", "none"),
+        default="nnunet",
+        help="nnunet: rotation, scaling, noise, blur, brightness, contrast, low resolution, gamma, mirroring "
+        "(default); light: flips and intensity scale/shift (the first weights' recipe); none",
+    )
+    p.add_argument(
         "--subset",
         default=None,
         help="fixed modality subset for a dedicated model, e.g. flair,t1c or 1010 (default: random)",
     )
-    p.add_argument("--no-augment", dest="augment", action="store_false")
     p.add_argument("--no-validate", dest="validate", action="store_false")
     p.add_argument("--max-cases", type=int, default=None, help=argparse.SUPPRESS)
     add_training_arguments(p, iterations=1000, batch_size=2)
@@ -119,6 +144,9 @@ def _register_bench(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--iterations", type=int, default=20, help="training steps to time (with --training)")
     p.add_argument("--batch-size", type=int, default=2, help="patches per step (with --training)")
+    p.add_argument(
+        "--no-amp", dest="amp", action="store_false", help="float32 steps (with --training; default: bf16 autocast)"
+    )
     out_argument(p, "also write the figures to OUT/bench_seg.json", required=False)
     add_runtime_arguments(p)
     p.set_defaults(func=_bench)
@@ -140,8 +168,11 @@ def _train(args: argparse.Namespace) -> int:
         dao_weight=args.dao_weight,
         dco_weight=args.dco_weight,
         fg_prob=args.fg_prob,
-        subset=args.subset,
+        fg_regions=args.fg_regions,
+        modality_drop=args.modality_drop,
+        full_modality_fraction=args.full_modality_fraction,
         augment=args.augment,
+        subset=args.subset,
         validate=args.validate,
         max_cases=args.max_cases,
     )
@@ -219,9 +250,10 @@ def _bench_training(args: argparse.Namespace) -> int:
     from medmodels.seg.train_benchmark import bench_training
 
     config = load_segmenter(args.checkpoint, device="cpu").config
-    result = bench_training(config, args.batch_size, args.iterations)
+    result = bench_training(config, args.batch_size, args.iterations, amp=args.amp)
     summary = (
-        f"training {result['arch']} (width {result['width']}, patch {result['patch']}, batch {result['batch_size']}): "
+        f"training {result['arch']} (width {result['width']}, patch {result['patch']}, batch {result['batch_size']}, "
+        f"autocast {result['autocast']}): "
         f"{result['iterations_per_s']} it/s, {result['gflop_per_iteration']} GFLOP/iteration, "
         f"{result['achieved_gflops']} GFLOP/s = {100 * result['fraction_of_peak']:.0f}% of the "
         f"{result['matmul_peak_gflops']} GFLOP/s matmul peak, {result['threads']} thread(s)"

@@ -116,8 +116,10 @@ class ShaSpec(nn.Module):
                 continue
             s_i = enc(x[rows, i : i + 1])[-1]
             r_i = shared_slots[rows, i]
-            fused[rows, i] = r_i + self.fusion(torch.cat([r_i, s_i], dim=1))
-            domain_logits[rows, i] = self.domain_head(s_i.mean(dim=(2, 3, 4)))
+            # Under autocast the convolutions return bfloat16/float16 while the slots were
+            # allocated in the input's dtype: index_put needs one dtype, so cast to the slot's.
+            fused[rows, i] = (r_i + self.fusion(torch.cat([r_i, s_i], dim=1))).to(fused.dtype)
+            domain_logits[rows, i] = self.domain_head(s_i.mean(dim=(2, 3, 4))).to(domain_logits.dtype)
 
         bottleneck = self.reduce(fused.flatten(1, 2))
         logits = self.decoder(bottleneck, skips)

@@ -1,7 +1,10 @@
 """Patch sampling (oversampling tumour), modality dropping and augmentation.
 
 All randomness comes from a ``numpy.random.Generator`` passed in, so a seed
-fixes the whole sequence of patches, masks and augmentations.
+fixes the whole sequence of patches, masks and augmentations. What is drawn,
+and how, is a ``PatchRecipe``; its defaults are the official ShaSpec code's
+(docs/segmentation.md gives the ablation that compared them with the first
+bundled weights' recipe).
 """
 
 from __future__ import annotations
@@ -13,17 +16,63 @@ import torch
 import torch.nn.functional as F
 
 from medmodels.modalities import AvailabilityMask
+from medmodels.seg.augment import AUGMENTATIONS, augment, spatial_context
+
+FG_REGIONS = ("wt", "regions")
+MODALITY_DROPS = ("k", "subsets")
+
+
+@dataclass(frozen=True)
+class PatchRecipe:
+    """How the patches of a training batch are drawn.
+
+    Args:
+        fg_prob: probability that a patch is centred on tumour (else on any voxel).
+        fg_regions: "regions": on a voxel of a region drawn uniformly among the
+            case's ET, TC and WT, so the small enhancing tumour is oversampled
+            (official ShaSpec, nnU-Net); "wt": on a whole-tumour voxel.
+        modality_drop: "k": keep k ~ U{1..4} modalities, chosen at random (the
+            official code: all four a quarter of the time); "subsets": uniform
+            over the 15 non-empty subsets (all four 1/15 of the time).
+        full_modality_fraction: this first fraction of the run's iterations
+            sees all four modalities (the official code: 80k of 180k, 0.44);
+            0 for a run that continues from trained weights.
+        augment: "none", "light" or "nnunet" (``medmodels.seg.augment``).
+        fixed_mask: a dedicated model's subset (4 booleans), overriding the drop.
+    """
+
+    fg_prob: float = 0.5
+    fg_regions: str = "regions"
+    modality_drop: str = "k"
+    full_modality_fraction: float = 0.44
+    augment: str = "nnunet"
+    fixed_mask: tuple[bool, ...] | None = None
+
+    def problems(self) -> list[str]:
+        out = []
+        if not 0.0 <= self.fg_prob <= 1.0:
+            out.append(f"--fg-prob must be in 0..1 (got {self.fg_prob})")
+        if not 0.0 <= self.full_modality_fraction <= 1.0:
+            out.append(f"--full-modality-fraction must be in 0..1 (got {self.full_modality_fraction})")
+        for name, value, allowed in (
+            ("--fg-regions", self.fg_regions, FG_REGIONS),
+            ("--modality-drop", self.modality_drop, MODALITY_DROPS),
+            ("--augment", self.augment, AUGMENTATIONS),
+        ):
+            if value not in allowed:
+                out.append(f"{name} must be one of {', '.join(allowed)} (got '{value}')")
+        return out
 
 
 @dataclass
 class TrainCase:
     """One preprocessed case: ``image (4, Z, Y, X)`` float32, ``regions (3, Z, Y, X)``
-    uint8, ``foreground`` ``(N, 3)`` indices of whole-tumour voxels."""
+    uint8, ``foreground`` ``[(N, 3) indices of ET, of TC, of WT voxels]``."""
 
     name: str
     image: torch.Tensor
     regions: torch.Tensor
-    foreground: np.ndarray
+    foreground: list
 
     @classmethod
     def build(cls, name: str, image: torch.Tensor, regions: torch.Tensor, patch) -> TrainCase:
@@ -34,48 +83,62 @@ class TrainCase:
         if any(pads):
             image = F.pad(image, pads)
             regions = F.pad(regions, pads)
-        fg = torch.nonzero(regions[2]).numpy()
+        fg = [torch.nonzero(regions[r]).numpy() for r in range(regions.shape[0])]
         return cls(name, image.contiguous(), regions.contiguous(), fg)
 
 
-def sample_patch(case: TrainCase, patch, rng: np.random.Generator, fg_prob: float = 0.5):
-    """A ``patch``-sized crop: with probability ``fg_prob`` centred on a random
-    tumour voxel (tumour oversampling), else on a random voxel."""
-    shape = np.array(case.image.shape[1:])
-    patch = np.array(patch)
-    if len(case.foreground) and rng.random() < fg_prob:
-        centre = case.foreground[rng.integers(len(case.foreground))]
-    else:
-        centre = np.array([rng.integers(n) for n in shape])
-    start = np.clip(centre - patch // 2, 0, shape - patch)
-    sl = tuple(slice(int(s), int(s + p)) for s, p in zip(start, patch))
-    return case.image[(slice(None),) + sl], case.regions[(slice(None),) + sl]
+def _centre(case: TrainCase, rng: np.random.Generator, recipe: PatchRecipe) -> np.ndarray:
+    """A tumour voxel (with probability ``fg_prob``, as ``fg_regions`` says) or any voxel."""
+    wt = case.foreground[-1]
+    if len(wt) and rng.random() < recipe.fg_prob:
+        voxels = wt
+        if recipe.fg_regions == "regions":
+            present = [v for v in case.foreground if len(v)]
+            voxels = present[rng.integers(len(present))]
+        return voxels[rng.integers(len(voxels))]
+    return np.array([rng.integers(n) for n in case.image.shape[1:]])
+
+
+def crop(tensor: torch.Tensor, centre, size) -> torch.Tensor:
+    """A ``size`` crop of ``tensor (C, Z, Y, X)`` centred on ``centre``, zero-padded
+    where it leaves the volume (augmentation crops are larger than the case)."""
+    shape = np.array(tensor.shape[1:])
+    size = np.array(size)
+    start = np.asarray(centre) - size // 2
+    lo, hi = np.maximum(start, 0), np.minimum(start + size, shape)
+    if np.all(start >= 0) and np.all(start + size <= shape):
+        return tensor[(slice(None),) + tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))]
+    out = tensor.new_zeros((tensor.shape[0],) + tuple(int(s) for s in size))
+    dst = tuple(slice(int(a - s), int(b - s)) for a, b, s in zip(lo, hi, start))
+    out[(slice(None),) + dst] = tensor[(slice(None),) + tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))]
+    return out
+
+
+def sample_patch(case: TrainCase, patch, rng: np.random.Generator, recipe: PatchRecipe = PatchRecipe()):
+    """A ``patch``-sized crop (inside the volume), centred on tumour with probability ``fg_prob``."""
+    shape, size = np.array(case.image.shape[1:]), np.array(patch)
+    centre = np.clip(_centre(case, rng, recipe), size // 2, shape - size + size // 2)
+    return crop(case.image, centre, patch), crop(case.regions, centre, patch)
 
 
 SUBSETS = [m.available for m in AvailabilityMask.all_subsets()]
 
 
-def draw_mask(rng: np.random.Generator, fixed: tuple[bool, ...] | None = None) -> tuple[bool, ...]:
-    """Random modality dropping: uniform over the 15 non-empty subsets, or the
-    ``fixed`` subset (a dedicated model)."""
-    if fixed is not None:
-        return tuple(fixed)
-    return SUBSETS[rng.integers(len(SUBSETS))]
+def draw_mask(rng: np.random.Generator, recipe: PatchRecipe = PatchRecipe(), progress: float = 1.0) -> tuple:
+    """The modality subset of one patch (4 booleans, canonical order).
 
-
-def augment(image: torch.Tensor, regions: torch.Tensor, rng: np.random.Generator):
-    """Random flips along each axis; per-modality intensity scale (0.9-1.1) and
-    shift (+-0.1 SD) inside the brain; random gamma-free contrast only, so the
-    z-scored background stays 0."""
-    flips = [d + 1 for d in range(3) if rng.random() < 0.5]
-    if flips:
-        image = torch.flip(image, flips)
-        regions = torch.flip(regions, flips)
-    scale = torch.from_numpy(rng.uniform(0.9, 1.1, size=(image.shape[0], 1, 1, 1)).astype(np.float32))
-    shift = torch.from_numpy(rng.uniform(-0.1, 0.1, size=(image.shape[0], 1, 1, 1)).astype(np.float32))
-    brain = image != 0
-    image = torch.where(brain, image * scale + shift, image)
-    return image, regions
+    Args:
+        progress: the fraction of the run done (iteration / iterations): before
+            ``recipe.full_modality_fraction`` every modality is kept.
+    """
+    if recipe.fixed_mask is not None:
+        return tuple(recipe.fixed_mask)
+    if progress < recipe.full_modality_fraction:
+        return (True,) * 4
+    if recipe.modality_drop == "subsets":
+        return SUBSETS[rng.integers(len(SUBSETS))]
+    kept = rng.choice(4, size=int(rng.integers(1, 5)), replace=False)
+    return tuple(i in kept for i in range(4))
 
 
 def make_batch(
@@ -83,18 +146,21 @@ def make_batch(
     batch_size: int,
     patch,
     rng: np.random.Generator,
-    fg_prob: float = 0.5,
-    fixed_mask=None,
-    do_augment: bool = True,
+    recipe: PatchRecipe = PatchRecipe(),
+    progress: float = 1.0,
 ):
-    """``(x (B,4,*patch), y (B,3,*patch), mask (B,4) bool)``."""
+    """``(x (B,4,*patch), y (B,3,*patch), mask (B,4) bool)``; ``progress`` as in ``draw_mask``."""
     xs, ys, ms = [], [], []
+    context = spatial_context(patch, recipe.augment)
     for _ in range(batch_size):
         case = cases[rng.integers(len(cases))]
-        x, y = sample_patch(case, patch, rng, fg_prob)
-        if do_augment:
-            x, y = augment(x, y, rng)
-        m = draw_mask(rng, fixed_mask)
+        if context == tuple(patch):
+            x, y = sample_patch(case, patch, rng, recipe)
+        else:  # a larger crop about the same centre, brought back to ``patch`` by the augmentation
+            centre = _centre(case, rng, recipe)
+            x, y = crop(case.image, centre, context), crop(case.regions, centre, context)
+        x, y = augment(x, y, patch, recipe.augment, rng)
+        m = draw_mask(rng, recipe, progress)
         x = x * torch.tensor(m, dtype=x.dtype)[:, None, None, None]  # dropped inputs are zeros
         xs.append(x)
         ys.append(y)

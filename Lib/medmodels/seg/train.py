@@ -7,9 +7,10 @@ averages the gradients, so one iteration uses ``N * batch`` patches.
 
 This file holds the family's pieces; the loop itself (init from weights,
 resume, schedule, AMP, DDP, time budget, checkpoints) is ``medmodels.training``.
-Per iteration: a batch of patches (tumour oversampled), each with a random
-non-empty modality subset (uniform over the 15) or the fixed ``--subset``
-(a dedicated model), flips + intensity augmentation; loss = Dice + BCE +
+Per iteration: a batch of patches (tumour oversampled, each region in turn),
+each with a random modality subset (after a full-modality warm-up: k ~ U{1..4}
+modalities kept) or the fixed ``--subset`` (a dedicated model), nnU-Net-style
+augmentation (``medmodels.seg.sampling.PatchRecipe``); loss = Dice + BCE +
 ``dao_weight`` * DAO + ``dco_weight`` * DCO. Validation: Dice of ET, TC, WT
 on whole validation volumes (all four modalities, at the working spacing).
 """
@@ -31,7 +32,7 @@ from medmodels.progress import progress
 from medmodels.seg.data import prepare, read_case
 from medmodels.seg.inference import BASELINE_NAME, BUNDLED_NAME, build_model, predict_probabilities
 from medmodels.seg.losses import seg_losses
-from medmodels.seg.sampling import TrainCase, make_batch
+from medmodels.seg.sampling import PatchRecipe, TrainCase, make_batch
 from medmodels.training import LoopConfig, Task
 
 
@@ -47,9 +48,9 @@ class TrainConfig(LoopConfig):
         spacing: working spacing (x, y, z) in mm.
         patch_size: training patch (z, y, x) in working voxels; also the inference window.
         dao_weight, dco_weight: weights of ShaSpec's alignment and domain losses.
-        fg_prob: probability that a patch is centred on tumour.
+        fg_prob, fg_regions, modality_drop, full_modality_fraction, augment: how patches
+            are drawn (``medmodels.seg.sampling.PatchRecipe``, which documents each).
         subset: fixed modality subset for a dedicated model ("flair,t1c" or "1010"); None = random.
-        augment: flips + intensity augmentation.
         validate: Dice on the split's validation cases at every ``val_every``.
         max_cases: use only the first cases of each list (tests, quick runs).
     """
@@ -60,13 +61,16 @@ class TrainConfig(LoopConfig):
     width: int = 8
     depth: int = 4
     spacing: tuple = (2.5, 2.5, 2.5)
-    patch_size: tuple = (48, 48, 48)
-    iterations: int = 600
+    patch_size: tuple = (40, 40, 40)
+    iterations: int = 1000
     dao_weight: float = 0.1
     dco_weight: float = 0.02
     fg_prob: float = 0.5
-    subset: str | None = None  # None = random dropping over the 15 subsets
-    augment: bool = True
+    fg_regions: str = "regions"
+    modality_drop: str = "k"
+    full_modality_fraction: float = 0.44
+    augment: str = "nnunet"
+    subset: str | None = None  # None = random dropping
     validate: bool = True
     max_cases: int | None = None
 
@@ -78,6 +82,21 @@ def parse_subset(text: str | None) -> tuple[bool, ...] | None:
     if set(text) <= {"0", "1"} and len(text) == 4:
         return AvailabilityMask.from_bits(text).available
     return AvailabilityMask.from_keys([t.strip() for t in text.split(",") if t.strip()]).available
+
+
+def patch_recipe(cfg: TrainConfig) -> PatchRecipe:
+    """The sampling options of ``cfg``; InputError naming each bad one."""
+    recipe = PatchRecipe(
+        fg_prob=cfg.fg_prob,
+        fg_regions=cfg.fg_regions,
+        modality_drop=cfg.modality_drop,
+        full_modality_fraction=cfg.full_modality_fraction,
+        augment=cfg.augment,
+        fixed_mask=parse_subset(cfg.subset),
+    )
+    if recipe.problems():
+        raise InputError("Training options: " + "; ".join(recipe.problems()) + ".")
+    return recipe
 
 
 def model_config(cfg: TrainConfig) -> dict:
@@ -146,13 +165,13 @@ def make_task(cfg: TrainConfig, cases, val_cases, device: torch.device) -> Task:
         val_cases: ``(name, image, regions)`` list (``load_cases(..., with_patch=False)``); empty = no validation.
         device: where validation runs.
     """
-    fixed = parse_subset(cfg.subset)
+    recipe = patch_recipe(cfg)
     config = model_config(cfg)
     torch.manual_seed(cfg.seed)
     model = build_model(config)
 
-    def sample(rng: np.random.Generator):
-        return make_batch(cases, cfg.batch_size, cfg.patch_size, rng, cfg.fg_prob, fixed, cfg.augment)
+    def sample(rng: np.random.Generator, progress: float):
+        return make_batch(cases, cfg.batch_size, cfg.patch_size, rng, recipe, progress)
 
     def loss(net, batch, generator):
         x, y, m = batch

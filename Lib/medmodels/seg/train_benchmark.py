@@ -19,7 +19,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from medmodels.seg.losses import seg_losses
-from medmodels.seg.sampling import TrainCase, make_batch
+from medmodels.seg.sampling import PatchRecipe, TrainCase, make_batch
 from medmodels.throughput import time_steps
 
 
@@ -32,13 +32,16 @@ def _phantom_case(spacing, patch, size) -> TrainCase:
     return TrainCase.build("phantom", prep.image, prep.regions, patch)
 
 
-def _step(model, opt, case, batch_size, patch, rng, counter: FlopCounterMode | None = None) -> tuple:
-    """One training step; returns the seconds of (data, forward, backward, optimiser)."""
+def _step(model, opt, case, batch_size, patch, rng, amp, counter: FlopCounterMode | None = None) -> tuple:
+    """One training step as ``train-seg`` takes it (default patch recipe, autocast as
+    ``amp`` says); returns the seconds of (data, forward, backward, optimiser)."""
     t0 = time.perf_counter()
-    x, y, m = make_batch([case], batch_size, patch, rng)
+    x, y, m = make_batch([case], batch_size, patch, rng, PatchRecipe())
     t1 = time.perf_counter()
     with counter if counter is not None else torch.enable_grad():
-        losses = seg_losses(model(x, m), y, 0.1, 0.02)
+        with torch.autocast("cpu", dtype=amp[1], enabled=amp[0]):
+            out = model(x, m)
+        losses = seg_losses(out, y, 0.1, 0.02)
         t2 = time.perf_counter()
         opt.zero_grad(set_to_none=True)
         losses["total"].backward()
@@ -54,6 +57,7 @@ def bench_training(
     lr: float = 2e-3,
     seed: int = 0,
     phantom_size: tuple[int, int, int] = (160, 160, 120),
+    amp: bool = True,
 ) -> dict:
     """Time ``iterations`` training steps of the model ``config`` describes
     (``medmodels.seg.train.model_config``: arch, width, depth, spacing,
@@ -61,16 +65,19 @@ def bench_training(
     GFLOP per iteration (counted on a second pass over the same random
     batches, so counting costs no timed seconds) and achieved GFLOP/s against
     the matmul peak. The data come from one phantom case of ``phantom_size``
-    voxels (x, y, z; 1.5 mm at the default), prepared like a training case."""
+    voxels (x, y, z; 1.5 mm at the default), prepared like a training case.
+    ``amp``: bfloat16 autocast where the CPU has bf16 instructions, as ``train-seg`` does."""
     from medmodels.seg.inference import build_model
+    from medmodels.training import autocast_settings
 
     patch = tuple(int(p) for p in config["patch_size"])
     case = _phantom_case(tuple(config["spacing"]), patch, phantom_size)
     torch.manual_seed(seed)
     model = build_model(config)
     opt = torch.optim.AdamW(model.parameters(), lr=lr)
+    settings = autocast_settings(amp, torch.device("cpu"))
     figures = time_steps(
-        lambda rng, counter: _step(model, opt, case, batch_size, patch, rng, counter), iterations, seed
+        lambda rng, counter: _step(model, opt, case, batch_size, patch, rng, settings, counter), iterations, seed
     )
     return {
         "arch": config["arch"],
@@ -78,5 +85,6 @@ def bench_training(
         "patch": list(patch),
         "spacing_mm": list(config["spacing"]),
         "batch_size": batch_size,
+        "autocast": str(settings[1]).replace("torch.", "") if settings[0] else "off",
         **figures,
     }

@@ -273,7 +273,7 @@ def make_task(
     torch.manual_seed(cfg.seed)
     model = build_m2dn(config["net"])
 
-    def sample(rng: np.random.Generator):
+    def sample(rng: np.random.Generator, progress: float = 1.0):
         return training_batch(cases, cfg, cfg.batch_size, rng, flip=True)
 
     def loss(net, batch, generator):
