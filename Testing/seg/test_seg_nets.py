@@ -118,3 +118,29 @@ def test_auxiliary_losses_train_their_parts():
     losses["dao"].backward()
     assert net.shared_encoder.blocks[0][0][0].weight.grad.abs().sum() > 0
     assert net.decoder.head.weight.grad is None
+
+
+def test_weight_standardised_convolution_ignores_the_kernels_scale_and_offset():
+    from medmodels.nets.unet3d import WSConv3d
+
+    torch.manual_seed(0)
+    conv = WSConv3d(2, 3, 3, padding=1, bias=False)
+    x = torch.randn(1, 2, 6, 6, 6)
+    before = conv(x)
+    with torch.no_grad():
+        conv.weight.mul_(torch.tensor([3.0, 0.5, 7.0])[:, None, None, None, None]).add_(0.2)
+    assert torch.allclose(conv(x), before, atol=1e-2)  # outputs reach ~20; eps 1e-5 on the std
+    plain = torch.nn.Conv3d(2, 3, 3, padding=1, bias=False)
+    plain.load_state_dict(conv.state_dict())  # same parameters as a plain convolution
+    assert not torch.allclose(plain(x), before, atol=1e-2)
+
+
+def test_weight_std_networks_build_from_their_config():
+    from medmodels.seg.inference import build_model
+
+    for arch in ("shaspec", "unet3d"):
+        net = build_model({"arch": arch, "width": 4, "depth": 3, "weight_std": True})
+        assert net.config["weight_std"] is True
+        out = net(torch.randn(1, 4, 16, 16, 16), torch.tensor([True, False, True, True]))
+        assert out["logits"].shape == (1, 3, 16, 16, 16)
+        assert build_model({"arch": arch, "width": 4, "depth": 3}).config["weight_std"] is False

@@ -49,6 +49,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--width", type=int, default=8, help="channels of the first level (doubling per level)")
     p.add_argument("--depth", type=int, default=4, help="resolution levels")
+    p.add_argument(
+        "--weight-std", action="store_true", help="weight-standardised convolutions (the official ShaSpec code's)"
+    )
     p.add_argument("--spacing", type=_spacing, default=(2.5, 2.5, 2.5), help="working spacing in mm (default 2.5)")
     p.add_argument("--patch", type=parse_size, default=(40, 40, 40), help="patch size in voxels (default 40)")
     p.add_argument("--dao-weight", type=float, default=0.1, help="weight of the DAO (L1 alignment) loss")
@@ -163,6 +166,7 @@ def _train(args: argparse.Namespace) -> int:
         arch=args.arch,
         width=args.width,
         depth=args.depth,
+        weight_std=args.weight_std,
         spacing=tuple(args.spacing),
         patch_size=tuple(args.patch),
         dao_weight=args.dao_weight,

@@ -59,6 +59,7 @@ class ShaSpec(nn.Module):
         n_modalities: int = N_MODALITIES,
         out_channels: int = N_REGIONS,
         specific_width: int | None = None,
+        weight_std: bool = False,
     ):
         super().__init__()
         specific_width = specific_width or width
@@ -69,17 +70,20 @@ class ShaSpec(nn.Module):
             "n_modalities": n_modalities,
             "out_channels": out_channels,
             "specific_width": specific_width,
+            "weight_std": weight_std,
         }
         self.n_modalities = n_modalities
         chans = stage_channels(width, depth)
         spec_c = stage_channels(specific_width, depth)[-1]
         cb = chans[-1]
-        self.shared_encoder = Encoder(1, width, depth)
-        self.specific_encoders = nn.ModuleList(Encoder(1, specific_width, depth) for _ in range(n_modalities))
-        self.fusion = nn.Sequential(ConvNormAct(cb + spec_c, cb), nn.Conv3d(cb, cb, 1))
-        self.reduce = ConvNormAct(n_modalities * cb, cb)
+        self.shared_encoder = Encoder(1, width, depth, weight_std)
+        self.specific_encoders = nn.ModuleList(
+            Encoder(1, specific_width, depth, weight_std) for _ in range(n_modalities)
+        )
+        self.fusion = nn.Sequential(ConvNormAct(cb + spec_c, cb, 1, weight_std), nn.Conv3d(cb, cb, 1))
+        self.reduce = ConvNormAct(n_modalities * cb, cb, 1, weight_std)
         self.domain_head = nn.Linear(spec_c, n_modalities)
-        self.decoder = Decoder(width, depth, out_channels)
+        self.decoder = Decoder(width, depth, out_channels, weight_std)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> dict:
         B, M = x.shape[:2]

@@ -28,12 +28,26 @@ def stage_channels(width: int, depth: int, max_channels: int = 320) -> list[int]
     return [min(width * 2**lvl, max_channels) for lvl in range(depth)]
 
 
-class ConvNormAct(nn.Sequential):
-    """3x3x3 convolution, instance norm (affine), leaky ReLU."""
+class WSConv3d(nn.Conv3d):
+    """``nn.Conv3d`` with weight standardisation (Qiao et al. 2019): each output
+    channel's kernel is centred and scaled to unit variance before use, as in
+    every convolution of the official ShaSpec code. Same parameters and state
+    dict as ``nn.Conv3d``."""
 
-    def __init__(self, cin: int, cout: int, stride: int = 1):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w = self.weight
+        mean = w.mean(dim=(1, 2, 3, 4), keepdim=True)
+        std = w.std(dim=(1, 2, 3, 4), keepdim=True, unbiased=False)
+        return self._conv_forward(x, (w - mean) / (std + 1e-5), self.bias)
+
+
+class ConvNormAct(nn.Sequential):
+    """3x3x3 convolution (weight-standardised when ``weight_std``), instance norm (affine), leaky ReLU."""
+
+    def __init__(self, cin: int, cout: int, stride: int = 1, weight_std: bool = False):
+        conv = WSConv3d if weight_std else nn.Conv3d
         super().__init__(
-            nn.Conv3d(cin, cout, 3, stride=stride, padding=1, bias=False),
+            conv(cin, cout, 3, stride=stride, padding=1, bias=False),
             nn.InstanceNorm3d(cout, affine=True),
             nn.LeakyReLU(0.01, inplace=True),
         )
@@ -42,8 +56,8 @@ class ConvNormAct(nn.Sequential):
 class ConvBlock(nn.Sequential):
     """Two :class:`ConvNormAct`; the first may downsample with stride 2."""
 
-    def __init__(self, cin: int, cout: int, stride: int = 1):
-        super().__init__(ConvNormAct(cin, cout, stride), ConvNormAct(cout, cout))
+    def __init__(self, cin: int, cout: int, stride: int = 1, weight_std: bool = False):
+        super().__init__(ConvNormAct(cin, cout, stride, weight_std), ConvNormAct(cout, cout, 1, weight_std))
 
 
 class Encoder(nn.Module):
@@ -53,13 +67,13 @@ class Encoder(nn.Module):
     one is the bottleneck.
     """
 
-    def __init__(self, in_channels: int, width: int = 8, depth: int = 4):
+    def __init__(self, in_channels: int, width: int = 8, depth: int = 4, weight_std: bool = False):
         super().__init__()
         chans = stage_channels(width, depth)
         self.channels = chans
-        blocks = [ConvBlock(in_channels, chans[0])]
+        blocks = [ConvBlock(in_channels, chans[0], 1, weight_std)]
         for lvl in range(1, depth):
-            blocks.append(ConvBlock(chans[lvl - 1], chans[lvl], stride=2))
+            blocks.append(ConvBlock(chans[lvl - 1], chans[lvl], 2, weight_std))
         self.blocks = nn.ModuleList(blocks)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
@@ -74,14 +88,14 @@ class Decoder(nn.Module):
     """U-Net decoder: transposed-conv upsampling, concatenation with the skip
     of the same level, :class:`ConvBlock`; a 1x1x1 head gives region logits."""
 
-    def __init__(self, width: int = 8, depth: int = 4, out_channels: int = N_REGIONS):
+    def __init__(self, width: int = 8, depth: int = 4, out_channels: int = N_REGIONS, weight_std: bool = False):
         super().__init__()
         chans = stage_channels(width, depth)
         self.ups = nn.ModuleList()
         self.blocks = nn.ModuleList()
         for lvl in range(depth - 1, 0, -1):
             self.ups.append(nn.ConvTranspose3d(chans[lvl], chans[lvl - 1], 2, stride=2, bias=False))
-            self.blocks.append(ConvBlock(2 * chans[lvl - 1], chans[lvl - 1]))
+            self.blocks.append(ConvBlock(2 * chans[lvl - 1], chans[lvl - 1], 1, weight_std))
         self.head = nn.Conv3d(chans[0], out_channels, 1)
 
     def forward(self, bottleneck: torch.Tensor, skips: list[torch.Tensor]) -> torch.Tensor:
@@ -109,11 +123,24 @@ class UNet3D(nn.Module):
     bool tensor (True = available) or None (all available). Channels of missing
     modalities are replaced by zeros, so their content never reaches the
     network. Returns ``{"logits": (B, 3, D, H, W)}`` (ET, TC, WT).
+
+    Args:
+        width: channels of the first level (doubling per level, capped at 320).
+        depth: resolution levels (``depth - 1`` stride-2 downsamplings).
+        in_channels, out_channels: modality channels in, region logits out.
+        weight_std: weight-standardised 3x3x3 convolutions (``WSConv3d``).
     """
 
     arch = "unet3d"
 
-    def __init__(self, width: int = 8, depth: int = 4, in_channels: int = N_MODALITIES, out_channels: int = N_REGIONS):
+    def __init__(
+        self,
+        width: int = 8,
+        depth: int = 4,
+        in_channels: int = N_MODALITIES,
+        out_channels: int = N_REGIONS,
+        weight_std: bool = False,
+    ):
         super().__init__()
         self.config = {
             "arch": self.arch,
@@ -121,9 +148,10 @@ class UNet3D(nn.Module):
             "depth": depth,
             "in_channels": in_channels,
             "out_channels": out_channels,
+            "weight_std": weight_std,
         }
-        self.encoder = Encoder(in_channels, width, depth)
-        self.decoder = Decoder(width, depth, out_channels)
+        self.encoder = Encoder(in_channels, width, depth, weight_std)
+        self.decoder = Decoder(width, depth, out_channels, weight_std)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> dict:
         if mask is not None:

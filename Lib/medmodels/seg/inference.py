@@ -63,11 +63,13 @@ def build_model(config: Mapping) -> torch.nn.Module:
     from medmodels.nets.shaspec import ShaSpec
     from medmodels.nets.unet3d import UNet3D
 
-    arch = config.get("arch")
+    arch, ws = config.get("arch"), bool(config.get("weight_std", False))  # absent in the first weights' configs
     if arch == "shaspec":
-        return ShaSpec(width=config["width"], depth=config["depth"], specific_width=config.get("specific_width"))
+        return ShaSpec(
+            width=config["width"], depth=config["depth"], specific_width=config.get("specific_width"), weight_std=ws
+        )
     if arch == "unet3d":
-        return UNet3D(width=config["width"], depth=config["depth"])
+        return UNet3D(width=config["width"], depth=config["depth"], weight_std=ws)
     raise CheckpointError(f"Checkpoint config names an unknown architecture '{arch}' (expected shaspec or unet3d).")
 
 

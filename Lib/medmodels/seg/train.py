@@ -45,6 +45,7 @@ class TrainConfig(LoopConfig):
         split: JSON split with "training" and "validation" case lists (None: all cases train).
         arch: "shaspec", or "unet3d" (the baseline: zero-filled missing inputs).
         width, depth: channels of the first level (doubling per level), resolution levels.
+        weight_std: weight-standardised convolutions (the official code's; ``nets.unet3d.WSConv3d``).
         spacing: working spacing (x, y, z) in mm.
         patch_size: training patch (z, y, x) in working voxels; also the inference window.
         dao_weight, dco_weight: weights of ShaSpec's alignment and domain losses.
@@ -60,6 +61,7 @@ class TrainConfig(LoopConfig):
     arch: str = "shaspec"
     width: int = 8
     depth: int = 4
+    weight_std: bool = False
     spacing: tuple = (2.5, 2.5, 2.5)
     patch_size: tuple = (40, 40, 40)
     iterations: int = 1000
@@ -111,6 +113,8 @@ def model_config(cfg: TrainConfig) -> dict:
         "subset": "random"
         if parse_subset(cfg.subset) is None
         else "".join("1" if b else "0" for b in parse_subset(cfg.subset)),
+        # only when on, so that the configs of the first weights (without the key) still match
+        **({"weight_std": True} if cfg.weight_std else {}),
         "preprocessing": "union-of-nonzero brain mask, crop (margin 2), clip 0.5-99.5 percentile + z-score "
         "inside the brain, trilinear resampling of the crop to `spacing`",
     }
