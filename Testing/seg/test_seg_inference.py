@@ -260,3 +260,23 @@ def test_paired_differences_are_per_case_over_incomplete_subsets():
     assert d["mean_difference"] == pytest.approx(7.0 / 3)
     assert (d["pairs_won"], d["pairs"]) == (4, 6)
     assert 0 < d["wilcoxon_p_over_cases"] <= 1
+
+
+def test_mirroring_averages_the_flipped_passes_flipped_back():
+    import torch
+    from medmodels.seg.inference import predict_probabilities
+
+    class LeftBiased(torch.nn.Module):
+        """Logits that grow along x: a net that is not mirror-symmetric."""
+
+        def forward(self, x, mask):
+            ramp = torch.linspace(-3, 3, x.shape[-1]).expand_as(x[:, :1])
+            return {"logits": (ramp + x[:, :1]).repeat(1, 3, 1, 1, 1)}
+
+    image = torch.zeros(4, 8, 8, 12)
+    plain = predict_probabilities(LeftBiased(), image, (True,) * 4, (8, 8, 12))
+    mirrored = predict_probabilities(LeftBiased(), image, (True,) * 4, (8, 8, 12), mirror_axes=(2,))
+    expected = (plain + torch.flip(plain, [-1])) / 2
+    assert torch.allclose(mirrored, expected, atol=1e-6)
+    assert torch.allclose(mirrored, torch.flip(mirrored, [-1]), atol=1e-6)  # symmetric in x now
+    assert not torch.allclose(plain, mirrored, atol=1e-2)

@@ -20,6 +20,9 @@ from medmodels.commands.common import (
     training_options,
 )
 
+#: --mirror word -> axes of the (z, y, x) working volume flipped at test time.
+MIRRORS = {"none": (), "x": (2,), "all": (0, 1, 2)}
+
 
 def _spacing(text: str) -> tuple[float, float, float]:
     parts = [float(p) for p in text.lower().replace(",", "x").split("x") if p]
@@ -122,6 +125,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         "to the tables (to evaluate models one after the other)",
     )
     p.add_argument("--subsets", default="all", help="'all' (15) or comma-separated bit strings like 1111,0010")
+    p.add_argument(
+        "--mirror",
+        choices=tuple(MIRRORS),
+        default="none",
+        help="test-time mirroring: none; x: left-right (2 passes); all: every axis (8 passes, nnU-Net's)",
+    )
     add_runtime_arguments(p)
     p.set_defaults(func=_evaluate)
 
@@ -209,7 +218,18 @@ def _evaluate(args: argparse.Namespace) -> int:
     check_writable_folder(args.out)
     t0 = time.time()
     device = "cpu" if args.device == "auto" and args.jobs > 1 else args.device
-    result = evaluate(args.data, cases, models, subsets, args.cleanup, args.hd95, jobs=args.jobs, device=device)
+    result = evaluate(
+        args.data,
+        cases,
+        models,
+        subsets,
+        args.cleanup,
+        args.hd95,
+        jobs=args.jobs,
+        device=device,
+        mirror_axes=MIRRORS[args.mirror],
+    )
+    result["mirror"] = args.mirror
     result["wall_s"] = round(time.time() - t0, 1)
     if earlier is not None:
         result = merge_results(earlier, result)

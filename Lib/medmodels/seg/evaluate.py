@@ -68,9 +68,9 @@ def _worker(args):
     """One case in a worker process (``jobs > 1``): one thread, models loaded there."""
     import torch
 
-    case, checkpoints, subset_bits, cleanup, with_hd95, device = args
+    case, checkpoints, subset_bits, cleanup, with_hd95, device, mirror_axes = args
     torch.set_num_threads(1)
-    models = {n: load_segmenter(c, device=device) for n, c in checkpoints.items()}
+    models = {n: load_segmenter(c, device=device, mirror_axes=mirror_axes) for n, c in checkpoints.items()}
     return _evaluate_case(case, models, [AvailabilityMask.from_bits(b) for b in subset_bits], cleanup, with_hd95)
 
 
@@ -83,12 +83,14 @@ def evaluate(
     with_hd95: bool = True,
     jobs: int = 1,
     device: str = "cpu",
+    mirror_axes: tuple[int, ...] = (),
 ) -> dict:
     """Score every model on every case and subset; returns ``{"rows": [...], "summary": ...}``.
 
     ``models`` maps a column name to a loaded :class:`Segmenter`, or (any
     ``jobs``) to a checkpoint (None = bundled ShaSpec, "baseline", or a path).
     ``jobs > 1`` evaluates cases in that many single-thread processes.
+    ``mirror_axes``: test-time mirroring of the checkpoints loaded here (``seg.inference``).
     """
     subsets = list(subsets or AvailabilityMask.all_subsets())
     found = discover_cases(data_dir, require_all=True, require_label=True)
@@ -104,7 +106,10 @@ def evaluate(
 
         if any(isinstance(m, Segmenter) for m in models.values()):
             raise InputError("With jobs > 1, give checkpoints (paths, None or 'baseline'), not loaded models.")
-        tasks = [(found[n], dict(models), [m.bits for m in subsets], cleanup, with_hd95, device) for n in names]
+        tasks = [
+            (found[n], dict(models), [m.bits for m in subsets], cleanup, with_hd95, device, tuple(mirror_axes))
+            for n in names
+        ]
         with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
             for case_rows, case_timing in progress(pool.map(_worker, tasks), total=len(tasks), desc="Evaluating cases"):
                 rows += case_rows
@@ -112,7 +117,10 @@ def evaluate(
                     timing[m] += t
         rows.sort(key=lambda r: (names.index(r["case"]), [m.bits for m in subsets].index(r["subset"])))
     else:
-        loaded = {n: (m if isinstance(m, Segmenter) else load_segmenter(m, device=device)) for n, m in models.items()}
+        loaded = {
+            n: (m if isinstance(m, Segmenter) else load_segmenter(m, device=device, mirror_axes=mirror_axes))
+            for n, m in models.items()
+        }
         bar = progress(range(len(names) * len(subsets) * len(models)), desc="Evaluating")
         it = iter(bar)
         for name in names:

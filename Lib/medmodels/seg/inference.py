@@ -39,6 +39,7 @@ from medmodels.errors import CheckpointError, InputError
 from medmodels.image import Image
 from medmodels.labels import regions_to_labels
 from medmodels.modalities import AvailabilityMask, resolve_mask
+from medmodels.nets.unet3d import N_REGIONS
 from medmodels.seg.data import prepare
 from medmodels.weights import load_checkpoint, resolve_checkpoint
 
@@ -81,24 +82,44 @@ def predict_probabilities(
     overlap: float = 0.5,
     device: torch.device | str = "cpu",
     sw_batch_size: int = 1,
+    mirror_axes: tuple[int, ...] = (),
 ) -> torch.Tensor:
     """``image (4, z, y, x)`` at the working spacing -> ``(3, z, y, x)`` sigmoid
-    probabilities (ET, TC, WT), on the CPU."""
+    probabilities (ET, TC, WT), on the CPU.
+
+    Args:
+        mirror_axes: test-time mirroring: the mean over every combination of
+            flips along these axes (0 = z, 1 = y, 2 = x; ``(2,)`` = left-right:
+            2 passes; ``(0, 1, 2)``: 8 passes, nnU-Net's), each flipped back.
+    """
     device = torch.device(device)
     m = torch.as_tensor(tuple(mask), dtype=torch.bool, device=device)
     x = (image * m.cpu().to(image.dtype)[:, None, None, None])[None].to(device)
     patch = tuple(int(p) for p in patch)  # volumes smaller than a window are padded by MONAI
+    axes = sorted({int(a) + 2 for a in mirror_axes})
+    flips = [[a for i, a in enumerate(axes) if n >> i & 1] for n in range(2 ** len(axes))]
 
     def predictor(window: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(model(window, m)["logits"].float())
 
+    probs = torch.zeros((1, N_REGIONS) + tuple(x.shape[2:]), dtype=torch.float32, device=device)
     with torch.inference_mode():
         use_amp = device.type == "cuda"
         with torch.autocast(device_type="cuda", dtype=torch.float16, enabled=use_amp):
-            probs = sliding_window_inference(
-                x, patch, sw_batch_size, predictor, overlap=overlap, mode="gaussian", padding_mode="constant", cval=0.0
-            )
-    return probs[0].float().cpu()
+            for dims in flips:
+                xf = torch.flip(x, dims) if dims else x
+                p = sliding_window_inference(
+                    xf,
+                    patch,
+                    sw_batch_size,
+                    predictor,
+                    overlap=overlap,
+                    mode="gaussian",
+                    padding_mode="constant",
+                    cval=0.0,
+                ).float()
+                probs += torch.flip(p, dims) if dims else p
+    return (probs[0] / len(flips)).cpu()
 
 
 def cleanup_regions(regions: np.ndarray, spacing_xyz, min_fraction: float | None = None) -> np.ndarray:
@@ -137,11 +158,19 @@ def cleanup_regions(regions: np.ndarray, spacing_xyz, min_fraction: float | None
 class Segmenter:
     """A loaded segmentation model; see the module docstring."""
 
-    def __init__(self, model: torch.nn.Module, config: Mapping, device: torch.device, overlap: float = 0.5):
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        config: Mapping,
+        device: torch.device,
+        overlap: float = 0.5,
+        mirror_axes: tuple[int, ...] = (),
+    ):
         self.model = model.to(device).eval()
         self.config = dict(config)
         self.device = device
         self.overlap = overlap
+        self.mirror_axes = tuple(mirror_axes)
         self.spacing = tuple(float(s) for s in config["spacing"])
         self.patch = tuple(int(p) for p in config["patch_size"])
 
@@ -160,7 +189,15 @@ class Segmenter:
             mask: which modalities to use.
         """
         prep = prepare({k: images[k] for k in mask.keys}, spacing_xyz, self.spacing)
-        probs = predict_probabilities(self.model, prep.image, mask.available, self.patch, self.overlap, self.device)
+        probs = predict_probabilities(
+            self.model,
+            prep.image,
+            mask.available,
+            self.patch,
+            self.overlap,
+            self.device,
+            mirror_axes=self.mirror_axes,
+        )
         return prep.grid.inverse(probs.numpy(), "linear", fill=0.0)
 
     def segment(
@@ -199,10 +236,13 @@ class Segmenter:
         return Image(labels, ref.spacing, ref.origin, ref.direction)
 
 
-def load_segmenter(checkpoint: str | Path | None = None, device: str = "auto", overlap: float = 0.5) -> Segmenter:
+def load_segmenter(
+    checkpoint: str | Path | None = None, device: str = "auto", overlap: float = 0.5, mirror_axes: tuple[int, ...] = ()
+) -> Segmenter:
     """Load a segmenter: ``checkpoint=None`` = the bundled ShaSpec weights,
     ``"baseline"`` = the bundled baseline U-Net, else a path to a ``.pt`` with
-    its ``.json`` record beside it (its SHA-256 is checked before loading)."""
+    its ``.json`` record beside it (its SHA-256 is checked before loading).
+    ``mirror_axes``: test-time mirroring (``predict_probabilities``)."""
     path = resolve_checkpoint(checkpoint, BUNDLED_NAME, BASELINE_NAME)
     payload = load_checkpoint(path)
     config = payload.get("config")
@@ -215,4 +255,4 @@ def load_segmenter(checkpoint: str | Path | None = None, device: str = "auto", o
         model.load_state_dict(payload["state_dict"])
     except (RuntimeError, KeyError) as err:
         raise CheckpointError(f"'{path}' does not fit the {config.get('arch')} network it names: {err}") from None
-    return Segmenter(model, config, resolve_device(device), overlap)
+    return Segmenter(model, config, resolve_device(device), overlap, mirror_axes)
