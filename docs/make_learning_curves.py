@@ -70,6 +70,27 @@ def curves(history: list[dict]) -> dict[str, dict[str, list]]:
     return out
 
 
+def table(runs: dict, labels: list[str], last: int) -> str:
+    """Markdown: per segmentation run and subset, the mean Dice of its last ``last``
+    validation records (one record is noisy: 4 cases, whole volumes), with the
+    iterations and training hours at the final record."""
+    lines = [
+        f"| run | iterations | training h | subset | ET (mean of last {last}) | TC | WT |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for label, series in zip(labels, runs.values()):
+        for suffix, c in series.items():
+            if "WT" not in c:
+                continue
+            means = [sum(c[r][-last:]) / len(c[r][-last:]) for r in REGIONS]
+            lines.append(
+                f"| {label} | {c['it'][-1]} | {c['hours'][-1]:.2f} | {suffix.lstrip(', ')} | "
+                + " | ".join(f"{m:.1f}" for m in means)
+                + " |"
+            )
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("runs", nargs="+", type=Path, help="training output folders")
@@ -80,6 +101,9 @@ def main() -> None:
         "--mark", action="append", default=None, help="ITERATIONS:TEXT, a dashed line where a setting changed"
     )
     parser.add_argument("--out", type=Path, default=Path("docs/seg_learning_curves.png"))
+    parser.add_argument(
+        "--table", type=int, default=0, metavar="K", help="also print a Markdown table: mean of the last K records"
+    )
     args = parser.parse_args()
 
     import matplotlib
@@ -120,6 +144,9 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(args.out, dpi=110)
     print(args.out)
+    if args.table:
+        labels = [args.label[i] if args.label and i < len(args.label) else r.name for i, r in enumerate(args.runs)]
+        print(table(runs, labels, args.table))
 
 
 if __name__ == "__main__":

@@ -34,7 +34,13 @@ def _spacing(text: str) -> tuple[float, float, float]:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    # -- train-seg ---------------------------------------------------------
+    """``train-seg``, ``evaluate-seg`` and ``bench-seg``."""
+    _register_train(sub)
+    _register_evaluate(sub)
+    _register_bench(sub)
+
+
+def _register_train(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "train-seg",
         help="train ShaSpec (or the baseline U-Net) on a BraTS folder",
@@ -96,7 +102,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_training_arguments(p, iterations=1000, batch_size=2)
     p.set_defaults(func=_train)
 
-    # -- evaluate-seg --------------------------------------------------------
+
+def _register_evaluate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "evaluate-seg",
         help="Dice and HD95 per availability subset (the paper's Table 1)",
@@ -134,11 +141,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_runtime_arguments(p)
     p.set_defaults(func=_evaluate)
 
-    _register_bench(sub)
-
 
 def _register_bench(sub: argparse._SubParsersAction) -> None:
-    """``bench-seg`` (its own function: ``register`` stays under 80 lines)."""
     p = sub.add_parser(
         "bench-seg",
         help="whole-case inference time and peak memory",
