@@ -28,6 +28,10 @@ DOTTED = {
     "qt.Qt.WaitCursor": "5.6",
     "qt.QTimer": "5.6",
     "slicer.app.temporaryPath": "5.6",
+    # Settings kept across scenes (MONAIAuto3DSeg, TotalSegmentator do the same) and the Sample Data
+    # registration once Slicer has started (the scripted-module template's startupCompleted hook).
+    "slicer.app.userSettings": "5.6",
+    "slicer.app.connect": "5.6",
     "slicer.vtkMRMLSubjectHierarchyNode": "5.6",
     "slicer.mrmlScene": "5.6",
     "slicer.mrmlScene.Clear": "5.6",
@@ -82,6 +86,14 @@ METHODS = {
     ),
     # The terminology tag's name: what MONAIAuto3DSeg sets on 5.6 and 5.8.
     "GetTerminologyEntryTagName": "5.6",
+    # vtkMRMLScriptedModuleNode.GetParameter; vtkSegmentation.DeepCopy (reusing the output node);
+    # qMRMLSegmentationShow3DButton.setSegmentationNode (the Show 3D button, in Slicer since 4.11);
+    # SampleData.SampleDataLogic.registerCustomSampleDataSource (customDownloader: 5.6 and main alike).
+    "GetParameter": "5.6",
+    "DeepCopy": "5.6",
+    "setSegmentationNode": "5.6",
+    "registerCustomSampleDataSource": "5.6",
+    "onReload": "5.6",
     # vtkSegment.SetTerminology came with the terminology rework.
     "SetTerminology": "5.10",
     # parameterNodeWrapper: connectParametersToGui returns the tag on every version;
