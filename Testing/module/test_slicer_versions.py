@@ -270,3 +270,19 @@ def test_requirements_file_names_no_slicer_package_and_no_torch():
     names = {distribution_name(r).lower() for r in read_requirements(MODULE_DIR / "Resources" / "requirements.txt")}
     assert not names & {"torch", "numpy", "simpleitk"}
     assert {p.lower() for p in SLICER_PACKAGES} == {"numpy", "simpleitk", "scipy"}
+
+
+def test_the_docs_say_which_slicers_the_extensions_manager_serves():
+    """Issue 21, defect 5: "Extensions Manager, Slicer 5.6 to current" promised what the index cannot deliver."""
+    readme = (MODULE_DIR.parent / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Install in 3D Slicer", 1)[1].split("\n## ", 1)[0]
+    flat = " ".join(section.split())
+    assert "Extension Manager** (Slicer 5.6 to the current release)" not in flat
+    assert "Slicer 5.6 cannot get it from the Extensions Manager" in flat
+    assert "JSON entries exist from 5.8 on" in flat and "own pull request" in flat
+    assert "From a build" in flat and "Without building** (any supported Slicer, 5.6 included)" in flat
+    docs = " ".join((MODULE_DIR.parent / "docs" / "slicer_module.md").read_text(encoding="utf-8").split())
+    # ExtensionsIndex: JSON catalog entries from 5.8 on (Slicer/Slicer#7709, ExtensionsIndex#2011); the
+    # 5.6 branch reads .s4ext and is frozen; a release branch takes an entry only by its own pull request.
+    assert "| 5.6 | no: its ExtensionsIndex branch reads `.s4ext` files" in docs
+    assert "| 5.8, 5.10, 5.12 | only after the JSON entry is merged into that release's ExtensionsIndex branch" in docs
