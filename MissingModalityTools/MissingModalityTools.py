@@ -17,14 +17,12 @@ reported at Apply with the fix.
 
 import logging
 import os
-import sys
-import types
 from typing import Annotated
 
 import qt
 import slicer
 import vtk
-from slicer import vtkMRMLScalarVolumeNode
+from slicer import vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode
 from slicer.i18n import tr as _
 from slicer.i18n import translate
 from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrapper
@@ -47,40 +45,17 @@ SEGMENT_ON = ("acquired", "all")
 PREPARE_MODES = ("auto", "on", "off")
 
 
-def medmodelsLocation():
-    """The folder that holds the ``medmodels`` package.
-
-    The extension installs it next to this file (that folder is on Slicer's
-    sys.path); in a source checkout it is ../Lib, added to sys.path here.
-    """
-    for candidate in (MODULE_DIR, os.path.join(os.path.dirname(MODULE_DIR), "Lib")):
-        if os.path.isdir(os.path.join(candidate, "medmodels")):
-            if candidate not in sys.path:
-                sys.path.insert(0, candidate)
-            return candidate
-    raise ImportError(
-        "The medmodels package is missing next to the MissingModalityTools module: reinstall the extension."
-    )
-
-
 def loadLibraries():
     """The input checks, options and demo loader, imported on first use (they import medmodels).
 
-    Raises ImportError naming the fix, shown when the user presses Apply.
+    Raises ImportError naming the fix, shown when the user presses Apply
+    (library.load_libraries: a missing or broken install alike).
     """
-    try:
-        medmodelsLocation()
-        from MissingModalityToolsLib import demo, inputs, options
-    except ImportError as e:
-        raise ImportError(
-            f"The medmodels library bundled with MissingModalityTools could not be imported ({e}). "
-            "Reinstall the extension from the Extensions Manager and restart Slicer; from a source "
-            "checkout, add its Lib folder next to the module folder."
-        ) from e
-    return types.SimpleNamespace(demo=demo, inputs=inputs, options=options)
+    return library.load_libraries(MODULE_DIR)
 
 
-from MissingModalityToolsLib import logic  # noqa: E402  (standard library only: no medmodels)
+from MissingModalityToolsLib import library, logic  # noqa: E402  (standard library only: no medmodels)
+from MissingModalityToolsLib import settings as userSettings  # noqa: E402
 from MissingModalityToolsLib.worker import RunCancelled, WorkerError  # noqa: E402
 
 MODALITY_PARAMETERS = {"flair": "flairVolume", "t1": "t1Volume", "t1c": "t1cVolume", "t2": "t2Volume"}
@@ -101,7 +76,17 @@ PARAMETER_WIDGETS = {
     "cleanup": "cleanupCheckBox",
     "seed": "seedSpinBox",
     "namePrefix": "namePrefixLineEdit",
+    "outputSegmentation": "outputSegmentationSelector",
 }
+#: The choices a kept user setting must be one of (settings.py).
+SETTING_CHOICES = {"device": DEVICES, "prepare": PREPARE_MODES}
+#: The methods, cited in the acknowledgement (and README).
+CITATIONS = (
+    "ShaSpec: H. Wang et al. Multi-modal Learning with Missing Modality via Shared-Specific Feature "
+    "Modelling. CVPR 2023.",
+    "M2DN: Meng, Sun, Xu, He, Shen. Multi-Modal Modality-Masked Diffusion Network for Brain MRI Synthesis "
+    "With Random Modality Missing. IEEE Transactions on Medical Imaging 43(7), 2024.",
+)
 
 
 #
@@ -125,10 +110,39 @@ class MissingModalityTools(ScriptedLoadableModule):
             )
             + f'<p>Documentation: <a href="{DOCUMENTATION_URL}">{DOCUMENTATION_URL}</a></p>'
         )
-        self.parent.acknowledgementText = _(
-            "Methods: M2DN (multi-modal conditional diffusion for missing-modality synthesis) and ShaSpec "
-            "(shared-specific feature learning for missing-modality segmentation). Built on PyTorch and MONAI."
+        self.parent.acknowledgementText = (
+            _(
+                "Methods: M2DN (multi-modal conditional diffusion for missing-modality synthesis) and ShaSpec "
+                "(shared-specific feature learning for missing-modality segmentation). Built on PyTorch and MONAI. "
+                "The bundled weights were trained on BraTS 2018 (Menze et al., IEEE TMI 2015; Bakas et al., Sci. Data "
+                "2017 and arXiv:1811.02629). Please cite:"
+            )
+            + "<ul>"
+            + "".join(f"<li>{c}</li>" for c in CITATIONS)
+            + "</ul>"
         )
+        # Sample Data module entry, once Slicer has started (never at import, never downloading).
+        slicer.app.connect("startupCompleted()", registerSampleData)
+
+
+def registerSampleData():
+    """Add the generated phantom case to the Sample Data module (sampledata.py says why no real case)."""
+    import SampleData
+    from MissingModalityToolsLib import sampledata
+
+    icon = os.path.join(MODULE_DIR, "Resources", "Icons", "MissingModalityTools.png")
+    SampleData.SampleDataLogic.registerCustomSampleDataSource(
+        **sampledata.sample_source_arguments(icon, lambda source: loadSampleCase())
+    )
+
+
+def loadSampleCase():
+    with slicer.util.tryWithErrorDisplay(_("Could not make the sample case."), waitCursor=True):
+        loadLibraries()
+        from MissingModalityToolsLib import sampledata
+
+        chosen = sampledata.load_sample(MissingModalityToolsLogic())
+        slicer.util.setSliceViewerLayers(background=chosen["flair"], fit=True)
 
 
 #
@@ -152,6 +166,7 @@ class MissingModalityToolsParameterNode:
     cleanup: bool = True
     seed: Annotated[int, WithinRange(0, 999999)] = 0
     namePrefix: str = ""
+    outputSegmentation: vtkMRMLSegmentationNode
 
 
 def inputsFromParameterNode(parameterNode):
@@ -173,6 +188,7 @@ class MissingModalityToolsWidget(ScriptedLoadableModuleWidget, VTKObservationMix
         self._parameterNode = None
         self._parameterNodeGuiTag = None
         self._run = None
+        self._outputSegmentation = None
         self._pollTimer = qt.QTimer()
         self._pollTimer.setInterval(self.POLL_MILLISECONDS)
         self._pollTimer.connect("timeout()", self.onPollRun)
@@ -190,6 +206,8 @@ class MissingModalityToolsWidget(ScriptedLoadableModuleWidget, VTKObservationMix
         self.ui.applyButton.connect("clicked(bool)", self.onApplyButton)
         self.ui.autoAssignButton.connect("clicked(bool)", self.onAutoAssign)
         self.ui.loadDemoButton.connect("clicked(bool)", self.onLoadDemo)
+        self.ui.packageInfoButton.connect("clicked(bool)", self.onPackageInfo)
+        self.ui.upgradeButton.connect("clicked(bool)", self.onUpgradePackages)
         self.ui.progressBar.hide()
         self.initializeParameterNode()
 
@@ -233,17 +251,26 @@ class MissingModalityToolsWidget(ScriptedLoadableModuleWidget, VTKObservationMix
             self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.updateGUI)
             self.updateGUI()
 
+    def onReload(self):
+        """Reload also reads MissingModalityToolsLib's files again, not only this one."""
+        library.forget_package("MissingModalityToolsLib")
+        ScriptedLoadableModuleWidget.onReload(self)
+
     def onAutoAssign(self, checked=False, quiet=False):
-        """Fill the modality slots from the names of the volumes the selectors can show."""
+        """Fill the modality slots from the names of the volumes the selectors can show.
+
+        Slots no name matched keep what the user chose by hand (inputs.assign_slots).
+        """
         inputs = loadLibraries().inputs
         volumes = inputs.assignable_volumes(slicer.util.getNodesByClass(inputs.SELECTOR_CLASS))
-        chosen, notes = inputs.assign_by_name(volumes)
-        if not chosen and quiet:
+        current = inputsFromParameterNode(self._parameterNode)
+        slots, notes = inputs.assign_slots(current, volumes)
+        if slots == current and quiet:
             return
-        self.setInputs(chosen)
+        self.setInputs(slots)
         for note in notes:
             self.addLog(note)
-        if not chosen and not quiet:
+        if slots == current and not quiet:
             self.addLog(_("No loaded volume is named like a modality: choose them by hand."))
 
     def setInputs(self, chosen):
@@ -267,6 +294,7 @@ class MissingModalityToolsWidget(ScriptedLoadableModuleWidget, VTKObservationMix
             self.ui.inputsCollapsibleButton,
             self.ui.runCollapsibleButton,
             self.ui.advancedCollapsibleButton,
+            self.ui.packagesCollapsibleButton,
         ):
             widget.enabled = not running
         if running:
@@ -302,28 +330,53 @@ class MissingModalityToolsWidget(ScriptedLoadableModuleWidget, VTKObservationMix
         if self._run is not None:
             self.cancelRun()
             return
-        # No wait cursor here: the dependency step may show confirmation dialogs.
+        # The one error dialog of a failed start (startRun shows none of its own). No wait
+        # cursor here: the dependency step may show confirmation dialogs.
         with slicer.util.tryWithErrorDisplay(_("Could not start the run."), waitCursor=False):
             lib = loadLibraries()
             if not self.logic.ensureDependencies():
                 self.addLog(_("Python packages were not installed: nothing was run."))
                 return
+            userSettings.save_user_settings(self._parameterNode, slicer.app.userSettings())
             self.startRun(lib)
         self.updateGUI()
 
     def startRun(self, lib):
-        with slicer.util.tryWithErrorDisplay(_("Could not start the run."), waitCursor=True):
-            self.ui.logTextEdit.clear()
-            self.ui.progressBar.value = 0
-            self.ui.progressBar.show()
-            self.ui.statusLabel.text = _("Starting...")
+        """Launch the worker; on failure put the progress bar and status back and re-raise (one dialog)."""
+        self.ui.logTextEdit.clear()
+        self.ui.progressBar.value = 0
+        self.ui.progressBar.show()
+        self.ui.statusLabel.text = _("Starting...")
+        self._outputSegmentation = self._parameterNode.outputSegmentation  # reused by finish, if chosen
+        try:
             self._run = self.logic.start(
                 inputsFromParameterNode(self._parameterNode),
                 lib.options.options_from_parameter_node(self._parameterNode),
                 on_progress=self.onProgress,
                 on_log=self.addLog,
             )
-            self._pollTimer.start()
+        except Exception as e:
+            self.ui.progressBar.hide()
+            self.ui.statusLabel.text = _("Could not start: {reason}").format(reason=e)
+            raise
+        self._pollTimer.start()
+
+    def onPackageInfo(self):
+        """Print the versions the worker's Python runs with (torch, MONAI, medmodels, ...)."""
+        with slicer.util.tryWithErrorDisplay(_("Could not read the package versions."), waitCursor=True):
+            versions = self.logic.package_versions()
+            self.addLog(", ".join(f"{name} {version or 'not installed'}" for name, version in versions.items()))
+
+    def onUpgradePackages(self):
+        """Upgrade MONAI, scipy and tqdm as far as the installed torch and Slicer's numpy allow."""
+        with slicer.util.tryWithErrorDisplay(_("Could not upgrade the packages."), waitCursor=False):
+            if self.logic.ensureDependencies(upgrade=True):
+                self.addLog(
+                    _(
+                        "Packages upgraded; restart Slicer if MONAI was already in use. To upgrade PyTorch, use the PyTorch Utils module."
+                    )
+                )
+            self.onPackageInfo()
 
     def onPollRun(self):
         if self._run is None or self._run.poll():
@@ -333,7 +386,7 @@ class MissingModalityToolsWidget(ScriptedLoadableModuleWidget, VTKObservationMix
         try:
             with slicer.util.tryWithErrorDisplay(_("The run failed."), waitCursor=True):
                 try:
-                    result = self.logic.finish(run)
+                    result = self.logic.finish(run, self._outputSegmentation)
                 except RunCancelled as e:
                     self.ui.statusLabel.text = str(e)
                     self.addLog(str(e))
@@ -342,7 +395,9 @@ class MissingModalityToolsWidget(ScriptedLoadableModuleWidget, VTKObservationMix
                     self.ui.statusLabel.text = _("Failed; see the log.")
                     self.addLog(str(e))
                     raise
-                self.ui.statusLabel.text = _("Done in {seconds:.0f} s.").format(seconds=result.seconds)
+                self.ui.statusLabel.text = _("Done in {seconds:.0f} s on {device}.").format(
+                    seconds=result.seconds, device=result.device or _("the worker's device")
+                )
                 self.showResult(result, run)
         finally:
             self.ui.progressBar.hide()
@@ -367,6 +422,9 @@ class MissingModalityToolsWidget(ScriptedLoadableModuleWidget, VTKObservationMix
         if result.segmentation is not None:
             result.segmentation.CreateDefaultDisplayNodes()
             result.segmentation.GetDisplayNode().SetVisibility(True)
+            if self._parameterNode:
+                self._parameterNode.outputSegmentation = result.segmentation  # the next run reuses it
+            self.ui.show3DButton.setSegmentationNode(result.segmentation)
         if result.transforms:
             names = ", ".join(node.GetName() for node in result.transforms.values())
             self.addLog(
@@ -401,22 +459,31 @@ class MissingModalityToolsLogic(logic.MissingModalityToolsLogic, ScriptedLoadabl
         # __init__ calls super().__init__() with no arguments, which must reach object.
         ScriptedLoadableModuleLogic.__init__(self)
         # PythonSlicer in Slicer's startup environment (the launcher sets its own
-        # paths), with medmodels' folder on its PYTHONPATH.
+        # paths), with medmodels' folder on its PYTHONPATH. A missing medmodels
+        # does not raise here (the panel is being built): loadLibraries reports it at Apply.
+        folder = library.medmodels_folder(MODULE_DIR)
         logic.MissingModalityToolsLogic.__init__(
             self,
             slicer.mrmlScene,
-            pythonpath=[medmodelsLocation()],
+            pythonpath=[folder] if folder else [],
             base_env=slicer.util.startupEnvironment(),
             temp_root=slicer.app.temporaryPath,
         )
 
     def getParameterNode(self):
-        return MissingModalityToolsParameterNode(super().getParameterNode())
+        """The parameter node; a new one (a new scene) starts from the user's kept settings."""
+        raw = super().getParameterNode()
+        fresh = not raw.GetParameter("device")  # the wrapper below writes every field's default
+        node = MissingModalityToolsParameterNode(raw)
+        if fresh:
+            userSettings.apply_user_settings(node, slicer.app.userSettings(), SETTING_CHOICES)
+        return node
 
-    def ensureDependencies(self):
+    def ensureDependencies(self, upgrade=False):
         from MissingModalityToolsLib.dependencies import ensure_dependencies
 
-        return ensure_dependencies(os.path.join(MODULE_DIR, "Resources", "requirements.txt"), busy=WaitCursor)
+        requirements = os.path.join(MODULE_DIR, "Resources", "requirements.txt")
+        return ensure_dependencies(requirements, upgrade=upgrade, busy=WaitCursor)
 
 
 #

@@ -258,6 +258,8 @@ def write_outputs(
     names = [f"{k}.nii.gz" for k in result.synthesised] + [f"{k}_std.nii.gz" for k in result.uncertainty]
     names += ["segmentation.nii.gz"] if result.segmentation is not None else []
     check_output_folder(out_dir, names + [MANIFEST])
+    from medmodels.runtime import choose_device  # torch: only once there is a result to write
+
     staging = Path(tempfile.mkdtemp(prefix=".partial-", dir=out_dir))
     manifest: dict = {
         "reference": result.reference,
@@ -269,6 +271,7 @@ def write_outputs(
         "preparation": result.preparation,
         "options": asdict(options),
         "inputs": dict(inputs or {}),
+        "device": choose_device(options.device).name,  # what ran, where options say "auto"
     }
     try:
         for key, image in result.synthesised.items():

@@ -1,4 +1,4 @@
-"""Python packages the worker needs, installed only when the user agrees, never replacing torch.
+"""Python packages the worker needs, installed only when the user agrees, never replacing Slicer's own.
 
 Nothing is installed at import time or while Slicer runs its tests: the panel
 calls ``ensure_dependencies`` when the user presses Apply.
@@ -6,13 +6,18 @@ calls ``ensure_dependencies`` when the user presses Apply.
 torch belongs to the PyTorch extension, whose installer picks the CUDA or CPU
 build for the machine. Its version is read from the package metadata (torch
 is not imported: on Windows an imported torch locks its DLLs); when it is
-missing or older than ``TORCH_REQUIREMENT`` PyTorchUtils is asked to install
-or upgrade it. The other requirements (MONAI capped to the range the project
-tests) are installed with a constraints file that pins torch to the installed
-version, so pip can never swap the user's CUDA torch for a CPU build from
-PyPI: through ``pip_ensure`` (Slicer 5.11 on: ``slicer.pydeps``, first named
-``slicer.packaging``; neither is imported by ``import slicer``) or, on older
-Slicer, ``slicer.util.pip_install`` after asking here.
+missing or older than ``torch_requirement`` PyTorchUtils is asked to install
+or upgrade it. The other requirements are installed with a constraints file
+that pins what is already there at its installed version, read at run time:
+torch (so pip can never swap the user's CUDA torch for a CPU build from PyPI)
+and Slicer's own numpy, SimpleITK and scipy (``SLICER_PACKAGES``: Slicer 5.10
+on ships numpy 2, and MONAI 1.4 would replace it with numpy 1). MONAI's range
+is narrowed to the releases that install beside that torch, Python and numpy
+(``monai_requirement``). The install goes through Slicer's ``pip_ensure``
+(module ``slicer.packaging``, Slicer 5.12.0 on; not imported by
+``import slicer``) or, on older Slicer, ``slicer.util.pip_install`` after
+asking here. ``upgrade`` reinstalls the newest MONAI, scipy and tqdm allowed
+under the same constraints.
 """
 
 from __future__ import annotations
@@ -21,6 +26,8 @@ import importlib
 import importlib.metadata
 import os
 import re
+import subprocess
+import sys
 import tempfile
 from collections.abc import Sequence
 from contextlib import nullcontext
@@ -28,9 +35,14 @@ from pathlib import Path
 from typing import Callable
 
 #: torch the models need (pyproject's floor); older ones are upgraded through PyTorchUtils.
-TORCH_REQUIREMENT = ">=2.3"
-#: The modules in which Slicer's pip_ensure lives, newest name first.
-PIP_ENSURE_MODULES = ("pydeps", "packaging")
+TORCH_FLOOR = "2.3"
+#: With numpy 2 (Slicer 5.10 on) the floor is MONAI 1.5.1's: MONAI 1.4, the last release for an
+#: older torch, needs numpy < 2.
+TORCH_FLOOR_NUMPY_2 = "2.4.1"
+#: Slicer's own packages: never replaced, pinned at their installed versions while pip installs.
+SLICER_PACKAGES = ("numpy", "SimpleITK", "scipy")
+#: The module in which Slicer's pip_ensure lives (Slicer 5.12.0 on, Slicer/Slicer#9010).
+PIP_ENSURE_MODULE = "packaging"
 
 PipRunner = Callable[[Sequence[str]], None]
 
@@ -94,32 +106,124 @@ def missing_requirements(
     return missing
 
 
+def torch_requirement(numpy_version: str | None) -> str:
+    """The torch range the models and a MONAI that keeps this numpy need (">=2.3" or ">=2.4.1")."""
+    return f">={TORCH_FLOOR_NUMPY_2 if _major(numpy_version) >= 2 else TORCH_FLOOR}"
+
+
+def _major(version: str | None) -> int:
+    return int(version.split(".")[0]) if version else 0
+
+
+def monai_requirement(python_version: Sequence[int], torch_version: str, numpy_version: str | None) -> str:
+    """The MONAI range that installs beside this Python, torch and numpy without changing them.
+
+    From MONAI's metadata: 1.4.0 needs numpy < 2; 1.5.1 torch >= 2.4.1;
+    1.6.1 torch >= 2.8 and Python >= 3.10. The project's code runs on all
+    three (the DDIM grid is its own: syn/diffusion.py).
+
+    Args:
+        python_version: (major, minor) of the worker's Python (3.9 on Slicer 5.6/5.8).
+        torch_version: the installed torch ("2.4.1+cu121").
+        numpy_version: the installed numpy, or None.
+    """
+    if satisfies(torch_version, ">=2.8") and tuple(python_version[:2]) >= (3, 10):
+        return "monai>=1.5.1,<1.7"
+    if satisfies(torch_version, ">=2.4.1"):
+        return "monai>=1.5.1,<1.6"
+    if _major(numpy_version) >= 2:
+        raise RuntimeError(
+            f"PyTorch {torch_version} is older than {TORCH_FLOOR_NUMPY_2}, which MONAI needs beside Slicer's "
+            f"numpy {numpy_version}: upgrade it in the 'PyTorch Utils' module with the version requirement "
+            f"'>={TORCH_FLOOR_NUMPY_2}', restart Slicer and press Apply again."
+        )
+    return "monai>=1.4,<1.5"
+
+
+def narrowed_requirements(
+    requirements: Sequence[str], python_version: Sequence[int], torch_version: str, numpy_version: str | None
+) -> list[str]:
+    """requirements.txt's lines with MONAI's range replaced by ``monai_requirement``'s."""
+    narrowed = monai_requirement(python_version, torch_version, numpy_version)
+    return [narrowed if distribution_name(r).lower() == "monai" else r for r in requirements]
+
+
+def constraint_lines(
+    torch_version: str, requirements: Sequence[str], version_of: Callable[[str], str | None]
+) -> list[str]:
+    """``name==version`` for torch and every installed Slicer package (``SLICER_PACKAGES``).
+
+    A Slicer package that is also a requirement it does not meet (scipy older
+    than the floor) is left free, so pip can upgrade it; numpy stays pinned,
+    so the new one is built for Slicer's numpy.
+    """
+    unmet = {distribution_name(r).lower() for r in missing_requirements(requirements, version_of)}
+    lines = [f"torch=={torch_version}"]
+    for name in SLICER_PACKAGES:
+        version = version_of(name)
+        if version is not None and name.lower() not in unmet:
+            lines.append(f"{name}=={version}")
+    return lines
+
+
+def write_constraints(lines: Sequence[str], folder: str) -> str:
+    """A pip constraints file with ``lines``; its path. A constraint never installs, only forbids changing."""
+    path = os.path.join(folder, "constraints.txt")
+    with open(path, "w", encoding="utf-8") as f:
+        f.write("".join(f"{line}\n" for line in lines))
+    return path
+
+
 def pip_ensure_module(slicer_module):
-    """Slicer's module that has ``pip_ensure`` (5.11 on), imported explicitly, or None."""
-    for name in PIP_ENSURE_MODULES:
-        found = getattr(slicer_module, name, None)
-        if found is None and getattr(slicer_module, "__name__", None) == "slicer":
-            try:
-                found = importlib.import_module(f"slicer.{name}")
-            except ImportError:
-                found = None
-        if found is not None and hasattr(found, "pip_ensure"):
-            return found
-    return None
+    """``slicer.packaging`` where it has ``pip_ensure`` (Slicer 5.12.0 on), imported explicitly, or None."""
+    found = getattr(slicer_module, PIP_ENSURE_MODULE, None)
+    if found is None and getattr(slicer_module, "__name__", None) == "slicer":
+        try:
+            found = importlib.import_module(f"slicer.{PIP_ENSURE_MODULE}")
+        except ImportError:
+            found = None
+    return found if found is not None and hasattr(found, "pip_ensure") else None
 
 
 def installer_name(slicer_module) -> str:
-    """ "packaging" where Slicer's pip_ensure exists (Slicer 5.11 on), else "util"."""
+    """ "packaging" where Slicer's pip_ensure exists (Slicer 5.12.0 on), else "util"."""
     return "packaging" if pip_ensure_module(slicer_module) is not None else "util"
 
 
-def write_constraints(torch_version: str, folder: str) -> str:
-    """A pip constraints file pinning torch to the installed version; its path."""
-    path = os.path.join(folder, "constraints.txt")
-    with open(path, "w", encoding="utf-8") as f:
-        # A constraint, not a requirement: it never installs torch, only forbids changing it.
-        f.write(f"torch=={torch_version}\n")
-    return path
+#: What the worker's Python reports about itself: the versions a run uses (``worker_package_versions``).
+_VERSIONS_SCRIPT = """import importlib.metadata as m, json, sys
+out = {"python": sys.version.split()[0]}
+for name in ("torch", "monai", "numpy", "SimpleITK", "scipy"):
+    try:
+        out[name] = m.version(name)
+    except m.PackageNotFoundError:
+        out[name] = None
+try:
+    import medmodels
+    out["medmodels"] = medmodels.__version__
+except Exception as e:
+    out["medmodels"] = None
+    out["medmodels_error"] = str(e)
+print(json.dumps(out))
+"""
+
+
+def worker_package_versions(python: str, env: dict, timeout: float = 60.0) -> dict:
+    """Versions of Python, torch, MONAI, numpy, SimpleITK, scipy and medmodels in the worker's Python.
+
+    Read in the worker's own Python (the one a run uses), from the package
+    metadata: torch is not imported. A package that is absent is None.
+    Raises RuntimeError with the worker's last stderr line when it cannot run.
+    """
+    import json
+
+    done = subprocess.run([python, "-c", _VERSIONS_SCRIPT], env=env, capture_output=True, text=True, timeout=timeout)
+    if done.returncode != 0:
+        tail = [line for line in done.stderr.splitlines() if line.strip()]
+        raise RuntimeError(
+            f"The worker's Python {python} could not report its packages: {tail[-1] if tail else done.returncode}"
+        )
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 class DependencyInstaller:
@@ -139,6 +243,8 @@ class DependencyInstaller:
         version_of: distribution name -> installed version or None.
         testing: True under Slicer's tests (nothing is installed); default
             ``slicer.app.testingEnabled()``.
+        python_version: (major, minor) of Slicer's Python, which the worker
+            runs (PythonSlicer); default this process's.
     """
 
     def __init__(
@@ -152,6 +258,7 @@ class DependencyInstaller:
         busy: Callable[[], object] = nullcontext,
         version_of: Callable[[str], str | None] = installed_version,
         testing: bool | None = None,
+        python_version: Sequence[int] | None = None,
     ):
         self.requirements_file = str(requirements_file)
         self.requirements = read_requirements(requirements_file)
@@ -166,6 +273,7 @@ class DependencyInstaller:
             app = getattr(slicer_module, "app", None)
             testing = bool(app is not None and app.testingEnabled())
         self.testing = testing
+        self.python_version = tuple(python_version or sys.version_info[:2])
 
     def torch_logic(self):
         if self._torch_logic is None:
@@ -179,16 +287,25 @@ class DependencyInstaller:
             self._torch_logic = PyTorchUtils.PyTorchUtilsLogic()
         return self._torch_logic
 
-    def ensure(self) -> bool:
+    def ensure(self, upgrade: bool = False) -> bool:
         """True when everything is there, False when the user declined.
 
+        Args:
+            upgrade: reinstall the newest allowed MONAI, scipy and tqdm even
+                when the installed ones satisfy the requirements (the panel's
+                upgrade button); torch is upgraded in PyTorch Utils, not here.
+
         Raises RuntimeError with the fix when the PyTorch extension is missing,
-        and under testing when anything is missing (nothing is installed then).
+        when the installed torch cannot go with Slicer's numpy, and under
+        testing when anything is missing (nothing is installed then).
         """
         torch_version = self.ensure_torch()
         if torch_version is None:
             return False
-        missing = missing_requirements(self.requirements, self.version_of)
+        requirements = narrowed_requirements(
+            self.requirements, self.python_version, torch_version, self.version_of("numpy")
+        )
+        missing = list(requirements) if upgrade else missing_requirements(requirements, self.version_of)
         if not missing:
             return True
         if self.testing:
@@ -197,59 +314,63 @@ class DependencyInstaller:
                 "install them first (pip_install in Slicer's Python console)."
             )
         with tempfile.TemporaryDirectory(prefix="MissingModalityTools-pip-") as folder:
-            constraints = write_constraints(torch_version, folder)
-            if not self.install(missing, constraints):
+            pins = [] if upgrade else requirements
+            constraints = write_constraints(constraint_lines(torch_version, pins, self.version_of), folder)
+            if not self.install(requirements, missing, constraints, upgrade):
                 return False
-        return not missing_requirements(self.requirements, self.version_of)
+        return not missing_requirements(requirements, self.version_of)
 
     def ensure_torch(self) -> str | None:
         """The installed torch version, after PyTorchUtils installed or upgraded it; None if declined."""
+        required = torch_requirement(self.version_of("numpy"))
         version = self.version_of("torch")
-        if satisfies(version, TORCH_REQUIREMENT):
+        if satisfies(version, required):
             return version
-        problem = "is not installed" if version is None else f"{version} is older than {TORCH_REQUIREMENT}"
+        problem = "is not installed" if version is None else f"{version} is older than {required}"
         if self.testing:
             raise RuntimeError(
                 f"PyTorch {problem}, and packages are never installed under testing: "
                 "install the PyTorch extension and torch before running the tests."
             )
         # PyTorchUtils asks the user itself and picks the CUDA build; it returns None when declined.
-        if self.torch_logic().installTorch(askConfirmation=True, torchVersionRequirement=TORCH_REQUIREMENT) is None:
+        if self.torch_logic().installTorch(askConfirmation=True, torchVersionRequirement=required) is None:
             return None
         version = self.version_of("torch")
-        if not satisfies(version, TORCH_REQUIREMENT):
+        if not satisfies(version, required):
             raise RuntimeError(
-                f"PyTorch {version} is still older than {TORCH_REQUIREMENT}: restart Slicer and upgrade it "
-                f"in the 'PyTorch Utils' module with the version requirement '{TORCH_REQUIREMENT}'."
+                f"PyTorch {version} is still older than {required}: restart Slicer and upgrade it "
+                f"in the 'PyTorch Utils' module with the version requirement '{required}'."
             )
         return version
 
-    def install(self, missing: Sequence[str], constraints: str) -> bool:
-        """Install ``missing`` with torch held by ``constraints``; False when the user declined."""
-        module = pip_ensure_module(self.slicer)
+    def install(self, requirements: Sequence[str], missing: Sequence[str], constraints: str, upgrade: bool) -> bool:
+        """Install ``missing`` with torch and Slicer's packages held by ``constraints``; False when declined."""
+        module = None if upgrade else pip_ensure_module(self.slicer)
         if module is not None:
             Requirement, _ = _packaging()
             declined = (RuntimeError, getattr(module, "InstallationAbortedError", RuntimeError))
             try:
                 result = module.pip_ensure(
-                    [Requirement(r) for r in self.requirements], constraints=constraints, requester=self.requester
+                    [Requirement(r) for r in requirements], constraints=constraints, requester=self.requester
                 )
             except declined:  # how pip_ensure says the user declined
                 return False
             return result is not False
         if not self.confirm(
             f"{self.requester} needs these Python packages: {', '.join(missing)}.\n"
-            "Install them now? This downloads them from PyPI and can take a few minutes. "
-            "The installed PyTorch is kept as it is."
+            f"{'Upgrade' if upgrade else 'Install'} them now? This downloads them from PyPI and can take a few "
+            "minutes. The installed PyTorch and Slicer's numpy, SimpleITK and scipy are kept as they are."
         ):
             return False
         with self.busy():
-            self.pip_runner(["install", *missing, "--constraint", constraints])
+            self.pip_runner(["install", *(["--upgrade"] if upgrade else []), *missing, "--constraint", constraints])
         return True
 
 
-def ensure_dependencies(requirements_file: str | Path, requester: str = "MissingModalityTools", **kwargs) -> bool:
-    """``DependencyInstaller(requirements_file, slicer, requester, **kwargs).ensure()`` inside Slicer."""
+def ensure_dependencies(
+    requirements_file: str | Path, requester: str = "MissingModalityTools", upgrade: bool = False, **kwargs
+) -> bool:
+    """``DependencyInstaller(requirements_file, slicer, requester, **kwargs).ensure(upgrade)`` inside Slicer."""
     import slicer
 
-    return DependencyInstaller(requirements_file, slicer, requester, **kwargs).ensure()
+    return DependencyInstaller(requirements_file, slicer, requester, **kwargs).ensure(upgrade)

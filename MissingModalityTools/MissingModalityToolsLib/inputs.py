@@ -89,6 +89,29 @@ def assign_by_name(volume_nodes: Sequence) -> tuple[dict, list[str]]:
     return chosen, notes
 
 
+def assign_slots(current: Mapping[str, object], volume_nodes: Sequence) -> tuple[dict, list[str]]:
+    """What "Assign by name" puts in the four slots: names that match fill their slot, the rest stay.
+
+    A slot no name matched keeps the volume the user picked by hand (it is
+    never cleared), unless that volume was just assigned to another slot by
+    its name (one volume is never in two slots).
+
+    Args:
+        current: modality key -> the node in the slot now, or None.
+        volume_nodes: the volumes the selectors can show (``assignable_volumes``).
+
+    Returns:
+        (modality key -> node or None for all four slots, sentences about ambiguous names).
+    """
+    chosen, notes = assign_by_name(volume_nodes)
+    taken = {id(node) for node in chosen.values()}
+    slots = {}
+    for key in MODALITY_KEYS:
+        kept = current.get(key)
+        slots[key] = chosen.get(key) or (kept if kept is not None and id(kept) not in taken else None)
+    return slots, notes
+
+
 def input_problems(inputs: Mapping[str, object], options) -> list[str]:
     """Why the run cannot start, as sentences that each name the fix; empty = it can.
 

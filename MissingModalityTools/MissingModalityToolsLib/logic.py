@@ -103,6 +103,8 @@ class RunResult:
         transforms: modality key -> linear transform node of its registration
             onto the reference (moving -> reference, RAS), applied to nothing.
         preparation: the manifest's "preparation" record (empty from an older worker).
+        device: the device the worker ran on, as its manifest records it ("cpu",
+            "cuda (NVIDIA ...)"; empty from an older worker).
     """
 
     synthesized: dict = field(default_factory=dict)
@@ -112,6 +114,7 @@ class RunResult:
     seconds: float = 0.0
     transforms: dict = field(default_factory=dict)
     preparation: dict = field(default_factory=dict)
+    device: str = ""
 
     def nodes(self) -> list:
         return [
@@ -236,6 +239,12 @@ class MissingModalityToolsLogic:
         self.extension_modules = extension_modules
         self.extractor_runners = dict(extractor_runners or {})
 
+    def package_versions(self) -> dict:
+        """Python, torch, MONAI, numpy, SimpleITK, scipy and medmodels versions in the worker's Python."""
+        from MissingModalityToolsLib.dependencies import worker_package_versions
+
+        return worker_package_versions(self.worker_command[0], self.environment())
+
     def problems(self, inputs: Mapping[str, object], options) -> list[str]:
         """``inputs.input_problems`` plus nodes from another scene; empty = ``start`` will start."""
         from MissingModalityToolsLib.inputs import input_problems, scene_problems
@@ -327,8 +336,14 @@ class MissingModalityToolsLogic:
             on_log(f"{plan.extractor} extracted the brain of {', '.join(display_name(k) for k in files)}.")
         return stripped_files, dataclasses.replace(options, prepare=plan.worker_prepare)
 
-    def finish(self, run: Run) -> RunResult:
+    def finish(self, run: Run, segmentation_node=None) -> RunResult:
         """Load a finished run's results as new nodes; always removes the temporary folder.
+
+        Args:
+            run: what ``start`` returned.
+            segmentation_node: an existing segmentation node to put the
+                segments in (its old segments are replaced), so that runs do
+                not pile up new nodes; None = a new node.
 
         Raises RunCancelled or WorkerError with the scene unchanged.
         """
@@ -346,14 +361,19 @@ class MissingModalityToolsLogic:
 
                 for line in preparation_lines(manifest):
                     run.on_log(line)
-            result = self._load(run, manifest)
+            result = self._load(run, manifest, segmentation_node)
+            result.device = str(manifest.get("device") or "")
             result.seconds = time.monotonic() - run.started
             return result
         finally:
             shutil.rmtree(run.temp_dir, ignore_errors=True)
 
-    def _load(self, run: Run, manifest: dict) -> RunResult:
-        """The run's outputs as new nodes placed with the reference input; all or nothing."""
+    def _load(self, run: Run, manifest: dict, segmentation_node=None) -> RunResult:
+        """The run's outputs as new nodes placed with the reference input; all or nothing.
+
+        With ``segmentation_node`` the segments go into it once everything
+        else has loaded (the last step, so a failure leaves it as it was).
+        """
         from MissingModalityToolsLib import nodes as nodeio
         from MissingModalityToolsLib.inputs import display_name
         from MissingModalityToolsLib.preparation import add_registration_transforms
@@ -384,6 +404,13 @@ class MissingModalityToolsLogic:
                         f"Note: '{node.GetName()}' is not on the grid of the reference "
                         f"{display_name(ref_key)} volume '{reference.GetName()}'."
                     )
+            reuse = segmentation_node is not None and segmentation_node.GetScene() is self.scene
+            if reuse and result.segmentation is not None:
+                new = result.segmentation
+                nodeio.replace_segments(segmentation_node, new, reference)
+                nodeio.remove_nodes(self.scene, [new])
+                added.remove(new)
+                result.segmentation = segmentation_node
             nodeio.place_with(self.scene, added, reference)
         except (nodeio.NodeError, ValueError, KeyError) as e:
             # A worker's file (or manifest entry) that Slicer cannot take is a failed run, handled as one.

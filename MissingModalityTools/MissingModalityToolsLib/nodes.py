@@ -144,6 +144,20 @@ def read_segmentation(scene, path: str, name: str, reference_node, convention: s
     return seg_node
 
 
+def replace_segments(target, source, reference_node) -> None:
+    """Make segmentation node ``target`` hold ``source``'s segments (and nothing else).
+
+    The output selector's node is reused run after run this way; its name,
+    display node and place in the subject hierarchy stay. Raises NodeError
+    when ``target`` is not a segmentation node.
+    """
+    if target is None or not target.IsA("vtkMRMLSegmentationNode"):
+        raise NodeError("The output segmentation is not a segmentation node: choose one, or 'Create new'.")
+    target.GetSegmentation().DeepCopy(source.GetSegmentation())
+    target.SetReferenceImageGeometryParameterFromVolumeNode(reference_node)
+    target.CreateDefaultDisplayNodes()
+
+
 def place_with(scene, new_nodes: Iterable, reference_node) -> None:
     """Put the new nodes under the reference input's parent in the subject hierarchy
     (its study, when the data came from DICOM), so a case stays together."""

@@ -6,9 +6,11 @@ reader threads move stdout and stderr lines into a queue; the caller drains
 the queue with ``poll()`` from its own thread (Slicer's main thread, through
 a QTimer), so callbacks never run on a reader thread.
 
-The worker runs under a memory limit (``default_memory_limit``: 80 % of the
-machine's memory), so a run that asks for too much fails with a message in
-words instead of taking the machine (and Slicer) down with it.
+On Linux the worker runs under a memory limit (``default_memory_limit``: 80 %
+of the machine's memory, set with ``resource.prlimit`` once it has started),
+so a run that asks for too much fails with a message in words instead of
+taking the machine (and Slicer) down with it. macOS and Windows have no way
+to set it safely from Slicer's multi-threaded process, so there is none.
 """
 
 from __future__ import annotations
@@ -76,28 +78,56 @@ def default_memory_limit() -> int | None:
         return None
 
 
-def memory_limiter(limit_bytes: int | None):
-    """A ``preexec_fn`` that caps the child's memory at ``limit_bytes``, or None (no cap).
+def memory_limit_resource():
+    """The ``resource`` limit that caps a worker's memory on this system, or None (no cap here).
 
-    POSIX only (``resource``); on Windows there is no ``preexec_fn`` and this
-    is a documented no-op (None). On Linux the cap is ``RLIMIT_DATA`` (the
-    private writable memory, i.e. what really uses RAM): ``RLIMIT_AS`` would
-    count the large address ranges CUDA reserves without using them and make
-    every GPU run fail. Elsewhere (macOS) ``RLIMIT_AS``. Python raises
-    ``MemoryError`` when an allocation passes the cap.
+    Linux only: the cap is set on the running child with ``resource.prlimit``
+    (``limit_memory``), never with ``preexec_fn``, which CPython documents as
+    unsafe in a process with threads (Slicer has many): the child can
+    deadlock between fork and exec. macOS and Windows have no ``prlimit``, so
+    there the worker runs without a cap. ``RLIMIT_DATA`` (the private
+    writable memory, i.e. what really uses RAM), not ``RLIMIT_AS``, which
+    counts the large address ranges CUDA reserves without using them and
+    would make every GPU run fail. Python raises ``MemoryError`` when an
+    allocation passes the cap.
     """
-    if not limit_bytes or os.name != "posix":
+    if not sys.platform.startswith("linux"):
         return None
     import resource
 
-    which = resource.RLIMIT_DATA if sys.platform.startswith("linux") else resource.RLIMIT_AS
+    return resource.RLIMIT_DATA if hasattr(resource, "prlimit") else None
 
-    def limit() -> None:
-        soft, hard = resource.getrlimit(which)
-        cap = limit_bytes if hard == resource.RLIM_INFINITY else min(limit_bytes, hard)
-        resource.setrlimit(which, (cap, hard))
 
-    return limit
+def _children(pid: int) -> list[int]:
+    """Direct children of ``pid`` (Linux /proc), e.g. the real Python PythonSlicer's launcher starts."""
+    found = []
+    try:
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{task}/children", encoding="ascii") as f:
+                found += [int(c) for c in f.read().split()]
+    except OSError:
+        pass
+    return found
+
+
+def limit_memory(pid: int, limit_bytes: int | None) -> None:
+    """Cap the memory of the running process ``pid`` and its children at ``limit_bytes`` (Linux; else nothing).
+
+    Children started later inherit the cap; the ones already there (the
+    launcher may have started its Python) get it here too.
+    """
+    which = memory_limit_resource()
+    if not limit_bytes or which is None:
+        return
+    import resource
+
+    for target in [pid, *_children(pid)]:
+        try:
+            soft, hard = resource.prlimit(target, which)
+            cap = limit_bytes if hard == resource.RLIM_INFINITY else min(limit_bytes, hard)
+            resource.prlimit(target, which, (cap, hard))
+        except (ProcessLookupError, PermissionError):
+            pass  # already gone: nothing to cap
 
 
 class WorkerProcess:
@@ -107,7 +137,7 @@ class WorkerProcess:
         command: executable and arguments.
         env: the whole environment of the process.
         cwd: working directory (a folder the run owns).
-        memory_limit_bytes: the worker's memory cap (``memory_limiter``);
+        memory_limit_bytes: the worker's memory cap (``limit_memory``);
             None = ``default_memory_limit()``, 0 = no cap.
     """
 
@@ -139,9 +169,6 @@ class WorkerProcess:
         else:
             # Own session = own process group: cancel kills the group, grandchildren included.
             kwargs["start_new_session"] = True
-            limiter = memory_limiter(self.memory_limit_bytes)
-            if limiter is not None:
-                kwargs["preexec_fn"] = limiter
         self.proc = subprocess.Popen(
             self.command,
             env=self.env,
@@ -155,6 +182,7 @@ class WorkerProcess:
             bufsize=1,
             **kwargs,
         )
+        limit_memory(self.proc.pid, self.memory_limit_bytes)
         for stream_name in ("stdout", "stderr"):
             t = threading.Thread(target=self._read, args=(stream_name,), daemon=True)
             t.start()
@@ -265,7 +293,9 @@ def kill_process_tree(proc: subprocess.Popen) -> None:
     launcher whose child is the real Python, and torch may start workers.
     """
     try:
-        import psutil  # in Slicer's Python; optional elsewhere
+        # Not in Slicer's Python (nor a requirement): used where the user installed it. Without it the
+        # process group (POSIX) or taskkill /T (Windows) below still reach every descendant.
+        import psutil
 
         try:
             parent = psutil.Process(proc.pid)

@@ -16,7 +16,13 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 from medmodels.errors import InputError
-from MissingModalityToolsLib.inputs import assign_by_name, availability, describe_availability, input_problems
+from MissingModalityToolsLib.inputs import (
+    assign_by_name,
+    assign_slots,
+    availability,
+    describe_availability,
+    input_problems,
+)
 from MissingModalityToolsLib.nodes import NodeError, read_scalar_volume, write_volume
 from MissingModalityToolsLib.options import RunOptions
 from MissingModalityToolsLib.segments import SEGMENTS
@@ -440,6 +446,19 @@ def test_assign_by_name_brats_2018_and_2023(scene):
     twins = [add_volume(scene, "T2_TSE", _brain(), matrix()), add_volume(scene, "T2_TSE", _brain(), matrix())]
     chosen, notes = assign_by_name(twins)
     assert chosen == {} and "2 volumes are named 'T2_TSE'" in notes[0]
+
+
+def test_assign_by_name_keeps_volumes_picked_by_hand(scene):
+    """Issue 21, defect 4: a slot no name matched keeps the user's pick; matched slots are filled."""
+    flair = add_volume(scene, "Brats18_CBICA_AAB_1_flair", _brain(), matrix())
+    picked_t1 = add_volume(scene, "series 7", _brain(), matrix())  # a name nothing matches
+    picked_t2 = add_volume(scene, "Brats18_CBICA_AAB_1_t1ce", _brain(), matrix())  # T1c by name, put in T2 by hand
+    current = {"flair": None, "t1": picked_t1, "t1c": None, "t2": picked_t2}
+    slots, notes = assign_slots(current, [flair, picked_t1, picked_t2])
+    assert slots == {"flair": flair, "t1": picked_t1, "t1c": picked_t2, "t2": None} and notes == []
+    # Nothing matches at all: every pick stays.
+    slots, _ = assign_slots(current, [picked_t1])
+    assert slots == current
 
 
 def test_availability_mask_follows_the_selection(scene):

@@ -53,6 +53,9 @@ CUSTOM_CLASSES = {
         },
     ),
     "qMRMLWidget": ("QWidget", set()),
+    # Modules/Loadable/Segmentations/Widgets/qMRMLSegmentationShow3DButton.h: a ctkMenuButton (a
+    # QPushButton) with no Q_PROPERTY of its own; setSegmentationNode is a slot.
+    "qMRMLSegmentationShow3DButton": ("QPushButton", set()),
     "qMRMLNodeComboBox": (
         "QWidget",
         {
@@ -162,11 +165,16 @@ def test_qt_uic_compiles_the_ui(qt_widgets):
 def test_selector_node_types_are_real_mrml_classes():
     widgets = _ui_widgets()
     selectors = [w for w in widgets.values() if w.get("class") == "qMRMLNodeComboBox"]
-    assert len(selectors) == 4
+    kinds = {}
     for w in selectors:
         types_ = [s.text for s in w.iter("string") if s.text and s.text.startswith("vtkMRML")]
-        assert types_ == ["vtkMRMLScalarVolumeNode"]
+        kinds[w.get("name")] = types_
         assert all(hasattr(slicer, t) for t in types_)
+    # Four modality selectors and the output segmentation (reused run after run).
+    assert kinds == {
+        **{f"{k}Selector": ["vtkMRMLScalarVolumeNode"] for k in ("flair", "t1", "t1c", "t2")},
+        "outputSegmentationSelector": ["vtkMRMLSegmentationNode"],
+    }
     # Every selector gets the scene from the top-level qMRMLWidget.
     root = ET.parse(UI).getroot()
     connected = {
@@ -381,7 +389,8 @@ def test_the_module_logic_is_the_one_lib_logic_and_built_once():
         and ast.unparse(n.func).endswith("Logic")
         and ast.unparse(n.func) != "ScriptedLoadableModuleLogic"
     )
-    assert builders == ["setup", "test_PhantomWithoutT1c"], builders
+    # loadSampleCase: the Sample Data module's button, pressed where no panel (and so no logic) may exist.
+    assert builders == ["loadSampleCase", "setup", "test_PhantomWithoutT1c"], builders
     src = MODULE_PY.read_text(encoding="utf-8")
     assert "coreLogic" not in src and "MissingModalityLogic" not in src
     # Nothing of the Lib logic shadows what ScriptedLoadableModuleLogic gives the module.
@@ -457,3 +466,26 @@ def test_requirements_and_installer_choice(tmp_path):
     top_level_calls = [n for n in tree.body if isinstance(n, ast.Expr) and isinstance(n.value, ast.Call)]
     assert [ast.unparse(c) for c in top_level_calls] == []  # not even the path lookup: medmodels loads lazily
     assert "pip_install" not in src and "pip_ensure" not in src
+
+
+def _method(cls_name: str, name: str) -> ast.FunctionDef:
+    cls = next(n for n in _module_ast().body if isinstance(n, ast.ClassDef) and n.name == cls_name)
+    return next(n for n in cls.body if isinstance(n, ast.FunctionDef) and n.name == name)
+
+
+def test_a_failed_start_shows_one_dialog_and_puts_the_progress_bar_back():
+    """Issue 21, defect 2: tryWithErrorDisplay re-raises, so wrapping both onApplyButton and startRun
+    showed the same error twice; startRun now has no dialog of its own, and on failure hides the
+    progress bar and replaces "Starting..." before re-raising to onApplyButton's one dialog."""
+    widget = "MissingModalityToolsWidget"
+    apply_source = ast.unparse(_method(widget, "onApplyButton"))
+    start = _method(widget, "startRun")
+    assert apply_source.count("tryWithErrorDisplay") == 1 and "self.startRun(" in apply_source
+    assert "tryWithErrorDisplay" not in ast.unparse(start)
+    handlers = [h for n in ast.walk(start) if isinstance(n, ast.Try) for h in n.handlers]
+    assert handlers, "startRun does not handle a failing logic.start"
+    handler_source = "\n".join(ast.unparse(h) for h in handlers)
+    assert "self.ui.progressBar.hide()" in handler_source and "statusLabel" in handler_source
+    assert any(isinstance(n, ast.Raise) and n.exc is None for h in handlers for n in ast.walk(h))
+    tried = next(n for n in ast.walk(start) if isinstance(n, ast.Try))
+    assert "self.logic.start(" in ast.unparse(tried.body[0])

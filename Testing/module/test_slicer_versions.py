@@ -28,6 +28,10 @@ DOTTED = {
     "qt.Qt.WaitCursor": "5.6",
     "qt.QTimer": "5.6",
     "slicer.app.temporaryPath": "5.6",
+    # Settings kept across scenes (MONAIAuto3DSeg, TotalSegmentator do the same) and the Sample Data
+    # registration once Slicer has started (the scripted-module template's startupCompleted hook).
+    "slicer.app.userSettings": "5.6",
+    "slicer.app.connect": "5.6",
     "slicer.vtkMRMLSubjectHierarchyNode": "5.6",
     "slicer.mrmlScene": "5.6",
     "slicer.mrmlScene.Clear": "5.6",
@@ -82,6 +86,14 @@ METHODS = {
     ),
     # The terminology tag's name: what MONAIAuto3DSeg sets on 5.6 and 5.8.
     "GetTerminologyEntryTagName": "5.6",
+    # vtkMRMLScriptedModuleNode.GetParameter; vtkSegmentation.DeepCopy (reusing the output node);
+    # qMRMLSegmentationShow3DButton.setSegmentationNode (the Show 3D button, in Slicer since 4.11);
+    # SampleData.SampleDataLogic.registerCustomSampleDataSource (customDownloader: 5.6 and main alike).
+    "GetParameter": "5.6",
+    "DeepCopy": "5.6",
+    "setSegmentationNode": "5.6",
+    "registerCustomSampleDataSource": "5.6",
+    "onReload": "5.6",
     # vtkSegment.SetTerminology came with the terminology rework.
     "SetTerminology": "5.10",
     # parameterNodeWrapper: connectParametersToGui returns the tag on every version;
@@ -89,10 +101,12 @@ METHODS = {
     "connectParametersToGui": "5.6",
     "disconnectGui": "5.6",
     "connectGui": "5.10",
-    # slicer.util / module helpers, PyTorchUtils, and Slicer's pip_ensure (5.11, slicer.pydeps / slicer.packaging).
+    # slicer.util / module helpers, PyTorchUtils, and Slicer's pip_ensure: slicer.packaging, added by
+    # Slicer/Slicer#9010 (opened 2026-01-29, reviewed in March 2026 under the working name
+    # "slicer.pydeps", merged as slicer.packaging): absent from v5.10.0, first released in v5.12.0.
     "pip_install": "5.6",
     "installTorch": "5.6",
-    "pip_ensure": "5.11",
+    "pip_ensure": "5.12",
     "testingEnabled": "5.6",
     "delayDisplay": "5.6",
     "resourcePath": "5.6",
@@ -201,3 +215,74 @@ def test_supported_versions_are_stated():
     assert 'MINIMUM_SLICER_VERSION "5.6"' in cmake and "VERSION_LESS" in cmake
     docs = (MODULE_DIR.parent / "docs" / "slicer_module.md").read_text(encoding="utf-8")
     assert "Slicer 5.6" in docs
+
+
+#: The supported Slicers' Python and numpy (Slicer's SuperBuild/External_python.cmake and
+#: External_python-numpy.cmake; Slicer/Slicer#8455: numpy stayed 1.x while Python was 3.9) and the
+#: newest torch PyTorch publishes for that Python (torch 2.9 dropped Python 3.9). Only numpy's major
+#: version decides which MONAI fits; the minor versions here are examples of each line.
+SUPPORTED_SLICERS = {
+    "5.6.2": {"python": (3, 9), "numpy": "1.26.4", "newest_torch": "2.8.0"},
+    "5.8.1": {"python": (3, 9), "numpy": "1.26.4", "newest_torch": "2.8.0"},
+    "5.10.0": {"python": (3, 12), "numpy": "2.2.6", "newest_torch": "2.13.0"},
+    "5.12.0": {"python": (3, 12), "numpy": "2.3.4", "newest_torch": "2.13.0"},
+}
+#: MONAI releases' requirements, from their wheels' METADATA (Requires-Python, Requires-Dist).
+MONAI_RELEASES = {
+    "1.4.0": {"python": ">=3.9", "torch": ">=1.9", "numpy": ">=1.24,<2.0"},
+    "1.5.1": {"python": ">=3.9", "torch": ">=2.4.1", "numpy": ">=1.24,<3.0"},
+    "1.6.1": {"python": ">=3.10", "torch": ">=2.8.0", "numpy": ">=1.24,<3.0"},
+}
+
+
+def _resolvable(requirement: str, python, torch: str, numpy: str) -> list[str]:
+    """The MONAI releases inside ``requirement`` that install beside this Python, torch and numpy unchanged."""
+    from MissingModalityToolsLib.dependencies import satisfies
+
+    spec = requirement[len("monai") :]
+    py = ".".join(map(str, python))
+    return [
+        version
+        for version, needs in MONAI_RELEASES.items()
+        if satisfies(version, spec)
+        and satisfies(py, needs["python"])
+        and satisfies(torch, needs["torch"])
+        and satisfies(numpy, needs["numpy"])
+    ]
+
+
+@pytest.mark.parametrize("slicer_version", sorted(SUPPORTED_SLICERS))
+def test_monai_range_resolves_beside_each_slicers_numpy_and_the_torch_it_may_have(slicer_version):
+    """Issue 21, defect 1: on every supported Slicer, for the oldest torch the installer accepts and
+    the newest one there is, some MONAI release fits the range asked for without changing numpy."""
+    from MissingModalityToolsLib.dependencies import monai_requirement, torch_requirement
+
+    facts = SUPPORTED_SLICERS[slicer_version]
+    oldest_torch = torch_requirement(facts["numpy"]).lstrip(">=")
+    for torch in (oldest_torch, facts["newest_torch"]):
+        requirement = monai_requirement(facts["python"], torch, facts["numpy"])
+        assert _resolvable(requirement, facts["python"], torch, facts["numpy"]), (slicer_version, torch, requirement)
+
+
+def test_requirements_file_names_no_slicer_package_and_no_torch():
+    from MissingModalityToolsLib.dependencies import SLICER_PACKAGES, distribution_name, read_requirements
+
+    names = {distribution_name(r).lower() for r in read_requirements(MODULE_DIR / "Resources" / "requirements.txt")}
+    assert not names & {"torch", "numpy", "simpleitk"}
+    assert {p.lower() for p in SLICER_PACKAGES} == {"numpy", "simpleitk", "scipy"}
+
+
+def test_the_docs_say_which_slicers_the_extensions_manager_serves():
+    """Issue 21, defect 5: "Extensions Manager, Slicer 5.6 to current" promised what the index cannot deliver."""
+    readme = (MODULE_DIR.parent / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Install in 3D Slicer", 1)[1].split("\n## ", 1)[0]
+    flat = " ".join(section.split())
+    assert "Extension Manager** (Slicer 5.6 to the current release)" not in flat
+    assert "Slicer 5.6 cannot get it from the Extensions Manager" in flat
+    assert "JSON entries exist from 5.8 on" in flat and "own pull request" in flat
+    assert "From a build" in flat and "Without building** (any supported Slicer, 5.6 included)" in flat
+    docs = " ".join((MODULE_DIR.parent / "docs" / "slicer_module.md").read_text(encoding="utf-8").split())
+    # ExtensionsIndex: JSON catalog entries from 5.8 on (Slicer/Slicer#7709, ExtensionsIndex#2011); the
+    # 5.6 branch reads .s4ext and is frozen; a release branch takes an entry only by its own pull request.
+    assert "| 5.6 | no: its ExtensionsIndex branch reads `.s4ext` files" in docs
+    assert "| 5.8, 5.10, 5.12 | only after the JSON entry is merged into that release's ExtensionsIndex branch" in docs

@@ -231,6 +231,37 @@ def test_the_slicer_worker_runs_under_a_memory_cap_and_says_so(monkeypatch):
     assert "ran out of memory (its limit is 0.5 GiB)" in worker.failure_message()
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the cap is set with prlimit, Linux only")
+def test_the_memory_cap_is_set_on_the_started_child_not_in_preexec_fn(monkeypatch):
+    """Issue 21, defect 8: preexec_fn can deadlock the child of a multi-threaded process (Slicer);
+    the cap is set with resource.prlimit on the running child instead."""
+    import resource
+    import subprocess
+
+    monkeypatch.syspath_prepend(str(ROOT / "MissingModalityTools"))
+    from MissingModalityToolsLib import worker as worker_module
+
+    seen = []
+    real_popen = subprocess.Popen
+
+    def recording_popen(*args, **kwargs):
+        seen.append(kwargs)
+        return real_popen(*args, **kwargs)
+
+    monkeypatch.setattr(worker_module.subprocess, "Popen", recording_popen)
+    cap = 768 * 2**20
+    worker = worker_module.WorkerProcess(
+        [sys.executable, "-c", "import time; time.sleep(30)"], dict(os.environ), memory_limit_bytes=cap
+    )
+    worker.start()
+    try:
+        assert "preexec_fn" not in seen[0]
+        soft, _ = resource.prlimit(worker.proc.pid, resource.RLIMIT_DATA)
+        assert soft == cap
+    finally:
+        worker.cancel()
+
+
 # -- 5. damaged NIfTI files --------------------------------------------------------------------
 
 

@@ -215,3 +215,35 @@ def test_slicer_options_are_the_library_options_plus_the_name_prefix(monkeypatch
     assert argv[:5] == ["run", "--t1", "t1.nrrd", "--out", "OUT"]
     parsed = build_parser().parse_args(argv)
     assert RunOptions.from_namespace(parsed) == RunOptions(segment=False, steps=3)
+
+
+def test_run_says_the_device_first_records_it_and_warns_before_a_long_cpu_run(tmp_path, capsys, monkeypatch):
+    """Issue 21: "auto" without a GPU used to fall back to the CPU unsaid."""
+    import torch
+    from medmodels import runtime
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    root = tmp_path / "root"
+    write_phantom_case(root, "Case_1", (24, 24, 16), 1)
+    out = tmp_path / "out"
+    assert main(["run", str(root / "Case_1"), "--out", str(out), "--segment", "--device", "auto"]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.splitlines()[0] == "Device: cpu (auto: PyTorch sees no GPU)"
+    assert "WARNING" not in captured.err  # a run of seconds needs no warning; the Device line says it all
+    assert json.loads((out / "manifest.json").read_text(encoding="utf-8"))["device"] == "cpu"
+    # A long CPU run is warned about, with its estimate: three modalities, 4 steps x 8 samples, 240x240x155.
+    cases = [("Case_1", {"t1": root / "Case_1" / case_file_names("Case_1")["t1"]})]
+    assert runtime.cpu_warning(runtime.choose_device("cpu"), cases, RunOptions(steps=4, samples=1), 2) is None
+    big = [("Big", {"t1": write_image(_header_only_volume(), tmp_path / "big.nii.gz")})]
+    warning = runtime.cpu_warning(runtime.choose_device("cpu"), big, RunOptions(steps=4, samples=8), 2)
+    assert warning.startswith("On the CPU this run takes about") and "min" in warning
+    warning = runtime.cpu_warning(runtime.choose_device("auto"), big, RunOptions(steps=4, samples=8), 2)
+    assert warning.startswith("No GPU: PyTorch sees none, so this run takes about")
+
+
+def _header_only_volume():
+    """A 240 x 240 x 155 volume (the size the timings were measured on), cheap to write."""
+    import numpy as np
+    from medmodels.image import Image
+
+    return Image(np.zeros((155, 240, 240), np.uint8), (1.0, 1.0, 1.0), (0.0, 0.0, 0.0), (1, 0, 0, 0, 1, 0, 0, 0, 1))

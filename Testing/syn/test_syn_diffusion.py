@@ -2,6 +2,8 @@
 
 import itertools
 
+import monai
+import numpy as np
 import pytest
 import torch
 from medmodels.errors import InputError
@@ -9,6 +11,7 @@ from medmodels.modalities import AvailabilityMask
 from medmodels.nets.m2dn import M2DNet
 from medmodels.syn import diffusion as D
 from medmodels.syn.masks import PATTERNS, missing_tensor, sample_missing
+from monai.networks.schedulers import DDIMScheduler
 
 SMALL = dict(encoder_channels=4, channels=(8, 16, 16), emb_dim=16)
 
@@ -73,6 +76,73 @@ def test_ddim_grid_starts_from_pure_noise_and_ends_at_zero_noise():
         ts = D.ddim_scheduler(cfg, steps).timesteps
         assert len(ts) == steps and int(ts[0]) == 999
         assert int(ts[-1]) - 1000 // steps < 0  # the last step lands on alpha = 1 (the clean image)
+
+
+def _monai_1_5_1_set_timesteps(self, num_inference_steps, device=None):
+    """MONAI 1.5.1's DDIMScheduler.set_timesteps (what Slicer 5.6/5.8 users get on Python 3.9)."""
+    self.num_inference_steps = num_inference_steps
+    step_ratio = self.num_train_timesteps // num_inference_steps
+    grid = (np.arange(0, num_inference_steps) * step_ratio).round()[::-1].copy().astype(np.int64)
+    self.timesteps = torch.from_numpy(grid).to(device) + self.steps_offset
+
+
+def _ddim_run(steps):
+    cfg = D.DiffusionConfig()
+    x = torch.randn(3, 4, 16, 16, generator=torch.Generator().manual_seed(1))
+    missing = torch.tensor([[1.0, 0, 0, 0], [0, 1, 1, 0], [0, 0, 0, 1]])
+    return D.ddim_scheduler(cfg, steps).timesteps, D.sample_ddim(
+        tiny_net(), cfg, x, missing, steps, torch.Generator().manual_seed(0)
+    )
+
+
+@pytest.mark.parametrize("steps", [2, 3, 7])
+def test_ddim_results_do_not_depend_on_monais_grid(steps, monkeypatch):
+    """Issue 21: MONAI 1.5.1 and 1.6.1 make different grids for steps not dividing 1000;
+    the sampler builds its own, so both give the same timesteps and the same images."""
+    grid, out = _ddim_run(steps)
+    monkeypatch.setattr(DDIMScheduler, "set_timesteps", _monai_1_5_1_set_timesteps)
+    grid_151, out_151 = _ddim_run(steps)
+    assert torch.equal(grid, grid_151) and torch.equal(out, out_151)
+    assert torch.equal(grid, D.ddim_timesteps(1000, steps))
+
+
+def test_ddim_grid_is_monai_1_6_1s_so_the_bundled_figures_stand():
+    """The grid 1.6.1 makes (docs' figures, default 2 steps), from the issue's example and the rule."""
+    assert D.ddim_timesteps(1000, 3).tolist() == [999, 666, 332]
+    assert D.ddim_timesteps(1000, 2).tolist() == [999, 499]
+    monai_version = tuple(int(p) for p in monai.__version__.split(".")[:2])
+    if monai_version < (1, 6):
+        pytest.skip(f"MONAI {monai.__version__}: the comparison needs 1.6's own grid")
+    for steps in (1, 2, 3, 7, 10, 333, 1000):
+        T = 1000
+        sched = DDIMScheduler(T, "linear_beta", prediction_type="sample", steps_offset=T // steps - 1)
+        sched.set_timesteps(steps)
+        assert torch.equal(D.ddim_timesteps(T, steps), sched.timesteps), steps
+
+
+def test_default_step_count_gives_monai_1_6_1s_images():
+    """Default steps: the images equal those of MONAI 1.6.1's own scheduler set as before this change."""
+    from medmodels.syn.synthesize import DEFAULT_STEPS
+
+    monai_version = tuple(int(p) for p in monai.__version__.split(".")[:2])
+    if monai_version < (1, 6):
+        pytest.skip(f"MONAI {monai.__version__}: the comparison needs 1.6's own grid")
+    cfg = D.DiffusionConfig()
+    T, steps = cfg.num_train_timesteps, DEFAULT_STEPS
+    before = DDIMScheduler(
+        T,
+        cfg.schedule,
+        prediction_type="sample",
+        clip_sample=True,
+        clip_sample_min=-cfg.clip,
+        clip_sample_max=cfg.clip,
+        steps_offset=T // steps - 1,
+    )
+    before.set_timesteps(steps)
+    x = torch.randn(3, 4, 16, 16, generator=torch.Generator().manual_seed(1))
+    missing = torch.tensor([[1.0, 0, 0, 0], [0, 1, 1, 0], [0, 0, 0, 1]])
+    expected = D.reverse_process(tiny_net(), before, x, missing, torch.Generator().manual_seed(0))
+    assert torch.equal(_ddim_run(steps)[1], expected)
 
 
 @pytest.mark.parametrize("mask", PATTERNS, ids=lambda m: m.bits)

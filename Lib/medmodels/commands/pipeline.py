@@ -103,12 +103,19 @@ def select_modalities(cases: list[tuple[str, dict[str, Path]]], use: str | None)
 def _run(args: argparse.Namespace) -> int:
     from medmodels.datasets import resolve_inputs
     from medmodels.pipeline import run_cases  # imports the models' stack: only when the command runs
+    from medmodels.runtime import choose_device, cpu_warning
+    from medmodels.syn.synthesize import DEFAULT_STEPS
 
     options = options_for_command(args)
     options.check()
     apply_runtime_arguments(args)
+    device = choose_device(options.device)
+    print(device.line(), flush=True)  # the first line: "auto" never falls back to the CPU unsaid
     cases = resolve_inputs(args.input, {k: getattr(args, k) for k in MODALITY_KEYS})
     cases = select_modalities(cases, args.use)
+    warning = cpu_warning(device, cases, options, DEFAULT_STEPS)
+    if warning:
+        print(f"WARNING: {warning}", file=sys.stderr, flush=True)
     outcomes = run_cases(cases, args.out, options, on_case=_report_case)
     failed = [o for o in outcomes if o.error is not None]
     if failed:

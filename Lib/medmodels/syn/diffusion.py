@@ -71,26 +71,43 @@ def ddpm_scheduler(cfg: DiffusionConfig) -> DDPMScheduler:
     return sched
 
 
-def ddim_scheduler(cfg: DiffusionConfig, steps: int) -> DDIMScheduler:
-    """Deterministic DDIM with ``steps`` reverse steps.
+def ddim_timesteps(num_train_timesteps: int, steps: int) -> torch.Tensor:
+    """The DDIM timestep grid, ``(steps,)`` int64, first (noisiest) first.
 
-    ``steps_offset`` makes the grid ``T-1, T-1-T/steps, ...`` so that the
-    previous timestep MONAI's step assumes (t - T // steps) is the next one on
-    the grid and the first step starts from pure noise (t = T - 1).
+    Built here, not by MONAI's ``DDIMScheduler.set_timesteps``, whose grid
+    changed between MONAI 1.5 and 1.6 for step counts that do not divide T
+    (3 steps: 998, 665, 332 in 1.5.1; 999, 666, 332 in 1.6.1), so the same
+    weights, seed and steps would give other images on another Slicer. The
+    grid is the one MONAI 1.6.1 makes (the bundled weights' figures were
+    measured with it): it starts at T - 1 (pure noise) and ends at
+    T // steps - 1, whose step (MONAI's ``step`` goes to ``t - T // steps``)
+    lands on the clean image; the points between are evenly spaced and
+    rounded half to even.
     """
-    T = cfg.num_train_timesteps
+    T = num_train_timesteps
     if not 1 <= steps <= T:
         raise ValueError(f"steps must be in 1..{T}, got {steps}")
+    last = T // steps - 1
+    return torch.linspace(T - 1 - last, 0, steps).round().long() + last
+
+
+def ddim_scheduler(cfg: DiffusionConfig, steps: int) -> DDIMScheduler:
+    """Deterministic DDIM with ``steps`` reverse steps on the grid of ``ddim_timesteps``.
+
+    MONAI's scheduler gives the noise schedule and the update (``step``,
+    the same in MONAI 1.4 to 1.6); its own grid is replaced by ours.
+    """
+    timesteps = ddim_timesteps(cfg.num_train_timesteps, steps)
     sched = DDIMScheduler(
-        T,
+        cfg.num_train_timesteps,
         cfg.schedule,
         prediction_type="sample",
         clip_sample=True,
         clip_sample_min=-cfg.clip,
         clip_sample_max=cfg.clip,
-        steps_offset=T // steps - 1,
     )
-    sched.set_timesteps(steps)
+    sched.set_timesteps(steps)  # sets num_inference_steps, which step() uses for the previous timestep
+    sched.timesteps = timesteps
     return sched
 
 

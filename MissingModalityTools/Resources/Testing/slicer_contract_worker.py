@@ -189,6 +189,7 @@ def main(argv: list[str]) -> int:
                 f,
             )
     inputs = {k: getattr(a, k) for k in KEYS if getattr(a, k)}
+    print("Device: cpu (the stand-in worker runs no model)", flush=True)  # first line, as medmodels run prints it
     progress(0.0, "reading inputs")
     images = {k: sitk.ReadImage(v) for k, v in inputs.items()}
     if record:
@@ -224,6 +225,7 @@ def main(argv: list[str]) -> int:
             "segmentation": "segmentation.nii.gz" if a.segment else None,
             "notes": notes,
             "preparation": preparation,
+            "device": "cpu",
         }
         for folder in [out] + ([record] if record else []):
             with open(os.path.join(folder, "manifest.json"), "w") as f:
