@@ -266,5 +266,7 @@ def test_a_registration_that_lowers_mutual_information_is_reported():
 
     records = {"t1": {"mutual_information_before": 0.40, "mutual_information_after": 0.31}}
     records["t2"] = {"mutual_information_before": 0.2, "mutual_information_after": 0.75}
+    # already aligned series on other grids: the optimiser's noise, not a failure (test_pipeline's case)
+    records["t1c"] = {"mutual_information_before": 1.046, "mutual_information_after": 1.045}
     problems = registration_problems(records, "flair")
     assert len(problems) == 1 and "T1 onto FLAIR lowered the mutual information (0.400 -> 0.310)" in problems[0]
