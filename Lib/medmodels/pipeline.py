@@ -116,7 +116,7 @@ def run_case(
     # Inspection, registration, brain extraction and resampling (preparation.py) take seconds to minutes
     # on a scanner's study: a span of their own, so the progress bar moves while they run.
     with within(0.0, PREPARATION_END):
-        prepared = prepare_case(images, options.prepare, options.reference, options.seed)
+        prepared = prepare_case(images, options.prepare, options.reference, options.seed, options.device)
     common, notes = prepared.images, prepared.notes
     if not looks_skull_stripped(common):
         notes.append(NOT_SKULL_STRIPPED)

@@ -18,7 +18,6 @@ leaves the scene as it was.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import shlex
@@ -212,11 +211,6 @@ class MissingModalityToolsLogic:
         temp_root: where the per-run temporary folder is made.
         extra_arguments: appended to every ``run`` command line, e.g.
             ``["--seg-checkpoint", path]`` for weights other than the bundled ones.
-        extension_modules: the object whose attributes are Slicer's loaded
-            modules, where brain-extraction extensions are looked for (None:
-            ``slicer.modules``; brain.py).
-        extractor_runners: brain-extraction extension name -> function
-            (scene, input node, output node) that runs it (None: brain.RUNNERS).
     """
 
     def __init__(
@@ -227,8 +221,6 @@ class MissingModalityToolsLogic:
         base_env: Mapping[str, str] | None = None,
         temp_root: str | None = None,
         extra_arguments: Sequence[str] = (),
-        extension_modules=None,
-        extractor_runners: Mapping[str, Callable] | None = None,
     ):
         self.scene = scene
         self.worker_command = list(worker_command) if worker_command else [default_python(), "-m", "medmodels"]
@@ -236,8 +228,6 @@ class MissingModalityToolsLogic:
         self.base_env = dict(base_env) if base_env is not None else dict(os.environ)
         self.temp_root = temp_root
         self.extra_arguments = [str(a) for a in extra_arguments]
-        self.extension_modules = extension_modules
-        self.extractor_runners = dict(extractor_runners or {})
 
     def package_versions(self) -> dict:
         """Python, torch, MONAI, numpy, SimpleITK, scipy and medmodels versions in the worker's Python."""
@@ -277,6 +267,7 @@ class MissingModalityToolsLogic:
         from medmodels.errors import InputError
         from medmodels.modalities import AvailabilityMask
 
+        from MissingModalityToolsLib.brain import extraction_line
         from MissingModalityToolsLib.inputs import selected_inputs
 
         problems = self.problems(inputs, options)
@@ -287,10 +278,10 @@ class MissingModalityToolsLogic:
         try:
             output_dir = os.path.join(temp_dir, "outputs")
             files = write_inputs(chosen, os.path.join(temp_dir, "inputs"))
-            files, options = self.extract_brains_first(files, options, on_progress, on_log)
             arguments, outputs = plan_run(options, files, output_dir, AvailabilityMask.from_keys(chosen).missing_keys)
             command = self.worker_command + arguments + self.extra_arguments
             if on_log:
+                on_log(extraction_line(options.prepare, options.device))
                 on_log("Running: " + shlex.join(command))  # one line a user can rerun by hand
             worker = WorkerProcess(command, self.environment(), cwd=temp_dir)
             worker.start()
@@ -298,43 +289,6 @@ class MissingModalityToolsLogic:
             shutil.rmtree(temp_dir, ignore_errors=True)
             raise
         return Run(chosen, options, outputs, worker, temp_dir, output_dir, on_progress, on_log)
-
-    def extract_brains_first(
-        self, files: Mapping[str, str], options, on_progress: ProgressCallback | None, on_log: LogCallback | None
-    ) -> tuple[dict, object]:
-        """Strip the inputs with an installed extension (brain.py) when the plan says so.
-
-        Returns the files the worker is to read and the options it runs with
-        (``prepare`` as the plan says). A failing extension is reported in the
-        log and the worker's own extraction runs instead.
-        """
-        from MissingModalityToolsLib import brain
-        from MissingModalityToolsLib.inputs import display_name
-
-        installed = brain.installed_extractors(self.extension_modules)
-        stripped = brain.inputs_look_skull_stripped(files) if options.prepare == "auto" and installed else None
-        plan = brain.plan_extraction(options.prepare, installed, stripped)
-        if on_log:
-            on_log(plan.reason)
-        if plan.extractor is None:
-            return dict(files), dataclasses.replace(options, prepare=plan.worker_prepare)
-
-        def step(index: int, key: str) -> None:
-            if on_progress:
-                on_progress(
-                    0.0, f"Extracting the brain with {plan.extractor}: {display_name(key)} ({index + 1}/{len(files)})"
-                )
-
-        runner = self.extractor_runners.get(plan.extractor) or brain.RUNNERS[plan.extractor]
-        try:
-            stripped_files = brain.extract_brains(self.scene, plan.extractor, files, runner, step)
-        except Exception as e:  # any failure of a third-party extension: the worker's own extraction still works
-            if on_log:
-                on_log(f"{plan.extractor} failed ({e}): the worker's offline brain extraction runs instead.")
-            return dict(files), options
-        if on_log:
-            on_log(f"{plan.extractor} extracted the brain of {', '.join(display_name(k) for k in files)}.")
-        return stripped_files, dataclasses.replace(options, prepare=plan.worker_prepare)
 
     def finish(self, run: Run, segmentation_node=None) -> RunResult:
         """Load a finished run's results as new nodes; always removes the temporary folder.

@@ -35,6 +35,10 @@ pytestmark = [pytest.mark.slicer, pytest.mark.slow]
 PHANTOM_SIZE = (48, 48, 32)
 PHANTOM_SEED = 5
 BOX = (19, 19, 14)
+#: The box is a skull-stripped brain cut to 95 mm, which the inspection takes for an unstripped head
+#: (it fills its field of view) and whose 170 ml "brain" stops an ``auto`` run since issue 19; the test
+#: is about the oblique grid, so both sides run without preparation.
+PREPARE = "off"
 
 
 def phantom_box(folder) -> dict[str, str]:
@@ -65,7 +69,8 @@ def reference_labels(files: dict[str, str]) -> np.ndarray:
     from medmodels.pipeline import run_case
 
     result = run_case(
-        {k: read_image(p) for k, p in files.items()}, LibraryRunOptions(synthesize=False, segment=True, device="cpu")
+        {k: read_image(p) for k, p in files.items()},
+        LibraryRunOptions(synthesize=False, segment=True, device="cpu", prepare=PREPARE),
     )
     return np.asarray(result.segmentation.array)
 
@@ -94,7 +99,7 @@ def test_oblique_phantom_through_the_real_worker(scene, tmp_path):
         node.SetIJKToRASMatrix(m)
     inputs, _ = assign_by_name(loaded)
     # One sampling step: only the synthesised volumes' grid matters here.
-    result = medmodels_logic(scene, tmp_path).run_blocking(inputs, RunOptions(device="cpu", steps=1))
+    result = medmodels_logic(scene, tmp_path).run_blocking(inputs, RunOptions(device="cpu", steps=1, prepare=PREPARE))
     assert sorted(result.synthesized) == ["t1c"]
     for node in result.synthesized.values():
         assert nodeio.same_grid(node, inputs["flair"])

@@ -1,37 +1,37 @@
-"""The preparation step in the Slicer module (issue 13): the ``prepare`` option,
+"""The preparation step in the Slicer module (issues 13, 19): the ``prepare`` option,
 the log of what the worker's preparation found and did, registration
-transforms as transform nodes, and brain extraction with an installed
-extension.
+transforms as transform nodes, and brain extraction, which runs in the
+worker (never on Slicer's main thread), with its progress and Cancel.
 
-The decision of which extractor runs is tested with injected availability
-(neither HDBrainExtraction nor SwissSkullStripper exists in slicer-core);
-transform nodes, rollback and the extraction's scene handling against
-slicer-core's real scene with the contract stand-in worker.
+Transform nodes and rollback are tested against slicer-core's real scene with
+the contract stand-in worker; the brain extraction with the real worker on the
+phantom with a head.
 """
 
 from __future__ import annotations
 
+import ast
 import json
 import types
 
 import numpy as np
 import pytest
 import vtk
-from MissingModalityToolsLib.brain import installed_extractors, plan_extraction
+from MissingModalityToolsLib.brain import extraction_line
 from MissingModalityToolsLib.options import RunOptions, options_from_parameter_node
 from MissingModalityToolsLib.preparation import LPS_RAS, moving_to_reference_ras, preparation_lines
 from MissingModalityToolsLib.worker import RunCancelled, WorkerError
 from slicer_fixtures import (
+    MODULE_DIR,
     add_study,
     add_volume,
     contract_logic,
     matrix,
+    medmodels_logic,
     scene,  # noqa: F401  (pytest fixture)
     slicer,
     snapshot,
 )
-
-BOTH = ("HDBrainExtraction", "SwissSkullStripper")
 
 
 def _head(shape=(12, 14, 16), seed=0) -> np.ndarray:
@@ -57,35 +57,28 @@ def _transform_nodes(scene) -> list:
     return [n for n in slicer.util.getNodesByClass("vtkMRMLLinearTransformNode") if n.GetScene() is scene]
 
 
-# --- which extractor, which flag (pure) ---
+# --- where the brain is extracted (pure) ---
 
 
-@pytest.mark.parametrize(
-    ("mode", "installed", "stripped", "extractor", "worker"),
-    [
-        ("off", BOTH, False, None, "off"),  # off: nothing, whatever is installed
-        ("auto", (), False, None, "auto"),  # nothing installed: the worker's offline fallback decides
-        ("on", (), None, None, "on"),  # ... and "on" makes the worker strip
-        ("auto", BOTH, False, "HDBrainExtraction", "auto"),  # HD-BET preferred
-        ("auto", ("SwissSkullStripper",), False, "SwissSkullStripper", "auto"),
-        ("on", ("SwissSkullStripper",), True, "SwissSkullStripper", "auto"),  # on: even when it looks stripped
-        ("auto", BOTH, True, None, "auto"),  # already stripped: no extension run
-    ],
-)
-def test_plan_chooses_the_extractor_and_the_worker_flag(mode, installed, stripped, extractor, worker):
-    plan = plan_extraction(mode, installed, stripped)
-    assert (plan.extractor, plan.worker_prepare) == (extractor, worker)
-    assert plan.reason and (extractor is None or extractor in plan.reason)
-    # The worker never strips again after an extension did: it gets "auto" (stripped inputs pass).
-    assert extractor is None or worker == "auto"
+def test_log_says_the_brain_is_extracted_in_the_worker_on_the_chosen_device():
+    assert "off" in extraction_line("off", "cpu") and "deepbet" not in extraction_line("off", "cpu")
+    line = extraction_line("auto", "cuda")
+    assert "in the worker" in line and "device 'cuda'" in line and "not skull-stripped" in line
+    assert "every run" in extraction_line("on", "cpu")
 
 
-def test_installed_extractors_come_from_the_module_registry():
-    both = types.SimpleNamespace(swissskullstripper=object(), hdbrainextractiontool=object(), volumes=object())
-    assert installed_extractors(both) == ["HDBrainExtraction", "SwissSkullStripper"]
-    assert installed_extractors(types.SimpleNamespace(swissskullstripper=object())) == ["SwissSkullStripper"]
-    assert installed_extractors(types.SimpleNamespace(volumes=object())) == []
-    assert installed_extractors() == []  # slicer-core: no application, no extensions
+def test_no_module_code_runs_an_extractor_or_installs_anything_in_slicer():
+    # HD-BET's first use downloaded code and weights without asking, on Slicer's main thread (issue 19).
+    forbidden = ("HDBrainExtractionTool", "SwissSkullStripper", "setupPythonRequirements", "runSync", "extract_brains")
+    for path in [
+        MODULE_DIR / "MissingModalityTools.py",
+        *sorted((MODULE_DIR / "MissingModalityToolsLib").glob("*.py")),
+    ]:
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        names = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)}
+        names |= {n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute)}
+        names |= {a.name for n in ast.walk(tree) if isinstance(n, (ast.Import, ast.ImportFrom)) for a in n.names}
+        assert not names & set(forbidden), path.name
 
 
 def test_parameter_node_prepare_reaches_the_worker_flag():
@@ -213,60 +206,58 @@ def test_failed_or_cancelled_run_leaves_no_transform_nodes(scene, tmp_path, mode
     assert _transform_nodes(scene) == [] and snapshot(scene) == before
 
 
-def _strip_outside_the_ball(scene, input_node, output_node) -> None:
-    """A stand-in extension: the input with everything below a tenth of its maximum set to 0."""
-    array = slicer.util.arrayFromVolume(input_node)
-    slicer.util.updateVolumeFromArray(output_node, np.where(array > 0.1 * array.max(), array, 0).astype(np.float32))
-    m = vtk.vtkMatrix4x4()
-    input_node.GetIJKToRASMatrix(m)
-    output_node.SetIJKToRASMatrix(m)
+# --- brain extraction in the real worker (issue 19) ---
+
+
+def _phantom_head_inputs(scene, keys=("flair", "t1", "t2")):
+    """The phantom with a head (not skull-stripped) as volume nodes: LPS images placed in RAS."""
+    from medmodels.phantom import make_phantom
+
+    head = make_phantom((64, 64, 42), seed=3, head=True)
+    study = add_study(scene)
+    out = {}
+    for key in keys:
+        image = head.images[key]
+        m = np.diag([-1.0, -1.0, 1.0, 1.0]) @ matrix(image.spacing, image.origin)  # LPS -> RAS
+        out[key] = add_volume(scene, f"Head_{key}", image.array.astype(np.float32), m, study)
+    return out
 
 
 @pytest.mark.slicer
-def test_installed_extension_strips_copies_and_the_worker_does_not_strip_again(scene, tmp_path):
-    inputs, _ = _case(scene, keys=("flair", "t1c"))
-    before = {k: slicer.util.arrayFromVolume(n).copy() for k, n in inputs.items()}
-    n_volumes = scene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode")
-    given = []
-
-    def runner(scene_, input_node, output_node):
-        given.append(input_node)
-        _strip_outside_the_ball(scene_, input_node, output_node)
-
-    record, log = tmp_path / "record", []
-    logic = contract_logic(scene, tmp_path, record=record)
-    logic.extension_modules = types.SimpleNamespace(hdbrainextractiontool=object(), swissskullstripper=object())
-    logic.extractor_runners = {"HDBrainExtraction": runner}
-    logic.run_blocking(inputs, RunOptions(synthesize=False, prepare="on"), on_log=log.append)
-    assert len(given) == 2 and not any(n in inputs.values() for n in given)  # copies, never the user's nodes
-    assert _argv(record)[_argv(record).index("--prepare") + 1] == "auto"
-    assert any("HDBrainExtraction extracted the brain of FLAIR, T1c" in line for line in log)
-    manifest = json.loads((record / "manifest.json").read_text(encoding="utf-8"))
-    assert "brain_extraction" not in manifest["preparation"]["steps"]  # the worker found the inputs stripped
-    import SimpleITK as sitk
-
-    sent = sitk.GetArrayFromImage(sitk.ReadImage(str(record / "input_flair.nrrd")))
-    assert np.array_equal(sent, np.where(before["flair"] > 0.1 * before["flair"].max(), before["flair"], 0))
-    for key, node in inputs.items():
-        assert np.array_equal(slicer.util.arrayFromVolume(node), before[key])
-    assert scene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode") == n_volumes  # the copies are gone
+@pytest.mark.slow
+def test_brain_extraction_runs_in_the_worker_with_progress_and_cancel(scene, tmp_path):
+    inputs = _phantom_head_inputs(scene)
+    before = snapshot(scene)
+    log, progress = [], []
+    logic = medmodels_logic(scene, tmp_path)
+    with pytest.raises(RunCancelled):
+        logic.run_blocking(
+            inputs,
+            RunOptions(synthesize=False, segment=True, device="cpu", prepare="auto"),
+            on_log=log.append,
+            on_progress=lambda f, m: progress.append(m),
+            should_cancel=lambda: any(m.startswith("Extracting the brain") for m in progress),
+            timeout=300,
+        )
+    # The worker said it was extracting (a PROGRESS line), the panel was live to cancel it, and the
+    # extraction never finished: Cancel stopped the worker in the middle of it.
+    assert any(m.startswith("Extracting the brain (deepbet)") for m in progress)
+    assert not any("The brain was extracted" in line for line in log)
+    running = next(line for line in log if line.startswith("Running: "))
+    assert "--device cpu" in running and "--prepare auto" in running
+    assert extraction_line("auto", "cpu") in log
+    assert snapshot(scene) == before  # nothing added, nothing left behind
 
 
 @pytest.mark.slicer
-def test_a_failing_extension_falls_back_to_the_worker(scene, tmp_path):
-    inputs, _ = _case(scene, keys=("flair", "t1c"))
-
-    def broken(scene_, input_node, output_node):
-        raise RuntimeError("HD-BET weights could not be downloaded")
-
-    record, log = tmp_path / "record", []
-    logic = contract_logic(scene, tmp_path, record=record)
-    logic.extension_modules = types.SimpleNamespace(hdbrainextractiontool=object())
-    logic.extractor_runners = {"HDBrainExtraction": broken}
-    result = logic.run_blocking(inputs, RunOptions(synthesize=False, prepare="on"), on_log=log.append)
-    assert _argv(record)[_argv(record).index("--prepare") + 1] == "on"  # the worker strips instead
-    assert any("HDBrainExtraction failed (HD-BET weights could not be downloaded)" in line for line in log)
-    assert result.segmentation is not None and len(result.transforms) == 1
-    # Nothing the extension was given or made stays behind.
-    names = [scene.GetNthNode(i).GetName() or "" for i in range(scene.GetNumberOfNodes())]
-    assert not [n for n in names if "temporary" in n]
+@pytest.mark.slow
+def test_worker_extracts_the_brain_and_reports_it(scene, tmp_path):
+    inputs = _phantom_head_inputs(scene, keys=("flair", "t1"))
+    log = []
+    result = medmodels_logic(scene, tmp_path).run_blocking(
+        inputs, RunOptions(synthesize=False, segment=True, device="cpu"), on_log=log.append, timeout=600
+    )
+    extraction = result.preparation["brain_extraction"]
+    assert extraction["method"] == "deepbet" and extraction["used"] == ["t1"] and extraction["problems"] == []
+    assert 800 <= extraction["volume_ml"] <= 2000
+    assert any("The brain was extracted (deepbet, from T1;" in line for line in log)

@@ -129,7 +129,6 @@ PYTHON_CLASSES = {
     "SimpleNamespace",
     "TemporaryDirectory",
     "PyTorchUtilsLogic",
-    "HDBrainExtractionToolLogic",  # the HDBrainExtraction extension's logic class (brain.py)
 }  # QTimer: in DOTTED
 DOTTED_ROOTS = ("slicer", "qt", "vtk")
 
