@@ -127,25 +127,31 @@ def preparation_grid(reference: Image, thick: bool) -> Image:
     return working_geometry(reference, (spacing,) * 3)
 
 
-def _register(images: Mapping[str, Image], inspection: Inspection, grid: Image, register: bool, seed: int):
-    """Every image on ``grid``: registered onto the reference first when ``register``.
+def _register(images: Mapping[str, Image], inspection: Inspection, grid: Image, register: set[str], seed: int):
+    """Every image on ``grid``: those in ``register`` registered onto the reference first.
 
-    Returns the images, one note per moved image and the registration records.
+    A registration found is always applied (also to an image already on the
+    reference's grid: a series the scanner or a viewer resampled can still be
+    displaced), unless it does not raise the mutual information; then the
+    image is kept as it was and the note says so.
+
+    Returns the images, one note per registered image and the registration records.
     """
     ref_key = inspection.reference
     out, notes, records = {}, [], {}
     for key in progress(list(images), desc="Registering" if register else "Resampling"):
         image, matrix = images[key], np.eye(4)
-        if register and key != ref_key:
+        if key in register and key != ref_key:
             found = register_rigid(images[ref_key], image, seed=seed)
-            matrix, records[key] = found.matrix, found.record()
-            notes.append(
-                f"{BY_KEY[key].display} was registered onto {BY_KEY[ref_key].display}: rotation "
-                f"({', '.join(f'{a:.1f}' for a in found.rotation_deg)}) deg, shift "
-                f"({', '.join(f'{t:.1f}' for t in found.translation_mm)}) mm, on average {found.mean_shift_mm:.1f} mm; "
-                f"mutual information {found.similarity_before:.3f} -> {found.similarity_after:.3f}."
-            )
-        out[key] = image if image.same_grid(grid) else apply_rigid(image, matrix, grid)
+            applied = found.similarity_after > found.similarity_before
+            matrix = found.matrix if applied else matrix
+            records[key] = {**found.record(), "applied": applied}
+            notes.append(_registration_note(key, ref_key, found, applied))
+        moved = not np.array_equal(matrix, np.eye(4))
+        if moved:
+            out[key] = _moved(image, matrix, grid)
+        else:
+            out[key] = image if image.same_grid(grid) else apply_rigid(image, matrix, grid)
     return out, notes, records
 
 
@@ -186,6 +192,45 @@ def _extraction_notes(brain: BrainExtraction) -> list[str]:
     return out
 
 
+def _moved(image: Image, matrix: np.ndarray, grid: Image) -> Image:
+    """``image`` through ``matrix`` onto ``grid``, its zero background kept zero.
+
+    Linear interpolation spreads faint values past the edge of a skull-stripped
+    brain; the models take every non-zero voxel for brain, so the image's own
+    support (non-zero voxels, moved the same way) decides what stays non-zero.
+    """
+    values = apply_rigid(image, matrix, grid)
+    support = apply_rigid(image.with_array((image.array != 0).astype(np.float32)), matrix, grid)
+    return values.with_array(np.where(support.array >= 0.5, values.array, 0).astype(values.array.dtype))
+
+
+def _registration_note(key: str, ref_key: str, found, applied: bool) -> str:
+    """One sentence on a registration (``found``: a ``registration.RigidResult``) and whether it was applied."""
+    figures = (
+        f"rotation ({', '.join(f'{a:.1f}' for a in found.rotation_deg)}) deg, shift "
+        f"({', '.join(f'{t:.1f}' for t in found.translation_mm)}) mm, on average {found.mean_shift_mm:.1f} mm; "
+        f"mutual information {found.similarity_before:.3f} -> {found.similarity_after:.3f}"
+    )
+    if applied:
+        return f"{BY_KEY[key].display} was registered onto {BY_KEY[ref_key].display}: {figures}."
+    return (
+        f"{BY_KEY[key].display} was kept at its scanner position: registration onto "
+        f"{BY_KEY[ref_key].display} did not improve the match ({figures})."
+    )
+
+
+def _to_register(images: Mapping[str, Image], inspection: Inspection, mode: str) -> set[str]:
+    """The modalities to register: all (mode "on"), else those off the reference's grid or not lined up with it.
+
+    An image that lines up on the reference's grid stays untouched: a
+    registration would only find noise and blur it by interpolation.
+    """
+    others = {k for k in images if k != inspection.reference}
+    if mode == "on":
+        return others
+    return {k for k in others if not inspection.alignment[k]["same_grid"] or not inspection.alignment[k]["aligned"]}
+
+
 def prepare_case(
     images: Mapping[str, Image],
     mode: str = "auto",
@@ -218,7 +263,7 @@ def prepare_case(
         warnings = [f"Warning: {f.message}" for f in inspection.findings]
         return Prepared(common, ref_key, reference, reference, warnings + notes, record)
     notes = [f.message for f in inspection.findings]
-    register = mode == "on" or not (inspection.one_grid and inspection.coregistered)
+    register = _to_register(images, inspection, mode)
     extract = mode == "on" or not inspection.skull_stripped
     grid = preparation_grid(reference, inspection.thick_slices)
     record["grid"] = {"spacing": list(grid.spacing), "size_xyz": list(grid.size_xyz)}
