@@ -16,7 +16,6 @@ import types
 
 import numpy as np
 import pytest
-import vtk
 from MissingModalityToolsLib.brain import installed_extractors, plan_extraction
 from MissingModalityToolsLib.options import RunOptions, options_from_parameter_node
 from MissingModalityToolsLib.preparation import LPS_RAS, moving_to_reference_ras, preparation_lines
@@ -29,6 +28,7 @@ from slicer_fixtures import (
     scene,  # noqa: F401  (pytest fixture)
     slicer,
     snapshot,
+    vtk,
 )
 
 BOTH = ("HDBrainExtraction", "SwissSkullStripper")
