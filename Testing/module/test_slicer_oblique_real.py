@@ -18,12 +18,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import SimpleITK as sitk
-import vtk
 from slicer_fixtures import (
     ijk_to_ras,
     matrix,
     medmodels_logic,
     scene,  # noqa: F401  (pytest fixture)
+    vtk,
 )
 
 pytestmark = [pytest.mark.slicer, pytest.mark.slow]

@@ -16,7 +16,6 @@ import types
 
 import numpy as np
 import pytest
-import vtk
 from MissingModalityToolsLib.brain import extraction_line
 from MissingModalityToolsLib.options import RunOptions, options_from_parameter_node
 from MissingModalityToolsLib.preparation import LPS_RAS, moving_to_reference_ras, preparation_lines
@@ -31,6 +30,7 @@ from slicer_fixtures import (
     scene,  # noqa: F401  (pytest fixture)
     slicer,
     snapshot,
+    vtk,
 )
 
 
