@@ -166,8 +166,8 @@ class Manifest:
     def from_dict(cls, data, source: str = "The manifest") -> Manifest:
         """The manifest held in ``data`` (parsed JSON), checked.
 
-        A field ``data`` lacks keeps its default (an older worker); a key that
-        is no field is ignored (a newer one).
+        A field ``data`` lacks (or gives as null) keeps its default (an older
+        worker); a key that is no field is ignored (a newer one).
 
         Args:
             data: the parsed JSON.
@@ -186,7 +186,7 @@ class Manifest:
             )
         values = {}
         for name, value in data.items():
-            if name in known:
+            if name in known and value is not None:  # JSON null: the field is not given
                 _check_type(known[name], value, source)
                 values[name] = value
         manifest = cls(**values)
@@ -288,9 +288,15 @@ class Manifest:
 
 def _check_type(spec, value, source: str) -> None:
     """Raise ContractError unless ``value`` has the JSON type of the field's default
-    (a field whose default is None takes a string or null)."""
+    (a field whose default is None takes a string).
+
+    Args:
+        spec: the dataclass field.
+        value: its value in the parsed JSON (not None).
+        source: what the JSON came from, for the message.
+    """
     default = spec.default_factory() if spec.default is MISSING else spec.default
-    allowed = (str, type(None)) if default is None else (type(default),)
+    allowed = (str,) if default is None else (type(default),)
     if not isinstance(value, allowed):
         raise ContractError(
             f"{source} is not a medmodels manifest: its '{spec.name}' is {type(value).__name__}, "

@@ -79,10 +79,12 @@ def test_every_manifest_field_round_trips_through_writer_and_reader(tmp_path):
 
 
 def test_a_manifest_of_an_older_worker_reads_with_defaults(tmp_path):
-    (tmp_path / MANIFEST_NAME).write_text(json.dumps({"notes": ["Only a note."], "extra": 1}), encoding="utf-8")
+    older = {"notes": ["Only a note."], "preparation": None, "extra": 1}  # null: not given; extra: a newer field
+    (tmp_path / MANIFEST_NAME).write_text(json.dumps(older), encoding="utf-8")
     manifest = Manifest.read(tmp_path)
     assert manifest.notes == ["Only a note."]
     assert manifest.label_convention == "2018" and manifest.segmentation is None and manifest.listed_files() == {}
+    assert manifest.preparation == {} and not hasattr(manifest, "extra")
     assert manifest.preparation_mode() == "auto" and manifest.preparation_steps() == [] and manifest.findings() == []
 
 
@@ -94,7 +96,7 @@ def test_a_manifest_of_an_older_worker_reads_with_defaults(tmp_path):
         ("[1, 2]", "not a JSON object"),
         ('{"weights": "model.pt"}', "has none of the fields"),
         ('{"synthesised": ["t1c.nii.gz"]}', "'synthesised' is list, not dict"),
-        ('{"segmentation": 3}', "'segmentation' is int, not str or NoneType"),
+        ('{"segmentation": 3}', "'segmentation' is int, not str"),
         ('{"synthesised": {"t1c": 7}}', "file entries for synthesised t1c are not file names"),
     ],
 )
