@@ -8,7 +8,7 @@ module's logic class, which is the Lib's one logic bound to Slicer's scene and
 Python. The panel holds no numerics and touches no files.
 
 Supported: Slicer 5.6 to the current release (Python 3.9 on 5.6 and 5.8, so
-this file and the Lib parse as 3.9; Testing/module/test_slicer_versions.py
+this file and the Lib parse as 3.9; Testing/module/test_module_versions.py
 checks every Slicer API called against the version that introduced it).
 Importing this file at Slicer's start loads no ``medmodels``: the input checks
 and the library are imported when the panel opens, and a broken install is

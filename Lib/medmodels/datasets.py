@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from medmodels.contract import ContractError, Manifest
 from medmodels.errors import InputError
 from medmodels.image import Image
 from medmodels.io import is_volume_file, read_image
@@ -242,18 +243,10 @@ def synthetic_files(folder: Path) -> set[str]:
     lists them): synthesised volumes, their uncertainty maps, the segmentation.
     They are never taken as acquired images by a later run."""
     try:
-        manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        manifest = Manifest.read(folder)
+    except ContractError:
         return set()  # no manifest (or not ours): nothing in the folder is known to be synthetic
-    if not isinstance(manifest, dict):
-        return set()
-    names = set()
-    for part in ("synthesised", "uncertainty"):
-        if isinstance(manifest.get(part), dict):
-            names |= {str(v) for v in manifest[part].values()}
-    if isinstance(manifest.get("segmentation"), str):
-        names.add(manifest["segmentation"])
-    return names
+    return set(manifest.listed_files().values())
 
 
 def _case_in_folder(folder: Path) -> tuple[str, dict[str, Path]] | None:

@@ -19,7 +19,6 @@ replaces one, not even a previous run's.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tempfile
@@ -30,7 +29,17 @@ from typing import Callable
 
 import numpy as np
 
-from medmodels.atomic import claimed_folder, existing, publish_new
+from medmodels.atomic import claimed_folder, publish_new
+from medmodels.contract import (
+    MANIFEST_NAME,
+    SEGMENTATION,
+    SYNTHESISED,
+    UNCERTAINTY,
+    Manifest,
+    OutputFile,
+    check_output_folder,
+    planned_outputs,
+)
 from medmodels.errors import CheckpointError, InputError
 from medmodels.image import Image, check_direction, check_head_geometry
 from medmodels.io import check_memory, read_image, write_image
@@ -40,7 +49,6 @@ from medmodels.preparation import prepare_case
 from medmodels.preprocess import check_informative, looks_skull_stripped, reference_key
 from medmodels.progress import emit, within
 
-MANIFEST = "manifest.json"
 #: The part (0..PREPARATION_END) of a run's progress that the preparation of its inputs reports in.
 PREPARATION_END = 0.15
 #: The note (in the manifest, and a WARNING line of the command) for inputs that are not skull-stripped.
@@ -200,36 +208,6 @@ def estimate_run_bytes(images: Mapping[str, Image], model_spacings: Sequence[Seq
     return int(inputs + outputs + working)
 
 
-def planned_outputs(keys: Sequence[str], options: RunOptions) -> list[str]:
-    """The file names a run of a case with modalities ``keys`` will write, ``manifest.json`` last."""
-    missing = [k for k in MODALITY_KEYS if k not in set(keys)] if options.synthesize else []
-    names = [f"{k}.nii.gz" for k in missing]
-    names += [f"{k}_std.nii.gz" for k in missing if options.samples > 1]
-    names += ["segmentation.nii.gz"] if options.segment else []
-    return names + [MANIFEST]
-
-
-def check_output_folder(out_dir: str | os.PathLike, names: Sequence[str]) -> None:
-    """Refuse an output folder that is a file or holds a file the run would write.
-
-    Raises:
-        InputError: naming the files and the fix. A folder with a
-            ``manifest.json`` "already holds a finished run".
-    """
-    out_dir = Path(out_dir)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise InputError(f"The output folder '{out_dir}' is a file: give a folder (--out is created if missing).")
-    clash = existing(out_dir, names)
-    if not clash:
-        return
-    what = f"already holds a finished run ({MANIFEST}) and" if MANIFEST in clash else "already"
-    raise InputError(
-        f"'{out_dir}' {what} holds {', '.join(clash)}, which this run would write: choose another output "
-        "folder (--out), or move those files away. medmodels never replaces a file it did not write in the same "
-        "run (inputs, your own files, an earlier run's outputs)."
-    )
-
-
 def write_outputs(
     result: PipelineResult,
     out_dir: str | os.PathLike,
@@ -255,33 +233,28 @@ def write_outputs(
         with claimed_folder(out_dir):
             return write_outputs(result, out_dir, options, inputs, claim=False)
     out_dir = Path(out_dir)
-    names = [f"{k}.nii.gz" for k in result.synthesised] + [f"{k}_std.nii.gz" for k in result.uncertainty]
-    names += ["segmentation.nii.gz"] if result.segmentation is not None else []
-    check_output_folder(out_dir, names + [MANIFEST])
+    outputs = [(OutputFile(SYNTHESISED, k), image) for k, image in result.synthesised.items()]
+    outputs += [(OutputFile(UNCERTAINTY, k), image) for k, image in result.uncertainty.items()]
+    outputs += [(OutputFile(SEGMENTATION), result.segmentation)] if result.segmentation is not None else []
+    names = [output.name for output, _ in outputs]
+    check_output_folder(out_dir, names + [MANIFEST_NAME])
     from medmodels.runtime import choose_device  # torch: only once there is a result to write
 
     staging = Path(tempfile.mkdtemp(prefix=".partial-", dir=out_dir))
-    manifest: dict = {
-        "reference": result.reference,
-        "synthesised": {},
-        "uncertainty": {},
-        "segmentation": None,
-        "label_convention": options.label_convention,
-        "notes": result.notes,
-        "preparation": result.preparation,
-        "options": asdict(options),
-        "inputs": dict(inputs or {}),
-        "device": choose_device(options.device).name,  # what ran, where options say "auto"
-    }
+    manifest = Manifest(
+        reference=result.reference,
+        label_convention=options.label_convention,
+        notes=result.notes,
+        preparation=result.preparation,
+        options=asdict(options),
+        inputs=dict(inputs or {}),
+        device=choose_device(options.device).name,  # what ran, where options say "auto"
+    )
     try:
-        for key, image in result.synthesised.items():
-            manifest["synthesised"][key] = write_image(image, staging / f"{key}.nii.gz").name
-        for key, image in result.uncertainty.items():
-            manifest["uncertainty"][key] = write_image(image, staging / f"{key}_std.nii.gz").name
-        if result.segmentation is not None:
-            manifest["segmentation"] = write_image(result.segmentation, staging / "segmentation.nii.gz").name
-        (staging / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
-        _move_in(staging, out_dir, names + [MANIFEST])
+        for output, image in outputs:
+            manifest.list_file(output, write_image(image, staging / output.name).name)
+        manifest.write(staging / MANIFEST_NAME)
+        _move_in(staging, out_dir, names + [MANIFEST_NAME])
     except OSError as err:
         raise InputError(
             f"Could not write the outputs into '{out_dir}' ({err.strerror or err}): free space on the disk, "
@@ -289,7 +262,7 @@ def write_outputs(
         ) from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    return out_dir / MANIFEST
+    return out_dir / MANIFEST_NAME
 
 
 def _move_in(staging: Path, out_dir: Path, names: Sequence[str]) -> None:

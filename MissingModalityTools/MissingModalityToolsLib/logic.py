@@ -18,7 +18,6 @@ leaves the scene as it was.
 
 from __future__ import annotations
 
-import json
 import os
 import shlex
 import shutil
@@ -44,22 +43,16 @@ class ExpectedOutput:
     """One file the worker is to write, and the node it becomes.
 
     Attributes:
-        kind: the manifest's key for it: "synthesised", "uncertainty" or "segmentation".
-        key: modality key of a synthesised or uncertainty volume; "" for the segmentation.
-        filename: the contract's file name (docs/architecture.md), used when the
-            manifest does not name the file.
+        file: the file, as ``medmodels.contract`` names it (its kind, modality
+            key and contract name, used when the manifest does not name the file).
         node_name: name of the new node.
     """
 
-    kind: str
-    key: str
-    filename: str
+    file: object
     node_name: str
 
 
-def plan_run(
-    options, input_files: Mapping[str, str], output_dir: str, missing_keys: Sequence[str]
-) -> tuple[list[str], list[ExpectedOutput]]:
+def plan_run(options, input_files: Mapping[str, str], output_dir: str) -> tuple[list[str], list[ExpectedOutput]]:
     """Everything the run takes from the options: the worker's arguments and the outputs to load.
 
     The one place in this file that reads the options (built in options.py),
@@ -69,23 +62,17 @@ def plan_run(
         options: the run's RunOptions.
         input_files: modality key -> file written for it (acquired ones only).
         output_dir: folder the worker writes into.
-        missing_keys: modality keys not acquired, in canonical order.
     """
+    from medmodels.contract import planned_files
+
     from MissingModalityToolsLib.inputs import display_name
-    from MissingModalityToolsLib.options import build_arguments, output_names, segmentation_name
+    from MissingModalityToolsLib.options import build_arguments, output_node_name
 
     arguments = build_arguments(input_files, output_dir, options)
-    outputs = []
-    if options.synthesize:
-        for key in missing_keys:
-            names = output_names(display_name(key), options.name_prefix)
-            outputs.append(ExpectedOutput("synthesised", key, f"{key}.nii.gz", names["volume"]))
-            if options.samples > 1:
-                outputs.append(ExpectedOutput("uncertainty", key, f"{key}_std.nii.gz", names["uncertainty"]))
-    if options.segment:
-        outputs.append(
-            ExpectedOutput("segmentation", "", "segmentation.nii.gz", segmentation_name(options.name_prefix))
-        )
+    outputs = [
+        ExpectedOutput(f, output_node_name(f, display_name(f.key) if f.key else "", options.name_prefix))
+        for f in planned_files(input_files, options)
+    ]
     return arguments, outputs
 
 
@@ -101,7 +88,7 @@ class RunResult:
         seconds: wall time of the run.
         transforms: modality key -> linear transform node of its registration
             onto the reference (moving -> reference, RAS), applied to nothing.
-        preparation: the manifest's "preparation" record (empty from an older worker).
+        preparation: the manifest's preparation record (empty from an older worker).
         device: the device the worker ran on, as its manifest records it ("cpu",
             "cuda (NVIDIA ...)"; empty from an older worker).
     """
@@ -125,10 +112,12 @@ class RunResult:
 
     def add(self, output: ExpectedOutput, node) -> None:
         """File a loaded node under its kind."""
-        if output.kind == "segmentation":
+        from medmodels.contract import SEGMENTATION, SYNTHESISED
+
+        if output.file.kind == SEGMENTATION:
             self.segmentation = node
         else:
-            (self.synthesized if output.kind == "synthesised" else self.uncertainty)[output.key] = node
+            (self.synthesized if output.file.kind == SYNTHESISED else self.uncertainty)[output.file.key] = node
 
 
 class Run:
@@ -265,7 +254,6 @@ class MissingModalityToolsLogic:
         and nodes.NodeError when an input cannot be written.
         """
         from medmodels.errors import InputError
-        from medmodels.modalities import AvailabilityMask
 
         from MissingModalityToolsLib.brain import extraction_line
         from MissingModalityToolsLib.inputs import selected_inputs
@@ -278,7 +266,7 @@ class MissingModalityToolsLogic:
         try:
             output_dir = os.path.join(temp_dir, "outputs")
             files = write_inputs(chosen, os.path.join(temp_dir, "inputs"))
-            arguments, outputs = plan_run(options, files, output_dir, AvailabilityMask.from_keys(chosen).missing_keys)
+            arguments, outputs = plan_run(options, files, output_dir)
             command = self.worker_command + arguments + self.extra_arguments
             if on_log:
                 on_log(extraction_line(options.prepare, options.device))
@@ -316,25 +304,27 @@ class MissingModalityToolsLogic:
                 for line in preparation_lines(manifest):
                     run.on_log(line)
             result = self._load(run, manifest, segmentation_node)
-            result.device = str(manifest.get("device") or "")
+            result.device = str(manifest.device or "")
             result.seconds = time.monotonic() - run.started
             return result
         finally:
             shutil.rmtree(run.temp_dir, ignore_errors=True)
 
-    def _load(self, run: Run, manifest: dict, segmentation_node=None) -> RunResult:
+    def _load(self, run: Run, manifest, segmentation_node=None) -> RunResult:
         """The run's outputs as new nodes placed with the reference input; all or nothing.
 
         With ``segmentation_node`` the segments go into it once everything
         else has loaded (the last step, so a failure leaves it as it was).
         """
+        from medmodels.contract import SEGMENTATION
+
         from MissingModalityToolsLib import nodes as nodeio
         from MissingModalityToolsLib.inputs import display_name
         from MissingModalityToolsLib.preparation import add_registration_transforms
 
-        ref_key = manifest.get("reference") if manifest.get("reference") in run.inputs else next(iter(run.inputs))
+        ref_key = manifest.reference if manifest.reference in run.inputs else next(iter(run.inputs))
         reference = run.inputs[ref_key]
-        result = RunResult(reference_key=ref_key, preparation=dict(manifest.get("preparation") or {}))
+        result = RunResult(reference_key=ref_key, preparation=dict(manifest.preparation))
         added = []
         try:
             # Transforms first: a failure while loading the outputs then removes them too.
@@ -344,9 +334,9 @@ class MissingModalityToolsLogic:
             added += result.transforms.values()
             for output in run.outputs:
                 path = output_path(run.output_dir, manifest, output)
-                if output.kind == "segmentation":
+                if output.file.kind == SEGMENTATION:
                     node = nodeio.read_segmentation(
-                        self.scene, path, output.node_name, reference, str(manifest.get("label_convention", "2018"))
+                        self.scene, path, output.node_name, reference, str(manifest.label_convention)
                     )
                 else:
                     node = nodeio.read_scalar_volume(self.scene, path, output.node_name)
@@ -432,24 +422,23 @@ def write_inputs(chosen: Mapping[str, object], input_dir: str) -> dict[str, str]
     return files
 
 
-def read_manifest(output_dir: str) -> dict:
-    """The worker's manifest.json; its absence means an unfinished run (the contract)."""
-    path = os.path.join(output_dir, "manifest.json")
-    if not os.path.exists(path):
-        raise WorkerError(
-            "The worker exited without writing manifest.json, so its outputs may be "
-            "incomplete; nothing was loaded. Rerun, and report it with the log if it repeats."
-        )
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
+def read_manifest(output_dir: str):
+    """The worker's manifest (``medmodels.contract.Manifest``); its absence means an unfinished run.
+
+    Raises:
+        WorkerError: the manifest is missing, unreadable or not a medmodels manifest.
+    """
+    from medmodels.contract import ContractError, Manifest
+
+    try:
+        return Manifest.read(output_dir)
+    except ContractError as err:
+        raise WorkerError(f"{err} Nothing was loaded; report it with the log if it repeats.") from None
 
 
-def output_path(output_dir: str, manifest: dict, output: ExpectedOutput) -> str:
+def output_path(output_dir: str, manifest, output: ExpectedOutput) -> str:
     """Where the worker wrote ``output``: the manifest names the files, the contract's names are the fallback."""
-    listed = manifest.get(output.kind)
-    if output.kind != "segmentation":
-        listed = (listed or {}).get(output.key)
-    filename = listed or output.filename
+    filename = manifest.listed(output.file) or output.file.name
     path = os.path.join(output_dir, os.path.basename(filename))
     if not os.path.exists(path):
         raise WorkerError(

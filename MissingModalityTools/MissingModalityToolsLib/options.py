@@ -66,12 +66,19 @@ def build_arguments(input_files: Mapping[str, str], output_dir: str, options: Li
     return args + ["--out", str(output_dir)] + options.to_argv()
 
 
-def output_names(display: str, prefix: str = "") -> dict[str, str]:
-    """Node names for one synthesised modality ("T1c (synthesised)")."""
-    return {
-        "volume": f"{prefix}{display} (synthesised)",
-        "uncertainty": f"{prefix}{display} (synthesis uncertainty)",
-    }
+def output_node_name(output, display: str, prefix: str = "") -> str:
+    """Node name of one of the worker's output files ("T1c (synthesised)", "Tumour segmentation").
+
+    Args:
+        output: the file (``medmodels.contract.OutputFile``).
+        display: display name of its modality ("T1c"); unused for the segmentation.
+        prefix: put before the name (the run's name prefix).
+    """
+    from medmodels.contract import SEGMENTATION, UNCERTAINTY
+
+    if output.kind == SEGMENTATION:
+        return segmentation_name(prefix)
+    return f"{prefix}{display} ({'synthesis uncertainty' if output.kind == UNCERTAINTY else 'synthesised'})"
 
 
 def segmentation_name(prefix: str = "") -> str:

@@ -1,14 +1,15 @@
 """What the worker's preparation step found and did, brought into Slicer.
 
 The worker (``medmodels.preparation``) records in its manifest's
-``"preparation"`` entry what the inspection found (``inspection.findings``),
-which steps ran (``steps``) and, per registered modality, the rigid transform
-it found (``registration[key].matrix``). This file turns that record into the
+preparation record what the inspection found, which steps ran and, per
+registered modality, the rigid transform it found; this file reads them
+through ``medmodels.contract.Manifest`` (``findings``, ``preparation_steps``,
+``registration_matrices``). This file turns that record into the
 panel's log lines and into one linear transform node per registered modality,
 so the user can inspect the registration; the input volumes stay untouched
 (the user may apply a transform to a volume by hand to see it).
 
-The matrix convention: ``registration[key].matrix`` is a 4x4 homogeneous
+The matrix convention: a registration matrix is a 4x4 homogeneous
 matrix in LPS millimetres that maps a point of the reference (fixed) space to
 the moving image's space (SimpleITK's resampling convention, see
 ``medmodels.registration``). Slicer wants a transform node to hold the map
@@ -18,8 +19,6 @@ node gets ``F @ inv(M) @ F`` with ``F = diag(-1, -1, 1, 1)`` (LPS <-> RAS;
 """
 
 from __future__ import annotations
-
-from collections.abc import Mapping
 
 import numpy as np
 
@@ -47,28 +46,40 @@ def moving_to_reference_ras(matrix) -> np.ndarray:
     return LPS_RAS @ np.linalg.inv(m) @ LPS_RAS
 
 
-def preparation_lines(manifest: Mapping) -> list[str]:
+def as_manifest(manifest):
+    """``manifest`` as a ``medmodels.contract.Manifest`` (a parsed manifest.json is read through it).
+
+    Args:
+        manifest: a ``Manifest``, or the worker's manifest.json as a dict.
+    """
+    from medmodels.contract import Manifest
+
+    return manifest if isinstance(manifest, Manifest) else Manifest.from_dict(manifest)
+
+
+def preparation_lines(manifest) -> list[str]:
     """The panel's log lines for the manifest's preparation record and notes.
 
     The inspection's findings come first (what is wrong and what to do), then
     the run's notes (what was registered, resampled and extracted), each once.
-    An older worker's manifest without a ``"preparation"`` entry gives only
-    its notes.
+    An older worker's manifest without a preparation record gives only its
+    notes.
 
     Args:
-        manifest: the worker's manifest.json, as a dict.
+        manifest: the worker's manifest (``medmodels.contract.Manifest``, or as a dict).
     """
-    record = manifest.get("preparation") or {}
-    findings = [str(f.get("message", "")) for f in (record.get("inspection") or {}).get("findings", [])]
-    if record.get("mode") == "off":  # nothing was done about them: they are warnings
+    manifest = as_manifest(manifest)
+    findings = manifest.findings()
+    mode = manifest.preparation_mode()
+    if mode == "off":  # nothing was done about them: they are warnings
         findings = [f"Warning: {f}" for f in findings]
     lines = []
-    if record:
-        steps = record.get("steps") or []
+    if manifest.preparation:
+        steps = manifest.preparation_steps()
         done = ", ".join(s.replace("_", " ") for s in steps) if steps else "nothing to do"
-        lines.append(f"Preparation ({record.get('mode', 'auto')}): {done}.")
+        lines.append(f"Preparation ({mode}): {done}.")
     seen = set()
-    for text in [*findings, *(str(n) for n in manifest.get("notes") or [])]:
+    for text in [*findings, *(str(n) for n in manifest.notes)]:
         # The worker notes each finding again (as a warning when preparation is off): say it once.
         key = text.removeprefix("Warning: ")
         if text and key not in seen:
@@ -82,14 +93,14 @@ def transform_name(moving: str, reference: str, prefix: str = "") -> str:
     return f"{prefix}{moving} -> {reference} (rigid)"
 
 
-def add_registration_transforms(scene, manifest: Mapping, ref_key: str, prefix: str = "") -> dict:
+def add_registration_transforms(scene, manifest, ref_key: str, prefix: str = "") -> dict:
     """One linear transform node per registered modality of the manifest, added to ``scene``.
 
     The nodes are not applied to any volume: the inputs stay as they were.
 
     Args:
         scene: the MRML scene.
-        manifest: the worker's manifest.json (its ``preparation.registration``).
+        manifest: the worker's manifest (``medmodels.contract.Manifest``, or as a dict).
         ref_key: the reference modality (the transforms' parent space).
         prefix: put before every node name (the run's name prefix).
 
@@ -104,11 +115,11 @@ def add_registration_transforms(scene, manifest: Mapping, ref_key: str, prefix: 
     from MissingModalityToolsLib.inputs import display_name
     from MissingModalityToolsLib.nodes import remove_nodes
 
-    registration = (manifest.get("preparation") or {}).get("registration") or {}
+    registration = as_manifest(manifest).registration_matrices()
     added = {}
     try:
         for key in ordered([k for k in registration if k != ref_key]):
-            ras = moving_to_reference_ras(registration[key]["matrix"])
+            ras = moving_to_reference_ras(registration[key])
             node = scene.AddNewNodeByClass(
                 "vtkMRMLLinearTransformNode", transform_name(display_name(key), display_name(ref_key), prefix)
             )

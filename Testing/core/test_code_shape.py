@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import ast
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -37,3 +40,171 @@ def test_medmodels_never_imports_slicer_or_qt():
                 names = [node.module]
             found += [f"{path.relative_to(ROOT)}: {n}" for n in names if n.split(".")[0] in banned]
     assert not found, found
+
+
+# -- layer rules (docs/architecture.md names each of these tests) ------------------------------
+
+MODULE_DIR = ROOT / "MissingModalityTools"
+#: The library's layers, lowest first: a module may import its own layer and those below, never above.
+#: Every library module must be in one (a new file is placed here, where review sees it).
+LAYERS = (
+    (
+        "foundations",
+        (
+            "medmodels",
+            "medmodels.errors",
+            "medmodels.modalities",
+            "medmodels.image",
+            "medmodels.io",
+            "medmodels.atomic",
+            "medmodels.progress",
+            "medmodels.device",
+            "medmodels.distributed",
+            "medmodels.runtime",
+            "medmodels.labels",
+            "medmodels.metrics",
+            "medmodels.stats",
+            "medmodels.options",
+            "medmodels.contract",
+            "medmodels.datasets",
+            "medmodels.phantom",
+            "medmodels.preprocess",
+            "medmodels.weights",
+            "medmodels.nets",
+            "medmodels.inspection",
+            "medmodels.registration",
+            "medmodels.brain_net",
+            "medmodels.brain_extraction",
+            "medmodels.preparation",
+        ),
+    ),
+    ("training loop", ("medmodels.training", "medmodels.throughput")),
+    ("families", ("medmodels.seg", "medmodels.syn")),
+    ("orchestration", ("medmodels.pipeline", "medmodels.downstream", "medmodels.demo")),
+    ("interface", ("medmodels.cli", "medmodels.__main__", "medmodels.commands")),
+)
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT / "Lib").with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _imports(path: Path) -> set[str]:
+    """Every module ``path`` imports, at the top or inside a function (relative imports resolved)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level:  # only the library has packages
+            name = _module_name(path).split(".")
+            package = name if path.name == "__init__.py" else name[:-1]
+            base = package[: len(package) - node.level + 1]
+            found.add(".".join(base + ([node.module] if node.module else [])))
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            found.add(node.module)
+    return found
+
+
+def _library_graph() -> dict[str, set[str]]:
+    """Library module -> the library modules it imports."""
+    graph = {}
+    for path in sorted(LIB.rglob("*.py")):
+        graph[_module_name(path)] = {m for m in _imports(path) if m.split(".")[0] == "medmodels"}
+    return graph
+
+
+def _layer(module: str) -> int | None:
+    for index, (_, prefixes) in enumerate(LAYERS):
+        if (
+            any(module == p or module.startswith(p + ".") for p in prefixes if p != "medmodels")
+            or module == "medmodels"
+        ):
+            return index
+    return None
+
+
+def test_every_library_module_has_a_layer_and_imports_none_above_it():
+    graph = _library_graph()
+    unplaced = sorted(m for m in graph if _layer(m) is None)
+    assert not unplaced, f"put {unplaced} in a layer of LAYERS (test_code_shape.py) and docs/architecture.md"
+    upward = [
+        f"{m} ({LAYERS[_layer(m)][0]}) imports {d} ({LAYERS[_layer(d)][0]})"
+        for m, deps in graph.items()
+        for d in sorted(deps)
+        if _layer(d) is not None and _layer(d) > _layer(m)
+    ]
+    assert not upward, upward
+
+
+def test_the_layer_check_sees_an_upward_import():
+    assert _layer("medmodels.preprocess") < _layer("medmodels.seg.inference") < _layer("medmodels.pipeline")
+    assert _layer("medmodels.commands.seg") == len(LAYERS) - 1 and _layer("medmodels.newfile") is None
+    graph = _library_graph()
+    assert "medmodels.seg.inference" in graph["medmodels.pipeline"]  # lazy imports inside functions count too
+
+
+def test_seg_and_syn_do_not_import_each_other():
+    graph = _library_graph()
+    crossing = [
+        f"{m} imports {d}"
+        for m, deps in graph.items()
+        for d in deps
+        for a, b in (("seg", "syn"), ("syn", "seg"))
+        if m.startswith(f"medmodels.{a}.") and (d == f"medmodels.{b}" or d.startswith(f"medmodels.{b}."))
+    ]
+    assert not crossing, crossing
+
+
+def test_no_import_cycle_in_the_library():
+    graph = _library_graph()
+    # A package's __init__ is imported with each of its submodules: that edge is not a cycle of ours.
+    edges = {m: {d for d in deps if d in graph and not m.startswith(d + ".")} for m, deps in graph.items()}
+    state: dict[str, int] = {}
+
+    def visit(module: str, trail: list[str]) -> list[str] | None:
+        state[module] = 1
+        for dep in sorted(edges[module]):
+            if state.get(dep) == 1:
+                return trail + [module, dep]
+            if dep not in state:
+                cycle = visit(dep, trail + [module])
+                if cycle:
+                    return cycle
+        state[module] = 2
+        return None
+
+    for module in sorted(edges):
+        if module not in state:
+            cycle = visit(module, [])
+            assert cycle is None, " -> ".join(cycle)
+
+
+def _module_sources() -> list[Path]:
+    """The Slicer module's Python: the module file, its Lib and the shipped stand-in worker."""
+    return sorted(p for p in MODULE_DIR.rglob("*.py") if "__pycache__" not in p.parts)
+
+
+def test_the_library_never_imports_the_module_and_the_module_lib_never_imports_the_widget():
+    for path in sorted(LIB.rglob("*.py")):
+        assert not {m for m in _imports(path) if m.split(".")[0].startswith("MissingModalityTools")}, path
+    for path in sorted((MODULE_DIR / "MissingModalityToolsLib").glob("*.py")):
+        assert "MissingModalityTools" not in {m.split(".")[0] for m in _imports(path)}, path
+
+
+def test_the_module_imports_only_torch_free_library_modules():
+    """Slicer's own Python may have no torch (and the self-test's stand-in worker runs in it): every
+    ``medmodels`` module the module's code imports loads with torch and MONAI made unimportable."""
+    used = sorted({m for p in _module_sources() for m in _imports(p) if m.split(".")[0] == "medmodels"})
+    assert "medmodels.contract" in used and "medmodels.options" in used, used
+    code = (
+        "import importlib, sys\n"
+        "sys.modules.update(torch=None, monai=None)  # import torch / monai now raise ImportError\n"
+        f"for name in {used!r}:\n"
+        "    importlib.import_module(name)\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'monai') and sys.modules[m]))\n"
+    )
+    env = {"PYTHONPATH": str(ROOT / "Lib"), "PATH": os.environ.get("PATH", "/usr/bin:/bin")}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert out.returncode == 0, f"a medmodels module the Slicer module imports needs torch:\n{out.stderr[-2000:]}"
+    assert out.stdout.strip() == "[]", out.stdout

@@ -5,10 +5,11 @@ import json
 import numpy as np
 import pytest
 from medmodels.cli import main
+from medmodels.contract import MANIFEST_NAME as MANIFEST
 from medmodels.errors import InputError
 from medmodels.io import read_image
 from medmodels.options import RunOptions
-from medmodels.pipeline import MANIFEST, run_case, write_outputs
+from medmodels.pipeline import run_case, write_outputs
 from medmodels.preprocess import resample_to_spacing
 
 pytestmark = pytest.mark.slow

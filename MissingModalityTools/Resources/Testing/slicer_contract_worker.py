@@ -6,7 +6,10 @@ cancel in mid-run, a crashing worker, a failing worker, a run that never
 writes its manifest, grids and oblique geometry) quickly and
 deterministically. It is not a model: a synthesised modality is the reference
 input scaled, and the segmentation is intensity bands of the reference input.
-The end-to-end tests run the real ``medmodels``.
+The end-to-end tests run the real ``medmodels``. The file names and the
+manifest are those of ``medmodels.contract`` (the worker's Python has
+medmodels on its path, as the real worker's does), and the defaults those of
+``medmodels.options.RunOptions``.
 
 Behaviour is chosen with the environment variable MMT_WORKER_MODE:
   ok (default) | slow | crash | error | nomanifest | badlabel | orphan
@@ -34,8 +37,9 @@ import time
 
 import numpy as np
 import SimpleITK as sitk
-
-KEYS = ("flair", "t1", "t1c", "t2")
+from medmodels.contract import MANIFEST_NAME, SEGMENTATION, SYNTHESISED, Manifest, planned_files
+from medmodels.modalities import MODALITY_KEYS as KEYS
+from medmodels.options import RunOptions
 
 
 def progress(fraction: float, message: str) -> None:
@@ -53,7 +57,7 @@ def parse_arguments(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--segment", action="store_true")
     p.add_argument("--segment-on", default="acquired")
     p.add_argument("--device", default="auto")
-    p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--steps", type=int, default=RunOptions().steps)
     p.add_argument("--samples", type=int, default=1)
     p.add_argument("--cleanup", dest="cleanup", action="store_true")
     p.add_argument("--no-cleanup", dest="cleanup", action="store_false")
@@ -153,24 +157,35 @@ def misbehave(mode: str, record: str | None, write, ref_arr: np.ndarray) -> int 
     return None
 
 
-def write_results(a: argparse.Namespace, mode: str, write, ref_arr: np.ndarray, missing: list[str]) -> None:
-    """ "Synthesis" (the reference scaled) and "segmentation" (intensity bands of the reference)."""
-    if a.synthesize:
-        for i, k in enumerate(missing):
-            progress(0.2 + 0.5 * i / max(len(missing), 1), f"synthesising {k}")
-            write(ref_arr * 0.5 + 7.0, f"{k}.nii.gz")
-            if a.samples > 1:
-                write(np.full_like(ref_arr, 0.25), f"{k}_std.nii.gz")
-    if a.segment:
-        progress(0.8, "segmenting")
-        labels = np.zeros(ref_arr.shape, np.uint8)
-        hi = ref_arr.max()
-        labels[ref_arr > 0.6 * hi] = 2
-        labels[ref_arr > 0.8 * hi] = 1
-        labels[ref_arr > 0.9 * hi] = 4
-        if mode == "badlabel":
-            labels[labels == 4] = 3
-        write(labels, "segmentation.nii.gz")
+def write_results(a: argparse.Namespace, mode: str, write, ref_arr: np.ndarray, inputs: dict) -> Manifest:
+    """ "Synthesis" (the reference scaled) and "segmentation" (intensity bands of the reference);
+    returns the manifest listing what was written."""
+    manifest = Manifest(label_convention="2018")
+    files = planned_files(inputs, a)
+    synthesised = [f for f in files if f.kind == SYNTHESISED]
+    for output in files:
+        if output.kind == SYNTHESISED:
+            progress(0.2 + 0.5 * synthesised.index(output) / len(synthesised), f"synthesising {output.key}")
+            write(ref_arr * 0.5 + 7.0, output.name)
+        elif output.kind == SEGMENTATION:
+            progress(0.8, "segmenting")
+            write(segmentation_labels(ref_arr, mode), output.name)
+        else:
+            write(np.full_like(ref_arr, 0.25), output.name)
+        manifest.list_file(output, output.name)
+    return manifest
+
+
+def segmentation_labels(ref_arr: np.ndarray, mode: str) -> np.ndarray:
+    """BraTS 2018 labels from intensity bands of the reference (ET as 3 with MMT_WORKER_MODE=badlabel)."""
+    labels = np.zeros(ref_arr.shape, np.uint8)
+    hi = ref_arr.max()
+    labels[ref_arr > 0.6 * hi] = 2
+    labels[ref_arr > 0.8 * hi] = 1
+    labels[ref_arr > 0.9 * hi] = 4
+    if mode == "badlabel":
+        labels[labels == 4] = 3
+    return labels
 
 
 def main(argv: list[str]) -> int:
@@ -212,24 +227,13 @@ def main(argv: list[str]) -> int:
     code = misbehave(mode, record, write, ref_arr)
     if code is not None:
         return code
-    missing = [k for k in KEYS if k not in inputs]
-    write_results(a, mode, write, ref_arr, missing)
+    manifest = write_results(a, mode, write, ref_arr, inputs)
     progress(1.0, "done")
     if mode != "nomanifest":
-        manifest = {
-            "reference": ref_key,
-            "inputs": inputs,
-            "label_convention": "2018",
-            "synthesised": {k: f"{k}.nii.gz" for k in missing} if a.synthesize else {},
-            "uncertainty": {k: f"{k}_std.nii.gz" for k in missing} if a.synthesize and a.samples > 1 else {},
-            "segmentation": "segmentation.nii.gz" if a.segment else None,
-            "notes": notes,
-            "preparation": preparation,
-            "device": "cpu",
-        }
+        manifest.reference, manifest.inputs, manifest.device = ref_key, inputs, "cpu"
+        manifest.notes, manifest.preparation = notes, preparation
         for folder in [out] + ([record] if record else []):
-            with open(os.path.join(folder, "manifest.json"), "w") as f:
-                json.dump(manifest, f)
+            manifest.write(os.path.join(folder, MANIFEST_NAME))
     if mode == "orphan":
         start_child(record, 120)
     return 0

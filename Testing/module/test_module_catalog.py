@@ -16,9 +16,9 @@ import shutil
 import subprocess
 
 import pytest
-from slicer_fixtures import MODULE_DIR, ROOT
+from module_paths import MODULE_DIR, ROOT
 
-pytestmark = [pytest.mark.slicer]
+# Reads the module's source and metadata only: no slicer marker, it runs without slicer-core too.
 CATALOG = ROOT / "MissingModalityTools.json"
 PRETTIERRC = """const config = {
   plugins: [require.resolve("prettier-plugin-multiline-arrays")],

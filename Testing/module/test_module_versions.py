@@ -15,9 +15,9 @@ from __future__ import annotations
 import ast
 
 import pytest
-from slicer_fixtures import MODULE_DIR
+from module_paths import MODULE_DIR
 
-pytestmark = [pytest.mark.slicer]
+# Reads the module's source and metadata only: no slicer marker, it runs without slicer-core too.
 
 OLDEST_SUPPORTED = (5, 6)
 
