@@ -146,7 +146,8 @@ def resolve_checkpoint(checkpoint: str | os.PathLike | None, bundled: str, basel
     if ref.kind == BASELINE:
         if baseline is None:
             raise CheckpointError(
-                f"'baseline' names no bundled model here: give 'bundled' (the bundled {bundled}) or a checkpoint file."
+                "'baseline' names no bundled model here: give 'bundled' (the bundled model of the architecture "
+                "chosen, a baseline's too) or a checkpoint file."
             )
         return bundled_checkpoint(baseline)
     return Path(ref)
