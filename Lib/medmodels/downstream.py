@@ -129,7 +129,7 @@ def add_downstream_dice(
         data, split, max_cases: as given to ``evaluate`` (the validation cases, which need labels here).
         out: the JSON path ``evaluate`` wrote; it and its .md are rewritten with the Dice table.
         checkpoint: the M2DN checkpoint (None = bundled).
-        segmenter: the segmentation checkpoint (None = bundled ShaSpec, "baseline", or a path).
+        segmenter: the segmentation checkpoint (None or "bundled" = bundled ShaSpec, "baseline", or a path).
         steps, seed, device, samples: sampler steps, random seed, device and
             M2DN samples averaged, as for ``evaluate``.
         patterns: comma-separated availability bits (None = the 14 missing patterns).

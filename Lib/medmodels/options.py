@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass, fields
 
+from medmodels.checkpoint_ref import checkpoint_argument
 from medmodels.errors import InputError
 from medmodels.modalities import MODALITY_KEYS
 
@@ -47,9 +48,9 @@ class RunOptions:
         reference: modality whose grid the outputs use (None: the first
             given one in FLAIR, T1, T1c, T2 order).
         label_convention: one of ``LABEL_CONVENTIONS``.
-        seg_checkpoint: segmentation checkpoint file (None: bundled ShaSpec,
-            "baseline": the bundled baseline U-Net).
-        syn_checkpoint: synthesis checkpoint file (None: bundled M2DN,
+        seg_checkpoint: segmentation checkpoint, a ``medmodels.checkpoint_ref.CheckpointRef``
+            or its text (None or "bundled": bundled ShaSpec, "baseline": the bundled baseline U-Net).
+        syn_checkpoint: synthesis checkpoint, likewise (None or "bundled": bundled M2DN,
             "baseline": the bundled regression network).
         prepare: one of ``PREPARE_MODES``: "auto" registers and brain-extracts
             the inputs where the inspection finds them not co-registered or
@@ -186,10 +187,14 @@ class RunOptions:
         opts.add_argument(
             "--seg-checkpoint",
             default=None,
+            type=checkpoint_argument,
             help="segmentation checkpoint .pt, or 'baseline' (default: bundled ShaSpec)",
         )
         opts.add_argument(
-            "--syn-checkpoint", default=None, help="synthesis checkpoint .pt, or 'baseline' (default: bundled M2DN)"
+            "--syn-checkpoint",
+            default=None,
+            type=checkpoint_argument,
+            help="synthesis checkpoint .pt, or 'baseline' (default: bundled M2DN)",
         )
         opts.add_argument(
             "--prepare",

@@ -49,12 +49,13 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from medmodels import distributed
 from medmodels.atomic import write_json
+from medmodels.checkpoint_ref import BUNDLED, CheckpointRef
 from medmodels.errors import InputError
+from medmodels.loop_config import OPTIMIZERS, LoopConfig
 from medmodels.progress import emit, progress
 from medmodels.weights import BUNDLED_DIR, load_checkpoint, read_record, resolve_checkpoint, save_checkpoint
 
 LAST, MODEL, HISTORY = "last.pt", "model.pt", "history.json"
-OPTIMIZERS = ("adamw", "sgd")
 #: Summary entries that go into ``model.pt``'s record (and so travel with ``--init``).
 RECORD_KEYS = (
     "training_cases",
@@ -71,52 +72,6 @@ RECORD_KEYS = (
     "cumulative_iterations",
     "cumulative_wall_s_training",
 )
-
-
-@dataclass(kw_only=True)
-class LoopConfig:
-    """Options of the training loop, the same in ``train-seg`` and ``train-syn``
-    (each family's config adds its own and may change the defaults).
-
-    Args:
-        out: output folder (``last.pt``, ``model.pt``, ``history.json``).
-        iterations: optimiser steps of the whole run (a resumed run counts on).
-        batch_size: samples per step and process.
-        lr: peak learning rate.
-        optimizer: "adamw" or "sgd" (Nesterov, momentum 0.99, the ShaSpec paper's).
-        weight_decay: decoupled (AdamW) or L2 (SGD) weight decay.
-        warmup: iterations of linear warm-up before the cosine decay.
-        val_every: iterations between two validations (+ ``last.pt``).
-        hours: wall-clock budget of the command, data loading included; the
-            run stops cleanly before it is spent (None = no budget).
-        init: start from these weights: "bundled" (the family's bundled
-            checkpoint) or a checkpoint path; None = random initialisation.
-        resume: continue from ``OUT/last.pt``; without it, an existing
-            ``last.pt`` is an error (so a run is never overwritten by mistake).
-        seed: seeds the initial weights and (with the rank) the data streams.
-        threads: CPU threads for PyTorch (None = PyTorch's choice).
-        device: "auto", "cpu" or "cuda".
-        amp: mixed precision: bfloat16 autocast on the CPU (oneDNN's bf16 kernels; about 3x
-            on CPUs with AMX/avx512_bf16, slower on CPUs without) and on CUDA GPUs that support
-            it, else float16 autocast with gradient scaling. Losses, weights and optimiser
-            state stay float32.
-    """
-
-    out: str = ""
-    iterations: int = 1000
-    batch_size: int = 2
-    lr: float = 2e-3
-    optimizer: str = "adamw"
-    weight_decay: float = 1e-4
-    warmup: int = 20
-    val_every: int = 100
-    hours: float | None = None
-    init: str | None = None
-    resume: bool = False
-    seed: int = 0
-    threads: int | None = None
-    device: str = "auto"
-    amp: bool = True
 
 
 @dataclass
@@ -336,12 +291,11 @@ class _Loop:
         """Load the ``init`` weights (float16 storage -> float32) after checking the config."""
         if self.cfg.init is None:
             return
-        if self.cfg.init == "bundled":
-            if not self.task.bundled:
-                raise InputError(f"There is no bundled {self.task.name} checkpoint: give --init a checkpoint file.")
-            path = resolve_checkpoint(None, self.task.bundled, self.task.bundled)
-        else:
-            path = Path(self.cfg.init)
+        ref = CheckpointRef(self.cfg.init)
+        if ref.kind == BUNDLED and not self.task.bundled:
+            raise InputError(f"There is no bundled {self.task.name} checkpoint: give --init a checkpoint file.")
+        # "bundled" is the bundled model of the architecture trained (a baseline's too): no "baseline" here
+        path = resolve_checkpoint(ref, self.task.bundled or "", None)
         payload = load_checkpoint(path)  # checks the SHA-256, weights_only=True
         ours, theirs = (
             {k: v for k, v in c.items() if k not in self.task.data_keys}

@@ -128,14 +128,29 @@ def bundled_checkpoint(name: str) -> Path:
     return path
 
 
-def resolve_checkpoint(checkpoint: str | os.PathLike | None, bundled: str, baseline: str) -> Path:
-    """The file a model loader means: ``None`` = the bundled model ``bundled``,
-    ``"baseline"`` = the bundled model ``baseline``, anything else a path."""
-    if checkpoint is None:
+def resolve_checkpoint(checkpoint: str | os.PathLike | None, bundled: str, baseline: str | None = None) -> Path:
+    """The file a checkpoint reference (``medmodels.checkpoint_ref.CheckpointRef``) means: ``None``
+    or ``"bundled"`` = the bundled model ``bundled``, ``"baseline"`` = the bundled model
+    ``baseline``, anything else a path. The one resolver of these words.
+
+    Args:
+        checkpoint: the reference (a ``CheckpointRef``, its text, a path, or None).
+        bundled, baseline: names of the model family's bundled checkpoints (``baseline``
+            None: the family has no baseline here, and "baseline" is an error).
+    """
+    from medmodels.checkpoint_ref import BASELINE, BUNDLED, CheckpointRef
+
+    ref = CheckpointRef(BUNDLED if checkpoint is None else checkpoint)
+    if ref.kind == BUNDLED:
         return bundled_checkpoint(bundled)
-    if str(checkpoint) == "baseline":
+    if ref.kind == BASELINE:
+        if baseline is None:
+            raise CheckpointError(
+                "'baseline' names no bundled model here: give 'bundled' (the bundled model of the architecture "
+                "chosen, a baseline's too) or a checkpoint file."
+            )
         return bundled_checkpoint(baseline)
-    return Path(checkpoint)
+    return Path(ref)
 
 
 def import_checkpoint(source: str | os.PathLike, destination_dir: str | os.PathLike, sha256: str) -> Path:

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 from medmodels import training
-from medmodels.errors import InputError
+from medmodels.errors import CheckpointError, InputError
 from medmodels.phantom import make_phantom
 from medmodels.syn.slices import prepare_case
 from medmodels.syn.synthesize import BUNDLED_NAME
@@ -182,6 +182,12 @@ def test_init_with_another_config_is_a_clear_error(tmp_path):
         toy_run(tmp_path / "b", config={"toy": 2}, init=str(tmp_path / "a" / "model.pt"))
     with pytest.raises(InputError, match="no bundled toy checkpoint"):
         toy_run(tmp_path / "c", init="bundled")
+
+
+def test_init_baseline_names_the_words_init_takes(tmp_path):
+    # "bundled" already means the bundled model of the architecture trained; "baseline" was read as a file name
+    with pytest.raises(CheckpointError, match="'baseline' names no bundled model here: give 'bundled'"):
+        toy_run(tmp_path / "d", init="baseline")
 
 
 def test_export_writes_float16_weights_and_the_training_summary(tmp_path):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from medmodels.commands.common import parse_size
+from medmodels.flags import size3
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -19,7 +19,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
         "--size",
-        type=parse_size,
+        type=size3,
         default=(96, 96, 64),
         help="voxels along x, y, z, e.g. 240x240x155 (BraTS's grid) or 96 (default 96x96x64)",
     )

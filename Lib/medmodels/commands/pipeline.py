@@ -15,8 +15,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from medmodels.commands.common import add_runtime_arguments, apply_runtime_arguments, out_argument, parse_size
+from medmodels.commands.common import add_runtime_arguments, apply_runtime_arguments, out_argument
 from medmodels.errors import InputError
+from medmodels.flags import size3
 from medmodels.modalities import BY_KEY, MODALITY_KEYS
 from medmodels.options import RunOptions
 
@@ -65,9 +66,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "the bundled weights, and print how close the results are to the phantom's truth.",
     )
     p.add_argument("out_dir", type=Path, nargs="?", default=Path("demo_output"))
-    p.add_argument(
-        "--size", type=parse_size, default=(240, 240, 155), help="phantom voxels (default BraTS's 240x240x155)"
-    )
+    p.add_argument("--size", type=size3, default=(240, 240, 155), help="phantom voxels (default BraTS's 240x240x155)")
     p.add_argument("--phantom-seed", type=int, default=7)
     p.add_argument("--drop", nargs="+", choices=MODALITY_KEYS, default=["t1c"], help="modalities to leave out")
     RunOptions.add_arguments(p)

@@ -11,26 +11,12 @@ import argparse
 import json
 from pathlib import Path
 
-from medmodels.commands.common import (
-    add_runtime_arguments,
-    add_training_arguments,
-    apply_runtime_arguments,
-    out_argument,
-    parse_size,
-    training_options,
-)
+from medmodels.checkpoint_ref import BUNDLED, PATH, CheckpointRef, checkpoint_argument
+from medmodels.commands.common import add_runtime_arguments, apply_runtime_arguments, out_argument
+from medmodels.seg.config import TrainConfig
 
 #: --mirror word -> axes of the (z, y, x) working volume flipped at test time.
 MIRRORS = {"none": (), "x": (2,), "all": (0, 1, 2)}
-
-
-def _spacing(text: str) -> tuple[float, float, float]:
-    parts = [float(p) for p in text.lower().replace(",", "x").split("x") if p]
-    if len(parts) == 1:
-        parts *= 3
-    if len(parts) != 3 or min(parts) <= 0:
-        raise argparse.ArgumentTypeError(f"spacing is S or SXxSYxSZ in mm, got '{text}'")
-    return tuple(parts)  # type: ignore[return-value]
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -48,58 +34,7 @@ def _register_train(sub: argparse._SubParsersAction) -> None:
         "over the 15 subsets (one model for all), or --subset for a dedicated model. "
         "Several GPUs: torchrun --nproc_per_node=N -m medmodels train-seg ...",
     )
-    p.add_argument("data", help="folder of BraTS case folders")
-    p.add_argument("--split", default=None, help="JSON split file with 'training' and 'validation' case lists")
-    p.add_argument(
-        "--arch",
-        choices=("shaspec", "unet3d"),
-        default="shaspec",
-        help="shaspec, or unet3d: the baseline (zero-filled missing inputs)",
-    )
-    p.add_argument("--width", type=int, default=8, help="channels of the first level (doubling per level)")
-    p.add_argument("--depth", type=int, default=4, help="resolution levels")
-    p.add_argument(
-        "--weight-std", action="store_true", help="weight-standardised convolutions (the official ShaSpec code's)"
-    )
-    p.add_argument("--spacing", type=_spacing, default=(2.5, 2.5, 2.5), help="working spacing in mm (default 2.5)")
-    p.add_argument("--patch", type=parse_size, default=(40, 40, 40), help="patch size in voxels (default 40)")
-    p.add_argument("--dao-weight", type=float, default=0.1, help="weight of the DAO (L1 alignment) loss")
-    p.add_argument("--dco-weight", type=float, default=0.02, help="weight of the DCO (domain classification) loss")
-    p.add_argument("--fg-prob", type=float, default=0.5, help="probability that a patch is centred on tumour")
-    p.add_argument(
-        "--fg-regions",
-        choices=("regions", "wt"),
-        default="regions",
-        help="tumour patches centred on a voxel of ET, TC or WT drawn in turn (default, official) or of WT",
-    )
-    p.add_argument(
-        "--modality-drop",
-        choices=("k", "subsets"),
-        default="k",
-        help="k: keep k ~ U{1..4} modalities (default, official code); subsets: uniform over the 15 subsets",
-    )
-    p.add_argument(
-        "--full-modality-fraction",
-        type=float,
-        default=0.44,
-        help="first fraction of the iterations with all four modalities (default 0.44, the official 80k of "
-        "180k; use 0 when continuing from trained weights)",
-    )
-    p.add_argument(
-        "--augment",
-        choices=("nnunet", "light", "none"),
-        default="nnunet",
-        help="nnunet: rotation, scaling, noise, blur, brightness, contrast, low resolution, gamma, mirroring "
-        "(default); light: flips and intensity scale/shift (the first weights' recipe); none",
-    )
-    p.add_argument(
-        "--subset",
-        default=None,
-        help="fixed modality subset for a dedicated model, e.g. flair,t1c or 1010 (default: random)",
-    )
-    p.add_argument("--no-validate", dest="validate", action="store_false")
-    p.add_argument("--max-cases", type=int, default=None, help=argparse.SUPPRESS)
-    add_training_arguments(p, iterations=1000, batch_size=2)
+    TrainConfig.add_arguments(p)
     p.set_defaults(func=_train)
 
 
@@ -117,6 +52,7 @@ def _register_evaluate(sub: argparse._SubParsersAction) -> None:
         "--checkpoint",
         action="append",
         default=None,
+        type=checkpoint_argument,
         help="checkpoint .pt (repeat to compare models side by side); 'bundled' = bundled ShaSpec, "
         "'baseline' = bundled baseline. Default: both bundled models",
     )
@@ -150,7 +86,12 @@ def _register_bench(sub: argparse._SubParsersAction) -> None:
         "none is given) and print seconds and peak resident memory.",
     )
     p.add_argument("case", nargs="?", default=None, help="BraTS case folder (default: a phantom)")
-    p.add_argument("--checkpoint", default=None, help="checkpoint .pt (default: bundled ShaSpec)")
+    p.add_argument(
+        "--checkpoint",
+        default=None,
+        type=checkpoint_argument,
+        help="checkpoint .pt, or 'bundled' / 'baseline' (default: bundled ShaSpec)",
+    )
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument(
         "--training",
@@ -170,29 +111,9 @@ def _register_bench(sub: argparse._SubParsersAction) -> None:
 
 def _train(args: argparse.Namespace) -> int:
     apply_runtime_arguments(args)
-    from medmodels.seg.train import TrainConfig, train
+    from medmodels.seg.train import train
 
-    cfg = TrainConfig(
-        **training_options(args),
-        data=args.data,
-        split=args.split,
-        arch=args.arch,
-        width=args.width,
-        depth=args.depth,
-        weight_std=args.weight_std,
-        spacing=tuple(args.spacing),
-        patch_size=tuple(args.patch),
-        dao_weight=args.dao_weight,
-        dco_weight=args.dco_weight,
-        fg_prob=args.fg_prob,
-        fg_regions=args.fg_regions,
-        modality_drop=args.modality_drop,
-        full_modality_fraction=args.full_modality_fraction,
-        augment=args.augment,
-        subset=args.subset,
-        validate=args.validate,
-        max_cases=args.max_cases,
-    )
+    cfg = TrainConfig.from_namespace(args)
     summary = train(cfg)
     if summary:
         print(json.dumps({k: summary[k] for k in ("iterations", "wall_s_training", "world_size", "parameters")}))
@@ -213,8 +134,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     names = args.name or [_column_name(c) for c in ckpts]
     if len(names) != len(ckpts):
         raise InputError("Give one --name per --checkpoint, or none.")
-    # 'bundled' is the loaders' None (the bundled ShaSpec); 'baseline' and paths pass through
-    models = {n: (None if c == "bundled" else c) for n, c in zip(names, ckpts)}
+    models = dict(zip(names, ckpts))  # CheckpointRefs: the loaders resolve 'bundled', 'baseline', paths
     cases = args.cases or (read_split(args.split)["validation"] if args.split else None)
     subsets = parse_subsets(args.subsets)
     # Everything that could fail after the evaluation is checked before it: hours of work are not lost.
@@ -249,9 +169,10 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 def _column_name(checkpoint: str) -> str:
     """The results column of a --checkpoint: ShaSpec, Baseline, or the run folder's name."""
-    if checkpoint in ("bundled", "baseline"):
-        return "ShaSpec" if checkpoint == "bundled" else "Baseline"
-    return Path(checkpoint).parent.name or Path(checkpoint).stem
+    ref = CheckpointRef(checkpoint)
+    if ref.kind != PATH:
+        return "ShaSpec" if ref.kind == BUNDLED else "Baseline"
+    return Path(ref).parent.name or Path(ref).stem
 
 
 def _bench(args: argparse.Namespace) -> int:

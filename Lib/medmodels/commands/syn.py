@@ -11,30 +11,26 @@ import argparse
 import json
 from pathlib import Path
 
-from medmodels.commands.common import (
-    add_runtime_arguments,
-    add_training_arguments,
-    apply_runtime_arguments,
-    out_argument,
-    training_options,
-)
+from medmodels.checkpoint_ref import checkpoint_argument
+from medmodels.commands.common import add_runtime_arguments, apply_runtime_arguments, out_argument
 from medmodels.errors import InputError
-
-
-def _floats(text: str) -> tuple[float, ...]:
-    vals = tuple(float(v) for v in text.replace("x", ",").split(",") if v)
-    return vals * 3 if len(vals) == 1 else vals
+from medmodels.flags import floats
+from medmodels.syn.config import SynTrainConfig
 
 
 def _augment(text: str) -> tuple[float, float]:
-    vals = _floats(text) if "," in text else ()
+    vals = floats(text) if "," in text else ()
     if len(vals) != 2:
         raise argparse.ArgumentTypeError(f"give DEGREES,SCALE (e.g. 10,0.1), not '{text}'")
     return vals[0], vals[1]
 
 
-def _ints(text: str) -> tuple[int, ...]:
-    return tuple(int(v) for v in text.replace("x", ",").split(",") if v)
+class _AugmentShorthand(argparse.Action):
+    """``--augment D,S``: the two fields ``augment_degrees`` and ``augment_scale`` at once (the
+    flag the bundled models' cards give); each field keeps its own flag."""
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        namespace.augment_degrees, namespace.augment_scale = values
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -46,34 +42,15 @@ def register(sub: argparse._SubParsersAction) -> None:
         "regression, the same network without diffusion. --resume continues from OUT/last.pt. "
         "Several GPUs: torchrun --nproc_per_node=N -m medmodels train-syn ...",
     )
-    p.add_argument("data", type=Path, help="folder of BraTS case folders")
-    p.add_argument("--split", type=Path, default=None, help="split JSON (training/validation case names)")
-    p.add_argument("--model", choices=("m2dn", "regression"), default="m2dn")
-    p.add_argument("--spacing", type=_floats, default=(2.0, 2.0, 2.0), help="working spacing in mm, e.g. 2 or 2,2,2")
-    p.add_argument("--patch", type=_ints, default=(96, 96), help="training slice canvas H,W at the working spacing")
-    p.add_argument("--channels", type=_ints, default=(24, 48, 96), help="fusion U-Net widths")
-    p.add_argument("--encoder-channels", type=int, default=8)
-    p.add_argument("--timesteps", type=int, default=1000, help="T of the forward process")
+    SynTrainConfig.add_arguments(p)
     p.add_argument(
-        "--context",
-        type=int,
-        default=1,
-        help="neighbouring slices the network sees on each side (2.5D; 0 = the paper's 2D; default 1, the bundled)",
+        "--augment",
+        type=_augment,
+        action=_AugmentShorthand,
+        default=argparse.SUPPRESS,
+        metavar="DEGREES,SCALE",
+        help="shorthand for --augment-degrees DEGREES --augment-scale SCALE (e.g. 10,0.1)",
     )
-    p.add_argument(
-        "--refine-blocks", type=int, default=1, help="full-resolution residual blocks before the output (default 1)"
-    )
-    p.add_argument(
-        "--tumour-weight",
-        type=float,
-        default=4.0,
-        help="loss weight 1 + W on tumour pixels of the training labels (0 = the paper's plain mean; default 4)",
-    )
-    p.add_argument(
-        "--augment", type=_augment, default=(0.0, 0.0), help="random rotation and scaling: DEGREES,SCALE (e.g. 10,0.1)"
-    )
-    p.add_argument("--max-cases", type=int, default=None)
-    add_training_arguments(p, iterations=2000, batch_size=8)
     p.set_defaults(func=_train)
 
     # -- evaluate-syn ----------------------------------------------------------
@@ -88,8 +65,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("data", type=Path)
     p.add_argument("--split", type=Path, required=True)
-    p.add_argument("--checkpoint", default=None, help="M2DN .pt (default: bundled)")
-    p.add_argument("--baseline", default=None, help="regression .pt (default: bundled)")
+    p.add_argument(
+        "--checkpoint", default=None, type=checkpoint_argument, help="M2DN .pt, or 'bundled' (default: bundled M2DN)"
+    )
+    p.add_argument(
+        "--baseline",
+        default=None,
+        type=checkpoint_argument,
+        help="regression .pt, or 'baseline' (default: the bundled regression baseline)",
+    )
     p.add_argument("--steps", type=int, default=None, help="DDIM steps (default: the synthesizer's default)")
     p.add_argument("--samples", type=int, default=1, help="M2DN's output is the mean of this many samples (default 1)")
     p.add_argument("--slice-stride", type=int, default=4, help="every k-th brain slice of the working grid")
@@ -120,7 +104,12 @@ def _register_bench(sub: argparse._SubParsersAction) -> None:
         "compares DDIM with several step counts against the full-length DDPM sampler.",
     )
     p.add_argument("case", type=Path, nargs="?", default=None, help="a BraTS case folder with all four modalities")
-    p.add_argument("--checkpoint", default=None)
+    p.add_argument(
+        "--checkpoint",
+        default=None,
+        type=checkpoint_argument,
+        help="M2DN .pt, or 'bundled' / 'baseline' (default: bundled M2DN)",
+    )
     p.add_argument("--missing", default="t1c", help="modality to synthesise for the timing (default t1c)")
     p.add_argument("--steps", default=None, help="comma-separated DDIM step counts for the SSIM sweep, e.g. 5,10,20,50")
     p.add_argument("--patterns", default="1101,0111,1000", help="availability bits for the sweep")
@@ -144,25 +133,9 @@ def _register_bench(sub: argparse._SubParsersAction) -> None:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from medmodels.syn.train import SynTrainConfig, train
+    from medmodels.syn.train import train
 
-    cfg = SynTrainConfig(
-        **training_options(args),
-        data=str(args.data),
-        split=str(args.split) if args.split else None,
-        model=args.model,
-        spacing=tuple(args.spacing),
-        encoder_channels=args.encoder_channels,
-        channels=tuple(args.channels),
-        num_train_timesteps=args.timesteps,
-        context=args.context,
-        refine_blocks=args.refine_blocks,
-        tumour_weight=args.tumour_weight,
-        augment_degrees=args.augment[0],
-        augment_scale=args.augment[1],
-        patch_size=tuple(args.patch),
-        max_cases=args.max_cases,
-    )
+    cfg = SynTrainConfig.from_namespace(args)
     summary = train(cfg)
     if summary:
         last = summary["history"][-1] if summary["history"] else {}

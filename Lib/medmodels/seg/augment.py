@@ -30,7 +30,7 @@ from functools import lru_cache
 import numpy as np
 import torch
 
-AUGMENTATIONS = ("none", "light", "nnunet")
+from medmodels.seg.config import AUGMENTATIONS
 
 #: nnU-Net's rotation limit (radians) and scale range.
 ROTATION = math.radians(15.0)

@@ -88,7 +88,8 @@ def evaluate(
     """Score every model on every case and subset; returns ``{"rows": [...], "summary": ...}``.
 
     ``models`` maps a column name to a loaded :class:`Segmenter`, or (any
-    ``jobs``) to a checkpoint (None = bundled ShaSpec, "baseline", or a path).
+    ``jobs``) to a checkpoint (a ``medmodels.checkpoint_ref.CheckpointRef`` or its text:
+    None or "bundled" = bundled ShaSpec, "baseline", or a path).
     ``jobs > 1`` evaluates cases in that many single-thread processes.
     ``mirror_axes``: test-time mirroring of the checkpoints loaded here (``seg.inference``).
     """
@@ -105,7 +106,7 @@ def evaluate(
         from concurrent.futures import ProcessPoolExecutor
 
         if any(isinstance(m, Segmenter) for m in models.values()):
-            raise InputError("With jobs > 1, give checkpoints (paths, None or 'baseline'), not loaded models.")
+            raise InputError("With jobs > 1, give checkpoints ('bundled', 'baseline' or paths), not loaded models.")
         tasks = [
             (found[n], dict(models), [m.bits for m in subsets], cleanup, with_hd95, device, tuple(mirror_axes))
             for n in names

@@ -16,10 +16,8 @@ import torch
 import torch.nn.functional as F
 
 from medmodels.modalities import AvailabilityMask
-from medmodels.seg.augment import AUGMENTATIONS, augment, spatial_context
-
-FG_REGIONS = ("wt", "regions")
-MODALITY_DROPS = ("k", "subsets")
+from medmodels.seg.augment import augment, spatial_context
+from medmodels.seg.config import AUGMENTATIONS, FG_REGIONS, MODALITY_DROPS
 
 
 @dataclass(frozen=True)

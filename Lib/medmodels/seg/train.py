@@ -18,7 +18,6 @@ on whole validation volumes (all four modalities, at the working spacing).
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -29,52 +28,12 @@ from medmodels.errors import InputError
 from medmodels.metrics import dice
 from medmodels.modalities import MODALITY_KEYS, AvailabilityMask
 from medmodels.progress import progress
+from medmodels.seg.config import TrainConfig
 from medmodels.seg.data import prepare, read_case
 from medmodels.seg.inference import BASELINE_NAME, BUNDLED_NAME, build_model, predict_probabilities
 from medmodels.seg.losses import seg_losses
 from medmodels.seg.sampling import PatchRecipe, TrainCase, make_batch
-from medmodels.training import LoopConfig, Task
-
-
-@dataclass(kw_only=True)
-class TrainConfig(LoopConfig):
-    """Options of ``train-seg``: the loop's (``medmodels.training.LoopConfig``) and these.
-
-    Args:
-        data: folder of BraTS case folders (with labels).
-        split: JSON split with "training" and "validation" case lists (None: all cases train).
-        arch: "shaspec", or "unet3d" (the baseline: zero-filled missing inputs).
-        width, depth: channels of the first level (doubling per level), resolution levels.
-        weight_std: weight-standardised convolutions (the official code's; ``nets.unet3d.WSConv3d``).
-        spacing: working spacing (x, y, z) in mm.
-        patch_size: training patch (z, y, x) in working voxels; also the inference window.
-        dao_weight, dco_weight: weights of ShaSpec's alignment and domain losses.
-        fg_prob, fg_regions, modality_drop, full_modality_fraction, augment: how patches
-            are drawn (``medmodels.seg.sampling.PatchRecipe``, which documents each).
-        subset: fixed modality subset for a dedicated model ("flair,t1c" or "1010"); None = random.
-        validate: Dice on the split's validation cases at every ``val_every``.
-        max_cases: use only the first cases of each list (tests, quick runs).
-    """
-
-    data: str = ""
-    split: str | None = None
-    arch: str = "shaspec"
-    width: int = 8
-    depth: int = 4
-    weight_std: bool = False
-    spacing: tuple = (2.5, 2.5, 2.5)
-    patch_size: tuple = (40, 40, 40)
-    iterations: int = 1000
-    dao_weight: float = 0.1
-    dco_weight: float = 0.02
-    fg_prob: float = 0.5
-    fg_regions: str = "regions"
-    modality_drop: str = "k"
-    full_modality_fraction: float = 0.44
-    augment: str = "nnunet"
-    subset: str | None = None  # None = random dropping
-    validate: bool = True
-    max_cases: int | None = None
+from medmodels.training import Task
 
 
 def parse_subset(text: str | None) -> tuple[bool, ...] | None:

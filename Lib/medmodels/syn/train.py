@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -39,12 +38,12 @@ from medmodels.modalities import MODALITY_KEYS
 from medmodels.nets.m2dn import build_m2dn
 from medmodels.progress import progress
 from medmodels.syn import diffusion as D
+from medmodels.syn.config import MODELS, SynTrainConfig
 from medmodels.syn.masks import sample_missing
 from medmodels.syn.slices import WorkingCase, prepare_case, random_affine, sample_batch
 from medmodels.syn.synthesize import BASELINE_NAME, BUNDLED_NAME, DEFAULT_STEPS
-from medmodels.training import LoopConfig, Task
+from medmodels.training import Task
 
-MODELS = tuple(D.VARIANTS)
 #: Config entries measured on the training cases: they may differ from an ``--init`` checkpoint's.
 DATA_KEYS = ("intensity_reference",)
 #: The record note ``medmodels export`` adds to the bundled synthesis weights.
@@ -52,57 +51,6 @@ DATA_NOTE = (
     "Trained on BraTS 2018 training-set cases (research use; cite Menze et al., IEEE TMI 2015; "
     "Bakas et al., Sci. Data 2017; Bakas et al., arXiv:1811.02629)."
 )
-
-
-@dataclass(kw_only=True)
-class SynTrainConfig(LoopConfig):
-    """Options of ``train-syn``: the loop's (``medmodels.training.LoopConfig``) and these.
-
-    Args:
-        data: folder of BraTS case folders.
-        split: JSON split with "training" and "validation" case lists (None: all cases train).
-        model: "m2dn" or "regression" (``medmodels.syn.diffusion.VARIANTS``).
-        spacing: working spacing (x, y, z) in mm.
-        encoder_channels, channels, emb_dim: M2DN widths (per-modality encoder,
-            fusion U-Net levels, timestep/mask embedding).
-        context: neighbouring slices the network sees on each side (2.5D; 0 = the
-            paper's 2D network).
-        refine_blocks: full-resolution residual blocks before the output (``M2DNet``).
-        tumour_weight: w in the loss weight 1 + w on tumour pixels (labels 1, 2,
-            4), 1 elsewhere; 0 = the paper's plain mean. A training option only:
-            the network and its inference do not depend on it.
-        augment_degrees, augment_scale: random in-plane rotation (+- degrees) and
-            scaling (1 +- scale) of each training slice with its neighbours and
-            labels (``slices.random_affine``); 0 = none. Validation is never augmented.
-        The defaults of the architecture and the loss are the bundled models'
-        (``--init bundled`` needs no more options).
-        num_train_timesteps: T of the forward process.
-        data_scale: diffusion-space value = z-score * data_scale.
-        patch_size: training slice canvas (H, W) in working voxels.
-        max_cases: use only the first cases of each list (tests, quick runs).
-        val_slices: slices in the fixed validation batch.
-    """
-
-    data: str = ""
-    split: str | None = None
-    model: str = "m2dn"
-    spacing: tuple = (2.0, 2.0, 2.0)
-    encoder_channels: int = 8
-    channels: tuple = (24, 48, 96)
-    emb_dim: int = 64
-    context: int = 1
-    refine_blocks: int = 1
-    tumour_weight: float = 4.0
-    augment_degrees: float = 0.0
-    augment_scale: float = 0.0
-    num_train_timesteps: int = 1000
-    data_scale: float = 0.5
-    patch_size: tuple = (96, 96)
-    batch_size: int = 8
-    iterations: int = 2000
-    warmup: int = 50
-    max_cases: int | None = None
-    val_slices: int = 32
 
 
 def model_config(cfg: SynTrainConfig, intensity_reference: dict | None = None) -> dict:

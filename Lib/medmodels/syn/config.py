@@ -1,0 +1,64 @@
+"""The options of ``train-syn``, spelled once: ``SynTrainConfig`` and the words its options take.
+
+Every field is declared with ``medmodels.flags.option``: its flag, default and
+help text are this file's (``SynTrainConfig.add_arguments`` /
+``from_namespace``). The defaults of the architecture and the loss are the
+bundled models' (``weights/m2dn_brats18.md``), so ``--init bundled`` needs no
+more options.
+
+Torch-free: ``medmodels --help`` builds ``train-syn``'s parser from it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from medmodels.flags import floats, ints, option, override
+from medmodels.loop_config import LoopConfig
+
+#: Synthesis variants (the keys of ``medmodels.syn.diffusion.VARIANTS``): M2DN, or the
+#: same network trained as a regression without diffusion.
+MODELS = ("m2dn", "regression")
+
+
+@dataclass(kw_only=True)
+class SynTrainConfig(LoopConfig):
+    """Options of ``train-syn``: the loop's (``medmodels.loop_config.LoopConfig``) and these.
+
+    Each field's meaning is its ``help`` (the text of its flag in ``--help``).
+    """
+
+    data: str = option("", "folder of BraTS case folders", positional=True)
+    split: str | None = option(
+        None, "split JSON with 'training' and 'validation' case lists (default: all cases train)", type=str
+    )
+    model: str = option(
+        "m2dn", "m2dn, or regression: the same network without diffusion (the baseline)", choices=MODELS
+    )
+    spacing: tuple = option((2.0, 2.0, 2.0), "working spacing in mm, e.g. 2 or 2,2,2", type=floats)
+    encoder_channels: int = option(8, "channels of each modality's encoder")
+    channels: tuple = option((24, 48, 96), "fusion U-Net widths, e.g. 24,48,96", type=ints)
+    emb_dim: int = option(64, "width of the timestep and mask embedding")
+    context: int = option(1, "neighbouring slices the network sees on each side (2.5D; 0 = the paper's 2D network)")
+    refine_blocks: int = option(1, "full-resolution residual blocks before the output (M2DNet)")
+    tumour_weight: float = option(
+        4.0,
+        "loss weight 1 + W on tumour pixels of the training labels (labels 1, 2, 4), 1 elsewhere; 0 = the "
+        "paper's plain mean. A training option only: the network and its inference do not depend on it",
+    )
+    augment_degrees: float = option(
+        0.0,
+        "random in-plane rotation (+- degrees) of each training slice with its neighbours and labels; "
+        "0 = none (validation is never augmented)",
+    )
+    augment_scale: float = option(
+        0.0, "random in-plane scaling (1 +- scale) of each training slice with its neighbours and labels; 0 = none"
+    )
+    num_train_timesteps: int = option(1000, "T of the forward process", flag="--timesteps")
+    data_scale: float = option(0.5, "diffusion-space value = z-score * data_scale")
+    patch_size: tuple = option((96, 96), "training slice canvas H,W at the working spacing", flag="--patch", type=ints)
+    batch_size: int = override(LoopConfig, "batch_size", 8)
+    iterations: int = override(LoopConfig, "iterations", 2000)
+    warmup: int = override(LoopConfig, "warmup", 50)
+    max_cases: int | None = option(None, "use only the first cases of each list (tests, quick runs)", type=int)
+    val_slices: int = option(32, "slices in the fixed validation batch")
