@@ -329,11 +329,14 @@ class MissingModalityToolsLogic:
         else has loaded (the last step, so a failure leaves it as it was).
         """
         from MissingModalityToolsLib import nodes as nodeio
-        from MissingModalityToolsLib.inputs import display_name
+        from MissingModalityToolsLib.inputs import display_name, removed_input_problem
         from MissingModalityToolsLib.preparation import add_registration_transforms
 
         ref_key = manifest.get("reference") if manifest.get("reference") in run.inputs else next(iter(run.inputs))
         reference = run.inputs[ref_key]
+        gone = removed_input_problem(ref_key, reference, self.scene)
+        if gone:
+            raise WorkerError(gone)
         result = RunResult(reference_key=ref_key, preparation=dict(manifest.get("preparation") or {}))
         added = []
         try:
