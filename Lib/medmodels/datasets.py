@@ -15,6 +15,7 @@ case folder, or a dataset root) into cases.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,8 +23,15 @@ from pathlib import Path
 from medmodels.contract import ContractError, Manifest
 from medmodels.errors import InputError
 from medmodels.image import Image
-from medmodels.io import is_volume_file, read_image
-from medmodels.modalities import BY_KEY, MODALITY_KEYS, assign_modalities, check_distinct_sources, classify_name
+from medmodels.io import VOLUME_SUFFIXES, is_volume_file, read_image
+from medmodels.modalities import (
+    BY_KEY,
+    MODALITY_KEYS,
+    assign_modalities,
+    check_distinct_sources,
+    classify_name,
+    is_label_name,
+)
 
 
 def case_file_names(case: str, naming: str = "2018") -> dict[str, str]:
@@ -247,6 +255,74 @@ def synthetic_files(folder: Path) -> set[str]:
     except ContractError:
         return set()  # no manifest (or not ours): nothing in the folder is known to be synthetic
     return set(manifest.listed_files().values())
+
+
+def skipped_inputs(cases: list[tuple[str, dict[str, Path]]]) -> list[str]:
+    """What ``resolve_inputs`` left out of each case's folder that a user may have meant as an input, and why.
+
+    A modality left out is synthesised instead, so a file passed over must
+    not be passed over in silence: a volume named after no modality (e.g. an
+    unusual abbreviation), a file the folder's ``manifest.json`` lists as an
+    earlier run's output (a stale manifest beside acquired scans), a broken
+    link or a link loop. Label maps' names and other files (text, JSON) are
+    left out without a word, as expected.
+
+    Args:
+        cases: what ``resolve_inputs`` returned for a folder (not for files given one by one,
+            whose folders may hold anything).
+
+    Returns:
+        one sentence per file left out, naming the file and the fix.
+    """
+    notes = []
+    for _, files in cases:
+        if not files:
+            continue
+        folder = next(iter(files.values())).parent
+        used = {p.name for p in files.values()}
+        synthetic = synthetic_files(folder)
+        for entry in sorted(folder.iterdir()):
+            if entry.name in used or entry.name.startswith(".") or is_label_name(entry.name):
+                continue
+            note = _skipped_reason(entry, synthetic)
+            if note:
+                notes.append(f"'{entry}' was left out: {note}")
+    return notes
+
+
+def _skipped_reason(entry: Path, synthetic: set[str]) -> str | None:
+    """Why ``entry`` (a file or folder beside a case's inputs) is not an input, or None when that goes unsaid."""
+    key = classify_name(entry.name)
+    volume_name = entry.name.lower().endswith(VOLUME_SUFFIXES)
+    if entry.is_symlink() and not entry.exists() and (volume_name or key):
+        return "it is a broken link or a link loop. Fix the link, or give the file itself with --flair/--t1/--t1c/--t2."
+    if entry.name in synthetic:
+        return (
+            "the folder's manifest.json lists it as an earlier run's output (synthesised), so it is not taken "
+            "as acquired. If it is an acquired scan, move manifest.json out of the folder."
+        )
+    if is_volume_file(entry) and key is None:
+        return (
+            "its name says no modality (flair, t1, t1c/t1ce, t2; BraTS 2023 t2f, t1n, t1c, t2w). Rename it after "
+            "its modality, or give it with --flair/--t1/--t1c/--t2."
+        )
+    if key is not None and (is_volume_file(entry) or entry.is_dir()):
+        return f"another volume was taken for {BY_KEY[key].display}. Move the one not meant out of the folder."
+    return None
+
+
+def input_label_convention(cases: list[tuple[str, dict[str, Path]]]) -> str | None:
+    """ "2023" when every case's files are named in BraTS 2023 style (``-t2f``, ``-t1n``, ``-t1c``,
+    ``-t2w``), "2018" when none is, None when the cases are mixed."""
+    styles = {
+        any(re.search(r"-(t2f|t1n|t1c|t2w)$", _stem(p.name).lower()) for p in files.values()) for _, files in cases
+    }
+    return None if len(styles) > 1 else ("2023" if styles == {True} else "2018")
+
+
+def _stem(name: str) -> str:
+    """A file name without its image suffix."""
+    return next((name[: -len(s)] for s in VOLUME_SUFFIXES if name.lower().endswith(s)), name)
 
 
 def _case_in_folder(folder: Path) -> tuple[str, dict[str, Path]] | None:

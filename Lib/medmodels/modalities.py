@@ -85,7 +85,8 @@ _CONTRAST_WORDS = {
 _T1_WORDS = {"t1", "t1w", "t1n", "mprage", "spgr", "bravo", "vibe", "t1pre", "t1native"}
 _T1C_WORDS = {"t1ce", "t1c", "t1gd", "t1+c", "t1c+", "t1+gd", "t1post", "t1contrast", "t1+", "t1wce", "t1wc", "t1wgd"}
 _T2_WORDS = {"t2", "t2w", "t2tse", "t2wtse"}
-_FLAIR_WORDS = {"flair", "t2f", "tirm", "t2flair", "t2wflair", "darkfluid"}
+#: "fla": BrainLes preprocessing's name for FLAIR (``*_fla_bet.nii.gz``).
+_FLAIR_WORDS = {"flair", "fla", "t2f", "tirm", "t2flair", "t2wflair", "darkfluid"}
 
 
 def _tokens(name: str) -> list[str]:

@@ -129,9 +129,12 @@ def input_problems(inputs: Mapping[str, object], options) -> list[str]:
     if not chosen:
         problems.append("No volume selected: choose at least one of FLAIR, T1, T1c or T2.")
         return problems
-    problems += duplicate_problems(chosen)
+    kinds = {key: node_kind_problem(key, node) for key, node in chosen.items()}
+    problems += [p for p in kinds.values() if p]
+    nodes = {key: node for key, node in chosen.items() if not kinds[key]}
+    problems += duplicate_problems(nodes)
     usable = {}
-    for key, node in chosen.items():
+    for key, node in nodes.items():
         problem = volume_problem(key, node)
         if problem:
             problems.append(problem)
@@ -144,6 +147,58 @@ def input_problems(inputs: Mapping[str, object], options) -> list[str]:
             "tick 'Segment tumour', or leave out a modality to synthesise it."
         )
     return problems
+
+
+#: What a user calls the node classes a script may pass instead of a volume (first match wins).
+NODE_KINDS = (
+    ("vtkMRMLModelNode", "a model"),
+    ("vtkMRMLSegmentationNode", "a segmentation"),
+    ("vtkMRMLTransformNode", "a transform"),
+    ("vtkMRMLMarkupsNode", "a markups"),
+    ("vtkMRMLVolumeNode", "a volume"),
+)
+
+
+def node_kind_problem(key: str, node) -> str | None:
+    """Why ``node`` cannot even be looked at as the ``key`` input (not a node, or not a volume), or None.
+
+    The panel's selectors offer scalar volumes only; a script can pass any
+    node, or a file name, and every later check calls volume methods on it.
+
+    Args:
+        key: modality key of the slot.
+        node: what was given for it.
+    """
+    role = display_name(key)
+    if not all(hasattr(node, m) for m in ("IsA", "GetName", "GetClassName", "GetScene")):
+        return (
+            f"{role} input '{node}' is a {type(node).__name__}, not a volume node of the scene: load the image "
+            "into the scene and pass its node (e.g. slicer.util.getNode('name'))."
+        )
+    if node.IsA("vtkMRMLScalarVolumeNode"):
+        return None
+    what = next((words for cls, words in NODE_KINDS if node.IsA(cls)), "a")
+    return (
+        f"{role} input '{node.GetName()}' is {what} node ({node.GetClassName()}), not a scalar volume: "
+        f"choose a scalar volume (an MR image) for {role}."
+    )
+
+
+def removed_input_problem(key: str, node, scene) -> str | None:
+    """Why a run's results cannot be loaded with ``node`` (the ``key`` input): it left ``scene`` while the
+    worker ran (the outputs go on its grid and beside it in the subject hierarchy); None if it is still there.
+
+    Args:
+        key: modality key of the input.
+        node: the input's volume node, as the run started with it.
+        scene: the scene the results go to.
+    """
+    if node.GetScene() is scene:
+        return None
+    return (
+        f"The {display_name(key)} volume '{node.GetName()}' was removed from the scene during the run, and the "
+        "results are placed on its grid and beside it: nothing was loaded. Load the volume again and rerun."
+    )
 
 
 def duplicate_problems(chosen: Mapping[str, object]) -> list[str]:
@@ -208,5 +263,5 @@ def scene_problems(inputs: Mapping[str, object], scene) -> list[str]:
     return [
         f"Volume '{node.GetName()}' is not in this scene: choose a volume from the scene."
         for node in selected_inputs(inputs).values()
-        if node.GetScene() is not scene
+        if hasattr(node, "GetScene") and node.GetScene() is not scene  # not a node: input_problems says so
     ]

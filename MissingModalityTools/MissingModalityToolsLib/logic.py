@@ -319,11 +319,14 @@ class MissingModalityToolsLogic:
         from medmodels.contract import SEGMENTATION
 
         from MissingModalityToolsLib import nodes as nodeio
-        from MissingModalityToolsLib.inputs import display_name
+        from MissingModalityToolsLib.inputs import display_name, removed_input_problem
         from MissingModalityToolsLib.preparation import add_registration_transforms
 
         ref_key = manifest.reference if manifest.reference in run.inputs else next(iter(run.inputs))
         reference = run.inputs[ref_key]
+        gone = removed_input_problem(ref_key, reference, self.scene)
+        if gone:
+            raise WorkerError(gone)
         result = RunResult(reference_key=ref_key, preparation=dict(manifest.preparation))
         added = []
         try:

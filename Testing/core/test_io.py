@@ -60,6 +60,30 @@ def test_dicom_series_folder_is_read_with_its_geometry(tmp_path):
     _assert_same_image(read_image(tmp_path / "series"), 1e-3)  # DICOM stores decimal strings
 
 
+def test_dicom_series_with_a_missing_slice_is_refused_not_spread_evenly(tmp_path):
+    # ITK reads the six slices left as evenly spaced (3.6 mm, not 3.0): every slice off by up to 1.5 mm
+    _write_dicom_series(OBLIQUE, tmp_path / "series")
+    (tmp_path / "series" / "slice_0003.dcm").unlink()
+    with pytest.raises(InputError, match=r"DICOM series .* uneven slice positions: .* 3\.000 mm apart, but 6\.000 mm"):
+        read_image(tmp_path / "series")
+
+
+def test_dicom_series_with_a_misplaced_slice_is_refused(tmp_path):
+    # a damaged slice: its recorded position 1 mm off the others' even spacing
+    image = Image(OBLIQUE.array[:4], OBLIQUE.spacing, OBLIQUE.origin, OBLIQUE.direction)
+    _write_dicom_series(image, tmp_path / "series")
+    second = tmp_path / "series" / "slice_0001.dcm"
+    s = sitk.ReadImage(str(second))
+    shifted = np.asarray(s.GetOrigin()) + np.asarray(image.direction).reshape(3, 3)[:, 2] * 1.0
+    s.SetMetaData("0020|0032", "\\".join(f"{p:.6f}" for p in shifted))
+    writer = sitk.ImageFileWriter()
+    writer.KeepOriginalImageUIDOn()
+    writer.SetFileName(str(second))
+    writer.Execute(s)
+    with pytest.raises(InputError, match="uneven slice positions.*'slice_0000.dcm' and 'slice_0001.dcm'"):
+        read_image(tmp_path / "series")
+
+
 def test_output_without_image_suffix_refused(tmp_path):
     with pytest.raises(InputError, match="no image suffix"):
         write_image(OBLIQUE, tmp_path / "series")

@@ -12,6 +12,7 @@ job only (unless --synthesize/--segment say otherwise), ``run-folder`` is
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -57,7 +58,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--use", default=None, help="modalities to use of those present, e.g. flair,t2 (default: all)")
     RunOptions.add_arguments(p)
     add_runtime_arguments(p, device=False)
-    p.set_defaults(func=_run)
+    # No --labels: the convention of the input names (resolved with the inputs in _run), 2018 otherwise.
+    p.set_defaults(func=_run, label_convention=None)
 
     p = sub.add_parser(
         "demo",
@@ -99,18 +101,53 @@ def select_modalities(cases: list[tuple[str, dict[str, Path]]], use: str | None)
     return [(name, {k: files[k] for k in MODALITY_KEYS if k in keys}) for name, files in cases]
 
 
+def _label_convention(
+    given: str | None, folder: Path | None, cases: list[tuple[str, dict[str, Path]]]
+) -> tuple[str, str | None]:
+    """The run's label convention: ``--labels`` when given, else that of the input names; and a note when guessed.
+
+    Args:
+        given: the ``--labels`` value, None when not given.
+        folder: the INPUT folder, None when the files were given one by one (their names follow no convention).
+        cases: the resolved inputs.
+    """
+    from medmodels.datasets import input_label_convention
+
+    if given is not None:
+        return given, None
+    named = input_label_convention(cases) if folder is not None else "2018"
+    if named == "2023":
+        return (
+            "2023",
+            "the inputs are named in BraTS 2023 style, so the labels are too (ET = 3); --labels 2018 gives ET = 4.",
+        )
+    if named is None:
+        return (
+            "2018",
+            "the cases are named in both BraTS styles: the labels are BraTS 2018 (ET = 4); --labels 2023 gives ET = 3.",
+        )
+    return "2018", None
+
+
 def _run(args: argparse.Namespace) -> int:
-    from medmodels.datasets import resolve_inputs
+    from medmodels.datasets import resolve_inputs, skipped_inputs
     from medmodels.pipeline import run_cases  # imports the models' stack: only when the command runs
     from medmodels.runtime import choose_device, cpu_warning
     from medmodels.syn.synthesize import DEFAULT_STEPS
 
+    given_labels, args.label_convention = args.label_convention, args.label_convention or "2018"
     options = options_for_command(args)
     options.check()
     apply_runtime_arguments(args)
     device = choose_device(options.device)
     print(device.line(), flush=True)  # the first line: "auto" never falls back to the CPU unsaid
     cases = resolve_inputs(args.input, {k: getattr(args, k) for k in MODALITY_KEYS})
+    convention, labels_note = _label_convention(given_labels, args.input, cases)
+    options = dataclasses.replace(options, label_convention=convention)
+    for line in skipped_inputs(cases) if args.input is not None else []:  # a modality left out is synthesised
+        print(f"WARNING: {line}", file=sys.stderr, flush=True)
+    if labels_note:
+        print(f"note: {labels_note}", file=sys.stderr, flush=True)
     cases = select_modalities(cases, args.use)
     warning = cpu_warning(device, cases, options, DEFAULT_STEPS)
     if warning:
