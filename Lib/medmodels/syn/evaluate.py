@@ -70,7 +70,7 @@ from medmodels.preprocess import Normalizer, brain_mask, resample_like
 from medmodels.progress import progress
 from medmodels.stats import CASE_TEST, paired_case_test
 from medmodels.syn.masks import PATTERNS
-from medmodels.syn.slices import WorkingCase, prepare_case
+from medmodels.syn.slices import WorkingCase, to_working_case
 from medmodels.syn.synthesize import Synthesizer, load_synthesizer
 
 METHODS = ("m2dn", "regression", "mean_fill")
@@ -568,7 +568,7 @@ def _score_case(
     samples: int = 1,
 ) -> list[dict]:
     """Rows (case x pattern x missing modality) of one case, each with per-slice scores of every method."""
-    case = prepare_case(images, syn.spacing, case_name)
+    case = to_working_case(images, syn.spacing, case_name)
     zs = evaluation_slices(case, slice_stride)
     brain = case.brain[zs]
     rows = []

@@ -40,7 +40,7 @@ from medmodels.nets.m2dn import build_m2dn
 from medmodels.progress import progress
 from medmodels.syn import diffusion as D
 from medmodels.syn.masks import sample_missing
-from medmodels.syn.slices import WorkingCase, prepare_case, random_affine, sample_batch
+from medmodels.syn.slices import WorkingCase, random_affine, sample_batch, to_working_case
 from medmodels.syn.synthesize import BASELINE_NAME, BUNDLED_NAME, DEFAULT_STEPS
 from medmodels.training import LoopConfig, Task
 
@@ -179,7 +179,7 @@ def load_working_cases(data: str, names: Sequence[str], spacing) -> list[Working
     out = []
     for name in progress(list(names), desc="Reading cases"):
         images, labels = found[name].load()
-        out.append(prepare_case(images, spacing, name, labels=labels))
+        out.append(to_working_case(images, spacing, name, labels=labels))
     return out
 
 
