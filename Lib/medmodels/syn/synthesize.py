@@ -123,13 +123,11 @@ class Synthesizer:
         Returns:
             ``(B, 4, H, W)`` z-scores on the CPU; available channels equal to the input.
         """
-        s = self.diffusion.data_scale
-        xs, ms = (x.to(self.device) * s), missing.to(self.device)
-        cs = context.to(self.device) * s if context is not None else None
+        xs, ms = x.to(self.device), missing.to(self.device)
+        cs = context.to(self.device) if context is not None else None
         # steps None = the full-length DDPM chain; the regression baseline ignores steps
         steps = None if sampler == "ddpm" else self._check_steps(steps)
-        out = self.variant.sample(self.net, xs, ms, steps, generator, cs)
-        return (out / s).float().cpu()
+        return self.variant.sample(self.net, xs, ms, steps, generator, cs).float().cpu()
 
     def synthesize_case(
         self,
