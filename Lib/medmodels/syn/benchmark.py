@@ -25,7 +25,7 @@ from medmodels.datasets import find_case
 from medmodels.errors import InputError
 from medmodels.modalities import MODALITY_KEYS, AvailabilityMask
 from medmodels.preprocess import Normalizer, brain_mask
-from medmodels.syn.evaluate import evaluation_slices, slice_metrics, unit_range
+from medmodels.syn.scoring import evaluation_slices, slice_metrics, unit_range
 from medmodels.syn.slices import to_working_case
 from medmodels.syn.synthesize import load_synthesizer
 
