@@ -242,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
     matplotlib.use("Agg")
     from medmodels.metrics import region_scores
     from MissingModalityToolsLib.demo import make_phantom_case
-    from MissingModalityToolsLib.options import RunOptions
+    from MissingModalityToolsLib.options import PanelOptions
     from MissingModalityToolsLib.selftest import _labels_on
 
     logic = make_logic(args)
@@ -252,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             folder = args.case.resolve()
         case = load_case(logic.scene, folder, args.leave_out)
-        result = logic.run_blocking(case["inputs"], RunOptions(device="cpu"), on_log=print)
+        result = logic.run_blocking(case["inputs"], PanelOptions(device="cpu"), on_log=print)
     predicted = _labels_on(result.segmentation, case["inputs"][result.reference_key])
     scores = region_scores(predicted, case["truth"])
     threads = os.environ.get("OMP_NUM_THREADS", str(os.cpu_count()))

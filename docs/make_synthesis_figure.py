@@ -13,7 +13,7 @@ statistics (as ``evaluate-syn`` scores them) and shown on the true image's
 window; std and error on one shared scale per row. Each row's title gives the
 slice's SSIM in the brain (``medmodels.metrics.ssim``, the true slice's range)
 and the Spearman correlation of std and error over the brain voxels of the
-whole volume (``medmodels.syn.evaluate.calibration``).
+whole volume (``medmodels.syn.scoring.calibration``).
 
     .venv/bin/python docs/make_synthesis_figure.py --case ../shared/data/brats18/Brats18_CBICA_ALU_1
 """
@@ -34,7 +34,7 @@ if str(ROOT / "Lib") not in sys.path:
 from medmodels.datasets import find_case  # noqa: E402  (after the path set-up above)
 from medmodels.metrics import ssim  # noqa: E402
 from medmodels.modalities import MODALITY_KEYS, AvailabilityMask, modality  # noqa: E402
-from medmodels.syn.evaluate import calibration, case_truth, own_zscores  # noqa: E402
+from medmodels.syn.scoring import calibration, case_truth, own_zscores  # noqa: E402
 from medmodels.syn.synthesize import load_synthesizer  # noqa: E402
 from medmodels.weights import read_record, resolve_checkpoint  # noqa: E402
 

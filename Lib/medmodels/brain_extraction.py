@@ -82,7 +82,8 @@ class BrainExtraction:
         method: the method's name, for the manifest.
         used: the modalities the mask was made from.
         volume_ml: the brain's volume (a real adult brain: about 1100-1700 ml).
-        problems: what makes the mask implausible (``mask_problems``), one sentence each.
+        mask_problems: what makes the mask implausible (``mask_problems``), one sentence
+            each (the record's ``problems``).
         fallback: why the learned extractor's mask is not the one used ("" when it is).
     """
 
@@ -90,12 +91,12 @@ class BrainExtraction:
     method: str
     used: tuple[str, ...]
     volume_ml: float
-    problems: tuple[str, ...] = ()
+    mask_problems: tuple[str, ...] = ()
     fallback: str = ""
 
     def record(self) -> dict:
         out = {"method": self.method, "used": list(self.used), "volume_ml": round(self.volume_ml, 1)}
-        return {**out, "problems": list(self.problems), "fallback": self.fallback}
+        return {**out, "problems": list(self.mask_problems), "fallback": self.fallback}
 
     @classmethod
     def of(cls, mask: Image, method: str, used: tuple[str, ...], fallback: str = "") -> BrainExtraction:
@@ -227,7 +228,7 @@ def extract_brain(images: Mapping[str, Image], device: str = "cpu") -> BrainExtr
     Returns:
         the learned mask when it is plausible; else the fallback's when that
         one is plausible or the learned extractor could not run; else the
-        learned one. Its ``problems`` say what is wrong with it, ``fallback``
+        learned one. Its ``mask_problems`` say what is wrong with it, ``fallback``
         why the learned one was not taken.
     """
     _one_grid(images)
@@ -236,8 +237,8 @@ def extract_brain(images: Mapping[str, Image], device: str = "cpu") -> BrainExtr
         learned = BrainExtraction.of(learned_brain_mask(images[source], device), "deepbet", (source,))
     except ExtractorUnavailable as e:
         return dataclasses.replace(threshold_morphology(images), fallback=f"The learned extractor could not run: {e}.")
-    if not learned.problems:
+    if not learned.mask_problems:
         return learned
-    why = f"deepbet's mask from {BY_KEY[source].display} is implausible: {'; '.join(learned.problems)}."
+    why = f"deepbet's mask from {BY_KEY[source].display} is implausible: {'; '.join(learned.mask_problems)}."
     fallback = threshold_morphology(images)
-    return dataclasses.replace(fallback, fallback=why) if not fallback.problems else learned
+    return dataclasses.replace(fallback, fallback=why) if not fallback.mask_problems else learned

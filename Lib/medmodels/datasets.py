@@ -353,7 +353,7 @@ def _case_in_folder(folder: Path) -> tuple[str, dict[str, Path]] | None:
     if assignment.ambiguous or assignment.conflicting:
         raise InputError(
             f"In '{folder}': "
-            + " ".join(assignment.problems())
+            + " ".join(assignment.ambiguities())
             + " Move the others away, or give the files one by one with --flair/--t1/--t1c/--t2."
         )
     if not assignment.assigned:

@@ -24,8 +24,9 @@ from medmodels.metrics import dice_per_channel
 from medmodels.modalities import AvailabilityMask
 from medmodels.progress import progress
 from medmodels.seg.inference import Segmenter, load_segmenter
-from medmodels.syn.evaluate import fmt, parse_patterns, write_result
+from medmodels.syn.evaluate import parse_patterns, write_result
 from medmodels.syn.synthesize import Synthesizer, load_synthesizer
+from medmodels.syn.tables import fmt
 
 ALL_FOUR = AvailabilityMask((True,) * 4)
 

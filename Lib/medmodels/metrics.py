@@ -1,7 +1,7 @@
 """The project's one set of image metrics: masked Dice, HD95 and BraTS region
 scores for segmentation; masked PSNR, SSIM and MAE for synthesis.
 
-Every evaluation (``seg/evaluate.py``, ``syn/evaluate.py``, the demo, the
+Every evaluation (``seg/evaluate.py``, ``syn/scoring.py``, the demo, the
 Slicer module's self-test) scores through this file, so a figure means the
 same thing wherever it is printed.
 

@@ -178,7 +178,7 @@ class ModalityAssignment:
     unknown: list[str] = field(default_factory=list)
     conflicting: list[str] = field(default_factory=list)
 
-    def problems(self) -> list[str]:
+    def ambiguities(self) -> list[str]:
         """Human-readable sentences for each ambiguity and each name of several modalities."""
         return [
             f"{len(names)} volumes look like {BY_KEY[key].display}: {', '.join(names)}; "

@@ -287,7 +287,7 @@ def prepare_case(
         record["steps"].append("brain_extraction")
         record["brain_extraction"] = brain.record()
         step = f"brain extraction ({brain.method}, from {', '.join(BY_KEY[k].display for k in brain.used)})"
-        notes += _extraction_notes(brain) + _report(list(brain.problems), mode, EXTRACTION_FIX, step)
+        notes += _extraction_notes(brain) + _report(list(brain.mask_problems), mode, EXTRACTION_FIX, step)
         mask = brain.mask.array.astype(bool)
         prepared = {k: v.with_array(np.where(mask, v.array, 0).astype(v.array.dtype)) for k, v in prepared.items()}
     emit(1.0, "Inputs prepared")

@@ -80,7 +80,7 @@ def assign_by_name(volume_nodes: Sequence) -> tuple[dict, list[str]]:
     for node in volume_nodes:
         by_name.setdefault(node.GetName(), []).append(node)
     assignment = assign_modalities(by_name)
-    chosen, notes = {}, list(assignment.problems())
+    chosen, notes = {}, list(assignment.ambiguities())
     for key, name in assignment.assigned.items():
         if len(by_name[name]) == 1:
             chosen[key] = by_name[name][0]

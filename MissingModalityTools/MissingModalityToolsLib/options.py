@@ -11,12 +11,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from medmodels.options import DEVICES, PREPARE_MODES, SEGMENT_ON  # noqa: F401  (the panel's choices are the library's)
-from medmodels.options import RunOptions as LibraryRunOptions
+from medmodels.options import DEVICES, PREPARE_MODES, SEGMENT_ON, RunOptions  # noqa: F401  (the panel's choices are the library's)
 
 
 @dataclass(frozen=True)
-class RunOptions(LibraryRunOptions):
+class PanelOptions(RunOptions):
     """``medmodels.options.RunOptions`` plus what only the module uses.
 
     Args:
@@ -29,7 +28,7 @@ class RunOptions(LibraryRunOptions):
     name_prefix: str = ""
 
 
-def options_from_parameter_node(node) -> RunOptions:
+def options_from_parameter_node(node) -> PanelOptions:
     """The run options the panel's parameter node holds.
 
     Args:
@@ -37,7 +36,7 @@ def options_from_parameter_node(node) -> RunOptions:
             ``segment``, ``segmentOn``, ``device``, ``steps``, ``samples``,
             ``cleanup``, ``seed``, ``prepare``, ``namePrefix``).
     """
-    return RunOptions(
+    return PanelOptions(
         synthesize=node.synthesize,
         segment=node.segment,
         segment_on=node.segmentOn,
@@ -51,7 +50,7 @@ def options_from_parameter_node(node) -> RunOptions:
     )
 
 
-def build_arguments(input_files: Mapping[str, str], output_dir: str, options: LibraryRunOptions) -> list[str]:
+def build_arguments(input_files: Mapping[str, str], output_dir: str, options: RunOptions) -> list[str]:
     """The arguments after ``medmodels`` for one run (the contract's command line).
 
     Args:

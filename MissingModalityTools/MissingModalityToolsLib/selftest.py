@@ -36,7 +36,7 @@ from MissingModalityToolsLib import nodes as nodeio
 from MissingModalityToolsLib.demo import load_case_volumes, make_phantom_case
 from MissingModalityToolsLib.inputs import assign_by_name
 from MissingModalityToolsLib.logic import MissingModalityToolsLogic
-from MissingModalityToolsLib.options import RunOptions
+from MissingModalityToolsLib.options import PanelOptions
 from MissingModalityToolsLib.segments import SEGMENTS
 from MissingModalityToolsLib.worker import RunCancelled, WorkerError
 
@@ -219,7 +219,7 @@ def _run(scene, logic, work_dir, log, fail, timeout, use_model) -> dict:
     if sorted(inputs) != ["flair", "t1", "t2"] or notes:
         fail(f"name assignment gave {sorted(inputs)}, {notes}")
     try:
-        result = worker.run_blocking(inputs, RunOptions(device="cpu"), on_log=log, timeout=timeout)
+        result = worker.run_blocking(inputs, PanelOptions(device="cpu"), on_log=log, timeout=timeout)
     except (WorkerError, RunCancelled) as e:
         fail(f"the run did not finish: {e}")
     _check_outputs(result, inputs, fail)

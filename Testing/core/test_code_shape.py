@@ -210,3 +210,66 @@ def test_the_module_imports_only_torch_free_library_modules():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     assert out.returncode == 0, f"a medmodels module the Slicer module imports needs torch:\n{out.stderr[-2000:]}"
     assert out.stdout.strip() == "[]", out.stdout
+
+
+# -- one name, one thing ------------------------------------------------------------------------
+
+#: Public top-level names that two files may both define, each with the reason it cannot be avoided.
+SHARED_NAMES = {
+    # Slicer looks the module's logic up as <Module>Logic; the widget file's class is the Qt-free
+    # MissingModalityToolsLib.logic class plus ScriptedLoadableModuleLogic: one logic in two halves
+    # (docs/slicer_module.md; test_module_static.py checks the pairing).
+    "MissingModalityToolsLogic",
+    # Each program's entry point (the console script, the self-test, the stand-in worker).
+    "main",
+}
+
+
+def _top_level_names(path: Path) -> list[str]:
+    """The public classes and functions ``path`` defines at its top level (``_private`` ones are the file's own)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    return [
+        n.name
+        for n in tree.body
+        if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and not n.name.startswith("_")
+    ]
+
+
+def _by_design(name: str, paths: list[Path]) -> bool:
+    """Whether the files share ``name`` by one of the code base's rules: ``seg/`` and ``syn/`` are mirror
+    images (the same name in the same file name of each: ``train.train``, ``evaluate.evaluate``), and
+    every ``commands/`` file gives the command line its subcommands with ``register``."""
+    parts = [p.relative_to(LIB).parts if p.is_relative_to(LIB) else () for p in paths]
+    if len(paths) == 2 and sorted(p[0] for p in parts if p) == ["seg", "syn"]:
+        return parts[0][1:] == parts[1][1:]
+    return name == "register" and all(p[:1] == ("commands",) for p in parts)
+
+
+def name_clashes(paths: list[Path], root: Path = ROOT) -> dict[str, list[str]]:
+    """Public top-level name -> the files that define it (relative to ``root``), for names defined in more than one file."""
+    where: dict[str, list[Path]] = {}
+    for path in paths:
+        for name in set(_top_level_names(path)):
+            where.setdefault(name, []).append(path)
+    return {
+        name: [str(p.relative_to(root)) for p in found]
+        for name, found in sorted(where.items())
+        if len(found) > 1 and name not in SHARED_NAMES and not _by_design(name, found)
+    }
+
+
+def test_no_class_or_function_name_is_defined_in_two_library_or_module_files():
+    clashes = name_clashes(sorted(LIB.rglob("*.py")) + _module_sources())
+    assert not clashes, f"give each its own name (one that says what it is): {clashes}"
+
+
+def test_the_name_check_sees_a_clash(tmp_path):
+    lib = tmp_path / "Lib" / "medmodels"
+    for sub, text in (("syn/slices.py", "def prepare_case(): ...\n"), ("preparation.py", "class prepare_case: ...\n")):
+        (lib / sub).parent.mkdir(parents=True, exist_ok=True)
+        (lib / sub).write_text(text + "def _helper(): ...\n", encoding="utf-8")
+    assert list(name_clashes(sorted(lib.rglob("*.py")), tmp_path)) == ["prepare_case"]  # _helper: each file's own
+    mirror = [LIB / "seg" / "train.py", LIB / "syn" / "train.py"]
+    assert _by_design("train", mirror) and not _by_design(
+        "train", [LIB / "seg" / "train.py", LIB / "syn" / "evaluate.py"]
+    )

@@ -64,7 +64,7 @@ def test_assign_reports_ambiguity_instead_of_guessing():
     assert sorted(a.ambiguous["t1c"]) == ["T1 post", "T1+C"]
     assert a.assigned == {"flair": "T2_FLAIR"}
     assert a.unknown == ["noise"]
-    assert "choose one for T1c" in a.problems()[0]
+    assert "choose one for T1c" in a.ambiguities()[0]
 
 
 def test_mask_basics():

@@ -13,7 +13,7 @@ import torch
 from medmodels import training
 from medmodels.errors import CheckpointError, InputError
 from medmodels.phantom import make_phantom
-from medmodels.syn.slices import prepare_case
+from medmodels.syn.slices import to_working_case
 from medmodels.syn.synthesize import BUNDLED_NAME
 from medmodels.syn.train import SynTrainConfig, fit
 from medmodels.training import LoopConfig, Task
@@ -210,7 +210,7 @@ def test_export_writes_float16_weights_and_the_training_summary(tmp_path):
 
 @pytest.fixture(scope="module")
 def phantom_cases():
-    return [prepare_case(make_phantom((48, 48, 32), seed=s).images, (2.0, 2.0, 2.0), f"P{s}") for s in (0, 1)]
+    return [to_working_case(make_phantom((48, 48, 32), seed=s).images, (2.0, 2.0, 2.0), f"P{s}") for s in (0, 1)]
 
 
 def test_synthesis_training_continues_from_the_bundled_model(phantom_cases, tmp_path):

@@ -11,7 +11,7 @@ from medmodels.errors import InputError
 from medmodels.image import Image
 from medmodels.preprocess import WorkingGrid, working_zscores
 from medmodels.seg.data import prepare
-from medmodels.syn.slices import prepare_case, to_input_grid
+from medmodels.syn.slices import to_input_grid, to_working_case
 
 SPACING = (0.9, 1.1, 3.0)  # (x, y, z) mm
 SHAPE = (24, 80, 72)  # (z, y, x)
@@ -160,7 +160,7 @@ def test_both_models_keep_the_input_geometry(oblique):
     with pytest.raises(InputError, match="spacing"):
         prepare(images, (1.0, 1.0, 1.0), (2.5, 2.5, 2.5))
     # Synthesis: same grid type; z-scores back on the input grid.
-    case = prepare_case(images, (2.0, 2.0, 2.0))
+    case = to_working_case(images, (2.0, 2.0, 2.0))
     assert case.grid.reference.same_grid(image)
     z, norms = working_zscores(case.grid, images)
     assert np.array_equal(case.image, z * case.brain[None]) and set(norms) == {"flair", "t2"}

@@ -17,7 +17,7 @@ import time
 import pytest
 from MissingModalityToolsLib import library, sampledata
 from MissingModalityToolsLib import settings as user_settings
-from MissingModalityToolsLib.options import RunOptions
+from MissingModalityToolsLib.options import PanelOptions
 from slicer_fixtures import (
     LIB_DIR,
     MODULE_DIR,
@@ -31,7 +31,7 @@ pytestmark = [pytest.mark.slicer]
 
 
 def _run_into(logic, inputs, segmentation_node, log):
-    run = logic.start(inputs, RunOptions(), on_log=log.append)
+    run = logic.start(inputs, PanelOptions(), on_log=log.append)
     while run.poll():
         time.sleep(0.05)
     return logic.finish(run, segmentation_node)

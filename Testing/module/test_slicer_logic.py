@@ -24,7 +24,7 @@ from MissingModalityToolsLib.inputs import (
     input_problems,
 )
 from MissingModalityToolsLib.nodes import NodeError, read_scalar_volume, write_volume
-from MissingModalityToolsLib.options import RunOptions
+from MissingModalityToolsLib.options import PanelOptions
 from MissingModalityToolsLib.segments import SEGMENTS
 from MissingModalityToolsLib.worker import RunCancelled, WorkerError
 from slicer_fixtures import (
@@ -70,7 +70,7 @@ def test_case_without_t1c_gains_synthesised_t1c_and_three_segments(scene, tmp_pa
     n_before = scene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode")
     progress = []
     result = contract_logic(scene, tmp_path).run_blocking(
-        inputs, RunOptions(), on_progress=lambda f, m: progress.append(f)
+        inputs, PanelOptions(), on_progress=lambda f, m: progress.append(f)
     )
     t1c = result.synthesized["t1c"]
     assert list(result.synthesized) == ["t1c"] and result.reference_key == "flair"
@@ -107,7 +107,7 @@ def test_case_without_t1c_gains_synthesised_t1c_and_three_segments(scene, tmp_pa
 def test_command_line_follows_the_contract(scene, tmp_path):
     inputs, _ = _case(scene, keys=("t1", "t2"))
     record = tmp_path / "record"
-    options = RunOptions(segment_on="all", device="cpu", steps=7, samples=3, cleanup=False, seed=5)
+    options = PanelOptions(segment_on="all", device="cpu", steps=7, samples=3, cleanup=False, seed=5)
     result = contract_logic(scene, tmp_path, record=record).run_blocking(inputs, options)
     sent = json.loads((record / "argv.json").read_text(encoding="utf-8"))
     argv = sent["argv"]
@@ -125,7 +125,7 @@ def test_command_line_follows_the_contract(scene, tmp_path):
     assert "--synthesize" in argv and "--segment" in argv and "--no-cleanup" in argv and "--cleanup" not in argv
     logic = contract_logic(scene, tmp_path, record=record)
     logic.extra_arguments = ["--seg-checkpoint", "/weights/own.pt"]  # e.g. an offline site's own weights
-    default = logic.run_blocking(inputs, RunOptions(segment=False))
+    default = logic.run_blocking(inputs, PanelOptions(segment=False))
     argv = json.loads((record / "argv.json").read_text(encoding="utf-8"))["argv"]
     assert "--steps" not in argv and "--cleanup" in argv and "--segment" not in argv  # the model's own steps
     assert argv[-2:] == ["--seg-checkpoint", "/weights/own.pt"]
@@ -138,9 +138,9 @@ def test_command_line_follows_the_contract(scene, tmp_path):
 def test_segment_only_and_synthesise_only(scene, tmp_path):
     inputs, _ = _case(scene, keys=("flair", "t1c"))
     logic = contract_logic(scene, tmp_path)
-    only_seg = logic.run_blocking(inputs, RunOptions(synthesize=False, name_prefix="P1 "))
+    only_seg = logic.run_blocking(inputs, PanelOptions(synthesize=False, name_prefix="P1 "))
     assert only_seg.synthesized == {} and only_seg.segmentation.GetName() == "P1 Tumour segmentation"
-    only_syn = logic.run_blocking(inputs, RunOptions(segment=False))
+    only_syn = logic.run_blocking(inputs, PanelOptions(segment=False))
     assert only_syn.segmentation is None and sorted(only_syn.synthesized) == ["t1", "t2"]
 
 
@@ -153,7 +153,7 @@ def test_cancel_in_mid_run_kills_the_tree_and_leaves_the_scene(scene, tmp_path):
     t0 = time.monotonic()
     with pytest.raises(RunCancelled, match="nothing was added"):
         logic.run_blocking(
-            inputs, RunOptions(), on_progress=lambda f, m: seen.append(f), should_cancel=lambda: len(seen) >= 5
+            inputs, PanelOptions(), on_progress=lambda f, m: seen.append(f), should_cancel=lambda: len(seen) >= 5
         )
     assert time.monotonic() - t0 < 30
     assert 0 < max(seen) < 0.5  # it was cancelled in mid-run, not after
@@ -175,7 +175,7 @@ def test_cancel_through_start_poll_finish(scene, tmp_path):
     inputs, _ = _case(scene)
     before = snapshot(scene)
     logic = contract_logic(scene, tmp_path, mode="slow")
-    run = logic.start(inputs, RunOptions())
+    run = logic.start(inputs, PanelOptions())
     deadline = time.monotonic() + 20
     while run.poll() and run.last_fraction == 0 and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -191,7 +191,7 @@ def test_crashing_worker_gives_a_clear_error_and_leaves_the_scene(scene, tmp_pat
     inputs, _ = _case(scene)
     before = snapshot(scene)
     with pytest.raises(WorkerError) as err:
-        contract_logic(scene, tmp_path, mode="crash").run_blocking(inputs, RunOptions())
+        contract_logic(scene, tmp_path, mode="crash").run_blocking(inputs, PanelOptions())
     message = str(err.value)
     assert "killed by signal 11" in message and "Nothing was added to the scene" in message
     assert "simulated segfault" in message  # the last stderr lines are quoted
@@ -202,7 +202,7 @@ def test_worker_error_line_is_passed_on(scene, tmp_path):
     inputs, _ = _case(scene)
     before = snapshot(scene)
     with pytest.raises(WorkerError, match="The T2 volume is all zeros: choose the T2 series"):
-        contract_logic(scene, tmp_path, mode="error").run_blocking(inputs, RunOptions())
+        contract_logic(scene, tmp_path, mode="error").run_blocking(inputs, PanelOptions())
     assert snapshot(scene) == before
 
 
@@ -210,7 +210,7 @@ def test_run_without_manifest_is_not_loaded(scene, tmp_path):
     inputs, _ = _case(scene)
     before = snapshot(scene)
     with pytest.raises(WorkerError, match="manifest.json"):
-        contract_logic(scene, tmp_path, mode="nomanifest").run_blocking(inputs, RunOptions())
+        contract_logic(scene, tmp_path, mode="nomanifest").run_blocking(inputs, PanelOptions())
     assert snapshot(scene) == before and _temp_dirs(tmp_path) == []
 
 
@@ -220,7 +220,7 @@ def test_failure_while_loading_removes_what_was_added(scene, tmp_path):
     inputs, _ = _case(scene)
     before = snapshot(scene)
     with pytest.raises(WorkerError, match=r"labels \[3\]") as err:
-        contract_logic(scene, tmp_path, mode="badlabel").run_blocking(inputs, RunOptions())
+        contract_logic(scene, tmp_path, mode="badlabel").run_blocking(inputs, PanelOptions())
     assert snapshot(scene) == before
     assert isinstance(err.value.__cause__, NodeError)  # nodes.py's own error, reported as a failed run
 
@@ -244,7 +244,7 @@ def test_node_errors_name_the_node_and_the_fix(scene, tmp_path):
     assert snapshot(scene) == before
     # The run refuses the same bad node before it writes anything.
     with pytest.raises(InputError, match="'empty T2' has no voxels"):
-        contract_logic(scene, tmp_path).start({"t2": empty}, RunOptions())
+        contract_logic(scene, tmp_path).start({"t2": empty}, PanelOptions())
     assert _temp_dirs(tmp_path) == []
 
 
@@ -259,10 +259,10 @@ def test_one_logic_serves_every_run(scene, tmp_path):
         k: (list(v) if isinstance(v, list) else dict(v) if isinstance(v, dict) else v) for k, v in vars(logic).items()
     }
     inputs, _ = _case(scene)
-    first = logic.run_blocking(inputs, RunOptions(segment=False))
+    first = logic.run_blocking(inputs, PanelOptions(segment=False))
     with pytest.raises(InputError, match="No volume selected"):
-        logic.start({}, RunOptions())
-    run = logic.start(inputs, RunOptions(synthesize=False, name_prefix="P2 "))
+        logic.start({}, PanelOptions())
+    run = logic.start(inputs, PanelOptions(synthesize=False, name_prefix="P2 "))
     while run.poll():
         time.sleep(0.05)
     second = logic.finish(run)
@@ -295,10 +295,10 @@ def test_input_checks_are_a_unit_of_their_own(scene):
     assert problem.startswith("T2 volume 'far_t2' does not overlap the reference FLAIR volume 'Case7_flair'")
     [problem] = checks.duplicate_problems({"flair": flair, "t1c": flair})
     assert "'Case7_flair'" in problem and flair.GetID() not in problem
-    assert checks.input_problems({"pd": flair}, RunOptions())[0].startswith("Unknown modality slot(s) ['pd']")
+    assert checks.input_problems({"pd": flair}, PanelOptions())[0].startswith("Unknown modality slot(s) ['pd']")
     other = make_scene()
     stranger = add_volume(other, "other_flair", _brain(), matrix())
-    assert checks.input_problems({"flair": stranger}, RunOptions()) == []
+    assert checks.input_problems({"flair": stranger}, PanelOptions()) == []
     assert checks.scene_problems({"flair": stranger, "t1": t1}, scene) == [
         "Volume 'other_flair' is not in this scene: choose a volume from the scene."
     ]
@@ -311,7 +311,7 @@ def test_a_child_holding_the_output_open_does_not_hang_the_run(scene, tmp_path):
     record = tmp_path / "record"
     t0 = time.monotonic()
     try:
-        result = contract_logic(scene, tmp_path, mode="orphan", record=record).run_blocking(inputs, RunOptions())
+        result = contract_logic(scene, tmp_path, mode="orphan", record=record).run_blocking(inputs, PanelOptions())
         assert result.synthesized["t1c"].GetName() == "T1c (synthesised)"
         assert time.monotonic() - t0 < 30
     finally:
@@ -320,7 +320,7 @@ def test_a_child_holding_the_output_open_does_not_hang_the_run(scene, tmp_path):
 
 def test_problems_name_the_fix(scene):
     inputs, _ = _case(scene, keys=("flair", "t1"))
-    ok = RunOptions()
+    ok = PanelOptions()
     assert input_problems(inputs, ok) == []
     assert input_problems({}, ok) == ["No volume selected: choose at least one of FLAIR, T1, T1c or T2."]
     dup = input_problems({"flair": inputs["flair"], "t2": inputs["flair"]}, ok)
@@ -337,17 +337,17 @@ def test_problems_name_the_fix(scene):
     labelmap = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "labels")
     slicer.util.updateVolumeFromArray(labelmap, np.zeros((2, 2, 2), np.uint8))
     assert "not a scalar MR volume" in input_problems({"t2": labelmap}, ok)[0]
-    assert "Nothing to run" in input_problems(inputs, RunOptions(synthesize=False, segment=False))[0]
-    assert "needs synthesis" in input_problems(inputs, RunOptions(synthesize=False, segment_on="all"))[0]
+    assert "Nothing to run" in input_problems(inputs, PanelOptions(synthesize=False, segment=False))[0]
+    assert "needs synthesis" in input_problems(inputs, PanelOptions(synthesize=False, segment_on="all"))[0]
     all_four, _ = _case(scene, keys=("flair", "t1", "t1c", "t2"))
-    assert "nothing to synthesise" in input_problems(all_four, RunOptions(segment=False))[0]
-    assert input_problems(all_four, RunOptions()) == []
+    assert "nothing to synthesise" in input_problems(all_four, PanelOptions(segment=False))[0]
+    assert input_problems(all_four, PanelOptions()) == []
 
 
 def test_start_refuses_bad_input_before_writing_anything(scene, tmp_path):
     inputs, _ = _case(scene, keys=("flair",))
     with pytest.raises(InputError, match="chosen for both"):
-        contract_logic(scene, tmp_path).start({"flair": inputs["flair"], "t1": inputs["flair"]}, RunOptions())
+        contract_logic(scene, tmp_path).start({"flair": inputs["flair"], "t1": inputs["flair"]}, PanelOptions())
     assert _temp_dirs(tmp_path) == []
 
 
@@ -358,9 +358,9 @@ def test_inputs_on_different_grids(scene, tmp_path):
     flair = add_volume(scene, "A_flair", _brain((10, 12, 14)), matrix((1.2, 1.0, 2.0), (10.0, -20.0, 5.0)), study)
     t2 = add_volume(scene, "A_t2", _brain((6, 8, 9)), matrix((2.0, 1.6, 3.0), (12.0, -18.0, 6.0), (0, 0, 0.2)), study)
     inputs = {"flair": flair, "t2": t2}
-    assert input_problems(inputs, RunOptions()) == []
+    assert input_problems(inputs, PanelOptions()) == []
     record = tmp_path / "record"
-    result = contract_logic(scene, tmp_path, record=record).run_blocking(inputs, RunOptions())
+    result = contract_logic(scene, tmp_path, record=record).run_blocking(inputs, PanelOptions())
     for node in result.synthesized.values():
         assert node.GetImageData().GetDimensions() == flair.GetImageData().GetDimensions()
         assert np.allclose(ijk_to_ras(node), ijk_to_ras(flair), atol=1e-5)
@@ -382,7 +382,7 @@ def test_oblique_geometry_round_trips(scene, tmp_path):
     oblique = matrix((0.9, 1.1, 2.5), (-31.5, 12.25, 40.0), (0.35, -0.2, 0.6))
     inputs, _ = _case(scene, keys=("flair", "t1c"), m=oblique)
     record = tmp_path / "record"
-    result = contract_logic(scene, tmp_path, record=record).run_blocking(inputs, RunOptions())
+    result = contract_logic(scene, tmp_path, record=record).run_blocking(inputs, PanelOptions())
     written = sitk.ReadImage(str(record / "input_flair.nrrd"))
     assert np.allclose(_ras_matrix_of(written), oblique, atol=1e-5)
     assert np.array_equal(sitk.GetArrayFromImage(written), slicer.util.arrayFromVolume(inputs["flair"]))
@@ -401,7 +401,7 @@ def test_results_survive_scene_save_and_reload(scene, tmp_path):
 
     oblique = matrix((0.9, 1.1, 2.5), (-31.5, 12.25, 40.0), (0.35, -0.2, 0.6))
     inputs, _ = _case(scene, m=oblique)
-    result = contract_logic(scene, tmp_path).run_blocking(inputs, RunOptions(samples=2))
+    result = contract_logic(scene, tmp_path).run_blocking(inputs, PanelOptions(samples=2))
     labels_before = export_labels(result.segmentation, inputs["flair"])
     bundle = str(tmp_path / "case.mrb")
     assert scene.WriteToMRB(bundle)
@@ -466,6 +466,6 @@ def test_availability_mask_follows_the_selection(scene):
     assert availability({}) is None
     mask = availability(inputs)
     assert mask.bits == "1001" and mask.missing_keys == ("t1", "t1c")
-    text = describe_availability(inputs, RunOptions())
+    text = describe_availability(inputs, PanelOptions())
     assert "\u2717 T1c" in text and "T1, T1c will be synthesised" in text
-    assert "left out" in describe_availability(inputs, RunOptions(synthesize=False))
+    assert "left out" in describe_availability(inputs, PanelOptions(synthesize=False))

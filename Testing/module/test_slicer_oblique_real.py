@@ -81,7 +81,7 @@ def test_oblique_phantom_through_the_real_worker(scene, tmp_path):
     synthesised volumes land on the oblique reference grid."""
     from MissingModalityToolsLib import nodes as nodeio
     from MissingModalityToolsLib.inputs import assign_by_name
-    from MissingModalityToolsLib.options import RunOptions
+    from MissingModalityToolsLib.options import PanelOptions
     from MissingModalityToolsLib.selftest import _labels_on, dice
 
     files = phantom_box(tmp_path)
@@ -99,7 +99,7 @@ def test_oblique_phantom_through_the_real_worker(scene, tmp_path):
         node.SetIJKToRASMatrix(m)
     inputs, _ = assign_by_name(loaded)
     # One sampling step: only the synthesised volumes' grid matters here.
-    result = medmodels_logic(scene, tmp_path).run_blocking(inputs, RunOptions(device="cpu", steps=1, prepare=PREPARE))
+    result = medmodels_logic(scene, tmp_path).run_blocking(inputs, PanelOptions(device="cpu", steps=1, prepare=PREPARE))
     assert sorted(result.synthesized) == ["t1c"]
     for node in result.synthesized.values():
         assert nodeio.same_grid(node, inputs["flair"])

@@ -17,7 +17,7 @@ import types
 import numpy as np
 import pytest
 from MissingModalityToolsLib.brain import extraction_line
-from MissingModalityToolsLib.options import RunOptions, options_from_parameter_node
+from MissingModalityToolsLib.options import PanelOptions, options_from_parameter_node
 from MissingModalityToolsLib.preparation import LPS_RAS, moving_to_reference_ras, preparation_lines
 from MissingModalityToolsLib.worker import RunCancelled, WorkerError
 from slicer_fixtures import (
@@ -98,7 +98,7 @@ def test_parameter_node_prepare_reaches_the_worker_flag():
     assert options.prepare == "off"
     argv = options.to_argv()
     assert argv[argv.index("--prepare") + 1] == "off"
-    default = RunOptions().to_argv()
+    default = PanelOptions().to_argv()
     assert default[default.index("--prepare") + 1] == "auto"  # always written: the worker ships with the module
 
 
@@ -148,7 +148,7 @@ def test_registrations_come_back_as_transform_nodes_and_inputs_stay_untouched(sc
     record, log, progress = tmp_path / "record", [], []
     result = contract_logic(scene, tmp_path, record=record).run_blocking(
         inputs,
-        RunOptions(segment=False, name_prefix="P3 "),
+        PanelOptions(segment=False, name_prefix="P3 "),
         on_log=log.append,
         on_progress=lambda f, m: progress.append(m),
     )
@@ -184,7 +184,7 @@ def test_prepare_off_gives_no_transforms_and_warnings(scene, tmp_path):
     inputs, _ = _case(scene)
     record, log = tmp_path / "record", []
     result = contract_logic(scene, tmp_path, record=record).run_blocking(
-        inputs, RunOptions(segment=False, prepare="off"), on_log=log.append
+        inputs, PanelOptions(segment=False, prepare="off"), on_log=log.append
     )
     assert _argv(record)[_argv(record).index("--prepare") + 1] == "off"
     assert result.transforms == {} and _transform_nodes(scene) == []
@@ -201,7 +201,7 @@ def test_failed_or_cancelled_run_leaves_no_transform_nodes(scene, tmp_path, mode
     expected = WorkerError if mode == "badlabel" else RunCancelled
     with pytest.raises(expected):
         logic.run_blocking(
-            inputs, RunOptions(), on_progress=lambda f, m: seen.append(f), should_cancel=lambda: len(seen) > 8
+            inputs, PanelOptions(), on_progress=lambda f, m: seen.append(f), should_cancel=lambda: len(seen) > 8
         )
     assert _transform_nodes(scene) == [] and snapshot(scene) == before
 
@@ -233,7 +233,7 @@ def test_brain_extraction_runs_in_the_worker_with_progress_and_cancel(scene, tmp
     with pytest.raises(RunCancelled):
         logic.run_blocking(
             inputs,
-            RunOptions(synthesize=False, segment=True, device="cpu", prepare="auto"),
+            PanelOptions(synthesize=False, segment=True, device="cpu", prepare="auto"),
             on_log=log.append,
             on_progress=lambda f, m: progress.append(m),
             should_cancel=lambda: any(m.startswith("Extracting the brain") for m in progress),
@@ -255,7 +255,7 @@ def test_worker_extracts_the_brain_and_reports_it(scene, tmp_path):
     inputs = _phantom_head_inputs(scene, keys=("flair", "t1"))
     log = []
     result = medmodels_logic(scene, tmp_path).run_blocking(
-        inputs, RunOptions(synthesize=False, segment=True, device="cpu"), on_log=log.append, timeout=600
+        inputs, PanelOptions(synthesize=False, segment=True, device="cpu"), on_log=log.append, timeout=600
     )
     extraction = result.preparation["brain_extraction"]
     assert extraction["method"] == "deepbet" and extraction["used"] == ["t1"] and extraction["problems"] == []

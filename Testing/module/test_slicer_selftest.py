@@ -53,13 +53,13 @@ def test_self_test_without_torch_uses_the_stand_in_and_says_why(scene, tmp_path)
 
 def test_label_export_leaves_nothing_behind(scene, tmp_path):
     """The Dice export adds a label map, its display node and a colour table: all removed."""
-    from MissingModalityToolsLib.options import RunOptions
+    from MissingModalityToolsLib.options import PanelOptions
     from MissingModalityToolsLib.selftest import _labels_on
 
     z, y, x = np.indices((8, 10, 12))
     volume = (1000 * np.exp(-((z - 4) ** 2 + (y - 5) ** 2 + (x - 6) ** 2) / 20)).astype(np.float32)
     inputs = {"flair": add_volume(scene, "c_flair", volume), "t1": add_volume(scene, "c_t1", volume)}
-    result = contract_logic(scene, tmp_path).run_blocking(inputs, RunOptions())
+    result = contract_logic(scene, tmp_path).run_blocking(inputs, PanelOptions())
     before = _node_classes(scene)
     labels = _labels_on(result.segmentation, inputs["flair"])
     assert set(np.unique(labels)) <= {0, 1, 2, 4} and labels.any()
@@ -120,11 +120,11 @@ def test_auto_assign_takes_only_what_the_selectors_show(scene):
 
 
 def test_segments_carry_the_terminology_tag(scene, tmp_path):
-    from MissingModalityToolsLib.options import RunOptions
+    from MissingModalityToolsLib.options import PanelOptions
 
     volume = np.random.default_rng(0).random((6, 8, 10)).astype(np.float32) * 1000
     inputs = {"flair": add_volume(scene, "d_flair", volume)}
-    seg = contract_logic(scene, tmp_path).run_blocking(inputs, RunOptions(synthesize=False)).segmentation
+    seg = contract_logic(scene, tmp_path).run_blocking(inputs, PanelOptions(synthesize=False)).segmentation
     segment = seg.GetSegmentation().GetNthSegment(0)
     tag = segment.GetTerminologyEntryTagName()
     assert tag == "TerminologyEntry"

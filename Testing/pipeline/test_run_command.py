@@ -206,10 +206,9 @@ def test_run_options_problems_name_the_fix():
 def test_slicer_options_are_the_library_options_plus_the_name_prefix(monkeypatch):
     pytest.importorskip("slicer", reason="slicer-core is not installed: pip install slicer-core")
     monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[2] / "MissingModalityTools"))
-    from MissingModalityToolsLib.options import RunOptions as ModuleOptions
-    from MissingModalityToolsLib.options import build_arguments
+    from MissingModalityToolsLib.options import PanelOptions, build_arguments
 
-    options = ModuleOptions(segment=False, steps=3, name_prefix="P1 ")
+    options = PanelOptions(segment=False, steps=3, name_prefix="P1 ")
     assert isinstance(options, RunOptions) and "P1" not in " ".join(options.to_argv())
     argv = build_arguments({"t1": "t1.nrrd"}, "OUT", options)
     assert argv[:5] == ["run", "--t1", "t1.nrrd", "--out", "OUT"]

@@ -175,16 +175,41 @@ def test_both_variants_share_one_interface(kind):
         out = variant.sample(net, x, missing, steps, torch.Generator().manual_seed(0))
         assert out.shape == x.shape and torch.isfinite(out).all()
         assert all(torch.equal(out[b, avail[b]], x[b, avail[b]]) for b in range(14))
-    # the objects are the module's samplers and losses, not other code
+    # the objects are the module's samplers and losses, not other code, run in diffusion space:
+    # they take and give z-scores and scale by the config's data_scale themselves
     g = lambda: torch.Generator().manual_seed(1)  # noqa: E731
+    s = cfg.data_scale
     if kind == "m2dn":
-        assert torch.equal(variant.sample(net, x, missing, 5, g()), D.sample_ddim(net, cfg, x, missing, 5, g()))
+        assert torch.equal(variant.sample(net, x, missing, 5, g()), D.sample_ddim(net, cfg, x * s, missing, 5, g()) / s)
         assert torch.equal(
-            variant.loss(net, x, missing, g()), D.diffusion_loss(net, x, missing, D.ddpm_scheduler(cfg), g())
+            variant.loss(net, x, missing, g()), D.diffusion_loss(net, x * s, missing, D.ddpm_scheduler(cfg), g())
         )
     else:
-        assert torch.equal(variant.sample(net, x, missing, 5, g()), D.predict_regression(net, x, missing))
-        assert torch.equal(variant.loss(net, x, missing, g()), D.regression_loss(net, x, missing))
+        assert torch.equal(variant.sample(net, x, missing, 5, g()), D.predict_regression(net, x * s, missing) / s)
+        assert torch.equal(variant.loss(net, x, missing, g()), D.regression_loss(net, x * s, missing))
+
+
+@pytest.mark.parametrize("kind", ["m2dn", "regression"])
+def test_the_variant_owns_the_diffusion_space_scaling(kind):
+    """Callers pass and get z-scores; the network sees them times the checkpoint's data_scale."""
+    seen = []
+
+    def net(x, t, missing, context):  # records what the network is given, predicts its input
+        seen.append((x.clone(), context.clone()))
+        return x
+
+    x, context = torch.randn(3, 4, 8, 8), torch.randn(3, 4, 2, 8, 8)
+    missing = torch.tensor([[0, 0, 1, 0]] * 3, dtype=torch.float32)
+    for scale in (0.5, 0.25):
+        variant = D.variant(kind, D.DiffusionConfig(num_train_timesteps=20, data_scale=scale))
+        seen.clear()
+        out = variant.sample(net, x, missing, 2, torch.Generator().manual_seed(0), context)
+        assert all(torch.equal(v[:, [0, 1, 3]], x[:, [0, 1, 3]] * scale) for v, _ in seen)
+        assert all(torch.equal(c, context * scale) for _, c in seen)
+        assert torch.equal(out[:, [0, 1, 3]], x[:, [0, 1, 3]])  # given back in data space
+        seen.clear()
+        variant.loss(net, x, missing, torch.Generator().manual_seed(0), context)
+        assert torch.equal(seen[0][0][:, [0, 1, 3]], x[:, [0, 1, 3]] * scale)
 
 
 def test_unknown_variant_is_a_clear_error():

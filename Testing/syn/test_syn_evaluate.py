@@ -8,7 +8,8 @@ import pytest
 from medmodels.datasets import write_split
 from medmodels.errors import InputError
 from medmodels.modalities import AvailabilityMask
-from medmodels.syn.evaluate import calibration, evaluate, mean_fill, slice_metrics
+from medmodels.syn.evaluate import evaluate
+from medmodels.syn.scoring import calibration, mean_fill, slice_metrics
 from medmodels.syn.train import SynTrainConfig, train
 
 TINY = dict(

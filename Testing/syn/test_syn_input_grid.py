@@ -5,7 +5,8 @@ import pytest
 from medmodels.errors import InputError
 from medmodels.metrics import enhancement_contrast, ssim, ssim_in_regions
 from medmodels.preprocess import Normalizer
-from medmodels.syn.evaluate import enhancement, paired_case_test, volume_scores
+from medmodels.stats import paired_case_test
+from medmodels.syn.scoring import enhancement, volume_scores
 from scipy.stats import wilcoxon
 
 

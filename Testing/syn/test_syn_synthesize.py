@@ -9,7 +9,7 @@ from medmodels.nets.m2dn import M2DNet
 from medmodels.phantom import make_phantom
 from medmodels.preprocess import Normalizer, brain_mask
 from medmodels.syn.masks import PATTERNS
-from medmodels.syn.slices import prepare_case, to_input_grid
+from medmodels.syn.slices import to_input_grid, to_working_case
 from medmodels.syn.synthesize import Synthesizer, estimate_normalizer, load_synthesizer
 from medmodels.syn.train import SynTrainConfig, intensity_reference, model_config
 from medmodels.weights import save_checkpoint
@@ -24,7 +24,7 @@ def phantom():
 
 @pytest.fixture(scope="module")
 def config():
-    cases = [prepare_case(make_phantom((48, 48, 32), seed=s).images, SPACING) for s in (10, 11)]
+    cases = [to_working_case(make_phantom((48, 48, 32), seed=s).images, SPACING) for s in (10, 11)]
     cfg = SynTrainConfig(spacing=SPACING, encoder_channels=4, channels=(8, 16, 16), emb_dim=16)
     return model_config(cfg, intensity_reference(cases))
 
@@ -35,7 +35,7 @@ def synthesizer(config, kind="m2dn"):
 
 
 def test_prepare_case_and_back_to_the_input_grid(phantom):
-    case = prepare_case(phantom.images, SPACING)
+    case = to_working_case(phantom.images, SPACING)
     assert case.image.shape[0] == 4 and case.image.shape[2] % 8 == 0 and case.image.shape[3] % 8 == 0
     assert (case.image[:, ~case.brain] == 0).all()
     back = to_input_grid(case, case.image[0])
@@ -85,7 +85,7 @@ def test_several_samples_give_a_mean_and_a_std_map(config, phantom):
 
 def test_available_slices_pass_through_unchanged(config, phantom):
     syn = synthesizer(config)
-    case = prepare_case({k: phantom.images[k] for k in ("flair", "t2")}, SPACING)
+    case = to_working_case({k: phantom.images[k] for k in ("flair", "t2")}, SPACING)
     mask = AvailabilityMask.from_bits("1001")
     mean, _ = syn.synthesize_case(case, mask, steps=2)
     assert np.array_equal(mean[[0, 3]], case.image[[0, 3]] * case.brain)

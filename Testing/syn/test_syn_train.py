@@ -5,7 +5,7 @@ import pytest
 import torch
 from medmodels.errors import InputError
 from medmodels.phantom import make_phantom
-from medmodels.syn.slices import prepare_case, random_affine, sample_batch, sample_slices, slice_context
+from medmodels.syn.slices import random_affine, sample_batch, sample_slices, slice_context, to_working_case
 from medmodels.syn.train import SynTrainConfig, fit, grows_from, model_config, synthesis_scores
 
 SPACING = (8.0, 8.0, 8.0)
@@ -26,7 +26,7 @@ TINY = dict(
 
 @pytest.fixture(scope="module")
 def cases():
-    return [prepare_case(make_phantom((48, 48, 32), seed=s).images, SPACING, f"P{s}") for s in (0, 1, 2)]
+    return [to_working_case(make_phantom((48, 48, 32), seed=s).images, SPACING, f"P{s}") for s in (0, 1, 2)]
 
 
 def test_slices_come_from_the_brain_and_fill_the_canvas(cases):
@@ -70,7 +70,7 @@ def test_training_resumes_from_its_checkpoint(cases, tmp_path):
 
 def test_neighbours_and_labels_get_the_crop_placement_and_mirroring_of_their_slice():
     ph = make_phantom((48, 48, 32), seed=4)
-    case = prepare_case(ph.images, SPACING, "P4", labels=ph.labels)
+    case = to_working_case(ph.images, SPACING, "P4", labels=ph.labels)
     assert case.labels is not None and case.labels.shape == case.brain.shape and (case.labels[~case.brain] == 0).all()
     z = np.arange(case.image.shape[1], dtype=np.float32)[None, :, None, None]
     case.image = np.where(case.brain[None], z + 1, 0).astype(np.float32)  # every voxel tells its slice
@@ -89,7 +89,7 @@ def test_neighbours_and_labels_get_the_crop_placement_and_mirroring_of_their_sli
 
 def test_a_2d_model_grows_into_a_2_5d_one_and_trains_on_from_it(cases, tmp_path):
     phantoms = [make_phantom((48, 48, 32), seed=s) for s in (0, 1)]
-    labelled = [prepare_case(p.images, SPACING, f"L{i}", labels=p.labels) for i, p in enumerate(phantoms)]
+    labelled = [to_working_case(p.images, SPACING, f"L{i}", labels=p.labels) for i, p in enumerate(phantoms)]
     small = SynTrainConfig(out=str(tmp_path / "2d"), iterations=10, val_every=10, context=0, refine_blocks=0, **TINY)
     first = fit(small, labelled, cases[2:])
     grown = SynTrainConfig(
@@ -120,7 +120,7 @@ def test_a_2d_model_grows_into_a_2_5d_one_and_trains_on_from_it(cases, tmp_path)
 
 def test_random_affine_moves_slices_neighbours_and_labels_together():
     ph = make_phantom((48, 48, 32), seed=5)
-    case = prepare_case(ph.images, SPACING, "P5", labels=ph.labels)
+    case = to_working_case(ph.images, SPACING, "P5", labels=ph.labels)
     case.labels = case.brain.astype(np.uint8)  # labels = brain = FLAIR's indicator: they must move together
     case.image[0] = case.brain.astype(np.float32)
     batch = sample_batch([case], 6, (24, 24), np.random.default_rng(0), flip=False, context=1)

@@ -8,7 +8,7 @@ z-score inside the brain (``medmodels.preprocess.Normalizer``), trilinear
 resampling to the working spacing along the input's axes, crop to the brain
 plus ``MARGIN_MM``. Training and inference both call it, so they
 see identical inputs; inference takes its probabilities back onto the input
-grid with ``Prepared.grid.inverse``.
+grid with ``NetworkInput.grid.inverse``.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ def read_case(case: Case) -> tuple[dict[str, Image], Image | None]:
 
 
 @dataclass
-class Prepared:
+class NetworkInput:
     """Network input of one case on its working grid.
 
     Attributes:
@@ -89,7 +89,7 @@ def prepare(
     labels: Image | np.ndarray | None = None,
     label_convention: str | None = None,
     margin_mm: float = MARGIN_MM,
-) -> Prepared:
+) -> NetworkInput:
     """A case on the segmentation working grid; see the module docstring.
 
     Args:
@@ -115,4 +115,4 @@ def prepare(
         # Regions are resampled like probabilities and thresholded: at a coarser
         # spacing this keeps a region's volume better than nearest neighbour.
         regions = torch.from_numpy((grid.forward(reg, "linear") >= 0.5).astype(np.uint8))
-    return Prepared(torch.from_numpy(z).contiguous(), grid, regions)
+    return NetworkInput(torch.from_numpy(z).contiguous(), grid, regions)

@@ -97,7 +97,7 @@ def _centre(case: TrainCase, rng: np.random.Generator, recipe: PatchRecipe) -> n
     return np.array([rng.integers(n) for n in case.image.shape[1:]])
 
 
-def crop(tensor: torch.Tensor, centre, size) -> torch.Tensor:
+def centred_crop(tensor: torch.Tensor, centre, size) -> torch.Tensor:
     """A ``size`` crop of ``tensor (C, Z, Y, X)`` centred on ``centre``, zero-padded
     where it leaves the volume (augmentation crops are larger than the case)."""
     shape = np.array(tensor.shape[1:])
@@ -116,7 +116,7 @@ def sample_patch(case: TrainCase, patch, rng: np.random.Generator, recipe: Patch
     """A ``patch``-sized crop (inside the volume), centred on tumour with probability ``fg_prob``."""
     shape, size = np.array(case.image.shape[1:]), np.array(patch)
     centre = np.clip(_centre(case, rng, recipe), size // 2, shape - size + size // 2)
-    return crop(case.image, centre, patch), crop(case.regions, centre, patch)
+    return centred_crop(case.image, centre, patch), centred_crop(case.regions, centre, patch)
 
 
 SUBSETS = [m.available for m in AvailabilityMask.all_subsets()]
@@ -156,7 +156,7 @@ def make_batch(
             x, y = sample_patch(case, patch, rng, recipe)
         else:  # a larger crop about the same centre, brought back to ``patch`` by the augmentation
             centre = _centre(case, rng, recipe)
-            x, y = crop(case.image, centre, context), crop(case.regions, centre, context)
+            x, y = centred_crop(case.image, centre, context), centred_crop(case.regions, centre, context)
         x, y = augment(x, y, patch, recipe.augment, rng)
         m = draw_mask(rng, recipe, progress)
         x = x * torch.tensor(m, dtype=x.dtype)[:, None, None, None]  # dropped inputs are zeros

@@ -25,8 +25,8 @@ from medmodels.datasets import find_case
 from medmodels.errors import InputError
 from medmodels.modalities import MODALITY_KEYS, AvailabilityMask
 from medmodels.preprocess import Normalizer, brain_mask
-from medmodels.syn.evaluate import evaluation_slices, slice_metrics, unit_range
-from medmodels.syn.slices import prepare_case
+from medmodels.syn.scoring import evaluation_slices, slice_metrics, unit_range
+from medmodels.syn.slices import to_working_case
 from medmodels.syn.synthesize import load_synthesizer
 
 DEFAULT_SWEEP = (1, 2, 5, 10, 20, 50)
@@ -93,7 +93,7 @@ def step_sweep(syn, case_name: str, images, patterns: Sequence[str], configs, sl
     """PSNR/SSIM of each (sampler, steps) in ``configs`` for each availability
     pattern, on every ``slice_stride``-th brain slice of the working grid."""
     sweep: list[dict] = []
-    work = prepare_case(images, syn.spacing, case_name)
+    work = to_working_case(images, syn.spacing, case_name)
     zsel = evaluation_slices(work, slice_stride)
     for bits in patterns:
         pm = AvailabilityMask.from_bits(bits)

@@ -1,10 +1,12 @@
 """Modality-masked diffusion: forward process, training losses, samplers.
 
-Tensors are ``(B, M, H, W)`` slices in the *diffusion space*: brain z-scores
-(``medmodels.preprocess.Normalizer``) times ``data_scale`` (0.5 by default, so
-the brain's intensities have about the spread of images in [-1, 1] for which
-the standard noise schedule was designed). ``missing`` is ``(B, M)`` float,
-1 = missing.
+Tensors are ``(B, M, H, W)`` slices. The variants (``Diffusion``,
+``Regression``) take and give them in *data space*, brain z-scores
+(``medmodels.preprocess.Normalizer``), and own the move to and from the
+*diffusion space* the functions below work in: z-score times the checkpoint's
+``data_scale`` (0.5 by default, so the brain's intensities have about the
+spread of images in [-1, 1] for which the standard noise schedule was
+designed). ``missing`` is ``(B, M)`` float, 1 = missing.
 
 The noise schedule and the reverse steps are MONAI's ``DDPMScheduler`` and
 ``DDIMScheduler`` with ``prediction_type="sample"`` (the network predicts x0,
@@ -21,7 +23,7 @@ The two synthesis variants, M2DN (``Diffusion``) and the regression baseline
 (``Regression``), are objects with one interface, ``loss(net, x0, missing,
 generator, context, weight)`` and ``sample(net, x_avail, missing, steps, generator, context)``;
 ``variant(kind, cfg)`` gives the one a checkpoint's ``config["kind"]`` names,
-so training and synthesis never branch on the kind.
+so training and synthesis never branch on the kind, nor scale.
 """
 
 from __future__ import annotations
@@ -148,6 +150,16 @@ def diffusion_loss(
     return joint_mse(net(xt, t, missing, context), x0, weight)
 
 
+def to_diffusion_space(x: torch.Tensor | None, cfg: DiffusionConfig) -> torch.Tensor | None:
+    """Data-space (z-score) slices or context as the network sees them; None stays None."""
+    return None if x is None else x * cfg.data_scale
+
+
+def to_data_space(x: torch.Tensor, cfg: DiffusionConfig) -> torch.Tensor:
+    """Diffusion-space slices back to z-scores."""
+    return x / cfg.data_scale
+
+
 #: The regression baseline calls the same network at this fixed timestep.
 REGRESSION_TIMESTEP = 0
 
@@ -259,16 +271,17 @@ class Diffusion:
         context: torch.Tensor | None = None,
         weight: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Joint x0 MSE over all modalities.
+        """Joint x0 MSE over all modalities, in diffusion space (the scale the network learns in).
 
         Args:
             net: an ``M2DNet`` (or its DDP wrapper).
-            x0: ``(B, M, H, W)`` clean slices in diffusion space.
+            x0: ``(B, M, H, W)`` clean slices, z-scores.
             missing: ``(B, M)`` float, 1 = missing.
             generator: a CPU ``torch.Generator`` for the timesteps and the noise.
-            context: ``(B, M, 2k, H, W)`` neighbouring slices (2.5D networks only).
+            context: ``(B, M, 2k, H, W)`` neighbouring slices, z-scores (2.5D networks only).
             weight: ``(B, 1, H, W)`` per-pixel loss weight (None = plain mean).
         """
+        x0, context = to_diffusion_space(x0, self.cfg), to_diffusion_space(context, self.cfg)
         return diffusion_loss(net, x0, missing, self.scheduler, generator, context, weight)
 
     def sample(
@@ -283,18 +296,20 @@ class Diffusion:
         """Synthesise the missing channels.
 
         Args:
-            x_avail: ``(B, M, H, W)`` clean inputs in diffusion space (missing channels ignored).
+            net: an ``M2DNet``.
+            x_avail: ``(B, M, H, W)`` clean inputs, z-scores (missing channels ignored).
             missing: ``(B, M)`` float, 1 = missing.
             steps: DDIM steps; None = the full-length ancestral DDPM sampler (T steps).
             generator: on the device of ``x_avail``.
-            context: ``(B, M, 2k, H, W)`` neighbouring slices (2.5D networks only).
+            context: ``(B, M, 2k, H, W)`` neighbouring slices, z-scores (2.5D networks only).
 
         Returns:
-            ``(B, M, H, W)``; available channels equal to ``x_avail``.
+            ``(B, M, H, W)`` z-scores; available channels equal to ``x_avail``.
         """
+        x, context = to_diffusion_space(x_avail, self.cfg), to_diffusion_space(context, self.cfg)
         if steps is None:
-            return sample_ddpm(net, self.cfg, x_avail, missing, generator, context)
-        return sample_ddim(net, self.cfg, x_avail, missing, steps, generator, context)
+            return to_data_space(sample_ddpm(net, self.cfg, x, missing, generator, context), self.cfg)
+        return to_data_space(sample_ddim(net, self.cfg, x, missing, steps, generator, context), self.cfg)
 
 
 class Regression:
@@ -303,7 +318,8 @@ class Regression:
     are accepted for the common interface and not used.
 
     Args:
-        cfg: the checkpoint's diffusion settings (kept for the common interface).
+        cfg: the checkpoint's diffusion settings (its ``data_scale``: the
+            network works in the same space as M2DN's).
     """
 
     kind = "regression"
@@ -320,7 +336,8 @@ class Regression:
         context: torch.Tensor | None = None,
         weight: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Joint MSE of one pass from zero-filled inputs; shapes as ``Diffusion.loss``."""
+        """Joint MSE of one pass from zero-filled inputs, in diffusion space; arguments as ``Diffusion.loss``."""
+        x0, context = to_diffusion_space(x0, self.cfg), to_diffusion_space(context, self.cfg)
         return regression_loss(net, x0, missing, context, weight)
 
     def sample(
@@ -332,8 +349,9 @@ class Regression:
         generator: torch.Generator | None = None,
         context: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """One network pass; shapes as ``Diffusion.sample``."""
-        return predict_regression(net, x_avail, missing, context)
+        """One network pass; arguments and result (z-scores) as ``Diffusion.sample``."""
+        x, context = to_diffusion_space(x_avail, self.cfg), to_diffusion_space(context, self.cfg)
+        return to_data_space(predict_regression(net, x, missing, context), self.cfg)
 
 
 #: ``config["kind"]`` -> its variant class.

@@ -71,7 +71,7 @@ class WorkingCase:
         return np.flatnonzero(area > max(min_fraction * area.max(), 0))
 
 
-def prepare_case(
+def to_working_case(
     images: Mapping[str, Image],
     spacing: Sequence[float],
     name: str = "",

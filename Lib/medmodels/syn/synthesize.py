@@ -5,7 +5,7 @@
     out = syn.synthesize(images, mask, steps=None, samples=4, seed=0)
     mean, std = out["t1c"]                        # Images on the input grid, input intensity scale
 
-Steps: the case goes to the working grid (``medmodels.syn.slices.prepare_case``,
+Steps: the case goes to the working grid (``medmodels.syn.slices.to_working_case``,
 through ``medmodels.preprocess.WorkingGrid``: brain mask, z-score per
 modality, resampling to the checkpoint's spacing, crop to the brain); every
 axial slice with brain goes through the sampler in batches (DDIM with
@@ -33,7 +33,7 @@ from medmodels.nets.m2dn import build_m2dn
 from medmodels.preprocess import Normalizer
 from medmodels.progress import progress
 from medmodels.syn import diffusion as D
-from medmodels.syn.slices import WorkingCase, prepare_case, slice_context, to_input_grid
+from medmodels.syn.slices import WorkingCase, slice_context, to_input_grid, to_working_case
 from medmodels.weights import load_checkpoint, resolve_checkpoint
 
 BUNDLED_NAME = "m2dn_brats18"
@@ -123,13 +123,11 @@ class Synthesizer:
         Returns:
             ``(B, 4, H, W)`` z-scores on the CPU; available channels equal to the input.
         """
-        s = self.diffusion.data_scale
-        xs, ms = (x.to(self.device) * s), missing.to(self.device)
-        cs = context.to(self.device) * s if context is not None else None
+        xs, ms = x.to(self.device), missing.to(self.device)
+        cs = context.to(self.device) if context is not None else None
         # steps None = the full-length DDPM chain; the regression baseline ignores steps
         steps = None if sampler == "ddpm" else self._check_steps(steps)
-        out = self.variant.sample(self.net, xs, ms, steps, generator, cs)
-        return (out / s).float().cpu()
+        return self.variant.sample(self.net, xs, ms, steps, generator, cs).float().cpu()
 
     def synthesize_case(
         self,
@@ -197,7 +195,7 @@ class Synthesizer:
         mask = resolve_mask(images, mask)
         if mask.is_complete:
             return {}
-        case = prepare_case({k: images[k] for k in mask.keys}, self.spacing)
+        case = to_working_case({k: images[k] for k in mask.keys}, self.spacing)
         mean, std = self.synthesize_case(case, mask, steps, samples, seed)
         brain, reference = case.grid.input_brain, case.grid.reference
         result: dict[str, tuple[Image, Image | None]] = {}

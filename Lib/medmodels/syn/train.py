@@ -40,7 +40,7 @@ from medmodels.progress import progress
 from medmodels.syn import diffusion as D
 from medmodels.syn.config import MODELS, SynTrainConfig
 from medmodels.syn.masks import sample_missing
-from medmodels.syn.slices import WorkingCase, prepare_case, random_affine, sample_batch
+from medmodels.syn.slices import WorkingCase, random_affine, sample_batch, to_working_case
 from medmodels.syn.synthesize import BASELINE_NAME, BUNDLED_NAME, DEFAULT_STEPS
 from medmodels.training import Task
 
@@ -127,7 +127,7 @@ def load_working_cases(data: str, names: Sequence[str], spacing) -> list[Working
     out = []
     for name in progress(list(names), desc="Reading cases"):
         images, labels = found[name].load()
-        out.append(prepare_case(images, spacing, name, labels=labels))
+        out.append(to_working_case(images, spacing, name, labels=labels))
     return out
 
 
@@ -139,7 +139,7 @@ def training_batch(
     flip: bool,
     tumour_weight: float | None = None,
 ):
-    """``(x0, missing, context, weight)``, diffusion space, ready for ``variant.loss``:
+    """``(x0, missing, context, weight)``, z-scores, ready for ``variant.loss``:
     ``context`` and ``weight`` are empty tensors when not used (the loop moves tensors).
     ``tumour_weight`` defaults to ``cfg.tumour_weight``."""
     tumour_weight = cfg.tumour_weight if tumour_weight is None else tumour_weight
@@ -148,11 +148,11 @@ def training_batch(
         batch = random_affine(batch, rng, cfg.augment_degrees, cfg.augment_scale)
     # the masks come from the same stream, so one Generator state fixes the whole batch
     missing = sample_missing(size, torch.Generator().manual_seed(int(rng.integers(2**62))))
-    context = batch.context * cfg.data_scale if batch.context is not None else torch.empty(0)
+    context = batch.context if batch.context is not None else torch.empty(0)
     weight = torch.empty(0)
     if tumour_weight:
         weight = (1.0 + tumour_weight * (batch.labels > 0).float())[:, None]
-    return batch.x0 * cfg.data_scale, missing, context, weight
+    return batch.x0, missing, context, weight
 
 
 def _optional(t: torch.Tensor) -> torch.Tensor | None:
@@ -167,15 +167,25 @@ def validation_batch(cases: Sequence[WorkingCase], cfg: SynTrainConfig):
     return training_batch(cases, cfg, cfg.val_slices, rng, flip=False, tumour_weight=cfg.tumour_weight or 1.0)
 
 
-def tumour_error(pred: torch.Tensor, x0: torch.Tensor, missing: torch.Tensor, weight: torch.Tensor) -> dict:
+def tumour_error(
+    pred: torch.Tensor, x0: torch.Tensor, missing: torch.Tensor, weight: torch.Tensor, cfg: D.DiffusionConfig
+) -> dict:
     """``{"val_tumour_mse": ...}``: mean squared error of the missing channels on the
-    tumour pixels (``weight > 1``) of the validation slices, diffusion space; {} without weights."""
+    tumour pixels of the validation slices; {} without weights.
+
+    Args:
+        pred, x0: ``(V, M, H, W)`` synthesised and true slices, z-scores.
+        missing: ``(V, M)``, 1 = missing.
+        weight: ``(V, 1, H, W)`` loss weights, above 1 on the tumour (or empty).
+        cfg: the variant's diffusion settings: the error is measured in diffusion
+            space, like ``val_loss`` beside it in the history.
+    """
     if not weight.numel():
         return {}
     tumour = (weight[:, 0] > 1)[:, None] & missing.bool()[:, :, None, None]
     if not tumour.any():
         return {}
-    return {"val_tumour_mse": round(float(((pred - x0) ** 2)[tumour].mean()), 5)}
+    return {"val_tumour_mse": round(float((D.to_diffusion_space(pred - x0, cfg) ** 2)[tumour].mean()), 5)}
 
 
 def synthesis_scores(pred: torch.Tensor, x0: torch.Tensor, missing: torch.Tensor) -> dict:
@@ -183,7 +193,8 @@ def synthesis_scores(pred: torch.Tensor, x0: torch.Tensor, missing: torch.Tensor
     (slice, missing modality), averaged.
 
     Args:
-        pred, x0: ``(V, M, H, W)`` synthesised and true slices (diffusion space).
+        pred, x0: ``(V, M, H, W)`` synthesised and true slices, z-scores (the
+            figures do not depend on the scale).
         missing: ``(V, M)``, 1 = missing.
 
     Returns:
@@ -239,7 +250,11 @@ def make_task(
             gen = torch.Generator(device=x0_val.device).manual_seed(11)
             pred = variant.sample(net, x0_val, missing_val, DEFAULT_STEPS, gen, _optional(ctx_val))
             scores = synthesis_scores(pred, x0_val, missing_val)
-            return {"val_loss": round(float(value), 5), **scores, **tumour_error(pred, x0_val, missing_val, w_val)}
+            return {
+                "val_loss": round(float(value), 5),
+                **scores,
+                **tumour_error(pred, x0_val, missing_val, w_val, variant.cfg),
+            }
 
     return Task(
         name=cfg.model,

@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 
 from medmodels.phantom import make_phantom
-from medmodels.syn.slices import prepare_case
+from medmodels.syn.slices import to_working_case
 from medmodels.syn.train import SynTrainConfig, make_task
 from medmodels.throughput import time_task_steps
 
@@ -41,7 +41,7 @@ def bench_training(
     """Time ``iterations`` training steps of ``cfg`` on one phantom of ``phantom_size`` voxels
     (x, y, z; 1.5 mm at the default); the figures of ``time_task_steps`` plus the configuration."""
     ph = make_phantom(tuple(phantom_size), seed=0)
-    case = prepare_case(ph.images, cfg.spacing, "phantom", labels=ph.labels)
+    case = to_working_case(ph.images, cfg.spacing, "phantom", labels=ph.labels)
     task = make_task(cfg, [case], [], torch.device("cpu"), main=False)
     result = time_task_steps(task, iterations, cfg.lr, cfg.seed)
     return {

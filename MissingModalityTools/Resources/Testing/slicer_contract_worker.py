@@ -42,7 +42,7 @@ from medmodels.modalities import MODALITY_KEYS as KEYS
 from medmodels.options import RunOptions
 
 
-def progress(fraction: float, message: str) -> None:
+def print_progress(fraction: float, message: str) -> None:
     print(f"PROGRESS {fraction:.3f} {message}", flush=True)
 
 
@@ -85,7 +85,7 @@ def standin_matrix(index: int, centre) -> np.ndarray:
 
 def preparation_record(mode: str, images: dict, ref_key: str) -> tuple[dict, list[str]]:
     """The manifest's "preparation" entry and the run's notes, with a PROGRESS line per step."""
-    progress(0.0, "Inspecting the inputs (skull-stripped? co-registered?)")
+    print_progress(0.0, "Inspecting the inputs (skull-stripped? co-registered?)")
     arrays = {k: sitk.GetArrayViewFromImage(v) for k, v in images.items()}
     stripped = all(np.count_nonzero(a) <= 0.6 * a.size for a in arrays.values())
     others = [k for k in KEYS if k in images and k != ref_key]
@@ -118,12 +118,12 @@ def preparation_record(mode: str, images: dict, ref_key: str) -> tuple[dict, lis
         record["steps"].append("registration")
         record["registration"] = {}
         for index, key in enumerate(others, start=1):
-            progress(0.02 + 0.08 * index / len(others), f"Registering {index}/{len(others)}")
+            print_progress(0.02 + 0.08 * index / len(others), f"Registering {index}/{len(others)}")
             matrix = standin_matrix(index, centre)
             record["registration"][key] = {"matrix": matrix.tolist(), "mean_shift_mm": 3.0 * index}
             notes.append(f"{key} was registered onto {ref_key} (stand-in: a known rigid matrix).")
     if mode == "on" or not stripped:
-        progress(0.12, "Extracting the brain")
+        print_progress(0.12, "Extracting the brain")
         record["steps"].append("brain_extraction")
         record["brain_extraction"] = {"method": "stand-in", "used": list(images), "volume_ml": 0.0}
         notes.append("The brain was extracted (stand-in: nothing removed).")
@@ -146,18 +146,18 @@ def misbehave(mode: str, record: str | None, write, ref_arr: np.ndarray) -> int 
     if mode in ("slow", "crash"):
         write(ref_arr, "partial.nii.gz")  # a partial output that must not survive
     if mode == "crash":
-        progress(0.1, "about to crash")
+        print_progress(0.1, "about to crash")
         print("Traceback (most recent call last): simulated segfault", file=sys.stderr, flush=True)
         os.kill(os.getpid(), signal.SIGSEGV)
     if mode == "slow":
         start_child(record, 600)
         for i in range(600):
-            progress(i / 600, f"step {i}")
+            print_progress(i / 600, f"step {i}")
             time.sleep(0.1)
     return None
 
 
-def write_results(a: argparse.Namespace, mode: str, write, ref_arr: np.ndarray, inputs: dict) -> Manifest:
+def write_stand_in_outputs(a: argparse.Namespace, mode: str, write, ref_arr: np.ndarray, inputs: dict) -> Manifest:
     """ "Synthesis" (the reference scaled) and "segmentation" (intensity bands of the reference);
     returns the manifest listing what was written."""
     manifest = Manifest(label_convention="2018")
@@ -165,10 +165,10 @@ def write_results(a: argparse.Namespace, mode: str, write, ref_arr: np.ndarray, 
     synthesised = [f for f in files if f.kind == SYNTHESISED]
     for output in files:
         if output.kind == SYNTHESISED:
-            progress(0.2 + 0.5 * synthesised.index(output) / len(synthesised), f"synthesising {output.key}")
+            print_progress(0.2 + 0.5 * synthesised.index(output) / len(synthesised), f"synthesising {output.key}")
             write(ref_arr * 0.5 + 7.0, output.name)
         elif output.kind == SEGMENTATION:
-            progress(0.8, "segmenting")
+            print_progress(0.8, "segmenting")
             write(segmentation_labels(ref_arr, mode), output.name)
         else:
             write(np.full_like(ref_arr, 0.25), output.name)
@@ -205,7 +205,7 @@ def main(argv: list[str]) -> int:
             )
     inputs = {k: getattr(a, k) for k in KEYS if getattr(a, k)}
     print("Device: cpu (the stand-in worker runs no model)", flush=True)  # first line, as medmodels run prints it
-    progress(0.0, "reading inputs")
+    print_progress(0.0, "reading inputs")
     images = {k: sitk.ReadImage(v) for k, v in inputs.items()}
     if record:
         for k, v in inputs.items():
@@ -227,8 +227,8 @@ def main(argv: list[str]) -> int:
     code = misbehave(mode, record, write, ref_arr)
     if code is not None:
         return code
-    manifest = write_results(a, mode, write, ref_arr, inputs)
-    progress(1.0, "done")
+    manifest = write_stand_in_outputs(a, mode, write, ref_arr, inputs)
+    print_progress(1.0, "done")
     if mode != "nomanifest":
         manifest.reference, manifest.inputs, manifest.device = ref_key, inputs, "cpu"
         manifest.notes, manifest.preparation = notes, preparation
