@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -151,6 +151,38 @@ def existing(folder: str | os.PathLike, names: Iterable[str]) -> list[str]:
     """Those of ``names`` that exist in ``folder`` (a dangling link counts: it would be replaced too)."""
     folder = Path(folder)
     return [n for n in names if (folder / n).exists() or (folder / n).is_symlink()]
+
+
+#: The file a run writes last into its output folder: a folder without it holds an unfinished run.
+MANIFEST = "manifest.json"
+#: What to do about files in the way, unless a command says more precisely.
+MOVE_THEM = "choose another output folder (--out), or move those files away"
+
+
+def check_output_folder(out_dir: str | os.PathLike, names: Sequence[str], fix: str = MOVE_THEM) -> None:
+    """Refuse an output folder that is a file or holds a file a command would write:
+    the one rule of every command that writes (docs/architecture.md, output-folder rules).
+
+    Args:
+        out_dir: the folder the command writes into (it need not exist yet).
+        names: the file (or folder) names the command will create there.
+        fix: what the user can do instead, for the message (e.g. "give another --name").
+
+    Raises:
+        InputError: naming the files and the fix. A folder with a
+            ``manifest.json`` "already holds a finished run".
+    """
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InputError(f"The output folder '{out_dir}' is a file: give a folder (--out is created if missing).")
+    clash = existing(out_dir, names)
+    if not clash:
+        return
+    what = f"already holds a finished run ({MANIFEST}) and" if MANIFEST in clash else "already"
+    raise InputError(
+        f"'{out_dir}' {what} holds {', '.join(clash)}, which this command would write: {fix}. medmodels never "
+        "replaces a file it did not write in the same run (inputs, your own files, an earlier run's outputs)."
+    )
 
 
 def publish_new(tmp: str | os.PathLike, dest: str | os.PathLike) -> None:

@@ -30,7 +30,7 @@ from typing import Callable
 
 import numpy as np
 
-from medmodels.atomic import claimed_folder, existing, publish_new
+from medmodels.atomic import MANIFEST, check_output_folder, claimed_folder, publish_new
 from medmodels.errors import CheckpointError, InputError
 from medmodels.image import Image, check_direction, check_head_geometry
 from medmodels.io import check_memory, read_image, write_image
@@ -40,7 +40,6 @@ from medmodels.preparation import prepare_case
 from medmodels.preprocess import check_informative, looks_skull_stripped, reference_key
 from medmodels.progress import emit, within
 
-MANIFEST = "manifest.json"
 #: The part (0..PREPARATION_END) of a run's progress that the preparation of its inputs reports in.
 PREPARATION_END = 0.15
 #: The note (in the manifest, and a WARNING line of the command) for inputs that are not skull-stripped.
@@ -207,27 +206,6 @@ def planned_outputs(keys: Sequence[str], options: RunOptions) -> list[str]:
     names += [f"{k}_std.nii.gz" for k in missing if options.samples > 1]
     names += ["segmentation.nii.gz"] if options.segment else []
     return names + [MANIFEST]
-
-
-def check_output_folder(out_dir: str | os.PathLike, names: Sequence[str]) -> None:
-    """Refuse an output folder that is a file or holds a file the run would write.
-
-    Raises:
-        InputError: naming the files and the fix. A folder with a
-            ``manifest.json`` "already holds a finished run".
-    """
-    out_dir = Path(out_dir)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise InputError(f"The output folder '{out_dir}' is a file: give a folder (--out is created if missing).")
-    clash = existing(out_dir, names)
-    if not clash:
-        return
-    what = f"already holds a finished run ({MANIFEST}) and" if MANIFEST in clash else "already"
-    raise InputError(
-        f"'{out_dir}' {what} holds {', '.join(clash)}, which this run would write: choose another output "
-        "folder (--out), or move those files away. medmodels never replaces a file it did not write in the same "
-        "run (inputs, your own files, an earlier run's outputs)."
-    )
 
 
 def write_outputs(

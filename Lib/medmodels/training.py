@@ -48,7 +48,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from medmodels import distributed
-from medmodels.atomic import write_json
+from medmodels.atomic import check_output_folder, write_json
 from medmodels.errors import InputError
 from medmodels.progress import emit, progress
 from medmodels.weights import BUNDLED_DIR, load_checkpoint, read_record, resolve_checkpoint, save_checkpoint
@@ -588,7 +588,18 @@ def export(
         "training" the run's summary (``history.json`` beside ``model.pt``, else
         ``model.pt``'s own record): cases, iterations, compute, hardware,
         options, where it was initialised from, cumulative compute, last record.
+
+    Raises:
+        InputError: ``dest_dir`` already holds ``<name>.pt`` or ``<name>.json``
+            (no checkpoint is replaced).
     """
+    dest = Path(dest_dir) if dest_dir else BUNDLED_DIR
+    check_output_folder(
+        dest,
+        [f"{name}.pt", f"{name}.json"],
+        f"give another --name or --out; to release new bundled weights under '{name}', delete the old "
+        f"{name}.pt and {name}.json first (version control keeps them)",
+    )
     model_pt = Path(run_dir_or_model)
     if model_pt.is_dir():
         model_pt = model_pt / MODEL
@@ -602,7 +613,6 @@ def export(
     else:
         training = read_record(model_pt).get("training") or {}
     record = {"stored_dtype": "float16" if half else "float32", "training": training, **(extra or {})}
-    dest = Path(dest_dir) if dest_dir else BUNDLED_DIR
     return save_checkpoint(dest / f"{name}.pt", {"state_dict": state, "config": payload["config"]}, record)
 
 

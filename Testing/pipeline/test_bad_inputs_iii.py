@@ -1,0 +1,98 @@
+"""Issue 23, "Nothing silent, nothing lost (II)", groups 2 and 5 to 8 and the
+warnings: no command replaces an earlier file, empty splits, non-finite
+weights, names that leave their folder, tracebacks, stale locks, SIGTERM,
+``--resume`` and ``--samples``. All data are generated (``medmodels.phantom``)."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+import torch
+from medmodels.cli import main
+from medmodels.phantom import write_phantom_case
+from medmodels.weights import save_checkpoint
+
+RT = ["--device", "cpu", "--threads", "1"]
+
+
+def fails(argv, capsys, *words: str) -> str:
+    """Run the command line; assert exit code 2 and exactly one ERROR line holding ``words``, no traceback."""
+    try:
+        rc = main([str(a) for a in argv])
+    except SystemExit as stop:  # argparse's errors
+        rc = stop.code
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("ERROR:")]
+    assert rc == 2 and len(errors) == 1 and "Traceback" not in err, (rc, err)
+    for word in words:
+        assert word in errors[0], (word, errors[0])
+    return errors[0]
+
+
+def tree(folder: Path) -> dict[str, str]:
+    """Every file under ``folder`` (hidden ones too) -> its SHA-256: what a refused command must leave as it was."""
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
+# -- 2. no command replaces an earlier file -------------------------------------------------------
+
+
+def test_phantom_never_replaces_an_existing_case(tmp_path, capsys):
+    argv = ["phantom", tmp_path, "--case", "Mine", "--size", "24x24x16"]
+    assert main([str(a) for a in argv]) == 0
+    labels = tmp_path / "Mine" / "Mine_seg.nii.gz"
+    labels.write_bytes(b"the user's own corrected labels")
+    before = tree(tmp_path)
+    fails(argv + ["--seed", "5"], capsys, "Mine_seg.nii.gz", "another case name")
+    assert tree(tmp_path) == before
+
+
+def test_demo_refuses_an_earlier_demo_before_writing_anything(tmp_path, capsys):
+    demo = tmp_path / "demo"
+    (demo / "output").mkdir(parents=True)
+    (demo / "output" / "manifest.json").write_text("{}", encoding="utf-8")
+    fails(["demo", demo, "--size", "24x24x16", *RT], capsys, "manifest.json", "another folder")
+    assert not (demo / "input").exists()  # refused before the phantom was written
+    write_phantom_case(demo / "input", "Phantom_007", (24, 24, 16), 7)
+    (demo / "output" / "manifest.json").unlink()
+    before = tree(demo)
+    fails(["demo", demo, "--size", "24x24x16", *RT], capsys, "Phantom_007_flair.nii.gz")
+    assert tree(demo) == before
+
+
+@pytest.mark.parametrize(
+    "command,earlier",
+    [
+        (["evaluate-seg", "{data}", "--cases", "Phantom_000"], "results.md"),
+        (["evaluate-syn", "{data}", "--split", "{split}"], "evaluation.json"),
+        (["bench-seg"], "bench_seg.json"),
+        (["bench-seg", "--training"], "bench_seg_training.json"),
+        (["bench-syn", "--training"], "bench_syn_training.json"),
+        (["bench-syn", "{data}/Phantom_000"], "bench_syn.json"),
+    ],
+)
+def test_results_of_an_earlier_run_are_never_replaced(phantom_dataset, tmp_path, capsys, command, earlier):
+    split = tmp_path / "split.json"
+    split.write_text('{"training": ["Phantom_000"], "validation": ["Phantom_001"]}', encoding="utf-8")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / earlier).write_text("earlier figures", encoding="utf-8")
+    argv = [a.format(data=phantom_dataset, split=split) for a in command]
+    fails(argv + ["--out", out, *RT], capsys, earlier, "another --out")
+    assert (out / earlier).read_text(encoding="utf-8") == "earlier figures"
+
+
+def test_export_never_replaces_a_checkpoint(tmp_path, capsys):
+    save_checkpoint(tmp_path / "run" / "model.pt", {"state_dict": {"w": torch.ones(2)}, "config": {}})
+    out = tmp_path / "weights"
+    argv = ["export", tmp_path / "run", "--name", "mine", "--out", out]
+    assert main([str(a) for a in argv]) == 0
+    before = tree(out)
+    fails(argv, capsys, "mine.pt", "mine.json", "another --name")
+    assert tree(out) == before
