@@ -6,6 +6,7 @@ weights, names that leave their folder, tracebacks, stale locks, SIGTERM,
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
 import pytest
@@ -96,3 +97,42 @@ def test_export_never_replaces_a_checkpoint(tmp_path, capsys):
     before = tree(out)
     fails(argv, capsys, "mine.pt", "mine.json", "another --name")
     assert tree(out) == before
+
+
+# -- 5. an empty validation split ---------------------------------------------------------------
+
+
+def _split(tmp_path: Path, training: list[str] | None, validation: list[str] | None) -> Path:
+    """A split file with these lists (None: the list left out)."""
+    parts = {k: v for k, v in (("training", training), ("validation", validation)) if v is not None}
+    path = tmp_path / "split.json"
+    path.write_text(json.dumps(parts), encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["evaluate-seg", "{data}", "--split", "{split}", "--out", "{out}", "--subsets", "1111"],
+        ["evaluate-syn", "{data}", "--split", "{split}", "--out", "{out}", "--patterns", "1110"],
+        ["train-seg", "{data}", "--split", "{split}", "--out", "{out}", "--iterations", "1", "--patch", "16"],
+        ["train-syn", "{data}", "--split", "{split}", "--out", "{out}", "--iterations", "1"],
+    ],
+)
+def test_an_empty_validation_split_is_refused(phantom_dataset, tmp_path, capsys, command):
+    split = _split(tmp_path, ["Phantom_000", "Phantom_001"], [])
+    argv = [a.format(data=phantom_dataset, split=split, out=tmp_path / "out") for a in command]
+    fails(argv + RT, capsys, "split.json", "no validation cases")
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+    _split(tmp_path, ["Phantom_000"], None)
+    fails(argv + RT, capsys, "split.json", "'validation'")
+
+
+@pytest.mark.parametrize("command", ["train-seg", "train-syn"])
+def test_an_empty_training_list_is_refused(phantom_dataset, tmp_path, capsys, command):
+    split = _split(tmp_path, [], ["Phantom_002"])
+    fails([command, phantom_dataset, "--split", split, "--out", tmp_path / "out", *RT], capsys, "no training cases")
+
+
+def test_evaluate_seg_with_no_case_named(phantom_dataset, tmp_path, capsys):
+    fails(["evaluate-seg", phantom_dataset, "--cases", "--out", tmp_path / "out", *RT], capsys, "--cases")

@@ -225,7 +225,9 @@ def _evaluate(args: argparse.Namespace) -> int:
         raise InputError("Give one --name per --checkpoint, or none.")
     # 'bundled' is the loaders' None (the bundled ShaSpec); 'baseline' and paths pass through
     models = {n: (None if c == "bundled" else c) for n, c in zip(names, ckpts)}
-    cases = args.cases or (read_split(args.split)["validation"] if args.split else None)
+    if args.cases is not None and not args.cases:
+        raise InputError("--cases names no case: name the cases to evaluate, or leave --cases out (all cases).")
+    cases = args.cases or (read_split(args.split, required=("validation",))["validation"] if args.split else None)
     subsets = parse_subsets(args.subsets)
     # Everything that could fail after the evaluation is checked before it: hours of work are not lost.
     earlier = read_included(args.include) if args.include else None
