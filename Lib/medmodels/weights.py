@@ -106,12 +106,28 @@ def load_checkpoint(
 
 
 def _checked_payload(payload: Any, path: Path) -> dict[str, Any]:
-    """``payload`` if it is a medmodels checkpoint (a dict with ``state_dict``), else a CheckpointError."""
+    """``payload`` if it is a medmodels checkpoint (a dict with ``state_dict``) whose weights are all
+    finite, else a CheckpointError naming ``path``."""
     if not isinstance(payload, dict) or not isinstance(payload.get("state_dict"), dict):
         what = type(payload).__name__ if not isinstance(payload, dict) else "a dict without 'state_dict'"
         raise CheckpointError(
             f"'{path}' holds {what}, not a medmodels checkpoint ({{'state_dict': ..., 'config': ...}}): give a "
             "checkpoint written by medmodels (train-seg/train-syn, export)."
+        )
+    # NaN or infinite weights give all-background segmentations and blank volumes, exit 0: refuse them here
+    bad = [
+        name
+        for name, value in payload["state_dict"].items()
+        if isinstance(value, torch.Tensor)
+        and (value.is_floating_point() or value.is_complex())
+        and not bool(torch.isfinite(value).all())
+    ]
+    if bad:
+        shown = ", ".join(bad[:3]) + (f" and {len(bad) - 3} more" if len(bad) > 3 else "")
+        raise CheckpointError(
+            f"Checkpoint '{path}' holds NaN or infinite weights ({shown}): it is damaged or comes from a "
+            "training that diverged. Use another checkpoint (an earlier one, or the bundled weights), or retrain "
+            "(e.g. with a lower --lr)."
         )
     return payload
 

@@ -12,8 +12,10 @@ from pathlib import Path
 import pytest
 import torch
 from medmodels.cli import main
+from medmodels.errors import CheckpointError
+from medmodels.io import write_image
 from medmodels.phantom import write_phantom_case
-from medmodels.weights import save_checkpoint
+from medmodels.weights import bundled_checkpoint, load_checkpoint, save_checkpoint
 
 RT = ["--device", "cpu", "--threads", "1"]
 
@@ -136,3 +138,19 @@ def test_an_empty_training_list_is_refused(phantom_dataset, tmp_path, capsys, co
 
 def test_evaluate_seg_with_no_case_named(phantom_dataset, tmp_path, capsys):
     fails(["evaluate-seg", phantom_dataset, "--cases", "--out", tmp_path / "out", *RT], capsys, "--cases")
+
+
+# -- 6. weights checked for finite values at load -----------------------------------------------
+
+
+def test_a_checkpoint_with_nan_weights_is_refused(small_phantom, tmp_path, capsys):
+    payload = load_checkpoint(bundled_checkpoint("shaspec_brats18"))
+    name = next(k for k, v in payload["state_dict"].items() if v.is_floating_point())
+    payload["state_dict"][name] = torch.full_like(payload["state_dict"][name], float("nan"))
+    save_checkpoint(tmp_path / "diverged.pt", payload)
+    with pytest.raises(CheckpointError, match=name):
+        load_checkpoint(tmp_path / "diverged.pt")
+    write_image(small_phantom.images["t1"], tmp_path / "t1.nii.gz")
+    argv = ["segment", "--t1", tmp_path / "t1.nii.gz", "--out", tmp_path / "out", "--seg-checkpoint"]
+    fails(argv + [tmp_path / "diverged.pt", *RT], capsys, "diverged.pt", "NaN or infinite")
+    assert not (tmp_path / "out" / "segmentation.nii.gz").exists()
