@@ -153,6 +153,25 @@ def existing(folder: str | os.PathLike, names: Iterable[str]) -> list[str]:
     return [n for n in names if (folder / n).exists() or (folder / n).is_symlink()]
 
 
+def check_plain_name(name: str, what: str) -> str:
+    """``name`` if it is one plain file or folder name, which cannot lead out of the folder it is made in.
+
+    Args:
+        name: a name a user gave that becomes part of a path (``--case``, ``--name``).
+        what: how the command calls it, for the message (e.g. "case name (--case)").
+
+    Raises:
+        InputError: an empty name, ``.`` or ``..``, or one holding a path
+            separator, a drive colon or a NUL character.
+    """
+    if name in ("", ".", "..") or any(c in name for c in "/\\:\0"):
+        raise InputError(
+            f"The {what} '{name}' is not a plain name: it would lead out of its folder. Give a name without "
+            "'/', '\\', ':' or '..', and choose the folder with --out (or OUT_DIR) instead."
+        )
+    return name
+
+
 #: The file a run writes last into its output folder: a folder without it holds an unfinished run.
 MANIFEST = "manifest.json"
 #: What to do about files in the way, unless a command says more precisely.

@@ -41,7 +41,7 @@ import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
 
-from medmodels.atomic import check_output_folder, write_json
+from medmodels.atomic import check_output_folder, check_plain_name, write_json
 from medmodels.datasets import case_file_names
 from medmodels.image import Image
 from medmodels.io import write_image
@@ -282,10 +282,11 @@ def write_phantom_case(
         slice_mm: slice thickness of the misaligned grids.
 
     Raises:
-        InputError: the case folder already holds a file this would write (an
-            existing case is never replaced).
+        InputError: ``case`` is not a plain name (``atomic.check_plain_name``), or
+            the case folder already holds a file this would write (an existing
+            case is never replaced).
     """
-    folder = Path(out_dir) / case
+    folder = Path(out_dir) / check_plain_name(case, "case name (--case)")
     names = case_file_names(case, naming)
     check_output_folder(folder, phantom_files(case, naming, misalign), fix=f"give another case name than '{case}'")
     phantom = make_phantom(size, seed, head=head)

@@ -48,7 +48,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from medmodels import distributed
-from medmodels.atomic import check_output_folder, write_json
+from medmodels.atomic import check_output_folder, check_plain_name, write_json
 from medmodels.errors import InputError
 from medmodels.progress import emit, progress
 from medmodels.weights import BUNDLED_DIR, load_checkpoint, read_record, resolve_checkpoint, save_checkpoint
@@ -590,10 +590,12 @@ def export(
         options, where it was initialised from, cumulative compute, last record.
 
     Raises:
-        InputError: ``dest_dir`` already holds ``<name>.pt`` or ``<name>.json``
-            (no checkpoint is replaced).
+        InputError: ``name`` is not a plain name (``atomic.check_plain_name``),
+            or ``dest_dir`` already holds ``<name>.pt`` or ``<name>.json`` (no
+            checkpoint is replaced).
     """
     dest = Path(dest_dir) if dest_dir else BUNDLED_DIR
+    check_plain_name(name, "checkpoint name (--name)")
     check_output_folder(
         dest,
         [f"{name}.pt", f"{name}.json"],

@@ -154,3 +154,16 @@ def test_a_checkpoint_with_nan_weights_is_refused(small_phantom, tmp_path, capsy
     argv = ["segment", "--t1", tmp_path / "t1.nii.gz", "--out", tmp_path / "out", "--seg-checkpoint"]
     fails(argv + [tmp_path / "diverged.pt", *RT], capsys, "diverged.pt", "NaN or infinite")
     assert not (tmp_path / "out" / "segmentation.nii.gz").exists()
+
+
+# -- 7. names cannot leave their folder ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["../x", "..", "a/../../x", "{tmp}/x", "sub\\..\\..\\x", "C:x"])
+def test_a_name_that_would_leave_its_folder_is_refused(tmp_path, capsys, name):
+    name = name.format(tmp=tmp_path)
+    save_checkpoint(tmp_path / "run" / "model.pt", {"state_dict": {"w": torch.ones(2)}, "config": {}})
+    inside = tmp_path / "a" / "b"
+    fails(["export", tmp_path / "run", "--name", name, "--out", inside], capsys, "--name", "not a plain name")
+    fails(["phantom", inside, "--case", name, "--size", "24x24x16"], capsys, "--case", "not a plain name")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]  # nothing written, inside or outside
