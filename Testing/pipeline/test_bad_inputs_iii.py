@@ -9,7 +9,9 @@ import hashlib
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
+import SimpleITK as sitk
 import torch
 from medmodels.cli import main
 from medmodels.errors import CheckpointError
@@ -167,3 +169,56 @@ def test_a_name_that_would_leave_its_folder_is_refused(tmp_path, capsys, name):
     fails(["export", tmp_path / "run", "--name", name, "--out", inside], capsys, "--name", "not a plain name")
     fails(["phantom", inside, "--case", name, "--size", "24x24x16"], capsys, "--case", "not a plain name")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]  # nothing written, inside or outside
+
+
+# -- 8. an ERROR line, never a traceback ----------------------------------------------------------
+
+
+def _case_with(small_phantom, folder: Path, key: str, image) -> Path:
+    """FLAIR and T2 of the phantom and ``image`` (an Image, or a SimpleITK image) as ``key``."""
+    for other in ("flair", "t2"):
+        write_image(small_phantom.images[other], folder / f"{other}.nii.gz")
+    if isinstance(image, sitk.Image):
+        sitk.WriteImage(image, str(folder / f"{key}.nii.gz"))
+    else:
+        write_image(image, folder / f"{key}.nii.gz")
+    return folder
+
+
+@pytest.mark.parametrize("peak", [1e30, 3e38])
+def test_values_near_1e30_are_refused(small_phantom, tmp_path, capsys, peak):
+    t1 = small_phantom.images["t1"]
+    huge = t1.with_array((t1.array / t1.array.max() * np.float32(peak)).astype(np.float32))
+    case = _case_with(small_phantom, tmp_path / "case", "t1", huge)
+    for prepare in ("auto", "off"):
+        fails(
+            ["segment", case, "--out", tmp_path / prepare, "--prepare", prepare, *RT], capsys, "t1.nii.gz", "scl_slope"
+        )
+
+
+def test_a_complex_valued_nifti_is_refused(small_phantom, tmp_path, capsys):
+    t1 = small_phantom.images["t1"]
+    complex_t1 = sitk.GetImageFromArray(t1.array.astype(np.complex64))
+    complex_t1.CopyInformation(t1.to_sitk())
+    case = _case_with(small_phantom, tmp_path / "case", "t1", complex_t1)
+    fails(["segment", case, "--out", tmp_path / "out", *RT], capsys, "t1.nii.gz", "complex", "magnitude")
+
+
+def test_a_24_mm_volume_next_to_normal_ones(small_phantom, tmp_path, capsys):
+    t1 = small_phantom.images["t1"].to_sitk()
+    thick = sitk.Resample(t1, [48, 48, 7], sitk.Transform(), sitk.sitkLinear, t1.GetOrigin(), (5.0, 5.0, 24.0))
+    case = _case_with(small_phantom, tmp_path / "case", "t1", thick)
+    fails(["segment", case, "--out", tmp_path / "out", *RT], capsys, "T1", "24 mm")
+
+
+@pytest.mark.parametrize(
+    "record,words",
+    [("not JSON {", "is not JSON"), ('{"file": "c.pt"}', "without a SHA-256"), ('["abc"]', "a JSON list")],
+)
+def test_a_malformed_checkpoint_record(small_phantom, tmp_path, capsys, record, words):
+    torch.save({"state_dict": {"w": torch.ones(2)}, "config": {}}, tmp_path / "c.pt")
+    (tmp_path / "c.json").write_text(record, encoding="utf-8")
+    write_image(small_phantom.images["t1"], tmp_path / "t1.nii.gz")
+    argv = ["segment", "--t1", tmp_path / "t1.nii.gz", "--out", tmp_path / "out", "--seg-checkpoint", tmp_path / "c.pt"]
+    fails(argv + RT, capsys, "c.json", words, "restore")
+    fails(["export", tmp_path / "c.pt", "--name", "e", "--out", tmp_path / "w"], capsys, "c.json", words)
