@@ -7,14 +7,19 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import SimpleITK as sitk
 import torch
+from medmodels.atomic import LOCK_NAME, claimed_folder
 from medmodels.cli import main
-from medmodels.errors import CheckpointError
+from medmodels.errors import CheckpointError, InputError
 from medmodels.io import write_image
 from medmodels.phantom import write_phantom_case
 from medmodels.weights import bundled_checkpoint, load_checkpoint, save_checkpoint
@@ -222,3 +227,38 @@ def test_a_malformed_checkpoint_record(small_phantom, tmp_path, capsys, record, 
     argv = ["segment", "--t1", tmp_path / "t1.nii.gz", "--out", tmp_path / "out", "--seg-checkpoint", tmp_path / "c.pt"]
     fails(argv + RT, capsys, "c.json", words, "restore")
     fails(["export", tmp_path / "c.pt", "--name", "e", "--out", tmp_path / "w"], capsys, "c.json", words)
+
+
+# -- warnings: a stale lock, SIGTERM, --resume, --samples ------------------------------------------
+
+
+def _dead_pid() -> int:
+    """The pid of a process that has just ended (so no process has it now, barring reuse)."""
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def test_the_lock_of_a_killed_run_is_removed_with_a_note(small_phantom, tmp_path, capsys):
+    write_image(small_phantom.images["t1"], tmp_path / "t1.nii.gz")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / LOCK_NAME).write_text(f"{_dead_pid()} {socket.gethostname()}\n", encoding="ascii")
+    argv = ["segment", "--t1", tmp_path / "t1.nii.gz", "--out", out, "--seg-checkpoint", tmp_path / "none.pt"]
+    fails(argv + RT, capsys, "none.pt")  # any error after the claim: the claim itself went through
+    assert not (out / LOCK_NAME).exists()
+    with claimed_folder(out):
+        pass
+    (out / LOCK_NAME).write_text(f"{_dead_pid()}\n", encoding="ascii")
+    with claimed_folder(out):
+        assert (out / LOCK_NAME).read_text(encoding="ascii").split()[0] == str(os.getpid())
+    assert "removed the lock file" in capsys.readouterr().err
+
+
+def test_a_lock_that_may_be_held_is_never_removed(tmp_path):
+    for text in (f"{_dead_pid()} another-machine\n", f"{os.getpid()}\n", ""):  # a shared folder, alive, unreadable
+        (tmp_path / LOCK_NAME).write_text(text, encoding="ascii")
+        with pytest.raises(InputError, match="in use by"):
+            with claimed_folder(tmp_path):
+                pass
+        assert (tmp_path / LOCK_NAME).read_text(encoding="ascii") == text
