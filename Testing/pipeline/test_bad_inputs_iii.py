@@ -262,3 +262,32 @@ def test_a_lock_that_may_be_held_is_never_removed(tmp_path):
             with claimed_folder(tmp_path):
                 pass
         assert (tmp_path / LOCK_NAME).read_text(encoding="ascii") == text
+
+
+#: A run that receives SIGTERM while it writes its outputs: after the first staged file.
+SIGTERM_WHILE_WRITING = """
+import os, signal, sys, time
+import medmodels.pipeline as pipeline
+from medmodels.cli import main
+write = pipeline.write_image
+def write_then_terminate(image, path):
+    written = write(image, path)
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(30)  # the signal arrives here
+    return written
+pipeline.write_image = write_then_terminate
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_sigterm_is_handled_as_ctrl_c(small_phantom, tmp_path):
+    write_image(small_phantom.images["t1"], tmp_path / "t1.nii.gz")
+    out = tmp_path / "out"
+    argv = ["segment", "--t1", str(tmp_path / "t1.nii.gz"), "--out", str(out), *RT]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    done = subprocess.run(
+        [sys.executable, "-c", SIGTERM_WHILE_WRITING, *argv], capture_output=True, text=True, env=env, timeout=300
+    )
+    assert done.returncode == 143 and "ERROR: stopped by SIGTERM" in done.stderr, (done.returncode, done.stderr)
+    assert "Traceback" not in done.stderr
+    assert sorted(p.name for p in out.iterdir()) == []  # no .partial-* folder, no lock, no output
