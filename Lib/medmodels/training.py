@@ -92,7 +92,8 @@ class LoopConfig:
         init: start from these weights: "bundled" (the family's bundled
             checkpoint) or a checkpoint path; None = random initialisation.
         resume: continue from ``OUT/last.pt``; without it, an existing
-            ``last.pt`` is an error (so a run is never overwritten by mistake).
+            ``last.pt`` is an error (so a run is never overwritten by mistake),
+            and with it a missing one is (so a run never starts over unsaid).
         seed: seeds the initial weights and (with the rank) the data streams.
         threads: CPU threads for PyTorch (None = PyTorch's choice).
         device: "auto", "cpu" or "cuda".
@@ -207,6 +208,11 @@ def setup(cfg: LoopConfig) -> distributed.DistInfo:
         raise InputError(
             f"'{last}' exists: a run was already started in '{cfg.out}'. Add --resume to continue it, "
             "or give another --out folder to start a new run."
+        )
+    if cfg.resume and not last.exists():  # a silent fresh start would throw away the run meant to go on
+        raise InputError(
+            f"--resume: there is no '{last}' to continue from. Give the --out of the interrupted run, or leave "
+            "--resume out to start a new run."
         )
     if cfg.threads:
         torch.set_num_threads(cfg.threads)

@@ -291,3 +291,10 @@ def test_sigterm_is_handled_as_ctrl_c(small_phantom, tmp_path):
     assert done.returncode == 143 and "ERROR: stopped by SIGTERM" in done.stderr, (done.returncode, done.stderr)
     assert "Traceback" not in done.stderr
     assert sorted(p.name for p in out.iterdir()) == []  # no .partial-* folder, no lock, no output
+
+
+@pytest.mark.parametrize("command", ["train-seg", "train-syn"])
+def test_resume_without_last_pt_is_an_error(phantom_dataset, tmp_path, capsys, command):
+    argv = [command, phantom_dataset, "--out", tmp_path / "run", "--resume", "--iterations", "1", *RT]
+    fails(argv, capsys, "--resume", "last.pt", "leave --resume out")
+    assert not (tmp_path / "run" / "model.pt").exists()  # nothing was trained from scratch
