@@ -298,3 +298,14 @@ def test_resume_without_last_pt_is_an_error(phantom_dataset, tmp_path, capsys, c
     argv = [command, phantom_dataset, "--out", tmp_path / "run", "--resume", "--iterations", "1", *RT]
     fails(argv, capsys, "--resume", "last.pt", "leave --resume out")
     assert not (tmp_path / "run" / "model.pt").exists()  # nothing was trained from scratch
+
+
+@pytest.mark.parametrize("samples", ["0", "33", "100000"])
+def test_samples_are_bounded(small_phantom, phantom_dataset, tmp_path, capsys, samples):
+    write_image(small_phantom.images["t1"], tmp_path / "t1.nii.gz")
+    argv = ["synthesize", "--t1", tmp_path / "t1.nii.gz", "--out", tmp_path / "out", "--samples", samples]
+    fails(argv + RT, capsys, "--samples", "at most 32", samples)
+    split = _split(tmp_path, ["Phantom_000"], ["Phantom_001"])
+    argv = ["evaluate-syn", phantom_dataset, "--split", split, "--out", tmp_path / "ev", "--samples", samples]
+    fails(argv + RT, capsys, "--samples", "at most 32", samples)
+    assert not (tmp_path / "out").exists() and not (tmp_path / "ev" / "evaluation.json").exists()

@@ -66,6 +66,7 @@ from medmodels.image import Image
 from medmodels.labels import labels_to_regions
 from medmodels.metrics import enhancement_contrast, mae, psnr, ssim, ssim_in_regions
 from medmodels.modalities import BY_KEY, MODALITY_KEYS, AvailabilityMask
+from medmodels.options import samples_problem
 from medmodels.preprocess import Normalizer, brain_mask, resample_like
 from medmodels.progress import progress
 from medmodels.stats import CASE_TEST, paired_case_test
@@ -646,10 +647,10 @@ def evaluate(
     The result's ``"dice"`` is None here; ``medmodels.downstream.add_downstream_dice`` fills it.
     """
     t_start = time.time()
+    if samples_problem(samples):
+        raise InputError(samples_problem(samples))
     syn = load_synthesizer(checkpoint, device)
     reg = load_synthesizer(baseline if baseline is not None else "baseline", device)
-    if samples < 1:
-        raise InputError(f"samples must be at least 1, got {samples}.")
     if reg.kind != "regression":
         raise InputError("--baseline must be a regression-baseline checkpoint (trained with --model regression).")
     if syn.spacing != reg.spacing:
