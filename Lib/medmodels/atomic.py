@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import json
 import os
+import socket
+import sys
 import tempfile
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -65,19 +67,61 @@ def write_json(dest: str | os.PathLike, data, sort_keys: bool = False) -> None:
 LOCK_NAME = ".medmodels-run.lock"
 
 
-def _lock_holder(lock: Path) -> str:
-    """Who holds ``lock``, in words, for the message of a refused claim."""
+def _lock_owner(lock: Path) -> tuple[int | None, bool]:
+    """``(pid, gone)`` of the run that wrote ``lock``: ``gone`` when that process no longer runs on
+    this machine (a killed run). A lock from another machine (a shared folder) or unreadable is never gone."""
     try:
-        pid = int(lock.read_text(encoding="ascii").split()[0])
+        fields = lock.read_text(encoding="ascii").split()
+        pid = int(fields[0])
     except (OSError, ValueError, IndexError):
-        return "another run"
+        return None, False
+    if pid <= 0 or (len(fields) > 1 and fields[1] != socket.gethostname()):
+        return pid, False  # another machine's process number says nothing about this one's processes
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
-        return f"process {pid}, which is no longer running (a run that was killed)"
+        return pid, True
     except (PermissionError, OSError):
-        pass  # alive under another user, or a platform without signal 0: say only its number
-    return f"process {pid}"
+        pass  # alive under another user, or a platform without signal 0
+    return pid, False
+
+
+def _lock_holder(lock: Path) -> str:
+    """Who holds ``lock``, in words, for the message of a refused claim."""
+    pid, gone = _lock_owner(lock)
+    if pid is None:
+        return "another run"
+    return f"process {pid}, which is no longer running (a run that was killed)" if gone else f"process {pid}"
+
+
+def _remove_stale_lock(lock: Path) -> bool:
+    """Remove ``lock`` when the process that wrote it is gone, with a note on stderr; True if removed.
+
+    A second lock file (``<lock>.break``, ``O_EXCL``) makes the check and the
+    removal one step among runs started together: only one of them removes
+    the stale lock, and none removes the fresh lock of a run that just took it.
+    """
+    pid, gone = _lock_owner(lock)
+    if not gone:
+        return False
+    breaker = lock.with_name(lock.name + ".break")
+    try:
+        os.close(os.open(breaker, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+    except OSError:
+        return False  # another run is removing it at this moment
+    try:
+        if _lock_owner(lock) != (pid, True):  # taken meanwhile by a run that is alive
+            return False
+        lock.unlink()
+    finally:
+        breaker.unlink(missing_ok=True)
+    print(
+        f"note: removed the lock file '{lock}' left by process {pid}, which is no longer running (a run that was "
+        "killed); files it left half-written were never published.",
+        file=sys.stderr,
+        flush=True,
+    )
+    return True
 
 
 @contextmanager
@@ -87,7 +131,8 @@ def claimed_folder(folder: str | os.PathLike) -> Iterator[Path]:
     The claim is a lock file created with ``O_CREAT | O_EXCL``: of two runs
     started together, exactly one creates it, the other is refused at once,
     before it computes anything. The lock is removed when the block ends
-    (also on an error); a lock left by a killed run is reported as such.
+    (also on an error); a lock left by a killed run (its process is gone) is
+    removed with a note on stderr.
 
     Args:
         folder: the output folder.
@@ -103,27 +148,39 @@ def claimed_folder(folder: str | os.PathLike) -> Iterator[Path]:
     lock = folder / LOCK_NAME
     if folder.exists() and not folder.is_dir():
         raise InputError(f"The output folder '{folder}' is a file: give a folder (--out is created if missing).")
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-    except FileExistsError:
-        raise InputError(
-            f"The output folder '{folder}' is in use by {_lock_holder(lock)} (lock file '{LOCK_NAME}'): wait for "
-            "it to finish or choose another --out; delete the lock file only if no run is writing there."
-        ) from None
-    except OSError as err:
-        raise InputError(
-            f"Cannot write into the output folder '{folder}' ({err.strerror or err}): choose a writable --out."
-        ) from None
+    fd = _create_lock(folder, lock)
     try:
         with os.fdopen(fd, "w", encoding="ascii") as f:
-            f.write(f"{os.getpid()}\n")
+            f.write(f"{os.getpid()} {socket.gethostname()}\n")  # the host: a pid means something only there
         yield folder
     finally:
         try:
             lock.unlink()
         except FileNotFoundError:
             pass
+
+
+def _create_lock(folder: Path, lock: Path) -> int:
+    """Create ``lock`` in ``folder`` (made if missing) with ``O_EXCL`` and return its descriptor; the lock
+    of a killed run is removed first (``_remove_stale_lock``). InputError when it is held or not writable."""
+    flags = os.O_CREAT | os.O_EXCL | os.O_WRONLY
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        try:
+            return os.open(lock, flags, 0o644)
+        except FileExistsError:
+            if not _remove_stale_lock(lock):
+                raise
+            return os.open(lock, flags, 0o644)  # a run started at the same moment may still win it
+    except FileExistsError:
+        raise InputError(
+            f"The output folder '{folder}' is in use by {_lock_holder(lock)} (lock file '{LOCK_NAME}'): wait "
+            "for it to finish or choose another --out; delete the lock file only if no run is writing there."
+        ) from None
+    except OSError as err:
+        raise InputError(
+            f"Cannot write into the output folder '{folder}' ({err.strerror or err}): choose a writable --out."
+        ) from None
 
 
 def check_writable_folder(folder: str | os.PathLike) -> Path:
@@ -151,6 +208,57 @@ def existing(folder: str | os.PathLike, names: Iterable[str]) -> list[str]:
     """Those of ``names`` that exist in ``folder`` (a dangling link counts: it would be replaced too)."""
     folder = Path(folder)
     return [n for n in names if (folder / n).exists() or (folder / n).is_symlink()]
+
+
+def check_plain_name(name: str, what: str) -> str:
+    """``name`` if it is one plain file or folder name, which cannot lead out of the folder it is made in.
+
+    Args:
+        name: a name a user gave that becomes part of a path (``--case``, ``--name``).
+        what: how the command calls it, for the message (e.g. "case name (--case)").
+
+    Raises:
+        InputError: an empty name, ``.`` or ``..``, or one holding a path
+            separator, a drive colon or a NUL character.
+    """
+    if name in ("", ".", "..") or any(c in name for c in "/\\:\0"):
+        raise InputError(
+            f"The {what} '{name}' is not a plain name: it would lead out of its folder. Give a name without "
+            "'/', '\\', ':' or '..', and choose the folder with --out (or OUT_DIR) instead."
+        )
+    return name
+
+
+#: The file a run writes last into its output folder: a folder without it holds an unfinished run.
+MANIFEST = "manifest.json"
+#: What to do about files in the way, unless a command says more precisely.
+MOVE_THEM = "choose another output folder (--out), or move those files away"
+
+
+def check_output_folder(out_dir: str | os.PathLike, names: Sequence[str], fix: str = MOVE_THEM) -> None:
+    """Refuse an output folder that is a file or holds a file a command would write:
+    the one rule of every command that writes (docs/architecture.md, output-folder rules).
+
+    Args:
+        out_dir: the folder the command writes into (it need not exist yet).
+        names: the file (or folder) names the command will create there.
+        fix: what the user can do instead, for the message (e.g. "give another --name").
+
+    Raises:
+        InputError: naming the files and the fix. A folder with a
+            ``manifest.json`` "already holds a finished run".
+    """
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InputError(f"The output folder '{out_dir}' is a file: give a folder (--out is created if missing).")
+    clash = existing(out_dir, names)
+    if not clash:
+        return
+    what = f"already holds a finished run ({MANIFEST}) and" if MANIFEST in clash else "already"
+    raise InputError(
+        f"'{out_dir}' {what} holds {', '.join(clash)}, which this command would write: {fix}. medmodels never "
+        "replaces a file it did not write in the same run (inputs, your own files, an earlier run's outputs)."
+    )
 
 
 def publish_new(tmp: str | os.PathLike, dest: str | os.PathLike) -> None:

@@ -4,7 +4,8 @@ Each module in ``medmodels.commands`` adds its sub-commands through
 ``register(subparsers)`` and sets ``func`` on them. Errors a user can fix
 (``InputError``, ``CheckpointError``), bad arguments, a failing disk
 (``OSError``) and memory that runs out are printed as one ``ERROR:`` line on
-stderr with exit code 2, never as a traceback.
+stderr with exit code 2, never as a traceback. SIGTERM stops a command as Ctrl-C
+does (exit code 143), so its clean-up runs.
 
 Building the parser imports no torch: the command modules import the heavy
 modules inside their command functions, so ``medmodels --help`` is quick.
@@ -14,7 +15,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import signal
 import sys
+import threading
 
 from medmodels import __version__
 from medmodels.errors import CheckpointError, InputError
@@ -51,8 +54,29 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM (a job scheduler, ``kill``, a closing terminal), raised as Ctrl-C is: every ``finally``
+    runs, so temporary ``.partial-*`` files and the output folder's lock are removed."""
+
+
+def _raise_terminated(signum, frame) -> None:
+    raise _Terminated
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # Only the main thread may set a handler (a test or a host program may call main from another).
+    handles = threading.current_thread() is threading.main_thread()
+    before = signal.signal(signal.SIGTERM, _raise_terminated) if handles else None
+    try:
+        return _run(args)
+    finally:
+        if handles:
+            signal.signal(signal.SIGTERM, before)
+
+
+def _run(args: argparse.Namespace) -> int:
+    """``args.func(args)``, with every failure a user can act on as one ``ERROR:`` line and exit code 2."""
     try:
         result = args.func(args)
     except (InputError, CheckpointError) as err:
@@ -70,6 +94,9 @@ def main(argv: list[str] | None = None) -> int:
         where = f" ('{err.filename}')" if getattr(err, "filename", None) else ""
         print(f"ERROR: {err.strerror or err}{where}: check the path, free disk space or permissions.", file=sys.stderr)
         return 2
+    except _Terminated:
+        print("ERROR: stopped by SIGTERM: run the command again to do its work.", file=sys.stderr, flush=True)
+        return 128 + signal.SIGTERM
     except KeyboardInterrupt:
         print("ERROR: interrupted", file=sys.stderr, flush=True)
         return 130

@@ -24,12 +24,12 @@ from collections.abc import Iterable, Mapping
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 
-from medmodels.atomic import existing, write_json
+from medmodels.atomic import MANIFEST, write_json
 from medmodels.errors import InputError
 from medmodels.modalities import MODALITY_KEYS
 
 #: The manifest's file name; written last, so its absence marks an unfinished run.
-MANIFEST_NAME = "manifest.json"
+MANIFEST_NAME = MANIFEST
 #: The kinds of output file; each is also the manifest field that lists the files of that kind.
 SYNTHESISED = "synthesised"
 UNCERTAINTY = "uncertainty"
@@ -90,31 +90,6 @@ def planned_outputs(keys: Iterable[str], options) -> list[str]:
         options: the run's ``RunOptions``.
     """
     return [f.name for f in planned_files(keys, options)] + [MANIFEST_NAME]
-
-
-def check_output_folder(out_dir: str | os.PathLike, names: Iterable[str]) -> None:
-    """Refuse an output folder that is a file or holds a file the run would write.
-
-    Args:
-        out_dir: the output folder (it may not exist yet).
-        names: the file names the run will write there (``planned_outputs``).
-
-    Raises:
-        InputError: naming the files and the fix. A folder with a
-            ``manifest.json`` "already holds a finished run".
-    """
-    out_dir = Path(out_dir)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise InputError(f"The output folder '{out_dir}' is a file: give a folder (--out is created if missing).")
-    clash = existing(out_dir, names)
-    if not clash:
-        return
-    what = f"already holds a finished run ({MANIFEST_NAME}) and" if MANIFEST_NAME in clash else "already"
-    raise InputError(
-        f"'{out_dir}' {what} holds {', '.join(clash)}, which this run would write: choose another output "
-        "folder (--out), or move those files away. medmodels never replaces a file it did not write in the same "
-        "run (inputs, your own files, an earlier run's outputs)."
-    )
 
 
 @dataclass

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -120,8 +120,18 @@ def discover_cases(root: str | Path, require_all: bool = True, require_label: bo
     return cases
 
 
-def read_split(path: str | Path) -> dict[str, list[str]]:
-    """Read and check a split file."""
+def read_split(path: str | Path, required: Sequence[str] = ()) -> dict[str, list[str]]:
+    """Read and check a split file.
+
+    Args:
+        path: the JSON file, ``{"training": [names], "validation": [names]}``.
+        required: the parts that must name at least one case (an empty
+            validation list would otherwise score no case, or every case).
+
+    Raises:
+        InputError: a missing or malformed file, a part that is not a list of
+            names, a case in both parts, or an empty part of ``required``.
+    """
     path = Path(path)
     try:
         split = json.loads(path.read_text(encoding="utf-8"))
@@ -137,6 +147,12 @@ def read_split(path: str | Path) -> dict[str, list[str]]:
         raise InputError(
             f"Split file '{path}' puts {sorted(overlap)} in both training and validation: keep them apart."
         )
+    empty = [part for part in required if not split[part]]
+    if empty:
+        raise InputError(
+            f"Split file '{path}' lists no {' and no '.join(empty)} cases: add case names under "
+            f"{' and '.join(repr(part) for part in empty)}, or give another split file."
+        )
     return {"training": list(split["training"]), "validation": list(split["validation"])}
 
 
@@ -150,9 +166,9 @@ def write_split(path: str | Path, training: list[str], validation: list[str]) ->
 
 def split_cases(root: str | Path, split_file: str | Path, part: str, require_label: bool = True) -> list[Case]:
     """The cases of one part ('training' or 'validation') of a split, checked on disk."""
-    split = read_split(split_file)
-    if part not in split:
+    if part not in ("training", "validation"):
         raise InputError(f"Unknown split part '{part}': use 'training' or 'validation'.")
+    split = read_split(split_file, required=(part,))
     cases = discover_cases(root, require_all=True, require_label=require_label)
     missing = [c for c in split[part] if c not in cases]
     if missing:

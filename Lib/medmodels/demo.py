@@ -9,12 +9,13 @@ from pathlib import Path
 
 import numpy as np
 
+from medmodels.atomic import check_output_folder
 from medmodels.datasets import find_case
 from medmodels.metrics import psnr, region_scores, ssim
-from medmodels.modalities import BY_KEY, AvailabilityMask
+from medmodels.modalities import BY_KEY, MODALITY_KEYS, AvailabilityMask
 from medmodels.options import RunOptions
-from medmodels.phantom import write_phantom_case
-from medmodels.pipeline import run_case, write_outputs
+from medmodels.phantom import phantom_files, write_phantom_case
+from medmodels.pipeline import planned_outputs, run_case, write_outputs
 
 
 def run_demo(out_dir: Path, size: tuple[int, int, int], seed: int, drop: tuple[str, ...], options: RunOptions) -> str:
@@ -27,9 +28,17 @@ def run_demo(out_dir: Path, size: tuple[int, int, int], seed: int, drop: tuple[s
         seed: phantom seed (the case is ``Phantom_<seed>``).
         drop: modality keys left out, then synthesised back.
         options: the run options.
+
+    Raises:
+        InputError: before anything is written, when ``out_dir`` holds a file
+            the demo would write (an earlier demo's inputs or outputs).
     """
-    out_dir = Path(out_dir)
-    case = find_case(write_phantom_case(out_dir / "input", f"Phantom_{seed:03d}", size, seed), require_label=True)
+    out_dir, name = Path(out_dir), f"Phantom_{seed:03d}"
+    # Both folders are checked before the phantom is written: a refused demo leaves the folder as it was.
+    fix = "give the demo another folder, or move the earlier demo away"
+    check_output_folder(out_dir / "input" / name, phantom_files(name), fix)
+    check_output_folder(out_dir / "output", planned_outputs([k for k in MODALITY_KEYS if k not in drop], options), fix)
+    case = find_case(write_phantom_case(out_dir / "input", name, size, seed), require_label=True)
     images, labels = case.load()
     given = {k: v for k, v in images.items() if k not in drop}
     mask = AvailabilityMask.from_keys(given)

@@ -32,6 +32,9 @@ from medmodels.errors import InputError
 from medmodels.image import Image, check_direction
 
 VOLUME_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
+#: The largest voxel magnitude read: MRI intensities stay far below it, and float32 sums of squares
+#: (means, variances, registration metrics) of larger values overflow.
+MAX_INTENSITY = 1e12
 #: NIfTI datatype codes of float data (float32, float64), the ones that can hold NaN/Inf.
 _NIFTI_FLOAT_TYPES = {16: "f4", 64: "f8"}
 
@@ -46,8 +49,9 @@ def read_image(path: str | os.PathLike, check_finite: bool = True) -> Image:
     Raises:
         InputError: the path is missing (or a link loop), not an image, a
             damaged or truncated NIfTI file, a DICOM series with uneven slice
-            positions (a missing slice), not 3D, sheared, larger than the
-            free memory, or holds NaN or infinite voxels.
+            positions (a missing slice), not 3D, complex-valued, sheared,
+            larger than the free memory, or holds NaN or infinite voxels or
+            values beyond ``MAX_INTENSITY``.
     """
     path = Path(path)
     if not path.exists():
@@ -72,6 +76,13 @@ def read_image(path: str | os.PathLike, check_finite: bool = True) -> Image:
         bad = int((~np.isfinite(result.array)).sum())
         raise InputError(
             f"'{path}' has {bad} NaN or infinite voxels: fix or mask them (e.g. set them to 0) before use."
+        )
+    peak = max(abs(float(result.array.max())), abs(float(result.array.min()))) if result.array.size else 0.0
+    if peak > MAX_INTENSITY:  # squares and sums of such values overflow float32 in every later step
+        raise InputError(
+            f"'{path}' has voxel values up to {peak:.3g}, far beyond any MRI intensity (at most "
+            f"{MAX_INTENSITY:.0e} here): the header's scaling (scl_slope) or data type is wrong. Rescale the "
+            "volume or fix its header."
         )
     return result
 
@@ -124,6 +135,11 @@ def _read_information(path: Path) -> sitk.ImageFileReader:
 
 def _as_3d(image: sitk.Image, path: Path) -> sitk.Image:
     """A scalar 3D image, or the InputError that says what the file holds instead."""
+    if image.GetPixelID() in (sitk.sitkComplexFloat32, sitk.sitkComplexFloat64):
+        raise InputError(
+            f"'{path}' holds complex values (raw or phase data), not a magnitude image: give the magnitude "
+            "volume (the scanner's reconstructed image, or the absolute value of this one)."
+        )
     if image.GetNumberOfComponentsPerPixel() != 1:
         raise InputError(
             f"'{path}' has {image.GetNumberOfComponentsPerPixel()} components per voxel (a colour or vector "

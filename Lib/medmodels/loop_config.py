@@ -63,7 +63,7 @@ class LoopConfig(FlagConfig):
     resume: bool = option(
         False,
         "continue the run in OUT exactly where OUT/last.pt left it; without --resume an existing OUT/last.pt "
-        "is an error",
+        "is an error, and with it a missing one is",
     )
     seed: int = option(0, "initial weights and data draws (with the process rank)")
     threads: int | None = option(None, "CPU threads for PyTorch (default: PyTorch's choice)", type=thread_count)

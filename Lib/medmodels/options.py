@@ -27,6 +27,19 @@ SEGMENT_ON = ("acquired", "all")
 LABEL_CONVENTIONS = ("2018", "2023")
 #: Preparation of the inputs (medmodels.preparation): as the inspection finds needed, always, or never.
 PREPARE_MODES = ("auto", "on", "off")
+#: The most synthesis samples: each is a whole synthesis and all are held in memory until their mean
+#: and standard deviation are taken (the Slicer module's spin box stops there too).
+MAX_SAMPLES = 32
+
+
+def samples_problem(samples: int) -> str | None:
+    """The sentence saying what is wrong with a number of synthesis samples, or None when it is fine."""
+    if 1 <= samples <= MAX_SAMPLES:
+        return None
+    return (
+        f"The number of samples (--samples) must be at least 1 and at most {MAX_SAMPLES} (got {samples}): each "
+        f"sample is a whole synthesis, and {MAX_SAMPLES} already give a steady standard-deviation map."
+    )
 
 
 @dataclass(frozen=True)
@@ -87,8 +100,8 @@ class RunOptions:
             )
         if self.steps < 0:
             out.append(f"Sampling steps must be 0 (the model's default) or more (got {self.steps}).")
-        if self.samples < 1:
-            out.append(f"The number of samples must be at least 1 (got {self.samples}).")
+        if samples_problem(self.samples):
+            out.append(samples_problem(self.samples))
         if not 0 <= self.seed < 2**32:
             out.append(f"The seed must be a whole number from 0 to 2**32 - 1 (got {self.seed}).")
         if self.reference is not None and self.reference not in MODALITY_KEYS:

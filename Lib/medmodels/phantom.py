@@ -34,7 +34,6 @@ randomness comes from a generator of its own).
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,6 +41,7 @@ import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
 
+from medmodels.atomic import check_output_folder, check_plain_name, write_json
 from medmodels.datasets import case_file_names
 from medmodels.image import Image
 from medmodels.io import write_image
@@ -247,6 +247,15 @@ def _add_head(tissue: np.ndarray, brain: np.ndarray, spacing, seed: int) -> None
         inner = outer
 
 
+#: The record of a misaligned phantom's transforms, beside its files.
+TRANSFORMS = "transforms.json"
+
+
+def phantom_files(case: str, naming: str = "2018", misalign: bool = False) -> list[str]:
+    """The file names ``write_phantom_case`` writes into the case folder (arguments as there)."""
+    return list(case_file_names(case, naming).values()) + ([TRANSFORMS] if misalign else [])
+
+
 def write_phantom_case(
     out_dir: str | Path,
     case: str = "Phantom_001",
@@ -271,16 +280,22 @@ def write_phantom_case(
             on the FLAIR grid, and ``transforms.json`` beside the files
             records the transforms.
         slice_mm: slice thickness of the misaligned grids.
+
+    Raises:
+        InputError: ``case`` is not a plain name (``atomic.check_plain_name``), or
+            the case folder already holds a file this would write (an existing
+            case is never replaced).
     """
-    phantom = make_phantom(size, seed, head=head)
-    folder = Path(out_dir) / case
+    folder = Path(out_dir) / check_plain_name(case, "case name (--case)")
     names = case_file_names(case, naming)
+    check_output_folder(folder, phantom_files(case, naming, misalign), fix=f"give another case name than '{case}'")
+    phantom = make_phantom(size, seed, head=head)
     images, label_image = phantom.images, phantom.labels
     if misalign:
         scanned = scanned_phantom(phantom, seed, slice_mm)
         images, label_image = scanned.images, scanned.labels
         folder.mkdir(parents=True, exist_ok=True)
-        (folder / "transforms.json").write_text(json.dumps(scanned.record, indent=2) + "\n", encoding="utf-8")
+        write_json(folder / TRANSFORMS, scanned.record)
     labels = label_image.array
     if naming == "2023":
         labels = np.where(labels == 4, 3, labels).astype(np.uint8)

@@ -29,7 +29,7 @@ from typing import Callable
 
 import numpy as np
 
-from medmodels.atomic import claimed_folder, publish_new
+from medmodels.atomic import check_output_folder, claimed_folder, publish_new
 from medmodels.contract import (
     MANIFEST_NAME,
     SEGMENTATION,
@@ -37,7 +37,6 @@ from medmodels.contract import (
     UNCERTAINTY,
     Manifest,
     OutputFile,
-    check_output_folder,
     planned_outputs,
 )
 from medmodels.errors import CheckpointError, InputError

@@ -48,7 +48,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from medmodels import distributed
-from medmodels.atomic import write_json
+from medmodels.atomic import check_output_folder, check_plain_name, write_json
 from medmodels.checkpoint_ref import BUNDLED, CheckpointRef
 from medmodels.errors import InputError
 from medmodels.loop_config import OPTIMIZERS, LoopConfig
@@ -162,6 +162,11 @@ def setup(cfg: LoopConfig) -> distributed.DistInfo:
         raise InputError(
             f"'{last}' exists: a run was already started in '{cfg.out}'. Add --resume to continue it, "
             "or give another --out folder to start a new run."
+        )
+    if cfg.resume and not last.exists():  # a silent fresh start would throw away the run meant to go on
+        raise InputError(
+            f"--resume: there is no '{last}' to continue from. Give the --out of the interrupted run, or leave "
+            "--resume out to start a new run."
         )
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -542,7 +547,20 @@ def export(
         "training" the run's summary (``history.json`` beside ``model.pt``, else
         ``model.pt``'s own record): cases, iterations, compute, hardware,
         options, where it was initialised from, cumulative compute, last record.
+
+    Raises:
+        InputError: ``name`` is not a plain name (``atomic.check_plain_name``),
+            or ``dest_dir`` already holds ``<name>.pt`` or ``<name>.json`` (no
+            checkpoint is replaced).
     """
+    dest = Path(dest_dir) if dest_dir else BUNDLED_DIR
+    check_plain_name(name, "checkpoint name (--name)")
+    check_output_folder(
+        dest,
+        [f"{name}.pt", f"{name}.json"],
+        f"give another --name or --out; to release new bundled weights under '{name}', delete the old "
+        f"{name}.pt and {name}.json first (version control keeps them)",
+    )
     model_pt = Path(run_dir_or_model)
     if model_pt.is_dir():
         model_pt = model_pt / MODEL
@@ -556,7 +574,6 @@ def export(
     else:
         training = read_record(model_pt).get("training") or {}
     record = {"stored_dtype": "float16" if half else "float32", "training": training, **(extra or {})}
-    dest = Path(dest_dir) if dest_dir else BUNDLED_DIR
     return save_checkpoint(dest / f"{name}.pt", {"state_dict": state, "config": payload["config"]}, record)
 
 

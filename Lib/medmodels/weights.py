@@ -64,14 +64,31 @@ def save_checkpoint(
 
 
 def read_record(path: str | os.PathLike) -> dict[str, Any]:
+    """The JSON record beside the checkpoint ``path``: an object with the file's ``sha256``.
+
+    Raises:
+        CheckpointError: no record, or one that is not JSON, not an object, or
+            holds no SHA-256 (64 hexadecimal digits), naming the record.
+    """
     rec = record_path(path)
+    fix = (
+        "If you trust the file, record it with `medmodels import-weights FILE --sha256 HASH` "
+        "(the hash published with the weights)."
+    )
     if not rec.exists():
+        raise CheckpointError(f"'{path}' has no record '{rec.name}' beside it, so its SHA-256 cannot be checked. {fix}")
+    try:
+        record = json.loads(rec.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise CheckpointError(f"The record '{rec}' of '{path}' is not JSON ({err}): restore it. {fix}") from None
+    digest = record.get("sha256") if isinstance(record, dict) else None
+    if not isinstance(digest, str) or len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest.lower()):
+        what = "an object" if isinstance(record, dict) else f"a JSON {type(record).__name__}"
         raise CheckpointError(
-            f"'{path}' has no record '{rec.name}' beside it, so its SHA-256 cannot be checked. "
-            "If you trust the file, record it with `medmodels import-weights FILE --sha256 HASH` "
-            "(the hash published with the weights)."
+            f"The record '{rec}' of '{path}' is {what} without a SHA-256 ('sha256': 64 hexadecimal digits), so "
+            f"the checkpoint cannot be checked: restore the record. {fix}"
         )
-    return json.loads(rec.read_text(encoding="utf-8"))
+    return record
 
 
 def load_checkpoint(
@@ -106,12 +123,28 @@ def load_checkpoint(
 
 
 def _checked_payload(payload: Any, path: Path) -> dict[str, Any]:
-    """``payload`` if it is a medmodels checkpoint (a dict with ``state_dict``), else a CheckpointError."""
+    """``payload`` if it is a medmodels checkpoint (a dict with ``state_dict``) whose weights are all
+    finite, else a CheckpointError naming ``path``."""
     if not isinstance(payload, dict) or not isinstance(payload.get("state_dict"), dict):
         what = type(payload).__name__ if not isinstance(payload, dict) else "a dict without 'state_dict'"
         raise CheckpointError(
             f"'{path}' holds {what}, not a medmodels checkpoint ({{'state_dict': ..., 'config': ...}}): give a "
             "checkpoint written by medmodels (train-seg/train-syn, export)."
+        )
+    # NaN or infinite weights give all-background segmentations and blank volumes, exit 0: refuse them here
+    bad = [
+        name
+        for name, value in payload["state_dict"].items()
+        if isinstance(value, torch.Tensor)
+        and (value.is_floating_point() or value.is_complex())
+        and not bool(torch.isfinite(value).all())
+    ]
+    if bad:
+        shown = ", ".join(bad[:3]) + (f" and {len(bad) - 3} more" if len(bad) > 3 else "")
+        raise CheckpointError(
+            f"Checkpoint '{path}' holds NaN or infinite weights ({shown}): it is damaged or comes from a "
+            "training that diverged. Use another checkpoint (an earlier one, or the bundled weights), or retrain "
+            "(e.g. with a lower --lr)."
         )
     return payload
 

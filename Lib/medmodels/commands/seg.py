@@ -11,10 +11,13 @@ import argparse
 import json
 from pathlib import Path
 
+from medmodels.atomic import check_output_folder, check_writable_folder, write_json
 from medmodels.checkpoint_ref import BUNDLED, PATH, CheckpointRef, checkpoint_argument
 from medmodels.commands.common import add_runtime_arguments, apply_runtime_arguments, out_argument
 from medmodels.seg.config import TrainConfig
 
+#: The figures bench-seg writes into --out: of inference (False) or of training (--training, True).
+BENCH_FILES = {False: "bench_seg.json", True: "bench_seg_training.json"}
 #: --mirror word -> axes of the (z, y, x) working volume flipped at test time.
 MIRRORS = {"none": (), "x": (2,), "all": (0, 1, 2)}
 
@@ -125,21 +128,31 @@ def _evaluate(args: argparse.Namespace) -> int:
     apply_runtime_arguments(args)
     import time
 
-    from medmodels.atomic import check_writable_folder
     from medmodels.datasets import read_split
     from medmodels.errors import InputError
-    from medmodels.seg.evaluate import evaluate, merge_results, parse_subsets, read_included, write_results
+    from medmodels.seg.evaluate import (
+        NEW_RESULTS_FOLDER,
+        RESULT_FILES,
+        evaluate,
+        merge_results,
+        parse_subsets,
+        read_included,
+        write_results,
+    )
 
     ckpts = args.checkpoint or ["bundled", "baseline"]
     names = args.name or [_column_name(c) for c in ckpts]
     if len(names) != len(ckpts):
         raise InputError("Give one --name per --checkpoint, or none.")
     models = dict(zip(names, ckpts))  # CheckpointRefs: the loaders resolve 'bundled', 'baseline', paths
-    cases = args.cases or (read_split(args.split)["validation"] if args.split else None)
+    if args.cases is not None and not args.cases:
+        raise InputError("--cases names no case: name the cases to evaluate, or leave --cases out (all cases).")
+    cases = args.cases or (read_split(args.split, required=("validation",))["validation"] if args.split else None)
     subsets = parse_subsets(args.subsets)
     # Everything that could fail after the evaluation is checked before it: hours of work are not lost.
     earlier = read_included(args.include) if args.include else None
     check_writable_folder(args.out)
+    check_output_folder(args.out, list(RESULT_FILES.values()), NEW_RESULTS_FOLDER)
     t0 = time.time()
     device = "cpu" if args.device == "auto" and args.jobs > 1 else args.device
     result = evaluate(
@@ -179,6 +192,8 @@ def _bench(args: argparse.Namespace) -> int:
     apply_runtime_arguments(args)
     import statistics
 
+    if args.out is not None:  # before the timing: earlier figures are never replaced
+        check_output_folder(args.out, [BENCH_FILES[args.training]], "give another --out")
     if args.training:
         return _bench_training(args)
     from medmodels.seg.benchmark import bench
@@ -191,7 +206,7 @@ def _bench(args: argparse.Namespace) -> int:
         f"on {result['cpu_count']} CPUs, "
         f"{result['grid_zyx'][2]}x{result['grid_zyx'][1]}x{result['grid_zyx'][0]} case"
     )
-    return _report(result, summary, args.out, "bench_seg.json")
+    return _report(result, summary, args.out, BENCH_FILES[False])
 
 
 def _bench_training(args: argparse.Namespace) -> int:
@@ -207,7 +222,7 @@ def _bench_training(args: argparse.Namespace) -> int:
         f"{result['achieved_gflops']} GFLOP/s = {100 * result['fraction_of_peak']:.0f}% of the "
         f"{result['matmul_peak_gflops']} GFLOP/s matmul peak, {result['threads']} thread(s)"
     )
-    return _report(result, summary, args.out, "bench_seg_training.json")
+    return _report(result, summary, args.out, BENCH_FILES[True])
 
 
 def _report(result: dict, summary: str, out: Path | None, name: str) -> int:
@@ -216,5 +231,5 @@ def _report(result: dict, summary: str, out: Path | None, name: str) -> int:
     print(summary)
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
-        (out / name).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+        write_json(out / name, result)
     return 0

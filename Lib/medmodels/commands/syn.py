@@ -11,6 +11,7 @@ import argparse
 import json
 from pathlib import Path
 
+from medmodels.atomic import check_output_folder, write_json
 from medmodels.checkpoint_ref import checkpoint_argument
 from medmodels.commands.common import add_runtime_arguments, apply_runtime_arguments, out_argument
 from medmodels.errors import InputError
@@ -31,6 +32,10 @@ class _AugmentShorthand(argparse.Action):
 
     def __call__(self, parser, namespace, values, option_string=None) -> None:
         namespace.augment_degrees, namespace.augment_scale = values
+
+
+#: The figures bench-syn writes into --out: of sampling (False) or of training (--training, True).
+BENCH_FILES = {False: "bench_syn.json", True: "bench_syn_training.json"}
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -157,6 +162,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     from medmodels.syn.evaluate import evaluate
 
     report = args.out / "evaluation.json"  # --out is a folder; the .md table goes beside this JSON
+    # checked before the hours of evaluation: earlier tables are never replaced
+    check_output_folder(args.out, [report.name, report.with_suffix(".md").name], "give another --out")
     result = evaluate(
         args.data,
         args.split,
@@ -194,6 +201,8 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 def _bench(args: argparse.Namespace) -> int:
     apply_runtime_arguments(args)
+    if args.out is not None:  # before the timing: earlier figures are never replaced
+        check_output_folder(args.out, [BENCH_FILES[args.training]], "give another --out")
     if args.training:
         return _bench_training(args)
     if args.case is None:
@@ -216,7 +225,7 @@ def _bench(args: argparse.Namespace) -> int:
     text = json.dumps(result, indent=2)
     if args.out is not None:
         args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "bench_syn.json").write_text(text + "\n", encoding="utf-8")
+        write_json(args.out / BENCH_FILES[False], result)
     print(text)
     return 0
 
@@ -231,7 +240,7 @@ def _bench_training(args: argparse.Namespace) -> int:
     text = json.dumps(result, indent=2)
     if args.out is not None:
         args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "bench_syn_training.json").write_text(text + "\n", encoding="utf-8")
+        write_json(args.out / BENCH_FILES[True], result)
     print(text)
     print(
         f"training {result['model']} ({result['parameters']:,} parameters, context {result['net']['context']}, "

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from medmodels.atomic import check_output_folder
 from medmodels.datasets import discover_cases
 from medmodels.errors import InputError
 from medmodels.io import read_header
@@ -28,6 +29,10 @@ from medmodels.progress import progress
 from medmodels.seg.inference import Segmenter, load_segmenter
 from medmodels.stats import paired_case_test
 
+#: What ``write_results`` writes into the output folder, by kind.
+RESULT_FILES = {"json": "results.json", "csv": "results.csv", "md": "results.md"}
+#: The fix when the output folder holds earlier results.
+NEW_RESULTS_FOLDER = "give another --out (--include OLD/results.json adds the earlier models to the new tables)"
 METRICS = [f"Dice_{r}" for r in REGIONS] + [f"HD95_{r}" for r in REGIONS]
 
 
@@ -326,9 +331,11 @@ def to_markdown(result: dict) -> str:
 
 
 def write_results(result: dict, out_dir) -> dict[str, Path]:
+    """Write ``result`` into ``out_dir`` as ``RESULT_FILES``; earlier results there are refused, never replaced."""
     out = Path(out_dir)
+    check_output_folder(out, list(RESULT_FILES.values()), NEW_RESULTS_FOLDER)
     out.mkdir(parents=True, exist_ok=True)
-    paths = {"json": out / "results.json", "csv": out / "results.csv", "md": out / "results.md"}
+    paths = {kind: out / name for kind, name in RESULT_FILES.items()}
     paths["json"].write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     with open(paths["csv"], "w", newline="", encoding="utf-8") as f:
         w = csv.DictWriter(f, fieldnames=list(result["rows"][0]))

@@ -163,7 +163,7 @@ def train(cfg: TrainConfig) -> dict:
     info = training.setup(cfg)
     found = discover_cases(cfg.data, require_all=True, require_label=True)
     if cfg.split:
-        split = read_split(cfg.split)
+        split = read_split(cfg.split, required=("training", "validation") if cfg.validate else ("training",))
         train_names, val_names = split["training"], split["validation"]
     else:
         train_names, val_names = list(found), []

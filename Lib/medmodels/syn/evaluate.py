@@ -63,6 +63,7 @@ import torch
 from medmodels.datasets import split_cases
 from medmodels.errors import InputError
 from medmodels.modalities import AvailabilityMask
+from medmodels.options import samples_problem
 from medmodels.progress import progress
 from medmodels.stats import CASE_TEST
 from medmodels.syn.masks import PATTERNS
@@ -141,10 +142,10 @@ def evaluate(
     The result's ``"dice"`` is None here; ``medmodels.downstream.add_downstream_dice`` fills it.
     """
     t_start = time.time()
+    if samples_problem(samples):
+        raise InputError(samples_problem(samples))
     syn = load_synthesizer(checkpoint, device)
     reg = load_synthesizer(baseline if baseline is not None else "baseline", device)
-    if samples < 1:
-        raise InputError(f"samples must be at least 1, got {samples}.")
     if reg.kind != "regression":
         raise InputError("--baseline must be a regression-baseline checkpoint (trained with --model regression).")
     if syn.spacing != reg.spacing:

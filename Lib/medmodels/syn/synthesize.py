@@ -30,6 +30,7 @@ from medmodels.errors import CheckpointError, InputError
 from medmodels.image import Image
 from medmodels.modalities import MODALITY_KEYS, AvailabilityMask, resolve_mask
 from medmodels.nets.m2dn import build_m2dn
+from medmodels.options import samples_problem
 from medmodels.preprocess import Normalizer
 from medmodels.progress import progress
 from medmodels.syn import diffusion as D
@@ -146,8 +147,8 @@ class Synthesizer:
             deviation over ``samples`` (None for one sample).
         """
         steps = self._check_steps(steps)
-        if samples < 1:
-            raise InputError(f"samples must be at least 1, got {samples}.")
+        if samples_problem(samples):
+            raise InputError(samples_problem(samples))
         zs = case.brain_slices()
         x, context = self.slices(case.image, zs)  # (n, 4, H, W), neighbours (n, 4, 2k, H, W) or None
         missing = torch.as_tensor(mask.missing_vector())[None].expand(len(zs), -1)

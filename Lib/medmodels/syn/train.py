@@ -275,7 +275,7 @@ def train(cfg: SynTrainConfig) -> dict:
     started = time.time()
     info = training.setup(cfg)
     if cfg.split:
-        split = read_split(cfg.split)
+        split = read_split(cfg.split, required=("training", "validation"))
         train_names, val_names = split["training"], split["validation"]
     else:
         train_names, val_names = sorted(discover_cases(cfg.data)), []
