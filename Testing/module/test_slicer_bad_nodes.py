@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from medmodels.errors import InputError
 from MissingModalityToolsLib.inputs import input_problems
-from MissingModalityToolsLib.options import RunOptions
+from MissingModalityToolsLib.options import PanelOptions
 from MissingModalityToolsLib.worker import WorkerError
 from slicer_fixtures import (
     add_volume,
@@ -47,25 +47,25 @@ def test_a_node_that_is_not_a_volume_is_refused_with_its_role_and_name(scene, tm
     flair = _volume(scene, "Case_flair")
     other = scene.AddNewNodeByClass(node_class, "Thing")
     expected = rf"T1 input 'Thing' is {what} node \({node_class}\), not a scalar volume: choose a scalar volume"
-    [problem] = input_problems({"flair": flair, "t1": other}, RunOptions())
+    [problem] = input_problems({"flair": flair, "t1": other}, PanelOptions())
     assert problem.startswith(expected.replace("\\", "")), problem
     before = snapshot(scene)
     with pytest.raises(InputError, match=expected):
-        contract_logic(scene, tmp_path).start({"flair": flair, "t1": other}, RunOptions())
+        contract_logic(scene, tmp_path).start({"flair": flair, "t1": other}, PanelOptions())
     assert snapshot(scene) == before
     assert [p for p in os.listdir(tmp_path) if p.startswith("MissingModalityTools-")] == []
 
 
 def test_something_that_is_not_a_node_is_refused(scene):
     flair = _volume(scene, "Case_flair")
-    [problem] = input_problems({"flair": flair, "t2": "/data/t2.nii.gz"}, RunOptions())
+    [problem] = input_problems({"flair": flair, "t2": "/data/t2.nii.gz"}, PanelOptions())
     assert problem.startswith("T2 input '/data/t2.nii.gz' is a str, not a volume node of the scene"), problem
 
 
 def test_an_input_deleted_from_the_scene_during_the_run_is_an_error_at_finish(scene, tmp_path):
     inputs = {"flair": _volume(scene, "Case_flair"), "t1": _volume(scene, "Case_t1")}
     logic = contract_logic(scene, tmp_path)
-    run = logic.start(inputs, RunOptions())
+    run = logic.start(inputs, PanelOptions())
     scene.RemoveNode(inputs["flair"])  # the reference, deleted by the user while the worker runs
     before = snapshot(scene)
     deadline = time.monotonic() + 30
