@@ -75,6 +75,8 @@ class Prepared:
         grid: the grid the models run on (``reference_grid`` unless resampled).
         notes: what was found and done, one sentence each.
         record: the same for the manifest (JSON-ready).
+        skull_stripped: whether ``images`` are brains only: the brain was extracted,
+            or the inspection found the inputs skull-stripped.
     """
 
     images: dict[str, Image]
@@ -83,6 +85,7 @@ class Prepared:
     grid: Image
     notes: list[str] = field(default_factory=list)
     record: dict = field(default_factory=dict)
+    skull_stripped: bool = True
 
     def restore(self, image: Image, interpolation: str = "linear") -> Image:
         """``image`` (on ``grid``) back onto the reference input's grid; unchanged when they are one.
@@ -261,7 +264,7 @@ def prepare_case(
     if mode == "off":
         common, notes = to_common_grid(images, ref_key)
         warnings = [f"Warning: {f.message}" for f in inspection.findings]
-        return Prepared(common, ref_key, reference, reference, warnings + notes, record)
+        return Prepared(common, ref_key, reference, reference, warnings + notes, record, inspection.skull_stripped)
     notes = [f.message for f in inspection.findings]
     register = _to_register(images, inspection, mode)
     extract = mode == "on" or not inspection.skull_stripped
@@ -291,4 +294,4 @@ def prepare_case(
         mask = brain.mask.array.astype(bool)
         prepared = {k: v.with_array(np.where(mask, v.array, 0).astype(v.array.dtype)) for k, v in prepared.items()}
     emit(1.0, "Inputs prepared")
-    return Prepared(prepared, ref_key, reference, grid, notes, record)
+    return Prepared(prepared, ref_key, reference, grid, notes, record, extract or inspection.skull_stripped)

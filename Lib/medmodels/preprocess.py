@@ -160,20 +160,6 @@ def brain_mask(images: Mapping[str, Image]) -> np.ndarray:
     return mask
 
 
-def looks_skull_stripped(images: Mapping[str, Image]) -> bool:
-    """A minimal check that inputs are skull-stripped (as BraTS's are): in each
-    image at most ``SKULL_STRIPPED_MAX_FRACTION`` of the voxels are non-zero.
-
-    A head with scalp, skull and air noise fills most of its field of view with
-    non-zero voxels; a stripped brain fills well under half. This says only
-    whether a run should warn; it finds no brain and strips nothing.
-
-    Args:
-        images: ``{key: Image}``, any grids.
-    """
-    return all(np.count_nonzero(img.array) <= SKULL_STRIPPED_MAX_FRACTION * img.array.size for img in images.values())
-
-
 #: A modality with fewer non-zero voxels than this fraction is refused as blank.
 MIN_NONZERO_FRACTION = 1e-3
 

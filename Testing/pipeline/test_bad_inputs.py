@@ -27,11 +27,12 @@ from medmodels.contract import MANIFEST_NAME as MANIFEST
 from medmodels.datasets import resolve_inputs
 from medmodels.errors import InputError
 from medmodels.image import Image
+from medmodels.inspection import looks_skull_stripped
 from medmodels.io import check_nifti, read_image, write_image
 from medmodels.options import RunOptions
 from medmodels.phantom import case_file_names, make_phantom, write_phantom_case
 from medmodels.pipeline import PipelineResult, run_case, run_cases, write_outputs
-from medmodels.preprocess import brain_mask, looks_skull_stripped
+from medmodels.preprocess import brain_mask
 
 ROOT = Path(__file__).resolve().parents[2]
 RT = ["--device", "cpu", "--threads", "1"]
