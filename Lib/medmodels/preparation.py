@@ -42,7 +42,7 @@ from medmodels.errors import InputError
 from medmodels.image import Image
 from medmodels.inspection import Inspection, inspect_inputs
 from medmodels.modalities import BY_KEY
-from medmodels.preprocess import to_common_grid, working_geometry
+from medmodels.preprocess import labels_onto, to_common_grid, working_geometry
 from medmodels.progress import emit, progress, within
 from medmodels.registration import apply_rigid, register_rigid
 
@@ -92,26 +92,17 @@ class Prepared:
 
         Args:
             image: an output of the models, e.g. a synthesised volume or a label map.
-            interpolation: "linear" for intensities; "label" for label maps (each
-                label's indicator resampled linearly, then the largest wins, so a
-                thick output slice takes the labels most of its thin slices carry,
+            interpolation: "linear" for intensities; "label" for label maps
+                (``preprocess.labels_onto``, the rule ``WorkingGrid.inverse`` uses too:
+                a thick output slice takes the labels most of its thin slices carry,
                 not those of whichever thin slice lies nearest); "nearest".
         """
         if image.same_grid(self.reference_grid):
             return image
         if interpolation == "label":
-            return self._restore_labels(image)
+            return self.reference_grid.with_array(labels_onto(image.array, image, self.reference_grid))
         out = apply_rigid(image, np.eye(4), self.reference_grid, interpolation)
         return out if interpolation == "linear" else out.with_array(out.array.astype(image.array.dtype))
-
-    def _restore_labels(self, labels: Image) -> Image:
-        values = np.union1d(np.unique(labels.array), [0])  # 0 first: outside the model grid is background
-        fractions = [
-            apply_rigid(labels.with_array((labels.array == v).astype(np.float32)), np.eye(4), self.reference_grid).array
-            for v in values
-        ]
-        winner = values[np.argmax(np.stack(fractions), axis=0)]
-        return self.reference_grid.with_array(winner.astype(labels.array.dtype))
 
     def restore_result(self, result) -> None:
         """Bring every image of a ``pipeline.PipelineResult`` back onto the reference input's grid, in place."""

@@ -296,7 +296,8 @@ def paste(cropped: np.ndarray, box: BoundingBox, shape: tuple[int, ...], fill: f
 # ---------------------------------------------------------------------------
 
 #: Interpolations the working grid offers: linear for intensities and
-#: probabilities, nearest for label maps.
+#: probabilities; nearest (forward, and plain resampling); "label" for label
+#: maps going back (``labels_onto``, the one rule both inverses use).
 INTERPOLATIONS = ("linear", "nearest")
 
 
@@ -375,6 +376,29 @@ def _resample_stack(
         out[i] = moved.array
     out = out.reshape(array.shape[:-3] + target.shape)
     return out.astype(bool) if is_bool else out
+
+
+def labels_onto(array: np.ndarray, source: Image, target: Image) -> np.ndarray:
+    """The one rule that brings a label map onto another grid (``WorkingGrid.inverse``
+    and ``preparation.Prepared.restore`` with "label" both use it).
+
+    Each label's indicator is resampled linearly and the label with the largest
+    share wins, so a coarse voxel takes the label most of the fine voxels it
+    covers carry, not that of whichever one lies nearest; voxels outside
+    ``source`` are 0 (background comes first, so it wins ties with nothing).
+
+    Args:
+        array: ``(..., Z, Y, X)`` integer labels on ``source``'s grid.
+        source: the grid ``array`` is on (only its geometry is used).
+        target: the grid to bring it onto (only its geometry is used).
+
+    Returns:
+        ``(..., z, y, x)`` labels on ``target``'s grid, in ``array``'s dtype.
+    """
+    array = np.asarray(array)
+    values = np.union1d(np.unique(array), [0])  # 0 first: outside ``source`` is background
+    shares = [_resample_stack((array == v).astype(np.float32), source, target, "linear") for v in values]
+    return values[np.argmax(np.stack(shares), axis=0)].astype(array.dtype)
 
 
 @dataclass(frozen=True, eq=False)
@@ -480,15 +504,17 @@ class WorkingGrid:
 
         Args:
             array: ``(..., z, y, x)`` on the working crop.
-            interpolation: as in :meth:`forward`.
-            fill: value of input voxels outside the working crop.
+            interpolation: as in :meth:`forward`, or "label" for label maps
+                (``labels_onto``; 0 outside the crop).
+            fill: value of input voxels outside the working crop ("linear", "nearest").
 
         Returns:
             ``(..., Z, Y, X)`` on the input grid (``self.reference``'s geometry).
         """
-        return _resample_stack(
-            self._check(array, self.working, "working crop"), self.working, self.reference, interpolation, fill
-        )
+        array = self._check(array, self.working, "working crop")
+        if interpolation == "label":
+            return labels_onto(array, self.working, self.reference)
+        return _resample_stack(array, self.working, self.reference, interpolation, fill)
 
 
 def working_zscores(

@@ -3,6 +3,8 @@
 - The skull-strip verdict: ``inspection.skull_figures`` (with ``looks_skull_stripped`` over a case);
   the pipeline asks the preparation for it, the module's stand-in worker asks the library; the
   Slicer module computes nothing of it.
+- The label rule (label maps onto a coarser or finer grid): ``preprocess.labels_onto``, which both
+  inverses (``WorkingGrid.inverse`` and ``Prepared.restore``) call for "label".
 """
 
 from __future__ import annotations
@@ -79,3 +81,22 @@ def test_the_pipeline_takes_the_verdict_from_the_preparation():
     preparation = (LIB / "preparation.py").read_text(encoding="utf-8")
     assert "prepared.skull_stripped" in pipeline and "looks_skull_stripped" not in pipeline
     assert "inspection.skull_stripped" in preparation
+
+
+def _users(path: Path, name: str) -> set[str]:
+    """The functions of ``path`` that name ``name`` (a call of it, or ``np.<name>``)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    return {
+        f.name
+        for f in _functions(tree)
+        for node in ast.walk(f)
+        if (isinstance(node, ast.Name) and node.id == name) or (isinstance(node, ast.Attribute) and node.attr == name)
+    }
+
+
+def test_both_inverses_take_the_one_label_rule():
+    assert "inverse" in _users(LIB / "preprocess.py", "labels_onto")
+    assert "restore" in _users(LIB / "preparation.py", "labels_onto")
+    # No second way back for label maps beside them: the only argmax over label shares is the rule's.
+    assert _users(LIB / "preprocess.py", "argmax") == {"labels_onto"}
+    assert _users(LIB / "preparation.py", "argmax") == set()
