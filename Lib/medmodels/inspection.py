@@ -47,10 +47,11 @@ import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
 
+from medmodels.brain_mask import SKULL_STRIPPED_MAX_FRACTION
 from medmodels.image import Image
 from medmodels.modalities import BY_KEY
-from medmodels.preprocess import SKULL_STRIPPED_MAX_FRACTION, reference_key, working_geometry
 from medmodels.registration import head_mask, isotropic
+from medmodels.resampling import reference_key, working_geometry
 
 #: Above this ratio of rim to inside, the head has a bright scalp (fat); per modality (see above).
 RIM_RATIO_MAX = {"t1": 1.15, "t1c": 1.25}

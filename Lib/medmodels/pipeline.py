@@ -30,6 +30,7 @@ from typing import Callable
 import numpy as np
 
 from medmodels.atomic import claimed_folder, publish_new
+from medmodels.brain_mask import check_informative
 from medmodels.contract import (
     MANIFEST_NAME,
     SEGMENTATION,
@@ -46,8 +47,8 @@ from medmodels.io import check_memory, read_image, write_image
 from medmodels.modalities import BY_KEY, MODALITY_KEYS, AvailabilityMask, ordered
 from medmodels.options import RunOptions
 from medmodels.preparation import prepare_case
-from medmodels.preprocess import check_informative, reference_key
 from medmodels.progress import emit, within
+from medmodels.resampling import reference_key
 
 #: The part (0..PREPARATION_END) of a run's progress that the preparation of its inputs reports in.
 PREPARATION_END = 0.15

@@ -42,9 +42,10 @@ from medmodels.errors import InputError
 from medmodels.image import Image
 from medmodels.inspection import Inspection, inspect_inputs
 from medmodels.modalities import BY_KEY
-from medmodels.preprocess import labels_onto, to_common_grid, working_geometry
 from medmodels.progress import emit, progress, within
 from medmodels.registration import apply_rigid, register_rigid
+from medmodels.resampling import to_common_grid, working_geometry
+from medmodels.working_grid import labels_onto
 
 #: Voxel size (mm) of the preparation grid for thick-slice inputs (never finer than the reference in-plane).
 PREPARED_SPACING_MM = 1.0
@@ -93,7 +94,7 @@ class Prepared:
         Args:
             image: an output of the models, e.g. a synthesised volume or a label map.
             interpolation: "linear" for intensities; "label" for label maps
-                (``preprocess.labels_onto``, the rule ``WorkingGrid.inverse`` uses too:
+                (``working_grid.labels_onto``, the rule ``WorkingGrid.inverse`` uses too:
                 a thick output slice takes the labels most of its thin slices carry,
                 not those of whichever thin slice lies nearest); "nearest".
         """

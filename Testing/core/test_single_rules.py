@@ -3,7 +3,7 @@
 - The skull-strip verdict: ``inspection.skull_figures`` (with ``looks_skull_stripped`` over a case);
   the pipeline asks the preparation for it, the module's stand-in worker asks the library; the
   Slicer module computes nothing of it.
-- The label rule (label maps onto a coarser or finer grid): ``preprocess.labels_onto``, which both
+- The label rule (label maps onto a coarser or finer grid): ``working_grid.labels_onto``, which both
   inverses (``WorkingGrid.inverse`` and ``Prepared.restore``) call for "label".
 """
 
@@ -20,7 +20,7 @@ MODULE_DIR = ROOT / "MissingModalityTools"
 VERDICT_THRESHOLDS = {"SKULL_STRIPPED_MAX_FRACTION", "ZERO_BACKGROUND_MIN", "RIM_RATIO_MAX"}
 #: Where a threshold may be named besides inspection.py, and why: brain_mask picks its mask method
 #: (the non-zero union or Otsu) by the non-zero fraction, and inspection.py imports the constant from it.
-THRESHOLD_ELSEWHERE = {("preprocess.py", "brain_mask"), ("preprocess.py", None)}
+THRESHOLD_ELSEWHERE = {("brain_mask.py", "brain_mask"), ("brain_mask.py", None)}
 
 
 def _trees(*folders: Path):
@@ -95,8 +95,8 @@ def _users(path: Path, name: str) -> set[str]:
 
 
 def test_both_inverses_take_the_one_label_rule():
-    assert "inverse" in _users(LIB / "preprocess.py", "labels_onto")
+    assert "inverse" in _users(LIB / "working_grid.py", "labels_onto")
     assert "restore" in _users(LIB / "preparation.py", "labels_onto")
     # No second way back for label maps beside them: the only argmax over label shares is the rule's.
-    assert _users(LIB / "preprocess.py", "argmax") == {"labels_onto"}
+    assert _users(LIB / "working_grid.py", "argmax") == {"labels_onto"}
     assert _users(LIB / "preparation.py", "argmax") == set()

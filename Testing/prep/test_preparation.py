@@ -22,8 +22,8 @@ from medmodels.phantom import (
     true_registration,
 )
 from medmodels.preparation import Prepared, prepare_case
-from medmodels.preprocess import WorkingGrid, labels_onto
 from medmodels.registration import mask_points, mean_displacement, register_rigid
+from medmodels.working_grid import WorkingGrid, labels_onto
 from scipy import ndimage
 
 SIZE = (96, 96, 64)  # 2.5 mm in-plane: small enough to be quick, fine enough for a 5 mm-slice study

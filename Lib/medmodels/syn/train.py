@@ -72,7 +72,7 @@ def model_config(cfg: SynTrainConfig, intensity_reference: dict | None = None) -
         "modalities": list(MODALITY_KEYS),
         "intensity_reference": intensity_reference or {},
         "preprocessing": "union-of-nonzero brain mask, clip 0.5-99.5 percentile + z-score inside the brain "
-        "(medmodels.preprocess.Normalizer), linear resampling to `spacing`, crop to the brain; "
+        "(medmodels.normalisation.Normalizer), linear resampling to `spacing`, crop to the brain; "
         "axial 2D slices; network space = z-score * diffusion.data_scale",
     }
 
