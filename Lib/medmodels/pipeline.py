@@ -54,9 +54,10 @@ from medmodels.resampling import reference_key
 PREPARATION_END = 0.15
 #: The note (in the manifest, and a WARNING line of the command) for inputs that are not skull-stripped.
 NOT_SKULL_STRIPPED = (
-    "Warning: the inputs do not look skull-stripped (the background is not zero or a bright scalp rims the head): the models were trained on "
-    "skull-stripped brains, so the scalp, skull and orbits may be synthesised or segmented as tissue or tumour. "
-    "Skull-strip the inputs first (e.g. HD-BET or SynthStrip) for reliable results."
+    "Warning: the inputs do not look skull-stripped (the background is not zero or a bright scalp rims the "
+    "head): the models were trained on skull-stripped brains, so the scalp, skull and orbits may be "
+    "synthesised or segmented as tissue or tumour. Skull-strip the inputs first (e.g. HD-BET or SynthStrip) "
+    "for reliable results."
 )
 
 
