@@ -31,7 +31,7 @@ import SimpleITK as sitk
 
 from medmodels.errors import CheckpointError
 from medmodels.image import Image
-from medmodels.preprocess import working_geometry
+from medmodels.resampling import working_geometry
 
 DISTRIBUTION = "deepbet"
 #: The version whose weights the SHA-256 values below are; pinned in pyproject.toml.

@@ -47,10 +47,11 @@ import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
 
+from medmodels.brain_mask import SKULL_STRIPPED_MAX_FRACTION
 from medmodels.image import Image
 from medmodels.modalities import BY_KEY
-from medmodels.preprocess import SKULL_STRIPPED_MAX_FRACTION, reference_key, working_geometry
 from medmodels.registration import head_mask, isotropic
+from medmodels.resampling import reference_key, working_geometry
 
 #: Above this ratio of rim to inside, the head has a bright scalp (fat); per modality (see above).
 RIM_RATIO_MAX = {"t1": 1.15, "t1c": 1.25}
@@ -139,6 +140,10 @@ def _ratio(a: float, b: float) -> float:
 def skull_figures(image: Image, key: str) -> dict:
     """The skull-stripping figures of one image (see the module's description) and the verdict ``stripped``.
 
+    This is the one place the verdict is reached: ``inspect_inputs``, ``looks_skull_stripped``
+    and through them the pipeline and the module's stand-in worker take it from here
+    (Testing/core/test_single_rules.py).
+
     Args:
         image: one modality, ``(Z, Y, X)`` with geometry.
         key: its modality key (the rim is judged in T1 and T1c only).
@@ -165,6 +170,15 @@ def skull_figures(image: Image, key: str) -> dict:
             stripped = stripped and figures["rim_ratio"] <= RIM_RATIO_MAX[key]
     figures["stripped"] = bool(stripped)
     return figures
+
+
+def looks_skull_stripped(images: Mapping[str, Image]) -> bool:
+    """Whether every image is skull-stripped, by ``skull_figures``'s verdict.
+
+    Args:
+        images: modality key -> image, any grids.
+    """
+    return all(skull_figures(image, key)["stripped"] for key, image in images.items())
 
 
 def alignment_figures(reference: Image, image: Image) -> dict:

@@ -29,6 +29,7 @@ import warnings
 
 import numpy as np
 
+from medmodels.cropping import bounding_box, crop  # numpy only, as this file
 from medmodels.errors import InputError
 from medmodels.labels import EDEMA, REGIONS, labels_to_regions
 
@@ -69,8 +70,6 @@ def hd95(pred: np.ndarray, truth: np.ndarray, spacing_zyx: tuple[float, float, f
     """
     import torch  # late: importing this file must not need torch
     from monai.metrics import compute_hausdorff_distance
-
-    from medmodels.preprocess import bounding_box, crop
 
     pred, truth = np.asarray(pred, bool), np.asarray(truth, bool)
     if not pred.any() and not truth.any():
@@ -182,7 +181,6 @@ def ssim(
             the truth's range inside the mask).
         per_slice: one figure per index of the first axis, ``(n,)``, instead of one float.
     """
-    from medmodels.preprocess import bounding_box, crop  # late: preprocess pulls in SimpleITK
 
     pred, truth, mask = _check_masked(pred, truth, mask, per_slice)
     drange = _range(truth, mask, data_range)
@@ -241,7 +239,6 @@ def ssim_in_regions(
     Returns:
         ``{name: SSIM}``; NaN for a region with no voxel inside ``mask``.
     """
-    from medmodels.preprocess import bounding_box, crop  # late: preprocess pulls in SimpleITK
 
     pred, truth, mask = _check_masked(pred, truth, mask, per_slice=False)
     for name, region in regions.items():

@@ -30,6 +30,7 @@ from typing import Callable
 import numpy as np
 
 from medmodels.atomic import check_output_folder, claimed_folder, publish_new
+from medmodels.brain_mask import check_informative
 from medmodels.contract import (
     MANIFEST_NAME,
     SEGMENTATION,
@@ -45,16 +46,17 @@ from medmodels.io import check_memory, read_image, write_image
 from medmodels.modalities import BY_KEY, MODALITY_KEYS, AvailabilityMask, ordered
 from medmodels.options import RunOptions
 from medmodels.preparation import prepare_case
-from medmodels.preprocess import check_informative, looks_skull_stripped, reference_key
 from medmodels.progress import emit, within
+from medmodels.resampling import reference_key
 
 #: The part (0..PREPARATION_END) of a run's progress that the preparation of its inputs reports in.
 PREPARATION_END = 0.15
 #: The note (in the manifest, and a WARNING line of the command) for inputs that are not skull-stripped.
 NOT_SKULL_STRIPPED = (
-    "Warning: the inputs do not look skull-stripped (most voxels are non-zero): the models were trained on "
-    "skull-stripped brains, so the scalp, skull and orbits may be synthesised or segmented as tissue or tumour. "
-    "Skull-strip the inputs first (e.g. HD-BET or SynthStrip) for reliable results."
+    "Warning: the inputs do not look skull-stripped (the background is not zero or a bright scalp rims the "
+    "head): the models were trained on skull-stripped brains, so the scalp, skull and orbits may be "
+    "synthesised or segmented as tissue or tumour. Skull-strip the inputs first (e.g. HD-BET or SynthStrip) "
+    "for reliable results."
 )
 
 
@@ -125,7 +127,7 @@ def run_case(
     with within(0.0, PREPARATION_END):
         prepared = prepare_case(images, options.prepare, options.reference, options.seed, options.device)
     common, notes = prepared.images, prepared.notes
-    if not looks_skull_stripped(common):
+    if not prepared.skull_stripped:  # the inspection's verdict, or the brain was extracted
         notes.append(NOT_SKULL_STRIPPED)
     result = PipelineResult(reference_key(common, options.reference), notes=notes, preparation=prepared.record)
     for note in notes:

@@ -42,9 +42,10 @@ from medmodels.errors import InputError
 from medmodels.image import Image
 from medmodels.inspection import Inspection, inspect_inputs
 from medmodels.modalities import BY_KEY
-from medmodels.preprocess import to_common_grid, working_geometry
 from medmodels.progress import emit, progress, within
 from medmodels.registration import apply_rigid, register_rigid
+from medmodels.resampling import to_common_grid, working_geometry
+from medmodels.working_grid import labels_onto
 
 #: Voxel size (mm) of the preparation grid for thick-slice inputs (never finer than the reference in-plane).
 PREPARED_SPACING_MM = 1.0
@@ -75,6 +76,8 @@ class Prepared:
         grid: the grid the models run on (``reference_grid`` unless resampled).
         notes: what was found and done, one sentence each.
         record: the same for the manifest (JSON-ready).
+        skull_stripped: whether ``images`` are brains only: the brain was extracted,
+            or the inspection found the inputs skull-stripped.
     """
 
     images: dict[str, Image]
@@ -83,32 +86,24 @@ class Prepared:
     grid: Image
     notes: list[str] = field(default_factory=list)
     record: dict = field(default_factory=dict)
+    skull_stripped: bool = True
 
     def restore(self, image: Image, interpolation: str = "linear") -> Image:
         """``image`` (on ``grid``) back onto the reference input's grid; unchanged when they are one.
 
         Args:
             image: an output of the models, e.g. a synthesised volume or a label map.
-            interpolation: "linear" for intensities; "label" for label maps (each
-                label's indicator resampled linearly, then the largest wins, so a
-                thick output slice takes the labels most of its thin slices carry,
+            interpolation: "linear" for intensities; "label" for label maps
+                (``working_grid.labels_onto``, the rule ``WorkingGrid.inverse`` uses too:
+                a thick output slice takes the labels most of its thin slices carry,
                 not those of whichever thin slice lies nearest); "nearest".
         """
         if image.same_grid(self.reference_grid):
             return image
         if interpolation == "label":
-            return self._restore_labels(image)
+            return self.reference_grid.with_array(labels_onto(image.array, image, self.reference_grid))
         out = apply_rigid(image, np.eye(4), self.reference_grid, interpolation)
         return out if interpolation == "linear" else out.with_array(out.array.astype(image.array.dtype))
-
-    def _restore_labels(self, labels: Image) -> Image:
-        values = np.union1d(np.unique(labels.array), [0])  # 0 first: outside the model grid is background
-        fractions = [
-            apply_rigid(labels.with_array((labels.array == v).astype(np.float32)), np.eye(4), self.reference_grid).array
-            for v in values
-        ]
-        winner = values[np.argmax(np.stack(fractions), axis=0)]
-        return self.reference_grid.with_array(winner.astype(labels.array.dtype))
 
     def restore_result(self, result) -> None:
         """Bring every image of a ``pipeline.PipelineResult`` back onto the reference input's grid, in place."""
@@ -261,7 +256,7 @@ def prepare_case(
     if mode == "off":
         common, notes = to_common_grid(images, ref_key)
         warnings = [f"Warning: {f.message}" for f in inspection.findings]
-        return Prepared(common, ref_key, reference, reference, warnings + notes, record)
+        return Prepared(common, ref_key, reference, reference, warnings + notes, record, inspection.skull_stripped)
     notes = [f.message for f in inspection.findings]
     register = _to_register(images, inspection, mode)
     extract = mode == "on" or not inspection.skull_stripped
@@ -291,4 +286,4 @@ def prepare_case(
         mask = brain.mask.array.astype(bool)
         prepared = {k: v.with_array(np.where(mask, v.array, 0).astype(v.array.dtype)) for k, v in prepared.items()}
     emit(1.0, "Inputs prepared")
-    return Prepared(prepared, ref_key, reference, grid, notes, record)
+    return Prepared(prepared, ref_key, reference, grid, notes, record, extract or inspection.skull_stripped)

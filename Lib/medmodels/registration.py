@@ -33,7 +33,7 @@ import SimpleITK as sitk
 
 from medmodels.errors import InputError
 from medmodels.image import Image
-from medmodels.preprocess import working_geometry
+from medmodels.resampling import working_geometry
 
 #: The finest spacing (mm) registration works at: finer gains no accuracy
 #: worth the time for a rigid transform of a whole head.

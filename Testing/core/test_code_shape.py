@@ -70,7 +70,11 @@ LAYERS = (
             "medmodels.contract",
             "medmodels.datasets",
             "medmodels.phantom",
-            "medmodels.preprocess",
+            "medmodels.resampling",
+            "medmodels.brain_mask",
+            "medmodels.normalisation",
+            "medmodels.cropping",
+            "medmodels.working_grid",
             "medmodels.weights",
             "medmodels.nets",
             "medmodels.inspection",
@@ -140,7 +144,7 @@ def test_every_library_module_has_a_layer_and_imports_none_above_it():
 
 
 def test_the_layer_check_sees_an_upward_import():
-    assert _layer("medmodels.preprocess") < _layer("medmodels.seg.inference") < _layer("medmodels.pipeline")
+    assert _layer("medmodels.working_grid") < _layer("medmodels.seg.inference") < _layer("medmodels.pipeline")
     assert _layer("medmodels.commands.seg") == len(LAYERS) - 1 and _layer("medmodels.newfile") is None
     graph = _library_graph()
     assert "medmodels.seg.inference" in graph["medmodels.pipeline"]  # lazy imports inside functions count too

@@ -1,17 +1,11 @@
 import numpy as np
 import pytest
+from medmodels.brain_mask import brain_mask
+from medmodels.cropping import bounding_box, crop, paste
 from medmodels.errors import InputError
 from medmodels.image import Image
-from medmodels.preprocess import (
-    Normalizer,
-    bounding_box,
-    brain_mask,
-    crop,
-    paste,
-    resample_like,
-    resample_to_spacing,
-    to_common_grid,
-)
+from medmodels.normalisation import Normalizer
+from medmodels.resampling import resample_like, resample_to_spacing, to_common_grid
 
 
 def test_inputs_on_one_grid_are_left_alone(small_phantom):

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from medmodels.errors import InputError
 from medmodels.image import Image
-from medmodels.preprocess import WorkingGrid, working_zscores
 from medmodels.seg.data import prepare
 from medmodels.syn.slices import to_input_grid, to_working_case
+from medmodels.working_grid import WorkingGrid, working_zscores
 
 SPACING = (0.9, 1.1, 3.0)  # (x, y, z) mm
 SHAPE = (24, 80, 72)  # (z, y, x)

@@ -22,16 +22,17 @@ import SimpleITK as sitk
 import torch
 from medmodels import io as mio
 from medmodels.atomic import LOCK_NAME, claimed_folder
+from medmodels.brain_mask import brain_mask
 from medmodels.cli import main
 from medmodels.contract import MANIFEST_NAME as MANIFEST
 from medmodels.datasets import resolve_inputs
 from medmodels.errors import InputError
 from medmodels.image import Image
+from medmodels.inspection import looks_skull_stripped
 from medmodels.io import check_nifti, read_image, write_image
 from medmodels.options import RunOptions
 from medmodels.phantom import case_file_names, make_phantom, write_phantom_case
 from medmodels.pipeline import PipelineResult, run_case, run_cases, write_outputs
-from medmodels.preprocess import brain_mask, looks_skull_stripped
 
 ROOT = Path(__file__).resolve().parents[2]
 RT = ["--device", "cpu", "--threads", "1"]

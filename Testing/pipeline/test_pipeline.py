@@ -10,7 +10,7 @@ from medmodels.errors import InputError
 from medmodels.io import read_image
 from medmodels.options import RunOptions
 from medmodels.pipeline import run_case, write_outputs
-from medmodels.preprocess import resample_to_spacing
+from medmodels.resampling import resample_to_spacing
 
 pytestmark = pytest.mark.slow
 

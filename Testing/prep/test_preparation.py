@@ -23,6 +23,7 @@ from medmodels.phantom import (
 )
 from medmodels.preparation import Prepared, prepare_case
 from medmodels.registration import mask_points, mean_displacement, register_rigid
+from medmodels.working_grid import WorkingGrid, labels_onto
 from scipy import ndimage
 
 SIZE = (96, 96, 64)  # 2.5 mm in-plane: small enough to be quick, fine enough for a 5 mm-slice study
@@ -184,6 +185,24 @@ def test_label_maps_go_back_by_majority_not_by_the_nearest_thin_slice():
     assert np.array_equal(restored.array[clear], majority[clear])
     nearest = prepared.restore(grid.with_array(thin), "nearest").array
     assert not np.array_equal(nearest[clear], majority[clear])  # the case the label mode is for
+
+
+def test_both_inverses_bring_label_maps_back_by_the_one_rule():
+    # The majority case above through the working grid's inverse (a model's crop -> its input grid):
+    # the same rule, the same labels as the preparation's way back.
+    rng = np.random.default_rng(0)
+    thin = rng.choice(np.array([0, 1, 2, 4], np.uint8), size=(8, 8, 8), p=[0.4, 0.1, 0.4, 0.1])
+    working = Image(np.zeros((8, 8, 8), np.uint8))
+    reference = Image(np.zeros((4, 4, 4), np.uint8), spacing=(2, 2, 2), origin=(0.5, 0.5, 0.5))
+    prepared = Prepared(images={}, reference="flair", reference_grid=reference, grid=working)
+    back = WorkingGrid(reference, working).inverse(thin, "label")
+    assert back.dtype == np.uint8
+    assert np.array_equal(back, prepared.restore(working.with_array(thin), "label").array)
+    assert np.array_equal(back, labels_onto(thin, working, reference))
+    blocks = thin.reshape(4, 2, 4, 2, 4, 2).transpose(0, 2, 4, 1, 3, 5).reshape(4, 4, 4, 8)
+    counts = np.stack([(blocks == v).sum(-1) for v in (0, 1, 2, 4)], -1)
+    clear = np.sort(counts, -1)[..., -1] > np.sort(counts, -1)[..., -2]
+    assert np.array_equal(back[clear], np.array([0, 1, 2, 4])[counts.argmax(-1)][clear])
 
 
 def test_auto_leaves_brats_style_input_untouched(small_phantom):

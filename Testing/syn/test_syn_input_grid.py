@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from medmodels.errors import InputError
 from medmodels.metrics import enhancement_contrast, ssim, ssim_in_regions
-from medmodels.preprocess import Normalizer
+from medmodels.normalisation import Normalizer
 from medmodels.stats import paired_case_test
 from medmodels.syn.scoring import enhancement, volume_scores
 from scipy.stats import wilcoxon

@@ -3,11 +3,12 @@
 import numpy as np
 import pytest
 import torch
+from medmodels.brain_mask import brain_mask
 from medmodels.errors import CheckpointError, InputError
 from medmodels.modalities import MODALITY_KEYS, AvailabilityMask
 from medmodels.nets.m2dn import M2DNet
+from medmodels.normalisation import Normalizer
 from medmodels.phantom import make_phantom
-from medmodels.preprocess import Normalizer, brain_mask
 from medmodels.syn.masks import PATTERNS
 from medmodels.syn.slices import to_input_grid, to_working_case
 from medmodels.syn.synthesize import Synthesizer, estimate_normalizer, load_synthesizer

@@ -2,9 +2,9 @@
 
 One function, :func:`prepare`, turns a case (images on one grid) into the
 network's input on the model's working grid
-(``medmodels.preprocess.WorkingGrid``): brain mask (the union of non-zero
+(``medmodels.working_grid.WorkingGrid``): brain mask (the union of non-zero
 voxels for skull-stripped input such as BraTS), per-modality percentile clip +
-z-score inside the brain (``medmodels.preprocess.Normalizer``), trilinear
+z-score inside the brain (``medmodels.normalisation.Normalizer``), trilinear
 resampling to the working spacing along the input's axes, crop to the brain
 plus ``MARGIN_MM``. Training and inference both call it, so they
 see identical inputs; inference takes its probabilities back onto the input
@@ -24,7 +24,7 @@ from medmodels.errors import InputError
 from medmodels.image import Image
 from medmodels.labels import labels_to_regions
 from medmodels.modalities import MODALITY_KEYS
-from medmodels.preprocess import WorkingGrid, working_zscores
+from medmodels.working_grid import WorkingGrid, working_zscores
 
 #: Kept around the brain, in mm: the bundled weights were trained on crops with
 #: a margin of 2 voxels of 1 mm (BraTS). They are sensitive to it: on 5 BraTS

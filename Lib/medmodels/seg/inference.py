@@ -2,7 +2,7 @@
 
 ``load_segmenter(checkpoint=None, device="auto").segment(images, mask)``:
 
-1. the case on the model's working grid (``medmodels.preprocess.WorkingGrid``):
+1. the case on the model's working grid (``medmodels.working_grid.WorkingGrid``):
    brain mask (union of non-zero voxels), per-modality normalisation,
    trilinear resampling to the model's training spacing (stored in the
    checkpoint config) along the input's axes, crop to the brain --
@@ -226,7 +226,7 @@ class Segmenter:
             if not img.same_grid(ref):
                 raise InputError(
                     f"{k} is not on the grid of {mask.keys[0]}: bring all inputs onto one grid "
-                    "first (medmodels.preprocess.to_common_grid)."
+                    "first (medmodels.resampling.to_common_grid)."
                 )
         probs = self.probabilities(used, None, mask)
         regions = probs >= 0.5

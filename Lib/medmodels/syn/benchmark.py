@@ -21,10 +21,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from medmodels.brain_mask import brain_mask
 from medmodels.datasets import find_case
 from medmodels.errors import InputError
 from medmodels.modalities import MODALITY_KEYS, AvailabilityMask
-from medmodels.preprocess import Normalizer, brain_mask
+from medmodels.normalisation import Normalizer
 from medmodels.syn.scoring import evaluation_slices, slice_metrics, unit_range
 from medmodels.syn.slices import to_working_case
 from medmodels.syn.synthesize import load_synthesizer

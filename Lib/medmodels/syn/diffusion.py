@@ -2,7 +2,7 @@
 
 Tensors are ``(B, M, H, W)`` slices. The variants (``Diffusion``,
 ``Regression``) take and give them in *data space*, brain z-scores
-(``medmodels.preprocess.Normalizer``), and own the move to and from the
+(``medmodels.normalisation.Normalizer``), and own the move to and from the
 *diffusion space* the functions below work in: z-score times the checkpoint's
 ``data_scale`` (0.5 by default, so the brain's intensities have about the
 spread of images in [-1, 1] for which the standard noise schedule was

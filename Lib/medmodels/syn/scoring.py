@@ -17,12 +17,14 @@ import numpy as np
 import torch
 from scipy.stats import spearmanr
 
+from medmodels.brain_mask import brain_mask
 from medmodels.errors import InputError
 from medmodels.image import Image
 from medmodels.labels import labels_to_regions
 from medmodels.metrics import enhancement_contrast, mae, psnr, ssim, ssim_in_regions
 from medmodels.modalities import MODALITY_KEYS, AvailabilityMask
-from medmodels.preprocess import Normalizer, brain_mask, resample_like
+from medmodels.normalisation import Normalizer
+from medmodels.resampling import resample_like
 from medmodels.syn.slices import WorkingCase, to_working_case
 from medmodels.syn.synthesize import Synthesizer
 

@@ -1,7 +1,7 @@
 """Cases on the synthesis working grid, and the 2D slices training draws from them.
 
 A case goes to the working grid in the same way for training, evaluation and
-whole-volume synthesis, through ``medmodels.preprocess.WorkingGrid`` (the one
+whole-volume synthesis, through ``medmodels.working_grid.WorkingGrid`` (the one
 grid implementation segmentation uses too): brain mask (from the available
 modalities), per-modality percentile clip + z-score inside the brain (0
 outside), linear resampling to the working spacing (2 mm by default: the CPU
@@ -26,7 +26,8 @@ import torch.nn.functional as F
 from medmodels.errors import InputError
 from medmodels.image import Image
 from medmodels.modalities import MODALITY_KEYS
-from medmodels.preprocess import Normalizer, WorkingGrid, working_zscores
+from medmodels.normalisation import Normalizer
+from medmodels.working_grid import WorkingGrid, working_zscores
 
 #: In-plane crops are grown to a multiple of this (the network halves H, W three times).
 MULTIPLE_OF = 8

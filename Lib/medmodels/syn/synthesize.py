@@ -6,7 +6,7 @@
     mean, std = out["t1c"]                        # Images on the input grid, input intensity scale
 
 Steps: the case goes to the working grid (``medmodels.syn.slices.to_working_case``,
-through ``medmodels.preprocess.WorkingGrid``: brain mask, z-score per
+through ``medmodels.working_grid.WorkingGrid``: brain mask, z-score per
 modality, resampling to the checkpoint's spacing, crop to the brain); every
 axial slice with brain goes through the sampler in batches (DDIM with
 ``steps`` steps; available modalities held at their inputs at every step);
@@ -30,8 +30,8 @@ from medmodels.errors import CheckpointError, InputError
 from medmodels.image import Image
 from medmodels.modalities import MODALITY_KEYS, AvailabilityMask, resolve_mask
 from medmodels.nets.m2dn import build_m2dn
+from medmodels.normalisation import Normalizer
 from medmodels.options import samples_problem
-from medmodels.preprocess import Normalizer
 from medmodels.progress import progress
 from medmodels.syn import diffusion as D
 from medmodels.syn.slices import WorkingCase, slice_context, to_input_grid, to_working_case

@@ -71,6 +71,8 @@ def model_config(cfg: SynTrainConfig, intensity_reference: dict | None = None) -
         "spacing": [float(s) for s in cfg.spacing],
         "modalities": list(MODALITY_KEYS),
         "intensity_reference": intensity_reference or {},
+        # Compared word for word with the bundled checkpoint's record (training.py): the old module
+        # name stays in it (the Normalizer now lives in medmodels.normalisation).
         "preprocessing": "union-of-nonzero brain mask, clip 0.5-99.5 percentile + z-score inside the brain "
         "(medmodels.preprocess.Normalizer), linear resampling to `spacing`, crop to the brain; "
         "axial 2D slices; network space = z-score * diffusion.data_scale",
