@@ -153,7 +153,10 @@ def test_cancel_in_mid_run_kills_the_tree_and_leaves_the_scene(scene, tmp_path):
     t0 = time.monotonic()
     with pytest.raises(RunCancelled, match="nothing was added"):
         logic.run_blocking(
-            inputs, PanelOptions(), on_progress=lambda f, m: seen.append(f), should_cancel=lambda: len(seen) >= 5
+            inputs,
+            PanelOptions(),
+            on_progress=lambda f, m: seen.append(f),
+            should_cancel=lambda: len(seen) >= 5 and (record / "child.pid").exists(),
         )
     assert time.monotonic() - t0 < 30
     assert 0 < max(seen) < 0.5  # it was cancelled in mid-run, not after

@@ -136,9 +136,11 @@ def preparation_record(mode: str, images: dict, ref_key: str) -> tuple[dict, lis
 def start_child(record: str | None, seconds: int) -> None:
     """A child process that outlives this one (it inherits stdout); its ID goes to the record."""
     child = subprocess.Popen([sys.executable, "-c", f"import time; time.sleep({seconds})"])
-    if record:
-        with open(os.path.join(record, "child.pid"), "w") as f:
+    if record:  # written whole, then renamed: a cancel never leaves a reader an empty file
+        path = os.path.join(record, "child.pid")
+        with open(path + ".tmp", "w") as f:
             f.write(str(child.pid))
+        os.replace(path + ".tmp", path)
 
 
 def misbehave(mode: str, record: str | None, write, ref_arr: np.ndarray) -> int | None:
