@@ -18,6 +18,18 @@ def one_thread():
     torch.set_num_threads(before)
 
 
+@pytest.fixture
+def one_itk_thread():
+    """SimpleITK on one thread too, for the files that register or resample a lot
+    (``pytestmark = pytest.mark.usefixtures("one_itk_thread")``): the cores are shared."""
+    import SimpleITK as sitk
+
+    before = sitk.ProcessObject.GetGlobalDefaultNumberOfThreads()
+    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)
+    yield
+    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(before)
+
+
 @pytest.fixture(scope="session")
 def small_phantom():
     """A 48x48x32 phantom (5 x 5 x 4.8 mm voxels): fast, still has every tissue."""

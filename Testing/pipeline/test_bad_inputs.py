@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 import torch
+from cli_checks import RT, fails
 from medmodels import io as mio
 from medmodels.atomic import LOCK_NAME, claimed_folder
 from medmodels.brain_mask import brain_mask
@@ -35,21 +36,6 @@ from medmodels.phantom import case_file_names, make_phantom, write_phantom_case
 from medmodels.pipeline import PipelineResult, run_case, run_cases, write_outputs
 
 ROOT = Path(__file__).resolve().parents[2]
-RT = ["--device", "cpu", "--threads", "1"]
-
-
-def fails(argv, capsys, *words: str) -> str:
-    """Run the command line; assert exit code 2 and exactly one ERROR line holding ``words``, no traceback."""
-    try:
-        rc = main([str(a) for a in argv])
-    except SystemExit as stop:  # argparse's errors
-        rc = stop.code
-    err = capsys.readouterr().err
-    errors = [line for line in err.splitlines() if line.startswith("ERROR:")]
-    assert rc == 2 and len(errors) == 1 and "Traceback" not in err, (rc, err)
-    for word in words:
-        assert word in errors[0], (word, errors[0])
-    return errors[0]
 
 
 def digests(folder: Path) -> dict[str, str]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import SimpleITK as sitk
 from medmodels.image import Image
 from medmodels.metrics import region_scores
 from medmodels.options import RunOptions
@@ -13,14 +12,7 @@ from medmodels.phantom import make_phantom
 from medmodels.preparation import prepare_case
 from scipy import ndimage
 
-
-@pytest.fixture(autouse=True)
-def one_itk_thread():
-    """SimpleITK on one thread, as torch is: the machine's cores are shared."""
-    before = sitk.ProcessObject.GetGlobalDefaultNumberOfThreads()
-    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)
-    yield
-    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(before)
+pytestmark = pytest.mark.usefixtures("one_itk_thread")
 
 
 # -- 1. a registration that is reported is applied ----------------------------------------------

@@ -17,28 +17,13 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 import torch
+from cli_checks import RT, fails
 from medmodels.atomic import LOCK_NAME, claimed_folder
 from medmodels.cli import main
 from medmodels.errors import CheckpointError, InputError
 from medmodels.io import write_image
 from medmodels.phantom import write_phantom_case
 from medmodels.weights import bundled_checkpoint, load_checkpoint, save_checkpoint
-
-RT = ["--device", "cpu", "--threads", "1"]
-
-
-def fails(argv, capsys, *words: str) -> str:
-    """Run the command line; assert exit code 2 and exactly one ERROR line holding ``words``, no traceback."""
-    try:
-        rc = main([str(a) for a in argv])
-    except SystemExit as stop:  # argparse's errors
-        rc = stop.code
-    err = capsys.readouterr().err
-    errors = [line for line in err.splitlines() if line.startswith("ERROR:")]
-    assert rc == 2 and len(errors) == 1 and "Traceback" not in err, (rc, err)
-    for word in words:
-        assert word in errors[0], (word, errors[0])
-    return errors[0]
 
 
 def tree(folder: Path) -> dict[str, str]:

@@ -29,13 +29,7 @@ from scipy import ndimage
 SIZE = (96, 96, 64)  # 2.5 mm in-plane: small enough to be quick, fine enough for a 5 mm-slice study
 
 
-@pytest.fixture(autouse=True)
-def one_itk_thread():
-    """SimpleITK on one thread, as torch is: the machine's cores are shared."""
-    before = sitk.ProcessObject.GetGlobalDefaultNumberOfThreads()
-    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)
-    yield
-    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(before)
+pytestmark = pytest.mark.usefixtures("one_itk_thread")
 
 
 @pytest.fixture(scope="module")

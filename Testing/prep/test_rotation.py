@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import SimpleITK as sitk
 from medmodels.image import Image
 from medmodels.metrics import region_scores
 from medmodels.options import RunOptions
@@ -15,14 +14,7 @@ from medmodels.phantom import make_phantom
 from medmodels.preparation import prepare_case
 from medmodels.registration import apply_rigid
 
-
-@pytest.fixture(autouse=True)
-def one_itk_thread():
-    """SimpleITK on one thread, as torch is: the machine's cores are shared."""
-    before = sitk.ProcessObject.GetGlobalDefaultNumberOfThreads()
-    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)
-    yield
-    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(before)
+pytestmark = pytest.mark.usefixtures("one_itk_thread")
 
 
 def rotated(image: Image, degrees: float, axis: int) -> Image:
