@@ -29,6 +29,8 @@ from medmodels.errors import InputError
 from medmodels.modalities import MODALITY_KEYS
 
 #: The manifest's file name; written last, so its absence marks an unfinished run.
+#: The manifest's file name. The literal lives in atomic.py, whose output-folder rule
+#: (every writing command's) needs it too; the contract names it for the worker's readers.
 MANIFEST_NAME = MANIFEST
 #: The kinds of output file; each is also the manifest field that lists the files of that kind.
 SYNTHESISED = "synthesised"
