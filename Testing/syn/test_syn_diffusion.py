@@ -11,6 +11,7 @@ from medmodels.modalities import AvailabilityMask
 from medmodels.nets.m2dn import M2DNet
 from medmodels.syn import diffusion as D
 from medmodels.syn.masks import PATTERNS, missing_tensor, sample_missing
+from medmodels.syn.variants import variant as variant_of
 from monai.networks.schedulers import DDIMScheduler
 
 SMALL = dict(encoder_channels=4, channels=(8, 16, 16), emb_dim=16)
@@ -163,7 +164,7 @@ def test_regression_input_zero_fills_missing():
 @pytest.mark.parametrize("kind", ["m2dn", "regression"])
 def test_both_variants_share_one_interface(kind):
     cfg = D.DiffusionConfig(num_train_timesteps=40)
-    variant = D.variant(kind, cfg)
+    variant = variant_of({"kind": kind, "diffusion": cfg.to_dict()})
     assert variant.kind == kind
     net = tiny_net()
     x = torch.randn(14, 4, 16, 16)
@@ -201,7 +202,9 @@ def test_the_variant_owns_the_diffusion_space_scaling(kind):
     x, context = torch.randn(3, 4, 8, 8), torch.randn(3, 4, 2, 8, 8)
     missing = torch.tensor([[0, 0, 1, 0]] * 3, dtype=torch.float32)
     for scale in (0.5, 0.25):
-        variant = D.variant(kind, D.DiffusionConfig(num_train_timesteps=20, data_scale=scale))
+        variant = variant_of(
+            {"kind": kind, "diffusion": D.DiffusionConfig(num_train_timesteps=20, data_scale=scale).to_dict()}
+        )
         seen.clear()
         out = variant.sample(net, x, missing, 2, torch.Generator().manual_seed(0), context)
         assert all(torch.equal(v[:, [0, 1, 3]], x[:, [0, 1, 3]] * scale) for v, _ in seen)
@@ -213,8 +216,8 @@ def test_the_variant_owns_the_diffusion_space_scaling(kind):
 
 
 def test_unknown_variant_is_a_clear_error():
-    with pytest.raises(InputError, match="m2dn or regression"):
-        D.variant("gan", D.DiffusionConfig())
+    with pytest.raises(InputError, match="m2dn, regression, pmrf"):
+        variant_of({"kind": "gan", "diffusion": {}})
 
 
 def test_grown_network_computes_what_the_smaller_one_did():

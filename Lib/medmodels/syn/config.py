@@ -13,12 +13,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from medmodels.checkpoint_ref import CheckpointRef, checkpoint_argument
 from medmodels.flags import floats, ints, option, override
 from medmodels.loop_config import LoopConfig
 
-#: Synthesis variants (the keys of ``medmodels.syn.diffusion.VARIANTS``): M2DN, or the
-#: same network trained as a regression without diffusion.
-MODELS = ("m2dn", "regression")
+#: Synthesis variants (the keys of ``medmodels.syn.variants.VARIANTS``): M2DN, the same
+#: network trained as a regression without diffusion, or a flow refining that regression's
+#: prediction (posterior-mean rectified flow).
+MODELS = ("m2dn", "regression", "pmrf")
 
 
 @dataclass(kw_only=True)
@@ -33,7 +35,21 @@ class SynTrainConfig(LoopConfig):
         None, "split JSON with 'training' and 'validation' case lists (default: all cases train)", type=str
     )
     model: str = option(
-        "m2dn", "m2dn, or regression: the same network without diffusion (the baseline)", choices=MODELS
+        "m2dn",
+        "m2dn; regression: the same network without diffusion (the baseline); or pmrf: a flow that refines "
+        "the prediction of a trained regression (--mean-checkpoint); --init bundled then starts the flow from "
+        "the bundled M2DN",
+        choices=MODELS,
+    )
+    mean_checkpoint: CheckpointRef = option(
+        CheckpointRef("baseline"),
+        "pmrf only: the regression whose prediction the flow refines, frozen: 'baseline' (the bundled "
+        "regression) or its .pt; its network options must be this run's",
+        type=checkpoint_argument,
+        metavar="baseline|PATH",
+    )
+    flow_noise: float = option(
+        0.1, "pmrf only: std (diffusion space) of the noise added to the mean where the flow starts"
     )
     spacing: tuple = option((2.0, 2.0, 2.0), "working spacing in mm, e.g. 2 or 2,2,2", type=floats)
     encoder_channels: int = option(8, "channels of each modality's encoder")

@@ -22,8 +22,9 @@ loss per pixel (the tumour, say); None = the paper's plain mean.
 The two synthesis variants, M2DN (``Diffusion``) and the regression baseline
 (``Regression``), are objects with one interface, ``loss(net, x0, missing,
 generator, context, weight)`` and ``sample(net, x_avail, missing, steps, generator, context)``;
-``variant(kind, cfg)`` gives the one a checkpoint's ``config["kind"]`` names,
-so training and synthesis never branch on the kind, nor scale.
+``medmodels.syn.variants.variant(config)`` gives the one a checkpoint's
+``config["kind"]`` names (the posterior-mean flow of ``medmodels.syn.flow``
+too), so training and synthesis never branch on the kind, nor scale.
 """
 
 from __future__ import annotations
@@ -35,7 +36,6 @@ import torch.nn.functional as F
 from monai.networks.schedulers import DDIMScheduler, DDPMScheduler
 from torch import nn
 
-from medmodels.errors import InputError
 from medmodels.progress import progress
 
 
@@ -352,14 +352,3 @@ class Regression:
         """One network pass; arguments and result (z-scores) as ``Diffusion.sample``."""
         x, context = to_diffusion_space(x_avail, self.cfg), to_diffusion_space(context, self.cfg)
         return to_data_space(predict_regression(net, x, missing, context), self.cfg)
-
-
-#: ``config["kind"]`` -> its variant class.
-VARIANTS: dict[str, type] = {Diffusion.kind: Diffusion, Regression.kind: Regression}
-
-
-def variant(kind: str, cfg: DiffusionConfig) -> Diffusion | Regression:
-    """The synthesis variant a checkpoint's ``kind`` names ("m2dn" or "regression")."""
-    if kind not in VARIANTS:
-        raise InputError(f"Unknown synthesis model '{kind}': use {' or '.join(VARIANTS)}.")
-    return VARIANTS[kind](cfg)

@@ -29,12 +29,13 @@ from medmodels.device import resolve_device
 from medmodels.errors import CheckpointError, InputError
 from medmodels.image import Image
 from medmodels.modalities import MODALITY_KEYS, AvailabilityMask, resolve_mask
-from medmodels.nets.m2dn import build_m2dn
+from medmodels.nets.synthesis import build_synthesis_net
 from medmodels.normalisation import Normalizer
 from medmodels.options import samples_problem
 from medmodels.progress import progress
 from medmodels.syn import diffusion as D
 from medmodels.syn.slices import WorkingCase, slice_context, to_input_grid, to_working_case
+from medmodels.syn.variants import variant
 from medmodels.weights import load_checkpoint, resolve_checkpoint
 
 BUNDLED_NAME = "m2dn_brats18"
@@ -66,7 +67,7 @@ class Synthesizer:
     """A loaded synthesis model.
 
     Args:
-        net: the ``M2DNet``.
+        net: the ``M2DNet`` (a ``MeanAndFlow`` for a posterior-mean flow).
         config: the checkpoint's config (``kind``, ``net``, ``diffusion``, ``spacing``, ``intensity_reference``).
         device: where the network runs.
     """
@@ -77,7 +78,7 @@ class Synthesizer:
         self.device = device
         self.kind = config.get("kind", "m2dn")
         self.diffusion = D.DiffusionConfig(**config["diffusion"])
-        self.variant = D.variant(self.kind, self.diffusion)
+        self.variant = variant(self.config)
         self.spacing = tuple(float(s) for s in config["spacing"])
 
     @property
@@ -222,9 +223,9 @@ def load_synthesizer(checkpoint: str | Path | None = None, device: str = "auto")
         raise CheckpointError(
             f"'{path}' is not a medmodels synthesis checkpoint (no net/diffusion/spacing in its config)."
         )
-    net = build_m2dn(config["net"])
+    net = build_synthesis_net(config)
     try:
         net.load_state_dict(payload["state_dict"])
     except (RuntimeError, KeyError) as err:
-        raise CheckpointError(f"'{path}' does not fit the M2DN network its config names: {err}") from None
+        raise CheckpointError(f"'{path}' does not fit the network its config names: {err}") from None
     return Synthesizer(net, config, resolve_device(device))

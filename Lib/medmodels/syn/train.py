@@ -35,14 +35,17 @@ from medmodels.distributed import DistInfo
 from medmodels.errors import InputError
 from medmodels.metrics import psnr, ssim
 from medmodels.modalities import MODALITY_KEYS
-from medmodels.nets.m2dn import build_m2dn
+from medmodels.nets.synthesis import MEAN_AND_FLOW_KINDS, build_synthesis_net
 from medmodels.progress import progress
 from medmodels.syn import diffusion as D
 from medmodels.syn.config import MODELS, SynTrainConfig
+from medmodels.syn.flow import FlowConfig
 from medmodels.syn.masks import sample_missing
 from medmodels.syn.slices import WorkingCase, random_affine, sample_batch, to_working_case
 from medmodels.syn.synthesize import BASELINE_NAME, BUNDLED_NAME, DEFAULT_STEPS
+from medmodels.syn.variants import variant as variant_of
 from medmodels.training import Task
+from medmodels.weights import load_checkpoint, read_record, resolve_checkpoint
 
 #: Config entries measured on the training cases: they may differ from an ``--init`` checkpoint's.
 DATA_KEYS = ("intensity_reference",)
@@ -68,6 +71,8 @@ def model_config(cfg: SynTrainConfig, intensity_reference: dict | None = None) -
             "refine_blocks": cfg.refine_blocks,
         },
         "diffusion": D.DiffusionConfig(cfg.num_train_timesteps, data_scale=cfg.data_scale).to_dict(),
+        # only a flow has flow settings, so M2DN and regression configs stay those of their bundled weights
+        **({"flow": FlowConfig(cfg.flow_noise).to_dict()} if cfg.model in MEAN_AND_FLOW_KINDS else {}),
         "spacing": [float(s) for s in cfg.spacing],
         "modalities": list(MODALITY_KEYS),
         "intensity_reference": intensity_reference or {},
@@ -85,8 +90,13 @@ GROWABLE = ("context", "refine_blocks")
 
 def grows_from(ours: dict, theirs: dict) -> bool:
     """Whether a network of config ``ours`` can start from weights of config ``theirs``:
-    the same but for more slice context or more refinement blocks."""
+    the same but for more slice context or more refinement blocks; or a flow
+    (``MeanAndFlow.load_grown``) starting from a single network of its shape."""
     a, b = dict(ours), dict(theirs)
+    if a.get("kind") in MEAN_AND_FLOW_KINDS and b.get("kind") not in MEAN_AND_FLOW_KINDS:
+        for c in (a, b):
+            c.pop("kind", None), c.pop("flow", None)
+        return a == b
     net_a, net_b = dict(a.pop("net", {})), dict(b.pop("net", {}))
     if a != b:
         return False
@@ -214,6 +224,25 @@ def synthesis_scores(pred: torch.Tensor, x0: torch.Tensor, missing: torch.Tensor
     }
 
 
+def load_mean(model, cfg: SynTrainConfig, config: dict) -> dict:
+    """Put the frozen regression of ``cfg.mean_checkpoint`` into a flow's mean part; its record.
+
+    Raises:
+        InputError: the checkpoint is not a regression of this run's network.
+    """
+    path = resolve_checkpoint(cfg.mean_checkpoint, BASELINE_NAME, BASELINE_NAME)
+    payload = load_checkpoint(path)  # checks the SHA-256, weights_only=True
+    theirs = payload.get("config") or {}
+    if theirs.get("kind") != "regression" or theirs.get("net") != config["net"]:
+        raise InputError(
+            f"--mean-checkpoint '{path}' is not a regression of this network (kind {theirs.get('kind')!r}, "
+            f"net {theirs.get('net')}; this run's net {config['net']}). Give a regression checkpoint trained "
+            "with the same network options, or those options."
+        )
+    model.load_mean({k: v.float() for k, v in payload["state_dict"].items()})
+    return {"checkpoint": str(path), "sha256": read_record(path)["sha256"]}
+
+
 def make_task(
     cfg: SynTrainConfig,
     cases: Sequence[WorkingCase],
@@ -230,9 +259,10 @@ def make_task(
         main: whether this is the process that validates (DDP rank 0).
     """
     config = model_config(cfg, intensity_reference(cases))
-    variant = D.variant(cfg.model, D.DiffusionConfig(**config["diffusion"]))
+    variant = variant_of(config)
     torch.manual_seed(cfg.seed)
-    model = build_m2dn(config["net"])
+    model = build_synthesis_net(config)
+    mean_record = load_mean(model, cfg, config) if cfg.model in MEAN_AND_FLOW_KINDS else None
 
     def sample(rng: np.random.Generator, progress: float = 1.0):
         return training_batch(cases, cfg, cfg.batch_size, rng, flip=True)
@@ -265,8 +295,10 @@ def make_task(
         sample=sample,
         loss=loss,
         validate=validate,
-        bundled=BUNDLED_NAME if cfg.model == "m2dn" else BASELINE_NAME,
+        # a flow's --init bundled starts it from the bundled M2DN (its mean part is the regression)
+        bundled=BASELINE_NAME if cfg.model == "regression" else BUNDLED_NAME,
         unit="slices",
+        facts={"mean_checkpoint": mean_record} if mean_record else {},
         data_keys=DATA_KEYS,
         grows_from=grows_from,
     )
@@ -309,7 +341,7 @@ def fit(
     started = time.time() if started is None else started
     info = info or training.setup(cfg)
     task = make_task(cfg, cases, val_cases, info.device, info.is_main)
-    task.facts = {
+    task.facts |= {
         "training_cases": [c.name for c in cases],
         "validation_cases": [c.name for c in val_cases],
         "wall_s_loading": round(load_s, 1),
