@@ -18,6 +18,7 @@ import hashlib
 import json
 import os
 import shutil
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -260,3 +261,47 @@ def load_checkpoint_unrecorded(path: Path) -> dict[str, Any]:
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
     write_json(path, data, sort_keys=True)
+
+
+def load_network(
+    checkpoint: str | os.PathLike | None,
+    bundled: str,
+    baseline: str | None,
+    family: str,
+    required: Sequence[str],
+    build: Callable[[dict], torch.nn.Module],
+) -> tuple[torch.nn.Module, dict]:
+    """The one loader of trained networks, for segmentation and synthesis alike.
+
+    Resolves the reference (``resolve_checkpoint``), checks the SHA-256 and loads
+    weights-only (``load_checkpoint``), checks that the config is the family's,
+    builds the network it names and loads its weights.
+
+    Args:
+        checkpoint: None/"bundled", "baseline" or a path (a ``CheckpointRef``'s words).
+        bundled, baseline: the family's bundled checkpoint names.
+        family: "segmentation" or "synthesis", for the messages.
+        required: config entries every checkpoint of the family has.
+        build: the family's builder (``medmodels.nets.segmentation.build_segmentation_net``,
+            ``medmodels.nets.synthesis.build_synthesis_net``).
+
+    Returns:
+        ``(network, config)``: the network on the CPU with the weights (float16 storage is
+        cast by ``load_state_dict``), and the checkpoint's config.
+
+    Raises:
+        CheckpointError: not a checkpoint of the family, or weights that do not fit its network.
+    """
+    path = resolve_checkpoint(checkpoint, bundled, baseline)
+    payload = load_checkpoint(path)
+    config = payload.get("config")
+    if not isinstance(config, dict) or not set(required) <= set(config):
+        raise CheckpointError(
+            f"'{path}' is not a medmodels {family} checkpoint (no {'/'.join(required)} in its config)."
+        )
+    net = build(config)
+    try:
+        net.load_state_dict(payload["state_dict"])
+    except (RuntimeError, KeyError) as err:
+        raise CheckpointError(f"'{path}' does not fit the network its config names: {err}") from None
+    return net, config

@@ -136,7 +136,7 @@ def test_weight_standardised_convolution_ignores_the_kernels_scale_and_offset():
 
 
 def test_weight_std_networks_build_from_their_config():
-    from medmodels.seg.inference import build_model
+    from medmodels.nets.segmentation import build_segmentation_net as build_model
 
     for arch in ("shaspec", "unet3d"):
         net = build_model({"arch": arch, "width": 4, "depth": 3, "weight_std": True})

@@ -35,13 +35,14 @@ import torch
 from monai.inferers import sliding_window_inference
 
 from medmodels.device import resolve_device
-from medmodels.errors import CheckpointError, InputError
+from medmodels.errors import InputError
 from medmodels.image import Image
 from medmodels.labels import regions_to_labels
 from medmodels.modalities import AvailabilityMask, resolve_mask
+from medmodels.nets.segmentation import build_segmentation_net
 from medmodels.nets.unet3d import N_REGIONS
 from medmodels.seg.data import prepare
-from medmodels.weights import load_checkpoint, resolve_checkpoint
+from medmodels.weights import load_network
 
 BUNDLED_NAME = "shaspec_brats18"
 BASELINE_NAME = "unet3d_baseline_brats18"
@@ -57,21 +58,6 @@ MIN_ET_MM3 = 500.0
 #: multifocal tumour's smaller foci go with the false positives: ``cleanup=False``
 #: (``--no-cleanup``) keeps them.
 MIN_COMPONENT_FRACTION = 0.5
-
-
-def build_model(config: Mapping) -> torch.nn.Module:
-    """The network a checkpoint config describes (``arch`` shaspec or unet3d)."""
-    from medmodels.nets.shaspec import ShaSpec
-    from medmodels.nets.unet3d import UNet3D
-
-    arch, ws = config.get("arch"), bool(config.get("weight_std", False))  # absent in the first weights' configs
-    if arch == "shaspec":
-        return ShaSpec(
-            width=config["width"], depth=config["depth"], specific_width=config.get("specific_width"), weight_std=ws
-        )
-    if arch == "unet3d":
-        return UNet3D(width=config["width"], depth=config["depth"], weight_std=ws)
-    raise CheckpointError(f"Checkpoint config names an unknown architecture '{arch}' (expected shaspec or unet3d).")
 
 
 def predict_probabilities(
@@ -243,16 +229,7 @@ def load_segmenter(
     ``"baseline"`` = the bundled baseline U-Net, else a path to a ``.pt`` with
     its ``.json`` record beside it (its SHA-256 is checked before loading).
     ``mirror_axes``: test-time mirroring (``predict_probabilities``)."""
-    path = resolve_checkpoint(checkpoint, BUNDLED_NAME, BASELINE_NAME)
-    payload = load_checkpoint(path)
-    config = payload.get("config")
-    if not isinstance(config, dict) or "spacing" not in config or "patch_size" not in config:
-        raise CheckpointError(
-            f"'{path}' is not a medmodels segmentation checkpoint (no spacing/patch_size in its config)."
-        )
-    model = build_model(config)
-    try:
-        model.load_state_dict(payload["state_dict"])
-    except (RuntimeError, KeyError) as err:
-        raise CheckpointError(f"'{path}' does not fit the {config.get('arch')} network it names: {err}") from None
+    model, config = load_network(
+        checkpoint, BUNDLED_NAME, BASELINE_NAME, "segmentation", ("spacing", "patch_size"), build_segmentation_net
+    )
     return Segmenter(model, config, resolve_device(device), overlap, mirror_axes)

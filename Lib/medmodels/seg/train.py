@@ -27,10 +27,11 @@ from medmodels.datasets import discover_cases, read_split
 from medmodels.errors import InputError
 from medmodels.metrics import dice
 from medmodels.modalities import MODALITY_KEYS, AvailabilityMask
+from medmodels.nets.segmentation import build_segmentation_net
 from medmodels.progress import progress
 from medmodels.seg.config import TrainConfig
 from medmodels.seg.data import prepare, read_case
-from medmodels.seg.inference import BASELINE_NAME, BUNDLED_NAME, build_model, predict_probabilities
+from medmodels.seg.inference import BASELINE_NAME, BUNDLED_NAME, predict_probabilities
 from medmodels.seg.losses import seg_losses
 from medmodels.seg.sampling import PatchRecipe, TrainCase, make_batch
 from medmodels.training import Task
@@ -131,7 +132,7 @@ def make_task(cfg: TrainConfig, cases, val_cases, device: torch.device) -> Task:
     recipe = patch_recipe(cfg)
     config = model_config(cfg)
     torch.manual_seed(cfg.seed)
-    model = build_model(config)
+    model = build_segmentation_net(config)
 
     def sample(rng: np.random.Generator, progress: float):
         return make_batch(cases, cfg.batch_size, cfg.patch_size, rng, recipe, progress)

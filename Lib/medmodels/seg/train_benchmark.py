@@ -67,13 +67,13 @@ def bench_training(
     the matmul peak. The data come from one phantom case of ``phantom_size``
     voxels (x, y, z; 1.5 mm at the default), prepared like a training case.
     ``amp``: bfloat16 autocast where the CPU has bf16 instructions, as ``train-seg`` does."""
-    from medmodels.seg.inference import build_model
+    from medmodels.nets.segmentation import build_segmentation_net
     from medmodels.training import autocast_settings
 
     patch = tuple(int(p) for p in config["patch_size"])
     case = _phantom_case(tuple(config["spacing"]), patch, phantom_size)
     torch.manual_seed(seed)
-    model = build_model(config)
+    model = build_segmentation_net(config)
     opt = torch.optim.AdamW(model.parameters(), lr=lr)
     settings = autocast_settings(amp, torch.device("cpu"))
     figures = time_steps(

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from medmodels.device import resolve_device
-from medmodels.errors import CheckpointError, InputError
+from medmodels.errors import InputError
 from medmodels.image import Image
 from medmodels.modalities import MODALITY_KEYS, AvailabilityMask, resolve_mask
 from medmodels.nets.synthesis import build_synthesis_net
@@ -36,7 +36,7 @@ from medmodels.progress import progress
 from medmodels.syn import diffusion as D
 from medmodels.syn.slices import WorkingCase, slice_context, to_input_grid, to_working_case
 from medmodels.syn.variants import variant
-from medmodels.weights import load_checkpoint, resolve_checkpoint
+from medmodels.weights import load_network
 
 BUNDLED_NAME = "m2dn_brats18"
 BASELINE_NAME = "m2dn_regression_brats18"
@@ -216,16 +216,7 @@ def load_synthesizer(checkpoint: str | Path | None = None, device: str = "auto")
     """Load a synthesizer: ``None`` = the bundled M2DN weights, ``"baseline"`` =
     the bundled regression baseline, else a path to a ``.pt`` with its ``.json``
     record beside it (its SHA-256 is checked before loading)."""
-    path = resolve_checkpoint(checkpoint, BUNDLED_NAME, BASELINE_NAME)
-    payload = load_checkpoint(path)
-    config = payload.get("config")
-    if not isinstance(config, dict) or not {"net", "diffusion", "spacing"} <= set(config):
-        raise CheckpointError(
-            f"'{path}' is not a medmodels synthesis checkpoint (no net/diffusion/spacing in its config)."
-        )
-    net = build_synthesis_net(config)
-    try:
-        net.load_state_dict(payload["state_dict"])
-    except (RuntimeError, KeyError) as err:
-        raise CheckpointError(f"'{path}' does not fit the network its config names: {err}") from None
+    net, config = load_network(
+        checkpoint, BUNDLED_NAME, BASELINE_NAME, "synthesis", ("net", "diffusion", "spacing"), build_synthesis_net
+    )
     return Synthesizer(net, config, resolve_device(device))
