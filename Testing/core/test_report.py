@@ -1,8 +1,9 @@
 """medmodels.report: a report as data, its one writer (all files or none, never over an earlier one),
-the one Markdown table renderer."""
+the one Markdown table renderer, and that no other library file writes results or Markdown tables."""
 
 from __future__ import annotations
 
+import ast
 import csv
 import json
 from pathlib import Path
@@ -11,6 +12,8 @@ import pytest
 from medmodels import report as report_module
 from medmodels.errors import InputError
 from medmodels.report import Report, Table, command_line, markdown_table, read_report, report_files, write_report
+
+LIB = Path(__file__).resolve().parents[2] / "Lib" / "medmodels"
 
 
 def _report() -> Report:
@@ -130,3 +133,69 @@ def test_read_report_says_what_is_wrong(tmp_path):
         read_report(tmp_path / "list.json")
     (tmp_path / "old.json").write_text('{"rows": []}', encoding="utf-8")  # written before reports had provenance
     assert read_report(tmp_path / "old.json").data == {"rows": []}
+
+
+# -- one writer: no other library file writes results or Markdown tables ---------------------------
+
+#: Library files that write JSON that is not an evaluation's or a benchmark's report, with the reason.
+OTHER_WRITERS = {
+    "atomic.py": "write_json and write_atomically themselves",
+    "contract.py": "the worker's manifest.json (Manifest.write)",
+    "weights.py": "the checkpoint and its record",
+    "training.py": "a training run's history.json",
+    "phantom.py": "the phantom case's transforms record",
+    "datasets.py": "write_split: a split file, an input of training and evaluation",
+}
+
+
+def writes_outside_the_report(lib: Path) -> list[str]:
+    """What library files other than report.py do that is the report writer's job: a Markdown table
+    separator, ``json.dump``, ``write_text``/``write_bytes``, a csv writer, or (except OTHER_WRITERS)
+    ``write_json``/``write_atomically``."""
+    found = []
+    for path in sorted(lib.rglob("*.py")):
+        name = str(path.relative_to(lib))
+        if name == "report.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if (
+                isinstance(node, ast.Constant)
+                and isinstance(node.value, str)
+                and ("|---" in node.value or "---|" in node.value)
+            ):
+                found.append(f"{name}:{node.lineno}: a Markdown table (use report.markdown_table)")
+            writer = None
+            if isinstance(node, ast.Attribute):
+                base = node.value.id if isinstance(node.value, ast.Name) else None
+                if (base, node.attr) in (("json", "dump"), ("csv", "writer"), ("csv", "DictWriter")):
+                    writer = f"{base}.{node.attr}"
+                elif node.attr in ("write_text", "write_bytes"):
+                    writer = node.attr
+            elif isinstance(node, ast.alias) and node.name in ("write_json", "write_atomically"):
+                writer = node.name
+            if writer and name not in OTHER_WRITERS:
+                found.append(
+                    f"{name}:{getattr(node, 'lineno', '?')}: {writer} (write results with report.write_report)"
+                )
+    return found
+
+
+def test_no_library_file_but_the_report_writes_results_or_markdown_tables():
+    found = writes_outside_the_report(LIB)
+    assert not found, found
+
+
+def test_the_writer_check_sees_a_file_that_writes_its_own_results(tmp_path):
+    lib = tmp_path / "medmodels"
+    (lib / "seg").mkdir(parents=True)
+    (lib / "seg" / "evaluate.py").write_text(
+        "import json\nfrom medmodels.atomic import write_json\n"
+        "def save(r, p):\n    p.write_text(json.dumps(r))\n    return '| a |\\n|---|'\n",
+        encoding="utf-8",
+    )
+    (lib / "report.py").write_text(
+        "import json\ndef f(p):\n    json.dump({}, p)\n    return '|---|'\n", encoding="utf-8"
+    )
+    (lib / "datasets.py").write_text("def w(p):\n    p.write_text('{}')\n", encoding="utf-8")  # allowed, with reason
+    found = writes_outside_the_report(lib)
+    assert [f.split(":")[0] for f in found] == ["seg/evaluate.py"] * 3, found
