@@ -16,6 +16,7 @@ import json
 from collections import defaultdict
 
 import numpy as np
+from medmodels.report import Table, markdown_table
 
 REGIONS = ("ET", "TC", "WT")
 ALL_FOUR = "1111"
@@ -40,27 +41,25 @@ def mean_dice(rows: list[dict], keep) -> list[float]:
 
 
 def summary_table(models: dict[str, list[dict]]) -> str:
-    lines = [
-        "| model | all four ET / TC / WT | FLAIR+T1+T2 ET / TC / WT | mean of 14 incomplete ET / TC / WT |",
-        "|---|---|---|---|",
-    ]
+    columns = ["model", "all four ET / TC / WT", "FLAIR+T1+T2 ET / TC / WT", "mean of 14 incomplete ET / TC / WT"]
+    table = []
     for name, rows in models.items():
         cells = [
             mean_dice(rows, lambda s: s == ALL_FOUR),
             mean_dice(rows, lambda s: s == FLAIR_T1_T2),
             mean_dice(rows, lambda s: s != ALL_FOUR),
         ]
-        lines.append(f"| {name} | " + " | ".join(" / ".join(f"{v:.1f}" for v in c) for c in cells) + " |")
-    return "\n".join(lines)
+        table.append(dict(zip(columns, [name, *(" / ".join(f"{v:.1f}" for v in c) for c in cells)])))
+    return markdown_table(Table(columns, table))
 
 
 def et_per_case_table(models: dict[str, list[dict]]) -> str:
     cases = sorted({r["case"] for rows in models.values() for r in rows})
-    lines = ["| model | " + " | ".join(cases) + " |", "|---|" + "---|" * len(cases)]
+    table = []
     for name, rows in models.items():
         per_case = [100 * float(np.mean([r["Dice_ET"] for r in rows if r["case"] == c])) for c in cases]
-        lines.append(f"| {name} | " + " | ".join(f"{v:.1f}" for v in per_case) + " |")
-    return "\n".join(lines)
+        table.append({"model": name, **{c: f"{v:.1f}" for c, v in zip(cases, per_case)}})
+    return markdown_table(Table(["model", *cases], table))
 
 
 def main() -> None:

@@ -65,6 +65,8 @@ def _raise_terminated(signum, frame) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # The command line as given, for the provenance of the reports a command writes (medmodels.report).
+    args.argv = [str(a) for a in (sys.argv[1:] if argv is None else argv)]
     # Only the main thread may set a handler (a test or a host program may call main from another).
     handles = threading.current_thread() is threading.main_thread()
     before = signal.signal(signal.SIGTERM, _raise_terminated) if handles else None

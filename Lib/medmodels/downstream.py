@@ -9,7 +9,8 @@ labels with Dice of ET, TC and WT (``medmodels.metrics``), averaged per pattern.
 
 This is pipeline level: it uses both ``medmodels.syn`` and ``medmodels.seg``,
 which do not import each other. ``medmodels evaluate-syn --dice`` runs it after
-the synthesis evaluation and adds its table to that evaluation's JSON and Markdown.
+the synthesis evaluation and adds it to that evaluation's result (``"dice"``,
+and its table to the Markdown) before the result is written, once.
 """
 
 from __future__ import annotations
@@ -23,10 +24,11 @@ from medmodels.labels import labels_to_regions
 from medmodels.metrics import dice_per_channel
 from medmodels.modalities import AvailabilityMask
 from medmodels.progress import progress
+from medmodels.report import markdown_text
 from medmodels.seg.inference import Segmenter, load_segmenter
-from medmodels.syn.evaluate import parse_patterns, write_result
+from medmodels.syn.evaluate import parse_patterns
 from medmodels.syn.synthesize import Synthesizer, load_synthesizer
-from medmodels.syn.tables import fmt
+from medmodels.syn.tables import evaluation_body
 
 ALL_FOUR = AvailabilityMask((True,) * 4)
 
@@ -88,32 +90,10 @@ def downstream_dice(
     return out
 
 
-def dice_markdown(rows: list[dict]) -> str:
-    """The downstream table: one line per pattern, with the per-case differences
-    (synthesised minus incomplete) of ET and WT and the cases where they are positive."""
-    lines = [
-        "| available | Dice ET/TC/WT incomplete | Dice ET/TC/WT synthesised full set "
-        "| ET difference per case | WT difference per case |",
-        "|---|---|---|---|---|",
-    ]
-    for d in rows:
-        cells = []
-        for region in (0, 2):  # ET, WT
-            diffs = [c["synthesised"][region] - c["incomplete"][region] for c in d.get("per_case", [])]
-            wins = sum(x > 0 for x in diffs)
-            cells.append(f"{', '.join(f'{x:+.3f}' for x in diffs)} ({wins}/{len(diffs)} up)" if diffs else "")
-        lines.append(
-            f"| {d['available']} | {' / '.join(fmt(v, 3) for v in d['incomplete'])} | "
-            f"{' / '.join(fmt(v, 3) for v in d['synthesised'])} | {cells[0]} | {cells[1]} |"
-        )
-    return "\n".join(lines)
-
-
 def add_downstream_dice(
     result: dict,
     data,
     split,
-    out,
     checkpoint=None,
     segmenter=None,
     steps: int | None = None,
@@ -123,12 +103,12 @@ def add_downstream_dice(
     seed: int = 0,
     samples: int = 1,
 ) -> dict:
-    """Add the downstream Dice to a ``medmodels.syn.evaluate.evaluate`` result and rewrite its files.
+    """``result`` of ``medmodels.syn.evaluate.evaluate`` with the downstream Dice added (``"dice"``, and its
+    table in ``"markdown"``); writes nothing: ``syn.evaluate.write_result`` writes the whole result after.
 
     Args:
         result: what ``evaluate`` returned for the same data, split and cases.
         data, split, max_cases: as given to ``evaluate`` (the validation cases, which need labels here).
-        out: the JSON path ``evaluate`` wrote; it and its .md are rewritten with the Dice table.
         checkpoint: the M2DN checkpoint (None = bundled).
         segmenter: the segmentation checkpoint (None or "bundled" = bundled ShaSpec, "baseline", or a path).
         steps, seed, device, samples: sampler steps, random seed, device and
@@ -138,7 +118,6 @@ def add_downstream_dice(
     cases = split_cases(data, split, "validation", require_label=True)[: max_cases or None]
     syn = load_synthesizer(checkpoint, device)
     seg = load_segmenter(segmenter, device)
-    rows = downstream_dice(syn, seg, cases, parse_patterns(patterns), steps, seed, samples)
-    result = {**result, "dice": rows, "markdown": result["markdown"] + "\n\n" + dice_markdown(rows)}
-    write_result(result, out)
+    result = {**result, "dice": downstream_dice(syn, seg, cases, parse_patterns(patterns), steps, seed, samples)}
+    result["markdown"] = markdown_text(evaluation_body(result))
     return result

@@ -57,6 +57,7 @@ LAYERS = (
             "medmodels.image",
             "medmodels.io",
             "medmodels.atomic",
+            "medmodels.report",
             "medmodels.progress",
             "medmodels.device",
             "medmodels.distributed",

@@ -67,6 +67,8 @@ def test_demo_refuses_an_earlier_demo_before_writing_anything(tmp_path, capsys):
         (["evaluate-seg", "{data}", "--cases", "Phantom_000"], "results.md"),
         (["evaluate-syn", "{data}", "--split", "{split}"], "evaluation.json"),
         (["bench-seg"], "bench_seg.json"),
+        (["bench-seg"], "bench_seg.md"),
+        (["evaluate-syn", "{data}", "--split", "{split}"], "evaluation.md"),
         (["bench-seg", "--training"], "bench_seg_training.json"),
         (["bench-syn", "--training"], "bench_syn_training.json"),
         (["bench-syn", "{data}/Phantom_000"], "bench_syn.json"),

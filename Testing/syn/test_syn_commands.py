@@ -114,4 +114,6 @@ def test_bench_training_measures_a_real_training_step_of_the_checkpoints_configu
     # a few MFLOP for this tiny net; zero would mean nothing was counted
     assert 0.0001 < result["gflop_per_iteration"] < 5 and result["achieved_gflops"] > 0
     assert "GFLOP/s" in capsys.readouterr().out
+    assert result["report"]["command"].startswith("medmodels bench-syn --training --checkpoint")  # provenance
+    assert "GFLOP/s" in (tmp_path / "bench_syn_training.md").read_text(encoding="utf-8")
     assert main(["bench-syn", "--checkpoint", str(path)]) == 2  # no case and no --training: an error, not a crash

@@ -135,15 +135,18 @@ def test_input_grid_scores_and_case_tests_on_two_cases(phantom_dataset, tiny_mod
 @pytest.mark.slow
 def test_downstream_dice_is_added_to_the_evaluation(phantom_dataset, tiny_models, tmp_path):
     """evaluate-syn --dice: the pipeline-level module scores the bundled segmenter on the
-    incomplete and the synthesised full set, and rewrites the evaluation's files."""
+    incomplete and the synthesised full set; the evaluation, Dice included, is then written once."""
     from medmodels.downstream import add_downstream_dice
+    from medmodels.syn.evaluate import write_result
 
     split, ckpt, names = tiny_models
     out = tmp_path / "eval.json"
     kwargs = dict(checkpoint=ckpt["m2dn"], steps=2, patterns="1101", device="cpu")
-    result = evaluate(phantom_dataset, split, out, baseline=ckpt["regression"], slice_stride=4, **kwargs)
+    result = evaluate(phantom_dataset, split, None, baseline=ckpt["regression"], slice_stride=4, **kwargs)
     assert result["dice"] is None
-    result = add_downstream_dice(result, phantom_dataset, split, out, segmenter="baseline", **kwargs)
+    result = add_downstream_dice(result, phantom_dataset, split, segmenter="baseline", **kwargs)
+    assert not list(tmp_path.iterdir())  # the Dice writes nothing: no file is rewritten
+    write_result(result, out)
     (row,) = result["dice"]
     assert row["pattern"] == "1101" and row["cases"] == 1
     for key in ("incomplete", "synthesised"):
@@ -154,6 +157,9 @@ def test_downstream_dice_is_added_to_the_evaluation(phantom_dataset, tiny_models
     assert saved["dice"] == result["dice"] and saved["table"] == result["table"]
     text = out.with_suffix(".md").read_text(encoding="utf-8")
     assert "| Dice ET/TC/WT incomplete |" in text and ("(1/1 up)" in text or "(0/1 up)" in text)
+    assert text == result["markdown"] + "\n"
+    with pytest.raises(InputError, match="eval.json"):  # never over an earlier evaluation
+        write_result(result, out)
 
 
 def test_m2dn_output_can_be_the_mean_of_several_samples(phantom_dataset, tiny_models, tmp_path):
@@ -186,3 +192,27 @@ def test_evaluate_syn_command_turns_the_input_grid_off(phantom_dataset, tiny_mod
     saved = json.loads((tmp_path / "ev" / "evaluation.json").read_text(encoding="utf-8"))
     assert saved["input_grid"] is None and saved["table"][0]["pattern"] == "1101"
     assert "Per-case paired tests" in capsys.readouterr().out
+
+
+def test_evaluate_syn_keeps_the_evaluation_when_the_downstream_dice_fails(
+    phantom_dataset, tiny_models, tmp_path, capsys, monkeypatch
+):
+    """`evaluate-syn --dice` writes its files once, after the Dice; should the Dice fail, the synthesis
+    scores (hours of work on real data) are written without it, and the failure is the command's ERROR."""
+    import medmodels.downstream
+    from medmodels.cli import main
+
+    def no_segmenter(*args, **kwargs):
+        raise InputError("no segmentation weights here: give them (test)")
+
+    monkeypatch.setattr(medmodels.downstream, "add_downstream_dice", no_segmenter)
+    split, ckpt, _ = tiny_models
+    argv = ["evaluate-syn", str(phantom_dataset), "--split", str(split), "--out", str(tmp_path / "ev"), "--dice"]
+    argv += ["--checkpoint", str(ckpt["m2dn"]), "--baseline", str(ckpt["regression"]), "--steps", "2"]
+    assert main([*argv, "--patterns", "1101", "--device", "cpu", "--threads", "1", "--no-input-grid"]) == 2
+    err = capsys.readouterr().err
+    assert "downstream Dice failed" in err and "ERROR: no segmentation weights" in err
+    assert sorted(p.name for p in (tmp_path / "ev").iterdir()) == ["evaluation.json", "evaluation.md"]
+    saved = json.loads((tmp_path / "ev" / "evaluation.json").read_text(encoding="utf-8"))
+    assert saved["dice"] is None and saved["table"][0]["pattern"] == "1101"
+    assert saved["report"]["command"].startswith("medmodels evaluate-syn ") and "--dice" in saved["report"]["command"]

@@ -11,13 +11,21 @@ import argparse
 import json
 from pathlib import Path
 
-from medmodels.atomic import check_output_folder, check_writable_folder, write_json
+from medmodels.atomic import check_output_folder, check_writable_folder
 from medmodels.checkpoint_ref import BUNDLED, PATH, CheckpointRef, checkpoint_argument
-from medmodels.commands.common import add_runtime_arguments, apply_runtime_arguments, out_argument
+from medmodels.commands.common import (
+    add_runtime_arguments,
+    apply_runtime_arguments,
+    check_report_folder,
+    command_of,
+    out_argument,
+    show_report,
+)
 from medmodels.seg.config import TrainConfig
 
-#: The figures bench-seg writes into --out: of inference (False) or of training (--training, True).
-BENCH_FILES = {False: "bench_seg.json", True: "bench_seg_training.json"}
+#: The report bench-seg writes into --out (<stem>.json, <stem>.md): of inference (False) or of training
+#: (--training, True).
+BENCH_FILES = {False: "bench_seg", True: "bench_seg_training"}
 #: --mirror word -> axes of the (z, y, x) working volume flipped at test time.
 MIRRORS = {"none": (), "x": (2,), "all": (0, 1, 2)}
 
@@ -107,7 +115,9 @@ def _register_bench(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--no-amp", dest="amp", action="store_false", help="float32 steps (with --training; default: bf16 autocast)"
     )
-    out_argument(p, "also write the figures to OUT/bench_seg.json", required=False)
+    out_argument(
+        p, "also write the figures to OUT/bench_seg.json and .md (--training: bench_seg_training)", required=False
+    )
     add_runtime_arguments(p)
     p.set_defaults(func=_bench)
 
@@ -170,7 +180,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     result["wall_s"] = round(time.time() - t0, 1)
     if earlier is not None:
         result = merge_results(earlier, result)
-    paths = write_results(result, args.out)
+    paths = write_results(result, args.out, command_of(args))
     print(paths["md"].read_text(encoding="utf-8"))
     for m in result["models"]:
         dice = result["summary"][m]["mean_dice_fewer_than_4"]
@@ -190,46 +200,19 @@ def _column_name(checkpoint: str) -> str:
 
 def _bench(args: argparse.Namespace) -> int:
     apply_runtime_arguments(args)
-    import statistics
-
-    if args.out is not None:  # before the timing: earlier figures are never replaced
-        check_output_folder(args.out, [BENCH_FILES[args.training]], "give another --out")
+    check_report_folder(args.out, BENCH_FILES[args.training])  # before the timing: earlier figures are kept
     if args.training:
         return _bench_training(args)
-    from medmodels.seg.benchmark import bench
+    from medmodels.seg.benchmark import bench, benchmark_report
 
     result = bench(args.case, args.checkpoint, args.device, args.repeats)
-    summary = (
-        f"whole-case inference: {result['median_s']:.2f} s (median of {len(result['seconds'])}), "
-        f"CPU time {statistics.median(result['cpu_seconds']):.2f} s, peak RSS {result['peak_rss_mib'] / 1024:.2f} GiB, "
-        f"{result['threads']} thread(s), {result['device']}, load average {result['load_average_1min']} "
-        f"on {result['cpu_count']} CPUs, "
-        f"{result['grid_zyx'][2]}x{result['grid_zyx'][1]}x{result['grid_zyx'][0]} case"
-    )
-    return _report(result, summary, args.out, BENCH_FILES[False])
+    return show_report(benchmark_report(result, command_of(args)), args.out, BENCH_FILES[False])
 
 
 def _bench_training(args: argparse.Namespace) -> int:
     from medmodels.seg.inference import load_segmenter
-    from medmodels.seg.train_benchmark import bench_training
+    from medmodels.seg.train_benchmark import bench_training, training_report
 
     config = load_segmenter(args.checkpoint, device="cpu").config
     result = bench_training(config, args.batch_size, args.iterations, amp=args.amp)
-    summary = (
-        f"training {result['arch']} (width {result['width']}, patch {result['patch']}, batch {result['batch_size']}, "
-        f"autocast {result['autocast']}): "
-        f"{result['iterations_per_s']} it/s, {result['gflop_per_iteration']} GFLOP/iteration, "
-        f"{result['achieved_gflops']} GFLOP/s = {100 * result['fraction_of_peak']:.0f}% of the "
-        f"{result['matmul_peak_gflops']} GFLOP/s matmul peak, {result['threads']} thread(s)"
-    )
-    return _report(result, summary, args.out, BENCH_FILES[True])
-
-
-def _report(result: dict, summary: str, out: Path | None, name: str) -> int:
-    """Print a benchmark's figures (JSON, then one line) and keep them in ``OUT/name`` when --out is given."""
-    print(json.dumps(result, indent=2))
-    print(summary)
-    if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
-        write_json(out / name, result)
-    return 0
+    return show_report(training_report(result, command_of(args)), args.out, BENCH_FILES[True])

@@ -9,13 +9,22 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
-from medmodels.atomic import check_output_folder, write_json
+from medmodels.atomic import check_output_folder
 from medmodels.checkpoint_ref import checkpoint_argument
-from medmodels.commands.common import add_runtime_arguments, apply_runtime_arguments, out_argument
+from medmodels.commands.common import (
+    add_runtime_arguments,
+    apply_runtime_arguments,
+    check_report_folder,
+    command_of,
+    out_argument,
+    show_report,
+)
 from medmodels.errors import InputError
 from medmodels.flags import floats
+from medmodels.report import report_files
 from medmodels.syn.config import SynTrainConfig
 
 
@@ -34,8 +43,11 @@ class _AugmentShorthand(argparse.Action):
         namespace.augment_degrees, namespace.augment_scale = values
 
 
-#: The figures bench-syn writes into --out: of sampling (False) or of training (--training, True).
-BENCH_FILES = {False: "bench_syn.json", True: "bench_syn_training.json"}
+#: The report bench-syn writes into --out (<stem>.json, <stem>.md): of sampling (False) or of training
+#: (--training, True).
+BENCH_FILES = {False: "bench_syn", True: "bench_syn_training"}
+#: The report evaluate-syn writes into --out: evaluation.json with all figures, evaluation.md with the tables.
+EVALUATION = "evaluation"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -92,7 +104,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         action="store_false",
         help="skip the whole-volume scores on the input grid (brain, tumour, T1c enhancement); faster",
     )
-    p.add_argument("--dice", action="store_true", help="also the downstream segmentation Dice (needs seg weights)")
+    p.add_argument(
+        "--dice",
+        action="store_true",
+        help="also the downstream segmentation Dice (needs seg weights); it is in evaluation.json and .md, "
+        "which are written once, after it (should it fail, without it)",
+    )
     out_argument(p, "evaluation.json with all figures, evaluation.md with the tables")
     p.add_argument("--seed", type=int, default=0)
     add_runtime_arguments(p)
@@ -131,7 +148,9 @@ def _register_bench(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--iterations", type=int, default=20, help="training steps to time (with --training)")
     p.add_argument("--batch-size", type=int, default=8, help="slices per step (with --training)")
     p.add_argument("--tumour-weight", type=float, default=0.0, help="loss weight on the tumour (with --training)")
-    out_argument(p, "also write the figures to OUT/bench_syn.json", required=False)
+    out_argument(
+        p, "also write the figures to OUT/bench_syn.json and .md (--training: bench_syn_training)", required=False
+    )
     p.add_argument("--seed", type=int, default=0)
     add_runtime_arguments(p)
     p.set_defaults(func=_bench)
@@ -159,55 +178,44 @@ def _train(args: argparse.Namespace) -> int:
 
 def _evaluate(args: argparse.Namespace) -> int:
     apply_runtime_arguments(args)
-    from medmodels.syn.evaluate import evaluate
+    from medmodels.syn.evaluate import evaluate, write_result
 
-    report = args.out / "evaluation.json"  # --out is a folder; the .md table goes beside this JSON
     # checked before the hours of evaluation: earlier tables are never replaced
-    check_output_folder(args.out, [report.name, report.with_suffix(".md").name], "give another --out")
+    check_output_folder(args.out, list(report_files(EVALUATION).values()), "give another --out")
+    options = dict(steps=args.steps, max_cases=args.max_cases, patterns=args.patterns, device=args.device)
+    options.update(seed=args.seed, samples=args.samples)
     result = evaluate(
         args.data,
         args.split,
-        report,
         checkpoint=args.checkpoint,
         baseline=args.baseline,
-        steps=args.steps,
         slice_stride=args.slice_stride,
-        max_cases=args.max_cases,
-        patterns=args.patterns,
-        device=args.device,
-        seed=args.seed,
         input_grid=args.input_grid,
-        samples=args.samples,
+        **options,
     )
+    out = args.out / f"{EVALUATION}.json"
     if args.dice:  # pipeline level: needs the segmenter as well as the synthesizer
         from medmodels.downstream import add_downstream_dice
 
-        result = add_downstream_dice(
-            result,
-            args.data,
-            args.split,
-            report,
-            checkpoint=args.checkpoint,
-            steps=args.steps,
-            max_cases=args.max_cases,
-            patterns=args.patterns,
-            device=args.device,
-            seed=args.seed,
-            samples=args.samples,
-        )
+        try:
+            result = add_downstream_dice(result, args.data, args.split, checkpoint=args.checkpoint, **options)
+        except BaseException:  # the synthesis scores took hours: keep them, without the Dice
+            write_result(result, out, command_of(args))
+            print(f"note: the downstream Dice failed; {out} holds the evaluation without it.", file=sys.stderr)
+            raise
+    write_result(result, out, command_of(args))  # once, with the Dice when asked for: nothing is rewritten
     print(result["markdown"])
     return 0
 
 
 def _bench(args: argparse.Namespace) -> int:
     apply_runtime_arguments(args)
-    if args.out is not None:  # before the timing: earlier figures are never replaced
-        check_output_folder(args.out, [BENCH_FILES[args.training]], "give another --out")
+    check_report_folder(args.out, BENCH_FILES[args.training])  # before the timing: earlier figures are kept
     if args.training:
         return _bench_training(args)
     if args.case is None:
         raise InputError("bench-syn needs a BraTS case folder (or --training, which runs on a phantom).")
-    from medmodels.syn.benchmark import benchmark
+    from medmodels.syn.benchmark import benchmark, benchmark_report
 
     steps = [] if args.timing_only else ([int(s) for s in args.steps.split(",")] if args.steps else None)
     result = benchmark(
@@ -222,31 +230,14 @@ def _bench(args: argparse.Namespace) -> int:
         device=args.device,
         seed=args.seed,
     )
-    text = json.dumps(result, indent=2)
-    if args.out is not None:
-        args.out.mkdir(parents=True, exist_ok=True)
-        write_json(args.out / BENCH_FILES[False], result)
-    print(text)
-    return 0
+    return show_report(benchmark_report(result, command_of(args)), args.out, BENCH_FILES[False])
 
 
 def _bench_training(args: argparse.Namespace) -> int:
     from medmodels.syn.synthesize import load_synthesizer
-    from medmodels.syn.train_benchmark import bench_training, config_from_checkpoint
+    from medmodels.syn.train_benchmark import bench_training, config_from_checkpoint, training_report
 
     config = load_synthesizer(args.checkpoint, device="cpu").config
     cfg = config_from_checkpoint(config, batch_size=args.batch_size, tumour_weight=args.tumour_weight, device="cpu")
     result = bench_training(cfg, args.iterations)
-    text = json.dumps(result, indent=2)
-    if args.out is not None:
-        args.out.mkdir(parents=True, exist_ok=True)
-        write_json(args.out / BENCH_FILES[True], result)
-    print(text)
-    print(
-        f"training {result['model']} ({result['parameters']:,} parameters, context {result['net']['context']}, "
-        f"refine blocks {result['net']['refine_blocks']}, batch {result['batch_size']} x {result['patch']}): "
-        f"{result['iterations_per_s']} it/s, {result['gflop_per_iteration']} GFLOP/iteration, "
-        f"{result['achieved_gflops']} GFLOP/s = {100 * result['fraction_of_peak']:.0f}% of the "
-        f"{result['matmul_peak_gflops']} GFLOP/s matmul peak, {result['threads']} thread(s)"
-    )
-    return 0
+    return show_report(training_report(result, command_of(args)), args.out, BENCH_FILES[True])

@@ -4,7 +4,8 @@
 (a BraTS case folder, or a 240x240x155 phantom at 1 mm when none is given),
 runs ``segment()`` with all four modalities ``--repeats`` times and prints the
 median time and the peak resident memory of the process (``ru_maxrss``, which
-includes Python, PyTorch and the input volumes).
+includes Python, PyTorch and the input volumes). ``benchmark_report`` makes
+the figures a report (``medmodels.report``): the JSON, and the line it prints.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import time
 import torch
 
 from medmodels.modalities import AvailabilityMask
+from medmodels.report import Report
 
 
 def peak_rss_mib() -> float:
@@ -73,3 +75,21 @@ def bench(case=None, checkpoint=None, device="cpu", repeats: int = 3, mask: Avai
         "peak_rss_before_model_mib": round(rss_before, 1),
         "tumour_voxels": int((out.array > 0).sum()),
     }
+
+
+def benchmark_report(result: dict, command: str | None = None) -> Report:
+    """``bench``'s figures as a report whose Markdown is one line: median time, CPU time, peak memory, machine.
+
+    Args:
+        result: what ``bench`` returned.
+        command: the command line that made it (``report.command_line``), None from the library.
+    """
+    line = (
+        f"whole-case inference: {result['median_s']:.2f} s (median of {len(result['seconds'])}), "
+        f"CPU time {statistics.median(result['cpu_seconds']):.2f} s, peak RSS {result['peak_rss_mib'] / 1024:.2f} GiB, "
+        f"{result['threads']} thread(s), {result['device']}, load average {result['load_average_1min']} "
+        f"on {result['cpu_count']} CPUs, "
+        f"{result['grid_zyx'][2]}x{result['grid_zyx'][1]}x{result['grid_zyx'][0]} case"
+    )
+    title = f"Whole-case segmentation time and memory ({result['arch']}, {result['case']})"
+    return Report(kind="bench-seg", title=title, data=result, body=[line], command=command)

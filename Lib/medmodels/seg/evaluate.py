@@ -5,20 +5,18 @@ For each case and each subset, the model segments the case from that subset
 (a missing modality's file is simply not given), then ET, TC and WT are
 scored against the expert labels with ``medmodels.metrics.region_scores``
 (Dice; HD95 in mm; BraTS conventions for empty regions). Results: per case
-(CSV, JSON) and averaged per subset (Markdown, JSON), several models side by side.
+(CSV, JSON) and averaged per subset (Markdown, JSON), several models side by side,
+written as one report (``medmodels.report``).
 """
 
 from __future__ import annotations
 
-import csv
-import json
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 
-from medmodels.atomic import check_output_folder
 from medmodels.datasets import discover_cases
 from medmodels.errors import InputError
 from medmodels.io import read_header
@@ -26,11 +24,12 @@ from medmodels.labels import REGIONS
 from medmodels.metrics import region_scores
 from medmodels.modalities import AvailabilityMask
 from medmodels.progress import progress
+from medmodels.report import Report, Table, read_report, report_files, write_report
 from medmodels.seg.inference import Segmenter, load_segmenter
 from medmodels.stats import paired_case_test
 
-#: What ``write_results`` writes into the output folder, by kind.
-RESULT_FILES = {"json": "results.json", "csv": "results.csv", "md": "results.md"}
+#: What ``write_results`` writes into the output folder, by kind: results.json, results.csv, results.md.
+RESULT_FILES = report_files("results", markdown=True, csv=True)
 #: The fix when the output folder holds earlier results.
 NEW_RESULTS_FOLDER = "give another --out (--include OLD/results.json adds the earlier models to the new tables)"
 METRICS = [f"Dice_{r}" for r in REGIONS] + [f"HD95_{r}" for r in REGIONS]
@@ -174,14 +173,14 @@ def read_included(path: str | Path) -> dict:
         InputError: a missing file, not JSON, or not the results of ``evaluate-seg``.
     """
     path = Path(path)
+    if not path.exists():
+        raise InputError(f"--include: '{path}' does not exist: give the results.json of an earlier run.")
     try:
-        result = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise InputError(f"--include: '{path}' does not exist: give the results.json of an earlier run.") from None
-    except (OSError, ValueError) as err:
-        raise InputError(f"--include: '{path}' is not a readable JSON file ({err}).") from None
+        result = read_report(path).data
+    except InputError as err:  # not JSON, or not a JSON object
+        raise InputError(f"--include: not a results.json of evaluate-seg: {err}") from None
     needed = ("cases", "subsets", "models", "rows")
-    if not isinstance(result, dict) or any(k not in result for k in needed):
+    if any(k not in result for k in needed):
         raise InputError(f"--include: '{path}' is not a results.json of evaluate-seg (it lacks {', '.join(needed)}).")
     return result
 
@@ -269,37 +268,33 @@ def paired_differences(result: dict, first: str, second: str) -> dict:
     }
 
 
-def _paired_markdown(result: dict) -> list[str]:
+def _paired_body(result: dict) -> list[str | Table]:
+    """The paired per-case comparison of the last model with the first (none for one model)."""
     models = result["models"]
     if len(models) < 2:
         return []
     d = paired_differences(result, models[-1], models[0])
     if not d["per_case_mean_dice_difference"]:
         return []
-    lines = [
+    rows = [{"case": c, "difference": f"{v:+.2f}"} for c, v in d["per_case_mean_dice_difference"].items()]
+    rows.append({"case": "**mean**", "difference": f"**{d['mean_difference']:+.2f}**"})
+    p = "n/a" if d["wilcoxon_p_over_cases"] is None else f"{d['wilcoxon_p_over_cases']:.3f}"
+    return [
         f"**Paired per case**: {d['first']} minus {d['second']}, mean Dice of ET/TC/WT (points) over the "
         "incomplete subsets",
-        "",
-        "| case | difference |",
-        "|---|---|",
-    ]
-    lines += [f"| {c} | {v:+.2f} |" for c, v in d["per_case_mean_dice_difference"].items()]
-    p = "n/a" if d["wilcoxon_p_over_cases"] is None else f"{d['wilcoxon_p_over_cases']:.3f}"
-    lines += [
-        f"| **mean** | **{d['mean_difference']:+.2f}** |",
-        "",
+        Table(("case", "difference"), rows),
         f"{d['first']} ahead in {d['pairs_won']} of {d['pairs']} case x subset pairs; Wilcoxon signed-rank over "
         f"cases p = {p}.",
-        "",
     ]
-    return lines
 
 
-def to_markdown(result: dict) -> str:
+def results_body(result: dict) -> list[str | Table]:
+    """The Markdown of ``result``: per metric (Dice, HD95 when scored) a line naming the cases and a table
+    of every subset and model (ET / TC / WT) with the averages; then the paired comparison."""
     models = result["models"]
     subsets = [AvailabilityMask.from_bits(b) for b in result["subsets"]]
     summ = result["summary"]
-    lines = []
+    body: list[str | Table] = []
     for metric, fmt, label in (
         ("Dice", lambda v: f"{100 * v:.2f}", "Dice (%)"),
         ("HD95", lambda v: f"{v:.2f}", "HD95 (mm)"),
@@ -307,39 +302,43 @@ def to_markdown(result: dict) -> str:
         keys = [f"{metric}_{r}" for r in REGIONS]
         if keys[0] not in summ[models[0]]["average"]:
             continue
-        lines.append(
-            f"**{label}**, ET / TC / WT, mean over {len(result['cases'])} case(s): " + ", ".join(result["cases"])
-        )
-        lines.append("")
-        head = "| FLAIR | T1 | T1c | T2 | " + " | ".join(f"{m} {r}" for m in models for r in REGIONS) + " |"
-        lines.append(head)
-        lines.append("|" + "---|" * (4 + 3 * len(models)))
+        flags = ["FLAIR", "T1", "T1c", "T2"]
+        columns = [*flags, *(f"{m} {r}" for m in models for r in REGIONS)]
+        rows = []
         for mask in subsets:
-            marks = " | ".join("●" if a else "○" for a in mask.available)
-            vals = " | ".join(fmt(summ[m]["per_subset"][mask.bits][k]) for m in models for k in keys)
-            lines.append(f"| {marks} | {vals} |")
+            marks = ["●" if a else "○" for a in mask.available]
+            vals = [fmt(summ[m]["per_subset"][mask.bits][k]) for m in models for k in keys]
+            rows.append(dict(zip(columns, marks + vals)))
         for row, field in (
             ("average (15 subsets)", "average"),
             ("average (14 subsets with < 4)", "average_fewer_than_4"),
         ):
             if summ[models[0]][field]:
-                vals = " | ".join(f"**{fmt(summ[m][field][k])}**" for m in models for k in keys)
-                lines.append(f"| {row} | | | | {vals} |")
-        lines.append("")
-    lines += _paired_markdown(result)
-    return "\n".join(lines)
+                vals = [f"**{fmt(summ[m][field][k])}**" for m in models for k in keys]
+                rows.append({flags[0]: row, **dict(zip(columns[4:], vals))})
+        cases = f"{len(result['cases'])} case(s): " + ", ".join(result["cases"])
+        body += [f"**{label}**, ET / TC / WT, mean over {cases}", Table(columns, rows)]
+    return body + _paired_body(result)
 
 
-def write_results(result: dict, out_dir) -> dict[str, Path]:
-    """Write ``result`` into ``out_dir`` as ``RESULT_FILES``; earlier results there are refused, never replaced."""
-    out = Path(out_dir)
-    check_output_folder(out, list(RESULT_FILES.values()), NEW_RESULTS_FOLDER)
-    out.mkdir(parents=True, exist_ok=True)
-    paths = {kind: out / name for kind, name in RESULT_FILES.items()}
-    paths["json"].write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    with open(paths["csv"], "w", newline="", encoding="utf-8") as f:
-        w = csv.DictWriter(f, fieldnames=list(result["rows"][0]))
-        w.writeheader()
-        w.writerows(result["rows"])
-    paths["md"].write_text(to_markdown(result), encoding="utf-8")
-    return paths
+def results_report(result: dict, command: str | None = None) -> Report:
+    """``result`` (``evaluate``'s, or ``merge_results``') as a report: the JSON is ``result``, the CSV its rows.
+
+    Args:
+        result: the evaluation.
+        command: the command line that made it (``report.command_line``), None from the library.
+    """
+    return Report(
+        kind="evaluate-seg",
+        title="Segmentation per availability subset (Dice, HD95): " + ", ".join(result["models"]),
+        data=result,
+        body=results_body(result),
+        csv=Table(list(result["rows"][0]), result["rows"]),
+        command=command,
+    )
+
+
+def write_results(result: dict, out_dir, command: str | None = None) -> dict[str, Path]:
+    """Write ``result`` into ``out_dir`` as ``RESULT_FILES`` (``results_report``); earlier results there are
+    refused, never replaced. ``command``: the command line, for the JSON's provenance. Returns the paths by kind."""
+    return write_report(results_report(result, command), out_dir, "results", NEW_RESULTS_FOLDER)

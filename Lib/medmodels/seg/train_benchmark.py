@@ -8,7 +8,8 @@ optimiser) and reports the seconds per phase, iterations per second, the
 floating-point operations of an iteration (counted by
 ``torch.utils.flop_counter`` over the same random subsets, so ShaSpec's
 per-subset encoders are counted as they run) and the achieved GFLOP/s against
-the measured float32 matrix-multiply peak of the same threads.
+the measured float32 matrix-multiply peak of the same threads. ``training_report``
+makes the figures a report (``medmodels.report``).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import time
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from medmodels.report import Report
 from medmodels.seg.losses import seg_losses
 from medmodels.seg.sampling import PatchRecipe, TrainCase, make_batch
 from medmodels.throughput import time_steps
@@ -88,3 +90,21 @@ def bench_training(
         "autocast": str(settings[1]).replace("torch.", "") if settings[0] else "off",
         **figures,
     }
+
+
+def training_report(result: dict, command: str | None = None) -> Report:
+    """``bench_training``'s figures as a report whose Markdown is one line (it/s, GFLOP/s against the peak).
+
+    Args:
+        result: what ``bench_training`` returned.
+        command: the command line that made it (``report.command_line``), None from the library.
+    """
+    line = (
+        f"training {result['arch']} (width {result['width']}, patch {result['patch']}, batch {result['batch_size']}, "
+        f"autocast {result['autocast']}): "
+        f"{result['iterations_per_s']} it/s, {result['gflop_per_iteration']} GFLOP/iteration, "
+        f"{result['achieved_gflops']} GFLOP/s = {100 * result['fraction_of_peak']:.0f}% of the "
+        f"{result['matmul_peak_gflops']} GFLOP/s matmul peak, {result['threads']} thread(s)"
+    )
+    title = f"Training throughput of {result['arch']} (width {result['width']})"
+    return Report(kind="bench-seg --training", title=title, data=result, body=[line], command=command)

@@ -9,6 +9,9 @@
 2. Steps sweep: on a fixed subset of working-grid slices, DDIM with each step
    count and (``full=True``) the full-length DDPM sampler (T steps), PSNR and
    SSIM of the missing modalities per pattern, and the time each took.
+
+``benchmark_report`` makes both a report (``medmodels.report``): the JSON, and
+the timing line and the sweep's table.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from medmodels.datasets import find_case
 from medmodels.errors import InputError
 from medmodels.modalities import MODALITY_KEYS, AvailabilityMask
 from medmodels.normalisation import Normalizer
+from medmodels.report import Report, Table
 from medmodels.syn.scoring import evaluation_slices, slice_metrics, unit_range
 from medmodels.syn.slices import to_working_case
 from medmodels.syn.synthesize import load_synthesizer
@@ -125,3 +129,26 @@ def step_sweep(syn, case_name: str, images, patterns: Sequence[str], configs, sl
                 }
             )
     return sweep
+
+
+def benchmark_report(result: dict, command: str | None = None) -> Report:
+    """``benchmark``'s figures as a report: the timing in one line, then the steps sweep as a table (if run).
+
+    Args:
+        result: what ``benchmark`` returned.
+        command: the command line that made it (``report.command_line``), None from the library.
+    """
+    t = result["timing"]
+    scores = t["input_grid_scores"]
+    body: list[str | Table] = [
+        f"synthesising {t['missing']} from {', '.join(t['given'])} of {t['case']} ({t['grid']}, {t['steps']} steps, "
+        f"{t['device']}, {t['threads']} thread(s)): {t['median_s']:.2f} s (median of {len(t['seconds'])}); "
+        f"on the input grid PSNR {scores['psnr']:.2f}, SSIM {scores['ssim']:.3f}"
+    ]
+    if result["sweep"]:
+        digits = {"psnr": 2, "ssim": 3}
+        keys = ("available", "sampler", "steps", "psnr", "ssim", "seconds", "slices")
+        rows = [{k: f"{r[k]:.{digits[k]}f}" if k in digits else r[k] for k in keys} for r in result["sweep"]]
+        body.append(Table(keys, rows, ("available", "sampler", "steps", "PSNR", "SSIM", "seconds", "slices")))
+    title = f"Synthesis time and quality against sampler steps ({t['case']}, {t['missing']} missing)"
+    return Report(kind="bench-syn", title=title, data=result, body=body, command=command)

@@ -44,16 +44,18 @@ two-sided Wilcoxon signed-rank test. With n cases the smallest possible p is
 difference; the number of cases M2DN wins is reported beside it.
 
 The metrics themselves are ``medmodels.metrics`` (per slice, inside the brain).
-This file runs the evaluation and writes its result; the scores of one case
-are ``medmodels.syn.scoring``'s, the per-pattern summaries and tests
-``medmodels.syn.summaries``', the Markdown tables ``medmodels.syn.tables``'.
-The downstream score (segmentation Dice on the synthesised full set) needs the
-segmenter too, so it lives one layer up, in ``medmodels.downstream``.
+This file runs the evaluation and writes its result as one report
+(``medmodels.report``: evaluation.json and evaluation.md, never over earlier
+ones); the scores of one case are ``medmodels.syn.scoring``'s, the per-pattern
+summaries and tests ``medmodels.syn.summaries``', the Markdown
+``medmodels.syn.tables``' (made from the result alone). The downstream score
+(segmentation Dice on the synthesised full set) needs the segmenter too, so it
+lives one layer up, in ``medmodels.downstream``, which adds it to the result
+before the result is written: ``evaluate-syn --dice`` writes its files once.
 """
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
@@ -65,6 +67,7 @@ from medmodels.errors import InputError
 from medmodels.modalities import AvailabilityMask
 from medmodels.options import samples_problem
 from medmodels.progress import progress
+from medmodels.report import Report, markdown_text, write_report
 from medmodels.stats import CASE_TEST
 from medmodels.syn.masks import PATTERNS
 from medmodels.syn.scoring import score_input_grid_case, score_working_grid_case
@@ -75,7 +78,7 @@ from medmodels.syn.summaries import (
     summarise_working_grid,
 )
 from medmodels.syn.synthesize import load_synthesizer
-from medmodels.syn.tables import evaluation_markdown
+from medmodels.syn.tables import evaluation_body
 
 
 def parse_patterns(text: str | None) -> list[AvailabilityMask]:
@@ -83,12 +86,35 @@ def parse_patterns(text: str | None) -> list[AvailabilityMask]:
     return [AvailabilityMask.from_bits(b.strip()) for b in text.split(",") if b.strip()] if text else list(PATTERNS)
 
 
-def write_result(result: dict, out) -> Path:
-    """Write ``result`` to ``out`` (JSON) and its ``markdown`` to ``out`` with suffix .md."""
+def evaluation_report(result: dict, command: str | None = None) -> Report:
+    """``result`` as a report: the JSON is ``result``, the Markdown ``syn.tables.evaluation_body`` of it.
+
+    Args:
+        result: what ``evaluate`` returned (with ``"dice"`` when ``medmodels.downstream`` added it).
+        command: the command line that made it (``report.command_line``), None from the library.
+    """
+    cases = ", ".join(result["validation_cases"])
+    return Report(
+        kind="evaluate-syn",
+        title=f"Synthesis per missing pattern: M2DN against the regression U-Net and the mean fill ({cases})",
+        data=result,
+        body=evaluation_body(result),
+        command=command,
+    )
+
+
+def write_result(result: dict, out, command: str | None = None) -> Path:
+    """Write ``result`` as ``out`` (its JSON, e.g. OUT/evaluation.json) and the Markdown beside it (.md), all or
+    nothing (``report.write_report``); an earlier evaluation there is refused, never replaced.
+
+    Args:
+        result: what ``evaluate`` returned.
+        out: the JSON file's path; the Markdown gets its name with ``.md``.
+        command: the command line, for the JSON's provenance.
+    """
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
-    out.with_suffix(".md").write_text(result["markdown"] + "\n", encoding="utf-8")
+    stem = out.name[: -len(".json")] if out.name.endswith(".json") else out.name
+    write_report(evaluation_report(result, command), out.parent, stem, "give another --out")
     return out
 
 
@@ -110,7 +136,7 @@ def _rounded(rows: list[dict]) -> list[dict]:
 def evaluate(
     data,
     split,
-    out,
+    out=None,
     checkpoint=None,
     baseline=None,
     steps: int | None = None,
@@ -126,7 +152,7 @@ def evaluate(
 
     Args:
         data, split: the dataset folder and the split JSON (its validation cases are scored).
-        out: the JSON path; the Markdown tables go beside it (``.md``).
+        out: the JSON path, the Markdown beside it (``.md``); None: the caller writes (``write_result``).
         checkpoint, baseline: M2DN and regression checkpoints (None: the bundled ones).
         steps: DDIM steps (None: the synthesizer's default).
         slice_stride: every k-th brain slice of the working grid is scored.
@@ -139,7 +165,8 @@ def evaluate(
         samples: M2DN's output is the mean of this many samples (an estimate of
             the posterior mean; ``run --samples``).
 
-    The result's ``"dice"`` is None here; ``medmodels.downstream.add_downstream_dice`` fills it.
+    The result's ``"dice"`` is None here; ``medmodels.downstream.add_downstream_dice`` fills it (and its
+    ``"markdown"``) before the result is written.
     """
     t_start = time.time()
     if samples_problem(samples):
@@ -164,7 +191,6 @@ def evaluate(
     input_table = summarise_input_grid(input_rows, chosen)
     enhancement_table = summarise_enhancement(input_rows, chosen)
     calibration_table = summarise_calibration(rows, chosen)
-    text = evaluation_markdown(table, input_table if input_grid else None, enhancement_table, calibration_table)
     result = {
         "validation_cases": [c.name for c in cases],
         "steps": syn._check_steps(steps),
@@ -182,7 +208,8 @@ def evaluate(
         "per_case_input_grid": input_rows if input_grid else None,
         "wall_s": round(time.time() - t_start, 1),
         "threads": torch.get_num_threads(),
-        "markdown": text,
     }
-    write_result(result, out)
+    result["markdown"] = markdown_text(evaluation_body(result))  # the .md file's text, kept in the JSON too
+    if out is not None:
+        write_result(result, out)
     return result

@@ -5,7 +5,8 @@ working grid like a training case; then ``medmodels.throughput.time_task_steps``
 runs real training steps of the same ``Task`` that ``train-syn`` builds
 (slice sampling with neighbours and tumour weights, masks, the variant's loss,
 backward, AdamW) and reports seconds per phase, iterations/s, GFLOP per
-iteration and the achieved GFLOP/s against the matmul peak.
+iteration and the achieved GFLOP/s against the matmul peak. ``training_report``
+makes the figures a report (``medmodels.report``).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import torch
 
 from medmodels.phantom import make_phantom
+from medmodels.report import Report
 from medmodels.syn.slices import to_working_case
 from medmodels.syn.train import SynTrainConfig, make_task
 from medmodels.throughput import time_task_steps
@@ -54,3 +56,21 @@ def bench_training(
         "tumour_weight": cfg.tumour_weight,
         **result,
     }
+
+
+def training_report(result: dict, command: str | None = None) -> Report:
+    """``bench_training``'s figures as a report whose Markdown is one line (it/s, GFLOP/s against the peak).
+
+    Args:
+        result: what ``bench_training`` returned.
+        command: the command line that made it (``report.command_line``), None from the library.
+    """
+    line = (
+        f"training {result['model']} ({result['parameters']:,} parameters, context {result['net']['context']}, "
+        f"refine blocks {result['net']['refine_blocks']}, batch {result['batch_size']} x {result['patch']}): "
+        f"{result['iterations_per_s']} it/s, {result['gflop_per_iteration']} GFLOP/iteration, "
+        f"{result['achieved_gflops']} GFLOP/s = {100 * result['fraction_of_peak']:.0f}% of the "
+        f"{result['matmul_peak_gflops']} GFLOP/s matmul peak, {result['threads']} thread(s)"
+    )
+    title = f"Training throughput of {result['model']} ({result['parameters']:,} parameters)"
+    return Report(kind="bench-syn --training", title=title, data=result, body=[line], command=command)
