@@ -62,6 +62,12 @@ class SynTrainConfig(LoopConfig):
         "loss weight 1 + W on tumour pixels of the training labels (labels 1, 2, 4), 1 elsewhere; 0 = the "
         "paper's plain mean. A training option only: the network and its inference do not depend on it",
     )
+    region_weight: float = option(
+        0.0,
+        "weight of the region-mean loss: the squared error of the mean intensity of each tumour region "
+        "(labels 1, 2, 4 of the training labels) in each missing modality, which rewards putting the "
+        "enhancement inside the enhancing tumour; 0 = none. A training option only",
+    )
     augment_degrees: float = option(
         0.0,
         "random in-plane rotation (+- degrees) of each training slice with its neighbours and labels; "

@@ -17,7 +17,9 @@ after every reverse step.
 Networks with slice context (2.5D) take the neighbouring slices as
 ``context``, ``(B, M, 2k, H, W)``: they are inputs, never noised, and pass
 unchanged to every network call. ``weight``, ``(B, 1, H, W)``, weights the
-loss per pixel (the tumour, say); None = the paper's plain mean.
+loss per pixel (the tumour, say); None = the paper's plain mean; ``regions``
+(tumour labels) with ``region_weight`` add the region-mean term of
+``medmodels.syn.losses``.
 
 The two synthesis variants, M2DN (``Diffusion``) and the regression baseline
 (``Regression``), are objects with one interface, ``loss(net, x0, missing,
@@ -32,11 +34,11 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 import torch
-import torch.nn.functional as F
 from monai.networks.schedulers import DDIMScheduler, DDPMScheduler
 from torch import nn
 
 from medmodels.progress import progress
+from medmodels.syn.losses import synthesis_loss
 
 
 @dataclass(frozen=True)
@@ -125,14 +127,6 @@ def forward_missing(
     return torch.where(_broadcast(missing), noisy, x0)
 
 
-def joint_mse(pred: torch.Tensor, x0: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
-    """Mean squared error over all modalities and pixels; with ``weight`` ``(B, 1, H, W)``,
-    pixel-weighted and divided by the mean weight, so its scale stays that of the plain mean."""
-    if weight is None:
-        return F.mse_loss(pred, x0)
-    return (weight * (pred - x0) ** 2).mean() / weight.mean()
-
-
 def diffusion_loss(
     net: nn.Module,
     x0: torch.Tensor,
@@ -141,13 +135,15 @@ def diffusion_loss(
     generator: torch.Generator | None = None,
     context: torch.Tensor | None = None,
     weight: torch.Tensor | None = None,
+    regions: torch.Tensor | None = None,
+    region_weight: float = 0.0,
 ) -> torch.Tensor:
-    """The paper's joint loss ||M - f(M_t, t, v)||^2 over *all* modalities."""
+    """The paper's joint loss ||M - f(M_t, t, v)||^2 over *all* modalities (``syn.losses``)."""
     b = x0.shape[0]
     t = torch.randint(0, scheduler.num_train_timesteps, (b,), generator=generator).to(x0.device)
     noise = torch.randn(x0.shape, generator=generator).to(x0.device)
     xt = forward_missing(x0, missing, t, noise, scheduler)
-    return joint_mse(net(xt, t, missing, context), x0, weight)
+    return synthesis_loss(net(xt, t, missing, context), x0, missing, weight, regions, region_weight)
 
 
 def to_diffusion_space(x: torch.Tensor | None, cfg: DiffusionConfig) -> torch.Tensor | None:
@@ -175,10 +171,13 @@ def regression_loss(
     missing: torch.Tensor,
     context: torch.Tensor | None = None,
     weight: torch.Tensor | None = None,
+    regions: torch.Tensor | None = None,
+    region_weight: float = 0.0,
 ) -> torch.Tensor:
     """Same network, same joint loss, no diffusion: one pass from zero-filled inputs."""
     t = torch.full((x0.shape[0],), REGRESSION_TIMESTEP, device=x0.device, dtype=torch.long)
-    return joint_mse(net(regression_input(x0, missing), t, missing, context), x0, weight)
+    pred = net(regression_input(x0, missing), t, missing, context)
+    return synthesis_loss(pred, x0, missing, weight, regions, region_weight)
 
 
 @torch.no_grad()
@@ -270,6 +269,8 @@ class Diffusion:
         generator: torch.Generator | None = None,
         context: torch.Tensor | None = None,
         weight: torch.Tensor | None = None,
+        regions: torch.Tensor | None = None,
+        region_weight: float = 0.0,
     ) -> torch.Tensor:
         """Joint x0 MSE over all modalities, in diffusion space (the scale the network learns in).
 
@@ -280,9 +281,11 @@ class Diffusion:
             generator: a CPU ``torch.Generator`` for the timesteps and the noise.
             context: ``(B, M, 2k, H, W)`` neighbouring slices, z-scores (2.5D networks only).
             weight: ``(B, 1, H, W)`` per-pixel loss weight (None = plain mean).
+            regions: ``(B, H, W)`` tumour labels, for the region-mean term (``syn.losses``).
+            region_weight: weight of the region-mean term (0 = none).
         """
         x0, context = to_diffusion_space(x0, self.cfg), to_diffusion_space(context, self.cfg)
-        return diffusion_loss(net, x0, missing, self.scheduler, generator, context, weight)
+        return diffusion_loss(net, x0, missing, self.scheduler, generator, context, weight, regions, region_weight)
 
     def sample(
         self,
@@ -335,10 +338,12 @@ class Regression:
         generator: torch.Generator | None = None,
         context: torch.Tensor | None = None,
         weight: torch.Tensor | None = None,
+        regions: torch.Tensor | None = None,
+        region_weight: float = 0.0,
     ) -> torch.Tensor:
         """Joint MSE of one pass from zero-filled inputs, in diffusion space; arguments as ``Diffusion.loss``."""
         x0, context = to_diffusion_space(x0, self.cfg), to_diffusion_space(context, self.cfg)
-        return regression_loss(net, x0, missing, context, weight)
+        return regression_loss(net, x0, missing, context, weight, regions, region_weight)
 
     def sample(
         self,

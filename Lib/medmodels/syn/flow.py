@@ -33,11 +33,11 @@ from torch import nn
 
 from medmodels.syn.diffusion import (
     DiffusionConfig,
-    joint_mse,
     predict_regression,
     to_data_space,
     to_diffusion_space,
 )
+from medmodels.syn.losses import synthesis_loss
 
 
 @dataclass(frozen=True)
@@ -104,13 +104,16 @@ def flow_loss(
     generator: torch.Generator | None = None,
     context: torch.Tensor | None = None,
     weight: torch.Tensor | None = None,
+    regions: torch.Tensor | None = None,
+    region_weight: float = 0.0,
 ) -> torch.Tensor:
-    """The x0 loss at a uniform point of the straight path from the noisy mean to ``x0``."""
+    """The x0 loss (``syn.losses``) at a uniform point of the straight path from the noisy mean to ``x0``."""
     _, z0 = flow_start(_unwrapped(net).mean, x0, missing, flow.noise, generator, context)
     s = torch.rand((x0.shape[0],), generator=generator, device=_device(generator, x0)).to(x0.device)
     zs = (1.0 - s)[:, None, None, None] * z0 + s[:, None, None, None] * x0
     zs = torch.where(_broadcast(missing), zs, x0)
-    return joint_mse(net(zs, flow_timestep(s, cfg.num_train_timesteps), missing, context), x0, weight)
+    pred = net(zs, flow_timestep(s, cfg.num_train_timesteps), missing, context)
+    return synthesis_loss(pred, x0, missing, weight, regions, region_weight)
 
 
 @torch.no_grad()
@@ -161,10 +164,12 @@ class PosteriorMeanFlow:
         generator: torch.Generator | None = None,
         context: torch.Tensor | None = None,
         weight: torch.Tensor | None = None,
+        regions: torch.Tensor | None = None,
+        region_weight: float = 0.0,
     ) -> torch.Tensor:
-        """Joint x0 MSE on the flow's path; arguments as ``Diffusion.loss`` (``net`` a ``MeanAndFlow``)."""
+        """Joint x0 loss on the flow's path; arguments as ``Diffusion.loss`` (``net`` a ``MeanAndFlow``)."""
         x0, context = to_diffusion_space(x0, self.cfg), to_diffusion_space(context, self.cfg)
-        return flow_loss(net, x0, missing, self.cfg, self.flow, generator, context, weight)
+        return flow_loss(net, x0, missing, self.cfg, self.flow, generator, context, weight, regions, region_weight)
 
     def sample(
         self,

@@ -40,6 +40,7 @@ from medmodels.progress import progress
 from medmodels.syn import diffusion as D
 from medmodels.syn.config import MODELS, SynTrainConfig
 from medmodels.syn.flow import FlowConfig
+from medmodels.syn.losses import region_mean_error
 from medmodels.syn.masks import sample_missing
 from medmodels.syn.slices import WorkingCase, random_affine, sample_batch, to_working_case
 from medmodels.syn.synthesize import BASELINE_NAME, BUNDLED_NAME, DEFAULT_STEPS
@@ -150,10 +151,12 @@ def training_batch(
     rng: np.random.Generator,
     flip: bool,
     tumour_weight: float | None = None,
+    with_regions: bool | None = None,
 ):
-    """``(x0, missing, context, weight)``, z-scores, ready for ``variant.loss``:
-    ``context`` and ``weight`` are empty tensors when not used (the loop moves tensors).
-    ``tumour_weight`` defaults to ``cfg.tumour_weight``."""
+    """``(x0, missing, context, weight, regions)``, z-scores, ready for ``variant.loss``:
+    ``context``, ``weight`` and ``regions`` (the labels, for the region-mean loss) are
+    empty tensors when not used (the loop moves tensors). ``tumour_weight`` defaults
+    to ``cfg.tumour_weight``, ``with_regions`` to whether ``cfg.region_weight`` is set."""
     tumour_weight = cfg.tumour_weight if tumour_weight is None else tumour_weight
     batch = sample_batch(cases, size, tuple(cfg.patch_size), rng, flip=flip, context=cfg.context)
     if flip and (cfg.augment_degrees or cfg.augment_scale):  # training batches only (validation: flip=False)
@@ -164,7 +167,9 @@ def training_batch(
     weight = torch.empty(0)
     if tumour_weight:
         weight = (1.0 + tumour_weight * (batch.labels > 0).float())[:, None]
-    return batch.x0, missing, context, weight
+    with_regions = bool(cfg.region_weight) if with_regions is None else with_regions
+    regions = batch.labels.long() if with_regions else torch.empty(0)
+    return batch.x0, missing, context, weight, regions
 
 
 def _optional(t: torch.Tensor) -> torch.Tensor | None:
@@ -174,9 +179,12 @@ def _optional(t: torch.Tensor) -> torch.Tensor | None:
 def validation_batch(cases: Sequence[WorkingCase], cfg: SynTrainConfig):
     """A fixed batch (``training_batch``'s tuple, no mirroring) so the validation
     figures are comparable across iterations. Its weights always mark the tumour
-    (for ``tumour_error``); the validation loss itself is unweighted."""
+    (for ``tumour_error``) and its labels are always there (for ``val_region_mse``);
+    the validation loss itself is unweighted."""
     rng = np.random.default_rng(12345)
-    return training_batch(cases, cfg, cfg.val_slices, rng, flip=False, tumour_weight=cfg.tumour_weight or 1.0)
+    return training_batch(
+        cases, cfg, cfg.val_slices, rng, flip=False, tumour_weight=cfg.tumour_weight or 1.0, with_regions=True
+    )
 
 
 def tumour_error(
@@ -268,12 +276,17 @@ def make_task(
         return training_batch(cases, cfg, cfg.batch_size, rng, flip=True)
 
     def loss(net, batch, generator):
-        x0, missing, context, weight = batch
-        return {"total": variant.loss(net, x0, missing, generator, _optional(context), _optional(weight))}
+        x0, missing, context, weight, regions = batch
+        total = variant.loss(
+            net, x0, missing, generator, _optional(context), _optional(weight), _optional(regions), cfg.region_weight
+        )
+        return {"total": total}
 
     validate = None
     if main:
-        x0_val, missing_val, ctx_val, w_val = (t.to(device) for t in validation_batch(val_cases or cases, cfg))
+        x0_val, missing_val, ctx_val, w_val, regions_val = (
+            t.to(device) for t in validation_batch(val_cases or cases, cfg)
+        )
 
         def validate(net) -> dict:
             # the plain (unweighted) loss, so curves with and without tumour weights compare
@@ -282,10 +295,13 @@ def make_task(
             gen = torch.Generator(device=x0_val.device).manual_seed(11)
             pred = variant.sample(net, x0_val, missing_val, DEFAULT_STEPS, gen, _optional(ctx_val))
             scores = synthesis_scores(pred, x0_val, missing_val)
+            scaled = (D.to_diffusion_space(pred, variant.cfg), D.to_diffusion_space(x0_val, variant.cfg))
             return {
                 "val_loss": round(float(value), 5),
                 **scores,
                 **tumour_error(pred, x0_val, missing_val, w_val, variant.cfg),
+                # the tumour regions' mean intensities (what the region-mean loss teaches), every run alike
+                "val_region_mse": round(float(region_mean_error(*scaled, missing_val, regions_val)), 5),
             }
 
     return Task(
