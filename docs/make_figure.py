@@ -221,7 +221,7 @@ def render(case: dict, result, predicted: np.ndarray, leave_out: str, title: str
 def weights_line(args: argparse.Namespace) -> str:
     """Which weights ran, with the first hex digits of each file's SHA-256 (so a figure names its weights)."""
     from medmodels.seg.inference import BUNDLED_NAME as SEG_BUNDLED
-    from medmodels.syn.synthesize import BUNDLED_NAME as SYN_BUNDLED
+    from medmodels.syn.inference import BUNDLED_NAME as SYN_BUNDLED
     from medmodels.weights import resolve_checkpoint, sha256_of
 
     parts = []

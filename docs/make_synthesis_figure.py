@@ -34,8 +34,8 @@ if str(ROOT / "Lib") not in sys.path:
 from medmodels.datasets import find_case  # noqa: E402  (after the path set-up above)
 from medmodels.metrics import ssim  # noqa: E402
 from medmodels.modalities import MODALITY_KEYS, AvailabilityMask, modality  # noqa: E402
+from medmodels.syn.inference import load_synthesizer  # noqa: E402
 from medmodels.syn.scoring import calibration, case_truth, own_zscores  # noqa: E402
-from medmodels.syn.synthesize import load_synthesizer  # noqa: E402
 from medmodels.weights import read_record, resolve_checkpoint  # noqa: E402
 
 SPLIT_FILE = ROOT / "splits" / "brats18_shared.json"

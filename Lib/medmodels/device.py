@@ -1,7 +1,7 @@
 """Which torch device a command runs on: the one place that turns the
 ``--device`` word (auto, cpu, cuda, cuda:N) into a ``torch.device``.
 
-Inference (``seg/inference.py``, ``syn/synthesize.py``) and training
+Inference (``seg/inference.py``, ``syn/inference.py``) and training
 (``distributed.py``) both choose their device here; inference has no business
 importing the torchrun set-up.
 """

@@ -27,7 +27,7 @@ from medmodels.progress import progress
 from medmodels.report import markdown_text
 from medmodels.seg.inference import Segmenter, load_segmenter
 from medmodels.syn.evaluate import parse_patterns
-from medmodels.syn.synthesize import Synthesizer, load_synthesizer
+from medmodels.syn.inference import Synthesizer, load_synthesizer
 from medmodels.syn.tables import evaluation_body
 
 ALL_FOUR = AvailabilityMask((True,) * 4)

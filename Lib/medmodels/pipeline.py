@@ -84,7 +84,7 @@ class Models:
 
     def synthesizer(self):
         if self._synthesizer is None:
-            from medmodels.syn.synthesize import load_synthesizer
+            from medmodels.syn.inference import load_synthesizer
 
             self._synthesizer = load_synthesizer(self.options.syn_checkpoint, self.options.device)
         return self._synthesizer

@@ -45,7 +45,7 @@ def test_the_one_resolver():
 def test_bundled_is_accepted_by_every_loader():
     # 'bundled' used to be a file name for load_segmenter/load_synthesizer (so bench-seg --checkpoint bundled failed)
     from medmodels.seg.inference import load_segmenter
-    from medmodels.syn.synthesize import load_synthesizer
+    from medmodels.syn.inference import load_synthesizer
 
     assert load_segmenter("bundled", device="cpu").config == load_segmenter(None, device="cpu").config
     assert load_synthesizer("bundled", device="cpu").config == load_synthesizer(None, device="cpu").config

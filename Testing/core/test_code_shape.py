@@ -270,7 +270,7 @@ def test_no_class_or_function_name_is_defined_in_two_library_or_module_files():
 
 def test_the_name_check_sees_a_clash(tmp_path):
     lib = tmp_path / "Lib" / "medmodels"
-    for sub, text in (("syn/slices.py", "def prepare_case(): ...\n"), ("preparation.py", "class prepare_case: ...\n")):
+    for sub, text in (("syn/data.py", "def prepare_case(): ...\n"), ("preparation.py", "class prepare_case: ...\n")):
         (lib / sub).parent.mkdir(parents=True, exist_ok=True)
         (lib / sub).write_text(text + "def _helper(): ...\n", encoding="utf-8")
     assert list(name_clashes(sorted(lib.rglob("*.py")), tmp_path)) == ["prepare_case"]  # _helper: each file's own

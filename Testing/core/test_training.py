@@ -13,8 +13,8 @@ import torch
 from medmodels import training
 from medmodels.errors import CheckpointError, InputError
 from medmodels.phantom import make_phantom
-from medmodels.syn.slices import to_working_case
-from medmodels.syn.synthesize import BUNDLED_NAME
+from medmodels.syn.data import to_working_case
+from medmodels.syn.inference import BUNDLED_NAME
 from medmodels.syn.train import SynTrainConfig, fit
 from medmodels.training import LoopConfig, Task
 from medmodels.weights import bundled_checkpoint, load_checkpoint, read_record, sha256_of

@@ -10,7 +10,7 @@ import pytest
 from medmodels.errors import InputError
 from medmodels.image import Image
 from medmodels.seg.data import prepare
-from medmodels.syn.slices import to_input_grid, to_working_case
+from medmodels.syn.data import to_input_grid, to_working_case
 from medmodels.working_grid import WorkingGrid, working_zscores
 
 SPACING = (0.9, 1.1, 3.0)  # (x, y, z) mm

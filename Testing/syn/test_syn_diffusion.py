@@ -123,7 +123,7 @@ def test_ddim_grid_is_monai_1_6_1s_so_the_bundled_figures_stand():
 
 def test_default_step_count_gives_monai_1_6_1s_images():
     """Default steps: the images equal those of MONAI 1.6.1's own scheduler set as before this change."""
-    from medmodels.syn.synthesize import DEFAULT_STEPS
+    from medmodels.syn.inference import DEFAULT_STEPS
 
     monai_version = tuple(int(p) for p in monai.__version__.split(".")[:2])
     if monai_version < (1, 6):

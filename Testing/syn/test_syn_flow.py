@@ -9,8 +9,8 @@ from medmodels.nets.synthesis import MeanAndFlow, build_synthesis_net
 from medmodels.phantom import make_phantom
 from medmodels.syn import diffusion as D
 from medmodels.syn import flow as F
-from medmodels.syn.slices import to_working_case
-from medmodels.syn.synthesize import load_synthesizer
+from medmodels.syn.data import to_working_case
+from medmodels.syn.inference import load_synthesizer
 from medmodels.syn.train import SynTrainConfig, fit, grows_from, model_config
 from medmodels.syn.variants import variant
 

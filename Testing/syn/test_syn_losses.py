@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 from medmodels.phantom import make_phantom
+from medmodels.syn.data import to_working_case
 from medmodels.syn.losses import MIN_REGION_PIXELS, joint_mse, region_mean_error, synthesis_loss
-from medmodels.syn.slices import to_working_case
 from medmodels.syn.train import SynTrainConfig, fit
 
 MISSING = torch.tensor([[0.0, 0.0, 1.0, 0.0]])  # T1c missing

@@ -5,7 +5,7 @@ import pytest
 import torch
 from medmodels.errors import InputError
 from medmodels.phantom import make_phantom
-from medmodels.syn.slices import random_affine, sample_batch, sample_slices, slice_context, to_working_case
+from medmodels.syn.data import random_affine, sample_batch, sample_slices, slice_context, to_working_case
 from medmodels.syn.train import SynTrainConfig, fit, grows_from, model_config, synthesis_scores
 
 SPACING = (8.0, 8.0, 8.0)

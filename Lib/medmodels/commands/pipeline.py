@@ -133,7 +133,7 @@ def _run(args: argparse.Namespace) -> int:
     from medmodels.datasets import resolve_inputs, skipped_inputs
     from medmodels.pipeline import run_cases  # imports the models' stack: only when the command runs
     from medmodels.runtime import choose_device, cpu_warning
-    from medmodels.syn.synthesize import DEFAULT_STEPS
+    from medmodels.syn.inference import DEFAULT_STEPS
 
     given_labels, args.label_convention = args.label_convention, args.label_convention or "2018"
     options = options_for_command(args)

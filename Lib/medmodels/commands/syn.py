@@ -234,7 +234,7 @@ def _bench(args: argparse.Namespace) -> int:
 
 
 def _bench_training(args: argparse.Namespace) -> int:
-    from medmodels.syn.synthesize import load_synthesizer
+    from medmodels.syn.inference import load_synthesizer
     from medmodels.syn.train_benchmark import bench_training, config_from_checkpoint, training_report
 
     config = load_synthesizer(args.checkpoint, device="cpu").config

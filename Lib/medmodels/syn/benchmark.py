@@ -30,9 +30,9 @@ from medmodels.errors import InputError
 from medmodels.modalities import MODALITY_KEYS, AvailabilityMask
 from medmodels.normalisation import Normalizer
 from medmodels.report import Report, Table
+from medmodels.syn.data import to_working_case
+from medmodels.syn.inference import load_synthesizer
 from medmodels.syn.scoring import evaluation_slices, slice_metrics, unit_range
-from medmodels.syn.slices import to_working_case
-from medmodels.syn.synthesize import load_synthesizer
 
 DEFAULT_SWEEP = (1, 2, 5, 10, 20, 50)
 

@@ -69,6 +69,7 @@ from medmodels.options import samples_problem
 from medmodels.progress import progress
 from medmodels.report import Report, markdown_text, write_report
 from medmodels.stats import CASE_TEST
+from medmodels.syn.inference import load_synthesizer
 from medmodels.syn.masks import PATTERNS
 from medmodels.syn.scoring import score_input_grid_case, score_working_grid_case
 from medmodels.syn.summaries import (
@@ -77,7 +78,6 @@ from medmodels.syn.summaries import (
     summarise_input_grid,
     summarise_working_grid,
 )
-from medmodels.syn.synthesize import load_synthesizer
 from medmodels.syn.tables import evaluation_body
 
 

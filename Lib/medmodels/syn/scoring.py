@@ -25,8 +25,8 @@ from medmodels.metrics import enhancement_contrast, mae, psnr, ssim, ssim_in_reg
 from medmodels.modalities import MODALITY_KEYS, AvailabilityMask
 from medmodels.normalisation import Normalizer
 from medmodels.resampling import resample_like
-from medmodels.syn.slices import WorkingCase, to_working_case
-from medmodels.syn.synthesize import Synthesizer
+from medmodels.syn.data import WorkingCase, to_working_case
+from medmodels.syn.inference import Synthesizer
 
 METHODS = ("m2dn", "regression", "mean_fill")
 METRICS = ("psnr", "ssim", "mae")

@@ -39,11 +39,11 @@ from medmodels.nets.synthesis import MEAN_AND_FLOW_KINDS, build_synthesis_net
 from medmodels.progress import progress
 from medmodels.syn import diffusion as D
 from medmodels.syn.config import MODELS, SynTrainConfig
+from medmodels.syn.data import WorkingCase, random_affine, sample_batch, to_working_case
 from medmodels.syn.flow import FlowConfig
+from medmodels.syn.inference import BASELINE_NAME, BUNDLED_NAME, DEFAULT_STEPS
 from medmodels.syn.losses import region_mean_error
 from medmodels.syn.masks import sample_missing
-from medmodels.syn.slices import WorkingCase, random_affine, sample_batch, to_working_case
-from medmodels.syn.synthesize import BASELINE_NAME, BUNDLED_NAME, DEFAULT_STEPS
 from medmodels.syn.variants import variant as variant_of
 from medmodels.training import Task
 from medmodels.weights import load_checkpoint, read_record, resolve_checkpoint

@@ -15,7 +15,7 @@ import torch
 
 from medmodels.phantom import make_phantom
 from medmodels.report import Report
-from medmodels.syn.slices import to_working_case
+from medmodels.syn.data import to_working_case
 from medmodels.syn.train import SynTrainConfig, make_task
 from medmodels.throughput import time_task_steps
 

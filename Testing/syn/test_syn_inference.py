@@ -9,9 +9,9 @@ from medmodels.modalities import MODALITY_KEYS, AvailabilityMask
 from medmodels.nets.m2dn import M2DNet
 from medmodels.normalisation import Normalizer
 from medmodels.phantom import make_phantom
+from medmodels.syn.data import to_input_grid, to_working_case
+from medmodels.syn.inference import Synthesizer, estimate_normalizer, load_synthesizer
 from medmodels.syn.masks import PATTERNS
-from medmodels.syn.slices import to_input_grid, to_working_case
-from medmodels.syn.synthesize import Synthesizer, estimate_normalizer, load_synthesizer
 from medmodels.syn.train import SynTrainConfig, intensity_reference, model_config
 from medmodels.weights import save_checkpoint
 

@@ -1,11 +1,11 @@
 """Whole-volume synthesis of missing modalities with a trained M2DN (or the regression baseline).
 
-    from medmodels.syn.synthesize import load_synthesizer
+    from medmodels.syn.inference import load_synthesizer
     syn = load_synthesizer()                      # bundled M2DN weights, GPU when there is one
     out = syn.synthesize(images, mask, steps=None, samples=4, seed=0)
     mean, std = out["t1c"]                        # Images on the input grid, input intensity scale
 
-Steps: the case goes to the working grid (``medmodels.syn.slices.to_working_case``,
+Steps: the case goes to the working grid (``medmodels.syn.data.to_working_case``,
 through ``medmodels.working_grid.WorkingGrid``: brain mask, z-score per
 modality, resampling to the checkpoint's spacing, crop to the brain); every
 axial slice with brain goes through the sampler in batches (DDIM with
@@ -34,7 +34,7 @@ from medmodels.normalisation import Normalizer
 from medmodels.options import samples_problem
 from medmodels.progress import progress
 from medmodels.syn import diffusion as D
-from medmodels.syn.slices import WorkingCase, slice_context, to_input_grid, to_working_case
+from medmodels.syn.data import WorkingCase, slice_context, to_input_grid, to_working_case
 from medmodels.syn.variants import variant
 from medmodels.weights import load_network
 
