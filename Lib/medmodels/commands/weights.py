@@ -14,7 +14,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "export",
         help="write a trained model (train-seg or train-syn) as a bundled checkpoint",
-        description="Copy the weights of a training run (RUN/model.pt, weights + config only) to "
+        description="Copy the weights of a training run (RUN/model.pt, or RUN/best.pt of --keep-best; weights + "
+        "config only) to "
         "OUT/NAME.pt with its JSON record (SHA-256, training summary); segmentation and "
         "synthesis models alike.",
     )
