@@ -105,6 +105,16 @@ def test_export_of_best_records_the_chosen_iteration_and_its_compute(tmp_path, c
     assert toy_run(tmp_path / "next", iterations=1, init=str(pt))["cumulative_iterations"] == 5
 
 
+def test_starting_weights_are_a_candidate_when_no_step_beats_them(tmp_path):
+    toy_run(tmp_path / "first", iterations=4)
+    start = tmp_path / "first" / "model.pt"
+    summary = toy_run(tmp_path / "next", score=scripted({0: 0.9, **SCORES}), keep_best=True, init=str(start))
+    assert summary["best"] == {"iteration": 0, "score": 0.9}  # the record of the init weights, before step 1
+    assert same_weights(weights(tmp_path / "next" / "best.pt"), weights(start))
+    facts = read_record(tmp_path / "next" / "best.pt")["training"]
+    assert facts["iterations"] == 0 and facts["cumulative_iterations"] == 4  # only the first run's compute
+
+
 def test_keep_best_without_a_score_or_validation_cases_is_refused_before_training(tmp_path):
     with pytest.raises(InputError, match="no validation score.*leave it out"):
         toy_run(tmp_path / "a", keep_best=True)
