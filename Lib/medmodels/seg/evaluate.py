@@ -228,7 +228,7 @@ def _differing(flag: str, earlier: Sequence[str], this: Sequence[str]) -> str:
     """The words for ``flag``'s values that only one of the two runs has (at most five of each)."""
     only = [sorted(set(a) - set(b)) for a, b in ((earlier, this), (this, earlier))]
     named = [", ".join(o[:5]) + (f" and {len(o) - 5} more" if len(o) > 5 else "") or "none" for o in only]
-    return f"other {flag} (only the earlier run: {named[0]}; only this run: {named[1]})"
+    return f"the two runs have other {flag} (only in the earlier run: {named[0]}; only in this one: {named[1]})"
 
 
 def check_included(
@@ -263,9 +263,15 @@ def check_included(
     earlier_mirror = earlier.get("mirror", "none")  # results from before --mirror existed were not mirrored
     problem = None
     if set(earlier["cases"]) != set(cases):
-        problem = f"{_differing('cases', earlier['cases'], cases)}: give the same --cases or --split as it, or {fix}"
+        problem = (
+            f"{_differing('cases', earlier['cases'], cases)}: give the same --cases or --split as the earlier "
+            f"run, or {fix}"
+        )
     elif set(earlier["subsets"]) != set(subsets):
-        problem = f"{_differing('subsets', earlier['subsets'], subsets)}: give --subsets as it did, or {fix}"
+        problem = (
+            f"{_differing('subsets', earlier['subsets'], subsets)}: give the same --subsets as the earlier run, "
+            f"or {fix}"
+        )
     elif set(earlier["models"]) & set(models):
         problem = (
             f"the model name(s) {sorted(set(earlier['models']) & set(models))} are in both runs: give another --name"
