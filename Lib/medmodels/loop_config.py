@@ -29,7 +29,11 @@ class LoopConfig(FlagConfig):
     """
 
     out: str = option(
-        "", "output folder (last.pt, model.pt, history.json)", type=folder_text, metavar="DIR", required=True
+        "",
+        "output folder (last.pt, model.pt, history.json; best.pt with --keep-best)",
+        type=folder_text,
+        metavar="DIR",
+        required=True,
     )
     iterations: int = option(1000, "optimiser steps of the whole run, a resumed run counting on")
     batch_size: int = option(2, "samples per iteration and process")
@@ -64,6 +68,13 @@ class LoopConfig(FlagConfig):
         False,
         "continue the run in OUT exactly where OUT/last.pt left it; without --resume an existing OUT/last.pt "
         "is an error, and with it a missing one is",
+    )
+    keep_best: bool = option(
+        False,
+        "also keep OUT/best.pt: the weights (and config) of the validation whose score beats every earlier one "
+        "(segmentation: mean validation Dice; synthesis: validation SSIM), with a record of its iteration and "
+        "score; needs validation cases. Chosen on the validation cases, so figures measured on those same cases "
+        "are optimistic: report cases the run never saw",
     )
     seed: int = option(0, "initial weights and data draws (with the process rank)")
     threads: int | None = option(None, "CPU threads for PyTorch (default: PyTorch's choice)", type=thread_count)

@@ -24,16 +24,25 @@ same way for both families:
 - every ``val_every`` iterations: the mean losses, the validation figures and
   ``last.pt``;
 - a wall-clock budget (``hours``) that stops before it is spent, with the same
-  output as the end of training: ``last.pt``, ``model.pt`` and ``history.json``.
+  output as the end of training: ``last.pt``, ``model.pt`` and ``history.json``;
+- with ``keep_best`` (``--keep-best``, off by default): ``best.pt``, the weights
+  of the validation record whose ``Task.score`` beats every earlier one,
+  written by the main process when it validates (no collective), its record
+  naming the iteration, the score and the training facts at that iteration;
+  the best score so far travels in ``last.pt``, so a resumed run never
+  replaces a better ``best.pt`` with a worse one.
 
-The last iteration is what is saved: validation never picks a checkpoint.
-``export`` turns a finished run into a bundled checkpoint (float16 storage,
-JSON record with its SHA-256 and the training summary).
+``model.pt`` holds the last iteration. Validation picks a checkpoint only
+with ``keep_best``, and then on the validation cases: figures measured on
+those same cases are optimistic for ``best.pt``. ``export`` turns a finished
+run (its ``model.pt`` or its ``best.pt``) into a bundled checkpoint (float16
+storage, JSON record with its SHA-256 and the training summary).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from dataclasses import asdict, dataclass, field
@@ -50,12 +59,17 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from medmodels import distributed
 from medmodels.atomic import check_output_folder, check_plain_name, write_json
 from medmodels.checkpoint_ref import BUNDLED, CheckpointRef
-from medmodels.errors import InputError
+from medmodels.errors import CheckpointError, InputError
 from medmodels.loop_config import OPTIMIZERS, LoopConfig
 from medmodels.progress import emit, progress
 from medmodels.weights import BUNDLED_DIR, load_checkpoint, read_record, resolve_checkpoint, save_checkpoint
 
-LAST, MODEL, HISTORY = "last.pt", "model.pt", "history.json"
+LAST, MODEL, HISTORY, BEST = "last.pt", "model.pt", "history.json", "best.pt"
+#: What ``best.pt``'s record says of how it was chosen.
+CHOSEN_ON = (
+    "the validation cases (validation_cases): this checkpoint was picked by its score on them, so figures "
+    "measured on those same cases are optimistic; evaluate it on cases the run never saw"
+)
 #: Summary entries that go into ``model.pt``'s record (and so travel with ``--init``).
 RECORD_KEYS = (
     "training_cases",
@@ -102,6 +116,10 @@ class Task:
             ``theirs`` through ``model.load_grown(state_dict)`` (a larger
             network that first computes what the smaller one did); None = the
             configs must match.
+        score: ``score(record) -> float``, higher is better: one number from a
+            validation record (``{"iteration": .., "lr": .., "loss_*": .., and
+            validate's figures}``), by which ``keep_best`` picks ``best.pt``;
+            None = the family has none (``--keep-best`` is then refused).
     """
 
     name: str
@@ -116,6 +134,7 @@ class Task:
     data_keys: tuple[str, ...] = ()
     find_unused_parameters: bool = False
     grows_from: Callable[[dict, dict], bool] | None = None
+    score: Callable[[dict], float] | None = None
 
 
 def autocast_settings(amp: bool, device: torch.device) -> tuple[bool, torch.dtype]:
@@ -153,6 +172,32 @@ def check_options(cfg: LoopConfig) -> None:
         raise InputError("Training options: " + "; ".join(problems) + ".")
 
 
+def check_keep_best(cfg: LoopConfig, task: Task, info: distributed.DistInfo) -> None:
+    """With ``--keep-best``, refuse a run that cannot choose by validation, before any step.
+
+    The score and the case list are the same on every process, so under DDP all refuse together; a main
+    process without a validation (validation turned off) refuses alone, and torchrun stops the others.
+
+    Args:
+        cfg: the loop options.
+        task: the family's task (``score``, ``facts["validation_cases"]``, ``validate``).
+        info: from ``setup(cfg)``.
+
+    Raises:
+        InputError: no score, or no validation cases, naming the fix.
+    """
+    if not cfg.keep_best:
+        return
+    if task.score is None:
+        raise InputError(f"--keep-best: {task.name} training has no validation score to choose by: leave it out.")
+    no_cases = "validation_cases" in task.facts and not task.facts["validation_cases"]
+    if no_cases or (info.is_main and task.validate is None):
+        raise InputError(
+            "--keep-best chooses a checkpoint by its validation score, and this run validates no cases: give a "
+            "--split with a 'validation' part (and leave validation on), or leave --keep-best out."
+        )
+
+
 def setup(cfg: LoopConfig) -> distributed.DistInfo:
     """Check the options and the output folder, set the threads, join the DDP
     group (under torchrun). Call before reading data, so mistakes show at once."""
@@ -185,6 +230,7 @@ def run(cfg: LoopConfig, task: Task, info: distributed.DistInfo, started: float 
         started: ``time.time()`` when the command began (the ``hours`` budget counts from it); default now.
     """
     started = time.time() if started is None else started
+    check_keep_best(cfg, task, info)
     loop = _Loop(cfg, task, info)
     if not loop.restore():
         loop.initialise()
@@ -249,6 +295,7 @@ class _Loop:
         self.iteration, self.history, self.train_s, self.init = 0, [], 0.0, None
         self.rng, self.gen = _streams(cfg.seed, info.rank, 0)
         self.t_save = 0.0  # duration of the last validation + checkpoint (the budget keeps room for one)
+        self.best: dict | None = None  # {"iteration", "score"} of best.pt (keep_best), on the main process
 
     # -- starting points ------------------------------------------------------
     def restore(self) -> bool:
@@ -271,6 +318,7 @@ class _Loop:
         self._retarget_schedule()
         self.iteration, self.train_s = int(state["iteration"]), float(state["train_s"])
         self.history, self.init = json.loads(state["history"]), json.loads(state["init"])
+        self.best = self._best_so_far(json.loads(state.get("best") or "null"))
         streams = json.loads(state["rng"])
         if len(streams) == self.info.world_size:
             _set_rng_state(streams[self.info.rank], self.rng, self.gen, self.device)
@@ -279,6 +327,17 @@ class _Loop:
             emit(0.0, f"Resumed with {self.info.world_size} process(es) instead of {len(streams)}: new data streams")
         emit(0.0, f"Resumed from {last} at iteration {self.iteration}")
         return True
+
+    def _best_so_far(self, saved: dict | None) -> dict | None:
+        """The best score of the resumed run: ``last.pt``'s, or ``best.pt``'s own record when that is higher
+        (a run killed between writing ``best.pt`` and ``last.pt``), so no worse one replaces it."""
+        try:
+            written = read_record(self.out / BEST).get("training", {}).get("best") if self.cfg.keep_best else None
+        except CheckpointError:  # best.pt without its record: unverifiable, so not a best to keep
+            written = None
+        if written and (saved is None or written["score"] > saved["score"]):
+            return {"iteration": written["iteration"], "score": written["score"]}
+        return saved
 
     def _retarget_schedule(self) -> None:
         """Resumed with another --iterations, --warmup or --lr: the schedule follows
@@ -345,6 +404,7 @@ class _Loop:
         record = {"iteration": 0, "train_s": 0.0, **self.validate()}
         self.history.append(record)
         emit(0.0, "validation " + json.dumps(record))
+        self.keep_if_best(record)
 
     def wrap(self) -> None:
         """DDP wrapper (broadcasts rank 0's weights, averages gradients)."""
@@ -429,6 +489,7 @@ class _Loop:
             record.update(self.validate())
             self.history.append(record)
             emit(self.iteration / self.cfg.iterations, "validation " + json.dumps(record))
+            self.keep_if_best(record)
         streams = self.gather_streams()  # after validation, in case it drew from the global streams
         if self.info.is_main:
             save_checkpoint(
@@ -444,11 +505,34 @@ class _Loop:
                     "history": json.dumps(self.history),
                     "init": json.dumps(self.init),
                     "rng": json.dumps(streams),
+                    "best": json.dumps(self.best),
                 },
             )
         self.t_save = time.time() - t0
         if self.info.enabled:
             dist.barrier()
+
+    def keep_if_best(self, record: dict) -> None:
+        """With ``keep_best``, write ``best.pt`` when ``record``'s score beats every earlier one (the main
+        process, after validating; weights + config, a record with the facts at this iteration).
+
+        Args:
+            record: the validation record just added to the history (at ``self.iteration``).
+        """
+        if not self.cfg.keep_best or self.task.score is None:
+            return
+        score = float(self.task.score(record))
+        if not math.isfinite(score) or (self.best is not None and score <= self.best["score"]):
+            return
+        best = {"iteration": self.iteration, "score": score}
+        facts = {k: v for k, v in self.summary("best validation score").items() if k != "config"}
+        save_checkpoint(
+            self.out / BEST,
+            {"state_dict": self.model.state_dict(), "config": self.task.config},
+            {"training": {**facts, "best": {**best, "chosen_on": CHOSEN_ON}, "last_record": record}},
+        )
+        self.best = best
+        emit(self.iteration / self.cfg.iterations, f"best validation score {score:.4f} so far: {self.out / BEST}")
 
     def validate(self) -> dict:
         if self.task.validate is None:
@@ -481,13 +565,14 @@ class _Loop:
         dist.all_reduce(diff, op=dist.ReduceOp.MAX)
         return float(diff) < 1e-6
 
-    def finish(self, stopped: str) -> dict:
-        """Write ``model.pt`` (weights + config, record with the training facts) and ``history.json``."""
-        in_sync = self.weights_in_sync()
-        if not self.info.is_main:
-            return {}
+    def summary(self, stopped: str) -> dict:
+        """The run's facts at the current iteration: ``history.json``'s but the DDP check and the history.
+
+        Args:
+            stopped: why these weights are the ones written ("iterations", "time budget", "best validation score").
+        """
         cfg, info, prior = self.cfg, self.info, self.init or {}
-        summary = {
+        return {
             "config": self.task.config,
             "train_options": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items()},
             **self.task.facts,
@@ -496,7 +581,6 @@ class _Loop:
             "stopped": stopped,
             "batch_size": cfg.batch_size,
             "world_size": info.world_size,
-            "params_in_sync": in_sync,
             f"{self.task.unit}_seen": self.iteration * cfg.batch_size * info.world_size,
             "wall_s_training": round(self.train_s, 1),
             "threads": torch.get_num_threads(),
@@ -507,8 +591,16 @@ class _Loop:
             # earlier runs' compute (from the init checkpoint's record; unknown counts as 0)
             "cumulative_iterations": self.iteration + int(prior.get("iterations") or 0),
             "cumulative_wall_s_training": round(self.train_s + float(prior.get("wall_s_training") or 0.0), 1),
-            "history": self.history,
         }
+
+    def finish(self, stopped: str) -> dict:
+        """Write ``model.pt`` (weights + config, record with the training facts) and ``history.json``."""
+        in_sync = self.weights_in_sync()
+        if not self.info.is_main:
+            return {}
+        summary = {**self.summary(stopped), "params_in_sync": in_sync, "history": self.history}
+        if self.cfg.keep_best:
+            summary["best"] = self.best
         save_checkpoint(
             self.out / MODEL,
             {"state_dict": self.model.state_dict(), "config": self.task.config},
@@ -536,7 +628,8 @@ def export(
     """Write a finished run as a bundled checkpoint ``<dest_dir>/<name>.pt`` + ``.json`` record.
 
     Args:
-        run_dir_or_model: a training output folder, or its ``model.pt``.
+        run_dir_or_model: a training output folder (its ``model.pt``), or a checkpoint of it: ``model.pt``,
+            or ``best.pt`` (``--keep-best``).
         name: the bundled name, e.g. "shaspec_brats18".
         dest_dir: where to write (default: the package's bundled weights folder).
         half: store float32 weights as float16 (half the size; loaded back as float32).
@@ -545,8 +638,11 @@ def export(
     Returns:
         The record written: SHA-256, size, config, stored dtype, and under
         "training" the run's summary (``history.json`` beside ``model.pt``, else
-        ``model.pt``'s own record): cases, iterations, compute, hardware,
+        the checkpoint's own record): cases, iterations, compute, hardware,
         options, where it was initialised from, cumulative compute, last record.
+        For ``best.pt`` that is its own record, the facts at the chosen
+        iteration (not at the end of the run) and under "best" the iteration,
+        the score and what it was chosen on.
 
     Raises:
         InputError: ``name`` is not a plain name (``atomic.check_plain_name``),
@@ -567,7 +663,7 @@ def export(
     payload = load_checkpoint(model_pt)
     state = {k: (_half(v) if half else v) for k, v in payload["state_dict"].items()}
     hist = model_pt.parent / HISTORY
-    if hist.exists():
+    if model_pt.name == MODEL and hist.exists():  # history.json describes the end of the run: model.pt only
         summary = json.loads(hist.read_text(encoding="utf-8"))
         training = {k: v for k, v in summary.items() if k not in ("config", "history")}
         training["last_record"] = (summary.get("history") or [None])[-1]

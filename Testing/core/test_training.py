@@ -24,8 +24,8 @@ from torch import nn
 W = torch.tensor([[1.0], [-2.0], [0.5], [3.0]])
 
 
-def toy_task(config=None, before_sample=None) -> Task:
-    """A 4 -> 8 -> 1 MLP; ``before_sample`` is called before each batch is drawn."""
+def toy_task(config=None, before_sample=None, score=None) -> Task:
+    """A 4 -> 8 -> 1 MLP; ``before_sample`` is called before each batch is drawn; ``score``: ``Task.score``."""
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 1))
 
@@ -47,11 +47,18 @@ def toy_task(config=None, before_sample=None) -> Task:
         return {"val_mse": float(nn.functional.mse_loss(model(x_val), x_val @ W))}
 
     return Task(
-        name="toy", model=model, config=config or {"toy": 1}, sample=sample, loss=loss, validate=validate, unit="rows"
+        name="toy",
+        model=model,
+        config=config or {"toy": 1},
+        sample=sample,
+        loss=loss,
+        validate=validate,
+        unit="rows",
+        score=score,
     )
 
 
-def toy_run(out, config=None, before_sample=None, **options) -> dict:
+def toy_run(out, config=None, before_sample=None, score=None, **options) -> dict:
     cfg = LoopConfig(
         **{
             "out": str(out),
@@ -65,7 +72,7 @@ def toy_run(out, config=None, before_sample=None, **options) -> dict:
         }
     )
     info = training.setup(cfg)
-    return training.run(cfg, toy_task(config, before_sample), info)
+    return training.run(cfg, toy_task(config, before_sample, score), info)
 
 
 def weights(path):

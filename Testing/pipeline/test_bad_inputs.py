@@ -31,9 +31,11 @@ from medmodels.errors import InputError
 from medmodels.image import Image
 from medmodels.inspection import looks_skull_stripped
 from medmodels.io import check_nifti, read_image, write_image
+from medmodels.modalities import AvailabilityMask
 from medmodels.options import RunOptions
 from medmodels.phantom import case_file_names, make_phantom, write_phantom_case
 from medmodels.pipeline import PipelineResult, run_case, run_cases, write_outputs
+from medmodels.seg.evaluate import METRICS, merge_results, read_included, summarise, write_results
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -379,6 +381,79 @@ def test_evaluate_include_missing_fails_before_evaluating(phantom_dataset, tmp_p
     (tmp_path / "bad.json").write_text("[1, 2]", encoding="utf-8")
     argv[-5] = tmp_path / "bad.json"
     fails(argv, capsys, "not a results.json")
+
+
+def _earlier_results(folder: Path, cases=("Phantom_000",), subsets=("1111",), hd95=False, **settings) -> Path:
+    """An earlier evaluate-seg's results.json (model 'Old'), written by the command's own writer.
+
+    ``settings``: ``cleanup`` (default True), ``mirror`` (default "none"), ``model`` (default "Old")."""
+    model = settings.get("model", "Old")
+    metrics = [k for k in METRICS if hd95 or k.startswith("Dice")]
+    rows = [
+        {"model": model, "case": c, "subset": b, "modalities": b, **{k: 0.5 for k in metrics}}
+        for c in cases
+        for b in subsets
+    ]
+    result = {
+        "cases": list(cases),
+        "subsets": list(subsets),
+        "models": [model],
+        "cleanup": settings.get("cleanup", True),
+        "mirror": settings.get("mirror", "none"),
+        "rows": rows,
+        "summary": summarise(rows, [model], [AvailabilityMask.from_bits(b) for b in subsets]),
+    }
+    return write_results(result, folder)["json"]
+
+
+@pytest.mark.parametrize(
+    ("earlier", "argv", "words"),
+    [
+        ({"hd95": True}, ["--no-hd95"], ["made without --no-hd95", "leave out --no-hd95", "drop --include"]),
+        ({"hd95": False}, [], ["made with --no-hd95", "give --no-hd95", "drop --include"]),
+        ({"cleanup": False}, ["--no-hd95"], ["give --no-cleanup"]),
+        ({"mirror": "x"}, ["--no-hd95"], ["--mirror x", "--mirror none"]),
+        ({"cases": ("Phantom_001",)}, ["--no-hd95"], ["Phantom_001", "--cases"]),
+        ({"subsets": ("0010",)}, ["--no-hd95"], ["0010", "--subsets"]),
+        ({"model": "ShaSpec"}, ["--no-hd95"], ["ShaSpec", "--name"]),
+    ],
+)
+def test_evaluate_include_of_other_settings_fails_before_evaluating(
+    phantom_dataset, tmp_path, capsys, monkeypatch, earlier, argv, words
+):
+    """Issue: --include of a run with HD95 and --no-hd95 (or the reverse) raised KeyError 'HD95_ET' after the
+    whole evaluation; every setting the merge needs is now checked first."""
+    included = _earlier_results(tmp_path / "old", **earlier)
+
+    def evaluated(*args, **kwargs):
+        raise AssertionError("the evaluation ran before the --include check")
+
+    monkeypatch.setattr("medmodels.seg.evaluate.evaluate", evaluated)
+    base = ["evaluate-seg", phantom_dataset, "--cases", "Phantom_000", "--subsets", "1111", "--checkpoint", "bundled"]
+    fails([*base, "--out", tmp_path / "ev", "--include", included, *argv, *RT], capsys, "--include", *words)
+    assert not (tmp_path / "ev").exists()
+
+
+def test_evaluate_include_of_the_same_settings_reaches_the_evaluation(phantom_dataset, tmp_path, monkeypatch):
+    """The check refuses only what cannot merge: the same cases in another order are evaluated."""
+    included = _earlier_results(tmp_path / "old", cases=("Phantom_000", "Phantom_001"), hd95=True)
+
+    def evaluated(*args, **kwargs):
+        raise RuntimeError("evaluating")
+
+    monkeypatch.setattr("medmodels.seg.evaluate.evaluate", evaluated)
+    argv = ["evaluate-seg", phantom_dataset, "--cases", "Phantom_001", "Phantom_000", "--subsets", "1111"]
+    with pytest.raises(RuntimeError, match="evaluating"):
+        main([str(a) for a in [*argv, "--out", tmp_path / "ev", "--include", included, *RT]])
+
+
+def test_merge_results_of_hd95_and_dice_only_is_an_input_error(tmp_path):
+    with_hd95 = read_included(_earlier_results(tmp_path / "a", hd95=True))
+    dice_only = read_included(_earlier_results(tmp_path / "b", model="New"))
+    with pytest.raises(InputError, match="--no-hd95"):
+        merge_results(with_hd95, dice_only)
+    merged = merge_results(read_included(_earlier_results(tmp_path / "c", model="Other")), dice_only)
+    assert merged["models"] == ["Other", "New"] and set(merged["summary"]) == {"Other", "New"}
 
 
 @pytest.mark.slow

@@ -21,8 +21,9 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_train_seg_with_two_gloo_processes(phantom_dataset, tmp_path):
-    out = tmp_path / "ddp"
+def _torchrun_train_seg(data, out, *extra: str) -> None:
+    """train-seg of a tiny ShaSpec under torchrun, two gloo processes on the CPU (2 iterations, validation
+    after each); ``extra``: more flags. Fails the test on a non-zero exit or a hang."""
     env = {
         **os.environ,
         "PYTHONPATH": LIB + os.pathsep + os.environ.get("PYTHONPATH", ""),
@@ -39,7 +40,7 @@ def test_train_seg_with_two_gloo_processes(phantom_dataset, tmp_path):
         "-m",
         "medmodels",
         "train-seg",
-        str(phantom_dataset),
+        str(data),
         "--out",
         str(out),
         "--arch",
@@ -62,6 +63,7 @@ def test_train_seg_with_two_gloo_processes(phantom_dataset, tmp_path):
         "cpu",
         "--threads",
         "1",
+        *extra,
     ]
     # own process group, so a hang cannot leave worker processes behind
     proc = subprocess.Popen(
@@ -74,8 +76,25 @@ def test_train_seg_with_two_gloo_processes(phantom_dataset, tmp_path):
         proc.communicate()
         raise
     assert proc.returncode == 0, stderr[-3000:]
+
+
+def test_train_seg_with_two_gloo_processes(phantom_dataset, tmp_path):
+    out = tmp_path / "ddp"
+    _torchrun_train_seg(phantom_dataset, out)
     history = json.loads((out / "history.json").read_text(encoding="utf-8"))
     assert history["world_size"] == 2
     assert history["params_in_sync"] is True  # DDP kept both processes' weights identical
     assert history["patches_seen"] == 2 * 1 * 2
     assert (out / "model.pt").exists()
+
+
+def test_keep_best_under_ddp_is_written_by_the_main_process_without_a_hang(phantom_dataset, tmp_path):
+    split = tmp_path / "split.json"
+    split.write_text(json.dumps({"training": ["Phantom_000", "Phantom_001"], "validation": ["Phantom_002"]}))
+    out = tmp_path / "ddp"
+    _torchrun_train_seg(phantom_dataset, out, "--split", str(split), "--keep-best")
+    history = json.loads((out / "history.json").read_text(encoding="utf-8"))
+    assert history["world_size"] == 2 and history["params_in_sync"] is True
+    assert history["best"]["iteration"] in (1, 2) and (out / "best.pt").exists()
+    chosen = json.loads((out / "best.json").read_text(encoding="utf-8"))["training"]["best"]
+    assert {k: chosen[k] for k in ("iteration", "score")} == history["best"]

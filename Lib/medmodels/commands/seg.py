@@ -75,8 +75,9 @@ def _register_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--include",
         default=None,
-        help="results.json of an earlier run on the same cases and subsets: its models are added "
-        "to the tables (to evaluate models one after the other)",
+        help="results.json of an earlier run on the same cases and subsets, with the same --no-hd95, "
+        "--no-cleanup and --mirror: its models are added to the tables (to evaluate models one after the "
+        "other); other settings are refused before anything is evaluated",
     )
     p.add_argument("--subsets", default="all", help="'all' (15) or comma-separated bit strings like 1111,0010")
     p.add_argument(
@@ -143,10 +144,12 @@ def _evaluate(args: argparse.Namespace) -> int:
     from medmodels.seg.evaluate import (
         NEW_RESULTS_FOLDER,
         RESULT_FILES,
+        check_included,
         evaluate,
         merge_results,
         parse_subsets,
         read_included,
+        resolve_cases,
         write_results,
     )
 
@@ -161,6 +164,11 @@ def _evaluate(args: argparse.Namespace) -> int:
     subsets = parse_subsets(args.subsets)
     # Everything that could fail after the evaluation is checked before it: hours of work are not lost.
     earlier = read_included(args.include) if args.include else None
+    if earlier is not None:
+        names_now = resolve_cases(args.data, cases)[1]
+        check_included(
+            earlier, names_now, [m.bits for m in subsets], list(models), args.hd95, args.cleanup, args.mirror
+        )
     check_writable_folder(args.out)
     check_output_folder(args.out, list(RESULT_FILES.values()), NEW_RESULTS_FOLDER)
     t0 = time.time()

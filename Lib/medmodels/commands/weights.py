@@ -14,11 +14,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "export",
         help="write a trained model (train-seg or train-syn) as a bundled checkpoint",
-        description="Copy the weights of a training run (RUN/model.pt, weights + config only) to "
+        description="Copy the weights of a training run (RUN/model.pt, or RUN/best.pt of --keep-best; weights + "
+        "config only) to "
         "OUT/NAME.pt with its JSON record (SHA-256, training summary); segmentation and "
         "synthesis models alike.",
     )
-    p.add_argument("model", type=Path, help="model.pt written by train-seg/train-syn, or the run's output folder")
+    p.add_argument(
+        "model",
+        type=Path,
+        help="model.pt written by train-seg/train-syn, or the run's output folder (its model.pt), or its best.pt "
+        "(--keep-best: the record then gives the chosen iteration, its score and the compute up to it)",
+    )
     p.add_argument("--name", required=True, help="bundled name, e.g. shaspec_brats18 or m2dn_brats18")
     out_argument(p, "NAME.pt and NAME.json; default: the package's weights folder", required=False)
     p.add_argument(

@@ -98,11 +98,7 @@ def evaluate(
     ``mirror_axes``: test-time mirroring of the checkpoints loaded here (``seg.inference``).
     """
     subsets = list(subsets or AvailabilityMask.all_subsets())
-    found = discover_cases(data_dir, require_all=True, require_label=True)
-    names = list(case_names) if case_names else list(found)
-    missing = [n for n in names if n not in found]
-    if missing:
-        raise InputError(f"Cases not found in '{data_dir}': {', '.join(missing)}.")
+    found, names = resolve_cases(data_dir, case_names)
     check_label_grids([found[n] for n in names])
     rows, timing = [], {m: 0.0 for m in models}
     if jobs > 1:
@@ -143,6 +139,24 @@ def evaluate(
         "summary": summarise(rows, list(models), subsets),
         "seconds_per_case_and_subset": {m: round(t / max(1, len(names) * len(subsets)), 2) for m, t in timing.items()},
     }
+
+
+def resolve_cases(data_dir, case_names: Sequence[str] | None) -> tuple[dict, list[str]]:
+    """The cases of ``data_dir`` (every one with all four images and labels) and the names to evaluate.
+
+    Args:
+        data_dir: the folder of BraTS case folders.
+        case_names: the cases asked for; None or empty: every case found.
+
+    Raises:
+        InputError: a named case that is not in ``data_dir``.
+    """
+    found = discover_cases(data_dir, require_all=True, require_label=True)
+    names = list(case_names) if case_names else list(found)
+    missing = [n for n in names if n not in found]
+    if missing:
+        raise InputError(f"Cases not found in '{data_dir}': {', '.join(missing)}.")
+    return found, names
 
 
 def summarise(rows, model_names, subsets) -> dict:
@@ -205,16 +219,93 @@ def check_label_grids(cases: Sequence) -> None:
                 )
 
 
-def merge_results(first: dict, second: dict) -> dict:
-    """Put two evaluations of the same cases and subsets side by side."""
-    if first["cases"] != second["cases"] or first["subsets"] != second["subsets"]:
-        raise InputError(
-            "--include: the earlier results are for other cases or subsets; evaluate the same "
-            "cases and subsets to compare models."
+def scores_hd95(result: dict) -> bool:
+    """Whether ``result`` (``evaluate``'s, or an earlier results.json) holds HD95 (not run with ``--no-hd95``)."""
+    return bool(result["rows"]) and f"HD95_{REGIONS[0]}" in result["rows"][0]
+
+
+def _differing(flag: str, earlier: Sequence[str], this: Sequence[str]) -> str:
+    """The words for ``flag``'s values that only one of the two runs has (at most five of each)."""
+    only = [sorted(set(a) - set(b)) for a, b in ((earlier, this), (this, earlier))]
+    named = [", ".join(o[:5]) + (f" and {len(o) - 5} more" if len(o) > 5 else "") or "none" for o in only]
+    return f"the two runs have other {flag} (only in the earlier run: {named[0]}; only in this one: {named[1]})"
+
+
+def check_included(
+    earlier: dict,
+    cases: Sequence[str],
+    subsets: Sequence[str],
+    models: Sequence[str],
+    with_hd95: bool,
+    cleanup: bool,
+    mirror: str | None,
+) -> None:
+    """Refuse, before any evaluation, an earlier result (``--include``) that cannot sit beside this run's.
+
+    The merged tables compare models on one set of cases and subsets scored one way, and the JSON records
+    one clean-up and one mirroring setting, so each must agree (the order of cases and subsets need not).
+    Refusing keeps the tables complete: blank HD95 for one model, or Dice with and without clean-up side
+    by side, would read as a like-for-like comparison.
+
+    Args:
+        earlier: the included results (``read_included``).
+        cases: the names of the cases this run evaluates.
+        subsets: the bit strings of this run's subsets (``AvailabilityMask.bits``).
+        models: this run's column names.
+        with_hd95: whether this run scores HD95.
+        cleanup: whether this run cleans up its segmentations.
+        mirror: this run's ``--mirror`` word; None: not recorded (``evaluate`` from the library).
+
+    Raises:
+        InputError: naming the first setting that differs and the fix.
+    """
+    fix = "drop --include"
+    earlier_mirror = earlier.get("mirror", "none")  # results from before --mirror existed were not mirrored
+    problem = None
+    if set(earlier["cases"]) != set(cases):
+        problem = (
+            f"{_differing('cases', earlier['cases'], cases)}: give the same --cases or --split as the earlier "
+            f"run, or {fix}"
         )
-    clash = set(first["models"]) & set(second["models"])
-    if clash:
-        raise InputError(f"--include: model name(s) {sorted(clash)} in both runs; give another --name.")
+    elif set(earlier["subsets"]) != set(subsets):
+        problem = (
+            f"{_differing('subsets', earlier['subsets'], subsets)}: give the same --subsets as the earlier run, "
+            f"or {fix}"
+        )
+    elif set(earlier["models"]) & set(models):
+        problem = (
+            f"the model name(s) {sorted(set(earlier['models']) & set(models))} are in both runs: give another --name"
+        )
+    elif mirror is not None and earlier_mirror != mirror:
+        problem = (
+            f"the earlier run was made with --mirror {earlier_mirror} and this one with --mirror {mirror}: "
+            f"give --mirror {earlier_mirror} like the earlier run, or {fix}"
+        )
+    for flag, was_off, is_off in (
+        ("--no-hd95", not scores_hd95(earlier), not with_hd95),
+        ("--no-cleanup", not earlier.get("cleanup", True), not cleanup),
+    ):
+        if problem is None and was_off != is_off:
+            made, redo = ("with", "give") if was_off else ("without", "leave out")
+            problem = (
+                f"the earlier run was made {made} {flag} and this one {'without' if was_off else 'with'} it: "
+                f"{redo} {flag} like the earlier run, or {fix}"
+            )
+    if problem:
+        raise InputError(f"--include: the earlier results cannot join this run's tables: {problem}.")
+
+
+def merge_results(first: dict, second: dict) -> dict:
+    """Put two evaluations of the same cases and subsets side by side (``check_included`` first)."""
+    check_included(
+        first,
+        second["cases"],
+        second["subsets"],
+        second["models"],
+        scores_hd95(second),
+        second["cleanup"],
+        second.get("mirror"),
+    )
     models = first["models"] + second["models"]
     rows = first["rows"] + second["rows"]
     subsets = [AvailabilityMask.from_bits(b) for b in first["subsets"]]

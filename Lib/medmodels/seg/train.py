@@ -154,6 +154,10 @@ def make_task(cfg: TrainConfig, cases, val_cases, device: torch.device) -> Task:
         bundled=BUNDLED_NAME if cfg.arch == "shaspec" else BASELINE_NAME,
         unit="patches",
         find_unused_parameters=cfg.arch == "shaspec",
+        # --keep-best: the mean validation Dice over the validated subsets and ET, TC, WT
+        score=lambda record: float(
+            np.mean([d for by_region in record["val_dice"].values() for d in by_region.values()])
+        ),
     )
 
 

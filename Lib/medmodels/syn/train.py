@@ -317,6 +317,7 @@ def make_task(
         facts={"mean_checkpoint": mean_record} if mean_record else {},
         data_keys=DATA_KEYS,
         grows_from=grows_from,
+        score=lambda record: record["val_ssim"],  # --keep-best: the validation SSIM of the missing modalities
     )
 
 
