@@ -13,7 +13,7 @@ from medmodels.errors import InputError
 from medmodels.phantom import make_phantom
 from medmodels.seg.train import TrainConfig
 from medmodels.seg.train import train as train_seg
-from medmodels.syn.slices import to_working_case
+from medmodels.syn.data import to_working_case
 from medmodels.syn.train import SynTrainConfig, fit
 from medmodels.weights import load_checkpoint, read_record, sha256_of
 from test_training import crash_at, same_weights, toy_run, toy_task, weights
