@@ -3,7 +3,9 @@ ignored, and the two auxiliary losses."""
 
 import pytest
 import torch
+from medmodels.errors import InputError
 from medmodels.modalities import AvailabilityMask
+from medmodels.nets.segmentation import build_segmentation_net as build_model
 from medmodels.nets.shaspec import ShaSpec
 from medmodels.nets.unet3d import UNet3D
 from medmodels.seg.losses import dao_loss, dco_loss, seg_losses
@@ -136,11 +138,36 @@ def test_weight_standardised_convolution_ignores_the_kernels_scale_and_offset():
 
 
 def test_weight_std_networks_build_from_their_config():
-    from medmodels.nets.segmentation import build_segmentation_net as build_model
-
     for arch in ("shaspec", "unet3d"):
         net = build_model({"arch": arch, "width": 4, "depth": 3, "weight_std": True})
         assert net.config["weight_std"] is True
         out = net(torch.randn(1, 4, 16, 16, 16), torch.tensor([True, False, True, True]))
         assert out["logits"].shape == (1, 3, 16, 16, 16)
         assert build_model({"arch": arch, "width": 4, "depth": 3}).config["weight_std"] is False
+
+
+def test_concatenating_skips_grow_exactly_from_mean_skips_and_then_learn_which_modality():
+    """skip_fusion="concat" (the official code's) starts as the bundled weights' mean, then can differ."""
+    from medmodels.seg.train import TrainConfig, grows_from, model_config
+
+    torch.manual_seed(0)
+    mean_net = ShaSpec(width=4, depth=3).eval()
+    concat = ShaSpec(width=4, depth=3, skip_fusion="concat").eval()
+    concat.load_grown(mean_net.state_dict())
+    x = torch.randn(2, 4, 16, 16, 16)
+    for bits in ("1111", "1000", "0110"):
+        mask = torch.tensor([[c == "1" for c in bits]] * 2)
+        with torch.no_grad():
+            assert torch.allclose(concat(x, mask)["logits"], mean_net(x, mask)["logits"], atol=1e-5)
+    with torch.no_grad():  # FLAIR's slot weighted apart from T1's: now the slots are told apart
+        concat.skip_reducers[0].weight[:, :4] *= 3.0
+        assert not torch.allclose(concat(x)["logits"], mean_net(x)["logits"], atol=1e-3)
+    with pytest.raises(RuntimeError, match="cannot grow"):
+        concat.load_grown({k: v for k, v in mean_net.state_dict().items() if not k.startswith("decoder.")})
+    base = dict(width=4, depth=3)
+    ours, theirs = (model_config(TrainConfig(skip_fusion=f, **base)) for f in ("concat", "mean"))
+    assert "skip_fusion" not in theirs and grows_from(ours, theirs) and not grows_from(theirs, ours)
+    assert not grows_from(ours, model_config(TrainConfig(skip_fusion="mean", width=8, depth=3)))
+    assert build_model(ours).config["skip_fusion"] == "concat"
+    with pytest.raises(InputError, match="is a ShaSpec option"):
+        model_config(TrainConfig(arch="unet3d", skip_fusion="concat", **base))

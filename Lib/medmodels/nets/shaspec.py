@@ -23,10 +23,14 @@ Departures (also in docs/segmentation.md):
 * encoders are small plain conv U-Net encoders (``width``/``depth``
   arguments; default 8 channels, 4 levels) instead of 3D ResNet-50 encoders
   (~188M parameters) so a whole case runs in seconds on a laptop CPU;
-* the skip connection of each level is the *mean* of the available
-  modalities' shared features (equal to the mean-filled slot of a missing
-  modality), not a concatenation of four slots: it keeps the decoder as cheap
-  as the baseline's and is equivalent for the missing slots;
+* by default (``skip_fusion="mean"``) the skip connection of each level is
+  the *mean* of the available modalities' shared features (equal to the
+  mean-filled slot of a missing modality), not the official code's
+  concatenation of the four slots reduced by a 1x1x1 convolution
+  (``skip_fusion="concat"``, which lets the decoder tell which modality a
+  fine-scale feature came from, e.g. FLAIR's edema edge; a mean cannot). The
+  bundled weights use the mean; a concatenating network grows from them
+  exactly (``load_grown``: its reducers start as the mean);
 * the concatenated fused features are reduced to the bottleneck width by a
   1x1x1 convolution before decoding, so the decoder is identical to the
   baseline's :class:`~medmodels.nets.unet3d.Decoder`.
@@ -38,6 +42,19 @@ import torch
 from torch import nn
 
 from medmodels.nets.unet3d import N_MODALITIES, N_REGIONS, ConvNormAct, Decoder, Encoder, _check_mask, stage_channels
+
+#: How the decoder's skip connections combine the modalities' shared features.
+SKIP_FUSIONS = ("mean", "concat")
+
+
+def _mean_reducer(modalities: int, channels: int) -> nn.Conv3d:
+    """1x1x1 convolution ``(B, M*C, ...) -> (B, C, ...)`` that starts as the mean over the M slots."""
+    conv = nn.Conv3d(modalities * channels, channels, 1, bias=False)
+    with torch.no_grad():
+        conv.weight.zero_()
+        for m in range(modalities):
+            conv.weight[:, m * channels : (m + 1) * channels, 0, 0, 0] = torch.eye(channels) / modalities
+    return conv
 
 
 class ShaSpec(nn.Module):
@@ -60,8 +77,11 @@ class ShaSpec(nn.Module):
         out_channels: int = N_REGIONS,
         specific_width: int | None = None,
         weight_std: bool = False,
+        skip_fusion: str = "mean",
     ):
         super().__init__()
+        if skip_fusion not in SKIP_FUSIONS:
+            raise ValueError(f"skip_fusion must be one of {SKIP_FUSIONS}, got {skip_fusion!r}")
         specific_width = specific_width or width
         self.config = {
             "arch": self.arch,
@@ -71,6 +91,7 @@ class ShaSpec(nn.Module):
             "out_channels": out_channels,
             "specific_width": specific_width,
             "weight_std": weight_std,
+            "skip_fusion": skip_fusion,
         }
         self.n_modalities = n_modalities
         chans = stage_channels(width, depth)
@@ -84,6 +105,10 @@ class ShaSpec(nn.Module):
         self.reduce = ConvNormAct(n_modalities * cb, cb, 1, weight_std)
         self.domain_head = nn.Linear(spec_c, n_modalities)
         self.decoder = Decoder(width, depth, out_channels, weight_std)
+        # concat: per level, the four slots side by side -> that level's width (started as their mean)
+        self.skip_reducers = nn.ModuleList(
+            _mean_reducer(n_modalities, c) for c in (chans[:-1] if skip_fusion == "concat" else ())
+        )
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> dict:
         B, M = x.shape[:2]
@@ -108,7 +133,10 @@ class ShaSpec(nn.Module):
             mean = (slots * w).sum(dim=1) / wsum.view((B,) + (1,) * (f.dim() - 1))
             return torch.where(w.bool(), slots, mean[:, None].expand_as(slots)), mean
 
-        skips = [to_slots(f)[1] for f in shared_feats[:-1]]
+        if self.skip_reducers:
+            skips = [red(to_slots(f)[0].flatten(1, 2)) for red, f in zip(self.skip_reducers, shared_feats[:-1])]
+        else:
+            skips = [to_slots(f)[1] for f in shared_feats[:-1]]
         shared_slots, _ = to_slots(shared_feats[-1])  # (B, M, C, d, h, w)
 
         # specific encoders, only on the samples where their modality is available
@@ -128,3 +156,18 @@ class ShaSpec(nn.Module):
         bottleneck = self.reduce(fused.flatten(1, 2))
         logits = self.decoder(bottleneck, skips)
         return {"logits": logits, "shared": shared_slots, "domain_logits": domain_logits, "mask": mask}
+
+    def load_grown(self, state_dict: dict[str, torch.Tensor]) -> None:
+        """Load the weights of a mean-skip ShaSpec into this concatenating one.
+
+        Every weight is the smaller network's; the skip reducers (absent there) keep
+        their start as the mean over the slots, so this network computes exactly what
+        the other did, and training goes on from it.
+
+        Raises:
+            RuntimeError: weights other than the reducers are missing or unexpected.
+        """
+        result = self.load_state_dict(state_dict, strict=False)
+        missing = [k for k in result.missing_keys if not k.startswith("skip_reducers.")]
+        if missing or result.unexpected_keys:
+            raise RuntimeError(f"cannot grow: weights missing {missing[:3]}, unexpected {result.unexpected_keys[:3]}")

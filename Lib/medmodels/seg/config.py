@@ -42,6 +42,13 @@ class TrainConfig(LoopConfig):
     width: int = option(8, "channels of the first level (doubling per level)")
     depth: int = option(4, "resolution levels")
     weight_std: bool = option(False, "weight-standardised convolutions (the official ShaSpec code's)")
+    skip_fusion: str = option(
+        "mean",
+        "ShaSpec's skip connections: mean of the modalities' shared features (the bundled weights'), or concat: "
+        "the four side by side, reduced by a 1x1x1 convolution (the official code's); --init from a mean "
+        "checkpoint grows into concat exactly",
+        choices=("mean", "concat"),
+    )
     spacing: tuple = option((2.5, 2.5, 2.5), "working spacing in mm: S or SXxSYxSZ", type=spacing3)
     patch_size: tuple = option(
         (40, 40, 40),

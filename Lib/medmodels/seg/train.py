@@ -62,6 +62,9 @@ def patch_recipe(cfg: TrainConfig) -> PatchRecipe:
 
 
 def model_config(cfg: TrainConfig) -> dict:
+    """What a checkpoint needs to rebuild and run the model."""
+    if cfg.skip_fusion != "mean" and cfg.arch != "shaspec":
+        raise InputError(f"--skip-fusion {cfg.skip_fusion} is a ShaSpec option: leave it out for --arch {cfg.arch}.")
     return {
         "arch": cfg.arch,
         "width": cfg.width,
@@ -75,9 +78,17 @@ def model_config(cfg: TrainConfig) -> dict:
         else "".join("1" if b else "0" for b in parse_subset(cfg.subset)),
         # only when on, so that the configs of the first weights (without the key) still match
         **({"weight_std": True} if cfg.weight_std else {}),
+        **({"skip_fusion": cfg.skip_fusion} if cfg.skip_fusion != "mean" else {}),
         "preprocessing": "union-of-nonzero brain mask, crop (margin 2), clip 0.5-99.5 percentile + z-score "
         "inside the brain, trilinear resampling of the crop to `spacing`",
     }
+
+
+def grows_from(ours: dict, theirs: dict) -> bool:
+    """Whether a model of config ``ours`` can start from ``--init`` weights of config ``theirs``
+    (``ShaSpec.load_grown``): the same but for concatenating skips where those had the mean."""
+    a, b = dict(ours), dict(theirs)
+    return a.pop("skip_fusion", "mean") == "concat" and b.pop("skip_fusion", "mean") == "mean" and a == b
 
 
 def load_cases(found: dict, names, cfg: TrainConfig, with_patch: bool = True, quiet: bool = False):
@@ -154,6 +165,7 @@ def make_task(cfg: TrainConfig, cases, val_cases, device: torch.device) -> Task:
         bundled=BUNDLED_NAME if cfg.arch == "shaspec" else BASELINE_NAME,
         unit="patches",
         find_unused_parameters=cfg.arch == "shaspec",
+        grows_from=grows_from,
         # --keep-best: the mean validation Dice over the validated subsets and ET, TC, WT
         score=lambda record: float(
             np.mean([d for by_region in record["val_dice"].values() for d in by_region.values()])
