@@ -99,3 +99,12 @@ def time_task_steps(task: Task, iterations: int = 20, lr: float = 2e-3, seed: in
         return t1 - t0, t2 - t1, t3 - t2, time.perf_counter() - t3
 
     return time_steps(step, iterations, seed)
+
+
+def throughput_phrase(result: dict) -> str:
+    """The figures of ``time_task_steps`` as the phrase both families' training reports end with."""
+    return (
+        f"{result['iterations_per_s']} it/s, {result['gflop_per_iteration']} GFLOP/iteration, "
+        f"{result['achieved_gflops']} GFLOP/s = {100 * result['fraction_of_peak']:.0f}% of the "
+        f"{result['matmul_peak_gflops']} GFLOP/s matmul peak, {result['threads']} thread(s)"
+    )

@@ -9,10 +9,10 @@ from medmodels.nets.synthesis import MeanAndFlow, build_synthesis_net
 from medmodels.phantom import make_phantom
 from medmodels.syn import diffusion as D
 from medmodels.syn import flow as F
-from medmodels.syn.data import to_working_case
 from medmodels.syn.inference import load_synthesizer
 from medmodels.syn.train import SynTrainConfig, fit, grows_from, model_config
 from medmodels.syn.variants import variant
+from syn_tiny import TINY, phantom_cases
 
 SMALL = dict(modalities=4, encoder_channels=4, channels=[8, 16], emb_dim=16, context=0, refine_blocks=0)
 CFG = D.DiffusionConfig(num_train_timesteps=50)
@@ -89,25 +89,9 @@ def test_a_flow_starts_from_a_single_network_of_its_shape_only():
     assert all(torch.equal(a, b) for a, b in zip(net.flow.state_dict().values(), single.state_dict().values()))
 
 
-SPACING = (8.0, 8.0, 8.0)
-TINY = dict(
-    spacing=SPACING,
-    encoder_channels=4,
-    channels=(8, 16, 16),
-    emb_dim=16,
-    patch_size=(32, 32),
-    batch_size=8,
-    lr=3e-3,
-    warmup=5,
-    threads=1,
-    device="cpu",
-    val_slices=16,
-)
-
-
 @pytest.fixture(scope="module")
 def cases():
-    return [to_working_case(make_phantom((48, 48, 32), seed=s).images, SPACING, f"P{s}") for s in (0, 1, 2)]
+    return phantom_cases()
 
 
 @pytest.fixture(scope="module")

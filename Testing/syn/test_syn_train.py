@@ -7,26 +7,12 @@ from medmodels.errors import InputError
 from medmodels.phantom import make_phantom
 from medmodels.syn.data import random_affine, sample_batch, sample_slices, slice_context, to_working_case
 from medmodels.syn.train import SynTrainConfig, fit, grows_from, model_config, synthesis_scores
-
-SPACING = (8.0, 8.0, 8.0)
-TINY = dict(
-    spacing=SPACING,
-    encoder_channels=4,
-    channels=(8, 16, 16),
-    emb_dim=16,
-    patch_size=(32, 32),
-    batch_size=8,
-    lr=3e-3,
-    warmup=5,
-    threads=1,
-    device="cpu",
-    val_slices=16,
-)
+from syn_tiny import SPACING, TINY, phantom_cases
 
 
 @pytest.fixture(scope="module")
 def cases():
-    return [to_working_case(make_phantom((48, 48, 32), seed=s).images, SPACING, f"P{s}") for s in (0, 1, 2)]
+    return phantom_cases()
 
 
 def test_slices_come_from_the_brain_and_fill_the_canvas(cases):

@@ -22,7 +22,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from medmodels.report import Report
 from medmodels.seg.losses import seg_losses
 from medmodels.seg.sampling import PatchRecipe, TrainCase, make_batch
-from medmodels.throughput import time_steps
+from medmodels.throughput import throughput_phrase, time_steps
 
 
 def _phantom_case(spacing, patch, size) -> TrainCase:
@@ -101,10 +101,7 @@ def training_report(result: dict, command: str | None = None) -> Report:
     """
     line = (
         f"training {result['arch']} (width {result['width']}, patch {result['patch']}, batch {result['batch_size']}, "
-        f"autocast {result['autocast']}): "
-        f"{result['iterations_per_s']} it/s, {result['gflop_per_iteration']} GFLOP/iteration, "
-        f"{result['achieved_gflops']} GFLOP/s = {100 * result['fraction_of_peak']:.0f}% of the "
-        f"{result['matmul_peak_gflops']} GFLOP/s matmul peak, {result['threads']} thread(s)"
+        f"autocast {result['autocast']}): " + throughput_phrase(result)
     )
     title = f"Training throughput of {result['arch']} (width {result['width']})"
     return Report(kind="bench-seg --training", title=title, data=result, body=[line], command=command)

@@ -246,20 +246,21 @@ def predict_regression(
     return torch.where(_broadcast(missing), out, x_avail)
 
 
-class Diffusion:
-    """M2DN: the missing modalities are noised at a random timestep and the
-    network predicts x0; synthesis runs the reverse chain.
+class Variant:
+    """What every synthesis variant is: a loss for training and a sampler, in data space.
+
+    The public ``loss`` and ``sample`` take and give z-scores and move them to and
+    from diffusion space (``cfg.data_scale``), so no caller scales; a variant
+    implements ``space_loss`` and ``space_sample``, which work in diffusion space.
 
     Args:
         cfg: the checkpoint's diffusion settings.
     """
 
-    kind = "m2dn"
+    kind = ""
 
     def __init__(self, cfg: DiffusionConfig) -> None:
         self.cfg = cfg
-        # the forward process (add_noise) only; samplers build their own schedulers
-        self.scheduler = ddpm_scheduler(cfg)
 
     def loss(
         self,
@@ -272,20 +273,20 @@ class Diffusion:
         regions: torch.Tensor | None = None,
         region_weight: float = 0.0,
     ) -> torch.Tensor:
-        """Joint x0 MSE over all modalities, in diffusion space (the scale the network learns in).
+        """The training loss (``medmodels.syn.losses``), computed in diffusion space (the scale the network learns in).
 
         Args:
-            net: an ``M2DNet`` (or its DDP wrapper).
+            net: the variant's network (or its DDP wrapper).
             x0: ``(B, M, H, W)`` clean slices, z-scores.
             missing: ``(B, M)`` float, 1 = missing.
-            generator: a CPU ``torch.Generator`` for the timesteps and the noise.
+            generator: a CPU ``torch.Generator`` for the variant's randomness (timesteps, noise).
             context: ``(B, M, 2k, H, W)`` neighbouring slices, z-scores (2.5D networks only).
             weight: ``(B, 1, H, W)`` per-pixel loss weight (None = plain mean).
-            regions: ``(B, H, W)`` tumour labels, for the region-mean term (``syn.losses``).
+            regions: ``(B, H, W)`` tumour labels, for the region-mean term.
             region_weight: weight of the region-mean term (0 = none).
         """
         x0, context = to_diffusion_space(x0, self.cfg), to_diffusion_space(context, self.cfg)
-        return diffusion_loss(net, x0, missing, self.scheduler, generator, context, weight, regions, region_weight)
+        return self.space_loss(net, x0, missing, generator, context, weight, regions, region_weight)
 
     def sample(
         self,
@@ -299,10 +300,10 @@ class Diffusion:
         """Synthesise the missing channels.
 
         Args:
-            net: an ``M2DNet``.
+            net: the variant's network.
             x_avail: ``(B, M, H, W)`` clean inputs, z-scores (missing channels ignored).
             missing: ``(B, M)`` float, 1 = missing.
-            steps: DDIM steps; None = the full-length ancestral DDPM sampler (T steps).
+            steps: sampler steps (the variant says what None means).
             generator: on the device of ``x_avail``.
             context: ``(B, M, 2k, H, W)`` neighbouring slices, z-scores (2.5D networks only).
 
@@ -310,12 +311,44 @@ class Diffusion:
             ``(B, M, H, W)`` z-scores; available channels equal to ``x_avail``.
         """
         x, context = to_diffusion_space(x_avail, self.cfg), to_diffusion_space(context, self.cfg)
+        return to_data_space(self.space_sample(net, x, missing, steps, generator, context), self.cfg)
+
+    def space_loss(self, net, x0, missing, generator, context, weight, regions, region_weight) -> torch.Tensor:
+        """``loss`` in diffusion space (arguments already scaled)."""
+        raise NotImplementedError
+
+    def space_sample(self, net, x, missing, steps, generator, context) -> torch.Tensor:
+        """``sample`` in diffusion space (arguments already scaled; result in diffusion space)."""
+        raise NotImplementedError
+
+
+class Diffusion(Variant):
+    """M2DN: the missing modalities are noised at a random timestep and the
+    network predicts x0 (joint MSE over all modalities); synthesis runs the
+    reverse chain: DDIM with ``steps`` steps, or the full-length ancestral
+    DDPM sampler (T steps) for ``steps=None``.
+
+    Args:
+        cfg: the checkpoint's diffusion settings.
+    """
+
+    kind = "m2dn"
+
+    def __init__(self, cfg: DiffusionConfig) -> None:
+        super().__init__(cfg)
+        # the forward process (add_noise) only; samplers build their own schedulers
+        self.scheduler = ddpm_scheduler(cfg)
+
+    def space_loss(self, net, x0, missing, generator, context, weight, regions, region_weight) -> torch.Tensor:
+        return diffusion_loss(net, x0, missing, self.scheduler, generator, context, weight, regions, region_weight)
+
+    def space_sample(self, net, x, missing, steps, generator, context) -> torch.Tensor:
         if steps is None:
-            return to_data_space(sample_ddpm(net, self.cfg, x, missing, generator, context), self.cfg)
-        return to_data_space(sample_ddim(net, self.cfg, x, missing, steps, generator, context), self.cfg)
+            return sample_ddpm(net, self.cfg, x, missing, generator, context)
+        return sample_ddim(net, self.cfg, x, missing, steps, generator, context)
 
 
-class Regression:
+class Regression(Variant):
     """The regression baseline: the same network called once at a fixed
     timestep on zero-filled inputs; no noise, so ``generator`` and ``steps``
     are accepted for the common interface and not used.
@@ -328,32 +361,10 @@ class Regression:
     kind = "regression"
 
     def __init__(self, cfg: DiffusionConfig | None = None) -> None:
-        self.cfg = cfg or DiffusionConfig()
+        super().__init__(cfg or DiffusionConfig())
 
-    def loss(
-        self,
-        net: nn.Module,
-        x0: torch.Tensor,
-        missing: torch.Tensor,
-        generator: torch.Generator | None = None,
-        context: torch.Tensor | None = None,
-        weight: torch.Tensor | None = None,
-        regions: torch.Tensor | None = None,
-        region_weight: float = 0.0,
-    ) -> torch.Tensor:
-        """Joint MSE of one pass from zero-filled inputs, in diffusion space; arguments as ``Diffusion.loss``."""
-        x0, context = to_diffusion_space(x0, self.cfg), to_diffusion_space(context, self.cfg)
+    def space_loss(self, net, x0, missing, generator, context, weight, regions, region_weight) -> torch.Tensor:
         return regression_loss(net, x0, missing, context, weight, regions, region_weight)
 
-    def sample(
-        self,
-        net: nn.Module,
-        x_avail: torch.Tensor,
-        missing: torch.Tensor,
-        steps: int | None = None,
-        generator: torch.Generator | None = None,
-        context: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """One network pass; arguments and result (z-scores) as ``Diffusion.sample``."""
-        x, context = to_diffusion_space(x_avail, self.cfg), to_diffusion_space(context, self.cfg)
-        return to_data_space(predict_regression(net, x, missing, context), self.cfg)
+    def space_sample(self, net, x, missing, steps, generator, context) -> torch.Tensor:
+        return predict_regression(net, x, missing, context)

@@ -31,12 +31,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-from medmodels.syn.diffusion import (
-    DiffusionConfig,
-    predict_regression,
-    to_data_space,
-    to_diffusion_space,
-)
+from medmodels.syn.diffusion import DiffusionConfig, Variant, predict_regression
 from medmodels.syn.losses import synthesis_loss
 
 
@@ -141,8 +136,9 @@ def flow_sample(
     return z
 
 
-class PosteriorMeanFlow:
-    """PMRF: a rectified flow from the regression's posterior mean to the image.
+class PosteriorMeanFlow(Variant):
+    """PMRF: a rectified flow from the regression's posterior mean to the image
+    (``net`` a ``MeanAndFlow``); ``steps`` Euler steps, None = 1.
 
     Args:
         cfg: the checkpoint's diffusion settings (data_scale, T for the
@@ -153,34 +149,11 @@ class PosteriorMeanFlow:
     kind = "pmrf"
 
     def __init__(self, cfg: DiffusionConfig, flow: FlowConfig | None = None) -> None:
-        self.cfg = cfg
+        super().__init__(cfg)
         self.flow = flow or FlowConfig()
 
-    def loss(
-        self,
-        net: nn.Module,
-        x0: torch.Tensor,
-        missing: torch.Tensor,
-        generator: torch.Generator | None = None,
-        context: torch.Tensor | None = None,
-        weight: torch.Tensor | None = None,
-        regions: torch.Tensor | None = None,
-        region_weight: float = 0.0,
-    ) -> torch.Tensor:
-        """Joint x0 loss on the flow's path; arguments as ``Diffusion.loss`` (``net`` a ``MeanAndFlow``)."""
-        x0, context = to_diffusion_space(x0, self.cfg), to_diffusion_space(context, self.cfg)
+    def space_loss(self, net, x0, missing, generator, context, weight, regions, region_weight) -> torch.Tensor:
         return flow_loss(net, x0, missing, self.cfg, self.flow, generator, context, weight, regions, region_weight)
 
-    def sample(
-        self,
-        net: nn.Module,
-        x_avail: torch.Tensor,
-        missing: torch.Tensor,
-        steps: int | None = None,
-        generator: torch.Generator | None = None,
-        context: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """Synthesise with ``steps`` Euler steps (None = 1); arguments and result as ``Diffusion.sample``."""
-        x, context = to_diffusion_space(x_avail, self.cfg), to_diffusion_space(context, self.cfg)
-        out = flow_sample(net, x, missing, steps or 1, self.cfg, self.flow, generator, context)
-        return to_data_space(out, self.cfg)
+    def space_sample(self, net, x, missing, steps, generator, context) -> torch.Tensor:
+        return flow_sample(net, x, missing, steps or 1, self.cfg, self.flow, generator, context)

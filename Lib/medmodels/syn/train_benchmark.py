@@ -17,7 +17,7 @@ from medmodels.phantom import make_phantom
 from medmodels.report import Report
 from medmodels.syn.data import to_working_case
 from medmodels.syn.train import SynTrainConfig, make_task
-from medmodels.throughput import time_task_steps
+from medmodels.throughput import throughput_phrase, time_task_steps
 
 
 def config_from_checkpoint(config: dict, **options) -> SynTrainConfig:
@@ -68,9 +68,7 @@ def training_report(result: dict, command: str | None = None) -> Report:
     line = (
         f"training {result['model']} ({result['parameters']:,} parameters, context {result['net']['context']}, "
         f"refine blocks {result['net']['refine_blocks']}, batch {result['batch_size']} x {result['patch']}): "
-        f"{result['iterations_per_s']} it/s, {result['gflop_per_iteration']} GFLOP/iteration, "
-        f"{result['achieved_gflops']} GFLOP/s = {100 * result['fraction_of_peak']:.0f}% of the "
-        f"{result['matmul_peak_gflops']} GFLOP/s matmul peak, {result['threads']} thread(s)"
+        + throughput_phrase(result)
     )
     title = f"Training throughput of {result['model']} ({result['parameters']:,} parameters)"
     return Report(kind="bench-syn --training", title=title, data=result, body=[line], command=command)
