@@ -258,6 +258,8 @@ class Variant:
     """
 
     kind = ""
+    #: Whether two samples of the same input differ (then averaging samples and the std map mean something).
+    stochastic = True
 
     def __init__(self, cfg: DiffusionConfig) -> None:
         self.cfg = cfg
@@ -359,6 +361,7 @@ class Regression(Variant):
     """
 
     kind = "regression"
+    stochastic = False
 
     def __init__(self, cfg: DiffusionConfig | None = None) -> None:
         super().__init__(cfg or DiffusionConfig())

@@ -79,7 +79,7 @@ def evaluation_slices(case: WorkingCase, stride: int) -> np.ndarray:
 
 
 def _draws(model: Synthesizer, samples: int) -> int:
-    return samples if model.kind == "m2dn" else 1
+    return samples if model.variant.stochastic else 1  # the regression's draws would all be the same
 
 
 def predict_pattern(
