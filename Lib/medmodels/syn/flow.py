@@ -31,7 +31,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-from medmodels.syn.diffusion import DiffusionConfig, Variant, predict_regression
+from medmodels.syn.diffusion import DiffusionConfig, Variant, _broadcast, predict_regression
 from medmodels.syn.losses import synthesis_loss
 
 
@@ -48,10 +48,6 @@ class FlowConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-def _broadcast(missing: torch.Tensor) -> torch.Tensor:
-    return missing.bool()[:, :, None, None]
 
 
 def flow_timestep(s: torch.Tensor, num_train_timesteps: int) -> torch.Tensor:
@@ -79,15 +75,14 @@ def flow_start(
     noise: float,
     generator: torch.Generator | None = None,
     context: torch.Tensor | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(mu, z_0)``: the regression's prediction and the flow's start, diffusion space.
-
-    Available channels of both equal ``x``; missing ones of ``z_0`` are ``mu + noise * eps``.
+) -> torch.Tensor:
+    """``z_0``, the flow's start in diffusion space: available channels equal ``x``, missing ones
+    are the regression's prediction ``mu`` plus ``noise * eps``.
     """
     with torch.no_grad():
         mu = predict_regression(mean_net, x, missing, context)
     eps = torch.randn(x.shape, generator=generator, device=_device(generator, x)).to(x.device, x.dtype)
-    return mu, torch.where(_broadcast(missing), mu + noise * eps, x)
+    return torch.where(_broadcast(missing), mu + noise * eps, x)
 
 
 def flow_loss(
@@ -103,7 +98,7 @@ def flow_loss(
     region_weight: float = 0.0,
 ) -> torch.Tensor:
     """The x0 loss (``syn.losses``) at a uniform point of the straight path from the noisy mean to ``x0``."""
-    _, z0 = flow_start(_unwrapped(net).mean, x0, missing, flow.noise, generator, context)
+    z0 = flow_start(_unwrapped(net).mean, x0, missing, flow.noise, generator, context)
     s = torch.rand((x0.shape[0],), generator=generator, device=_device(generator, x0)).to(x0.device)
     zs = (1.0 - s)[:, None, None, None] * z0 + s[:, None, None, None] * x0
     zs = torch.where(_broadcast(missing), zs, x0)
@@ -127,7 +122,7 @@ def flow_sample(
     The last step lands on the network's x0 prediction (its step reaches s = 1).
     """
     m = _broadcast(missing)
-    _, z = flow_start(_unwrapped(net).mean, x_avail, missing, flow.noise, generator, context)
+    z = flow_start(_unwrapped(net).mean, x_avail, missing, flow.noise, generator, context)
     for k in range(steps):
         s = torch.full((x_avail.shape[0],), k / steps, device=x_avail.device)
         x0_pred = net(z, flow_timestep(s, cfg.num_train_timesteps), missing, context).clamp(-cfg.clip, cfg.clip)
