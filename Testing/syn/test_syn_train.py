@@ -98,6 +98,9 @@ def test_a_2d_model_grows_into_a_2_5d_one_and_trains_on_from_it(cases, tmp_path)
         assert record["val_loss"] == pytest.approx(first["history"][-1]["val_loss"], rel=1e-5)
     ours, theirs = model_config(grown), model_config(small)
     assert grows_from(ours, theirs) and not grows_from(theirs, ours)  # context is not taken away
+    # a finer working grid starts from coarser weights (fully convolutional); the shape still must fit
+    finer = model_config(SynTrainConfig(**{**TINY, "spacing": (1.25, 1.25, 1.25)}))
+    assert grows_from(finer, theirs) and not grows_from(model_config(SynTrainConfig(**{**TINY, "emb_dim": 8})), theirs)
     other = SynTrainConfig(out=str(tmp_path / "w"), init=str(tmp_path / "2d" / "model.pt"), **{**TINY, "emb_dim": 8})
     assert SynTrainConfig().context == 1 and SynTrainConfig().tumour_weight == 4.0  # the bundled models' settings
     with pytest.raises(InputError, match="another model configuration"):

@@ -92,8 +92,12 @@ GROWABLE = ("context", "refine_blocks")
 def grows_from(ours: dict, theirs: dict) -> bool:
     """Whether a network of config ``ours`` can start from weights of config ``theirs``:
     the same but for more slice context or more refinement blocks; or a flow
-    (``MeanAndFlow.load_grown``) starting from a single network of its shape."""
+    (``MeanAndFlow.load_grown``) starting from a single network of its shape.
+    The working spacing may differ too: the network is fully convolutional on
+    2D slices, so weights trained at 2 mm are a start for a finer grid (the
+    features then cover fewer millimetres, which the continued training adapts)."""
     a, b = dict(ours), dict(theirs)
+    a.pop("spacing", None), b.pop("spacing", None)
     if a.get("kind") in MEAN_AND_FLOW_KINDS and b.get("kind") not in MEAN_AND_FLOW_KINDS:
         for c in (a, b):
             c.pop("kind", None), c.pop("flow", None)
