@@ -34,30 +34,48 @@ def publish(tmp: str | os.PathLike, dest: str | os.PathLike) -> None:
     os.replace(tmp, dest)
 
 
-def write_atomically(dest: str | os.PathLike, write: Callable[[str], None], suffix: str = "") -> None:
+def write_atomically(
+    dest: str | os.PathLike,
+    write: Callable[[str], None],
+    suffix: str = "",
+    publish_as: Callable[[str, Path], None] = publish,
+) -> None:
     """``write(tmp)`` fills a temporary file beside ``dest``, which is then
     published as ``dest``: whole or absent, and no temporary file is left when
-    ``write`` fails."""
+    ``write`` fails.
+
+    Args:
+        dest: the file to write.
+        write: fills the temporary file whose path it is given.
+        suffix: the temporary file's suffix (some writers choose the format by it).
+        publish_as: ``publish_as(tmp, dest)`` moves it into place: ``publish`` (replaces
+            ``dest``), or ``_publish_new_file`` (never replaces one: ``write_new_json``).
+    """
     dest = Path(dest)
     fd, tmp = tempfile.mkstemp(prefix=".partial-", suffix=suffix, dir=dest.parent)
     os.close(fd)
     try:
         write(tmp)
-        publish(tmp, dest)
+        publish_as(tmp, dest)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
 
 
-def write_json(dest: str | os.PathLike, data, sort_keys: bool = False) -> None:
-    """``data`` as indented UTF-8 JSON at ``dest``, atomically (see ``write_atomically``)."""
+def _json_writer(data, sort_keys: bool) -> Callable[[str], None]:
+    """What fills a temporary file with ``data`` as indented UTF-8 JSON and a final newline."""
 
     def write(tmp: str) -> None:
         with open(tmp, "w", encoding="utf-8") as f:
             json.dump(data, f, indent=2, sort_keys=sort_keys)
             f.write("\n")
 
-    write_atomically(dest, write, ".json")
+    return write
+
+
+def write_json(dest: str | os.PathLike, data, sort_keys: bool = False) -> None:
+    """``data`` as indented UTF-8 JSON at ``dest``, atomically (see ``write_atomically``)."""
+    write_atomically(dest, _json_writer(data, sort_keys), ".json")
 
 
 # -- output folders: claimed by one run, files added but never replaced -----------
@@ -282,3 +300,31 @@ def publish_new(tmp: str | os.PathLike, dest: str | os.PathLike) -> None:
         os.replace(tmp, dest)
         return
     os.remove(tmp)
+
+
+def _publish_new_file(tmp: str, dest: Path) -> None:
+    """``publish``'s file mode, then ``publish_new``: a new file readable as ``publish`` leaves it."""
+    os.chmod(tmp, 0o666 & ~_umask())
+    publish_new(tmp, dest)
+
+
+def write_new_json(dest: str | os.PathLike, data, fix: str = MOVE_THEM) -> None:
+    """``data`` as indented UTF-8 JSON at ``dest``, a new file: whole or absent
+    (``write_atomically``), and never over an existing file, which is refused
+    before anything is written and also when it appears meanwhile (``publish_new``).
+
+    Args:
+        dest: the file to write; its folder must exist.
+        data: JSON-able data.
+        fix: what the user can do when ``dest`` exists, for the message.
+
+    Raises:
+        InputError: ``dest`` exists (``check_output_folder``'s message, naming it and ``fix``).
+    """
+    dest = Path(dest)
+    check_output_folder(dest.parent, [dest.name], fix)
+    try:
+        write_atomically(dest, _json_writer(data, False), ".json", _publish_new_file)
+    except FileExistsError:  # made between the check and the publication
+        check_output_folder(dest.parent, [dest.name], fix)
+        raise

@@ -20,6 +20,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from medmodels.atomic import write_new_json
 from medmodels.contract import ContractError, Manifest
 from medmodels.errors import InputError
 from medmodels.image import Image
@@ -157,10 +158,22 @@ def read_split(path: str | Path, required: Sequence[str] = ()) -> dict[str, list
 
 
 def write_split(path: str | Path, training: list[str], validation: list[str]) -> None:
+    """Write a split file (what ``read_split`` reads) as a new file: whole or absent, never over
+    an existing one (``atomic.write_new_json``).
+
+    Args:
+        path: the JSON file to create; its folder must exist.
+        training, validation: the case names of each part.
+
+    Raises:
+        InputError: a case in both parts, or ``path`` exists already.
+    """
     if set(training) & set(validation):
         raise InputError("A case cannot be in both training and validation.")
-    Path(path).write_text(
-        json.dumps({"training": training, "validation": validation}, indent=2) + "\n", encoding="utf-8"
+    write_new_json(
+        path,
+        {"training": list(training), "validation": list(validation)},
+        "give the split another file name, or delete the old split first",
     )
 
 

@@ -62,7 +62,7 @@ from medmodels.checkpoint_ref import BUNDLED, CheckpointRef
 from medmodels.errors import CheckpointError, InputError
 from medmodels.loop_config import OPTIMIZERS, LoopConfig
 from medmodels.progress import emit, progress
-from medmodels.weights import BUNDLED_DIR, load_checkpoint, read_record, resolve_checkpoint, save_checkpoint
+from medmodels.weights import BUNDLED_DIR, load_checkpoint, open_checkpoint, read_record, save_checkpoint
 
 LAST, MODEL, HISTORY, BEST = "last.pt", "model.pt", "history.json", "best.pt"
 #: What ``best.pt``'s record says of how it was chosen.
@@ -95,7 +95,8 @@ class Task:
     Args:
         name: shown on the progress bar ("shaspec", "m2dn", ...).
         model: the network, freshly initialised (the loop moves it to the device).
-        config: the model config saved with every checkpoint (JSON-like).
+        config: the model config saved with every checkpoint (JSON-like; nested, ``medmodels.nets.config``:
+            an ``init`` or ``last.pt`` checkpoint's is read in that shape and compared with it).
         sample: ``sample(rng: np.random.Generator, progress: float) -> tuple of CPU tensors``, one
             batch; ``progress`` is the fraction of the run done (iteration / iterations), for
             schedules of what is drawn (segmentation's full-modality warm-up).
@@ -243,8 +244,15 @@ def run(cfg: LoopConfig, task: Task, info: distributed.DistInfo, started: float 
 
 
 def _differences(ours: dict, theirs: dict) -> str:
+    """How two model configs differ, entry by entry; inside a nested entry (``net``), the fields
+    that differ: ``net: (width: 8 now, 4 in the checkpoint)``."""
     keys = sorted(k for k in set(ours) | set(theirs) if ours.get(k) != theirs.get(k))
-    return "; ".join(f"{k}: {ours.get(k)!r} now, {theirs.get(k)!r} in the checkpoint" for k in keys)
+    return "; ".join(
+        f"{k}: ({_differences(ours[k], theirs[k])})"
+        if isinstance(ours.get(k), dict) and isinstance(theirs.get(k), dict)
+        else f"{k}: {ours.get(k)!r} now, {theirs.get(k)!r} in the checkpoint"
+        for k in keys
+    )
 
 
 def _rng_state(rng: np.random.Generator, gen: torch.Generator, device: torch.device) -> dict:
@@ -359,8 +367,8 @@ class _Loop:
         if ref.kind == BUNDLED and not self.task.bundled:
             raise InputError(f"There is no bundled {self.task.name} checkpoint: give --init a checkpoint file.")
         # "bundled" is the bundled model of the architecture trained (a baseline's too): no "baseline" here
-        path = resolve_checkpoint(ref, self.task.bundled or "", None)
-        payload = load_checkpoint(path)  # checks the SHA-256, weights_only=True
+        opened = open_checkpoint(ref, self.task.bundled or "", None)  # SHA-256, weights_only=True, nested config
+        path, payload = opened.path, opened.payload
         ours, theirs = (
             {k: v for k, v in c.items() if k not in self.task.data_keys}
             for c in (self.task.config, payload.get("config") or {})
@@ -383,11 +391,10 @@ class _Loop:
                 self.model.load_state_dict(weights)
         except RuntimeError as err:
             raise InputError(f"--init '{path}' does not fit the {self.task.name} network: {err}") from None
-        record = read_record(path)
-        done = record.get("training") or {}
+        done = opened.record.get("training") or {}
         self.init = {
             "checkpoint": str(path),
-            "sha256": record["sha256"],
+            "sha256": opened.record["sha256"],
             "iterations": done.get("cumulative_iterations", done.get("iterations")),
             "wall_s_training": done.get("cumulative_wall_s_training", done.get("wall_s_training")),
         }

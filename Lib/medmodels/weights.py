@@ -6,7 +6,9 @@ A checkpoint is two files::
     name.pt     {"state_dict": ..., "config": {...}, ...}   (torch.save)
     name.json   {"file": "name.pt", "sha256": ..., "size_bytes": ..., "config": {...}, ...}
 
-Bundled checkpoints live in ``medmodels/weights/``. A user's own file (a
+The config is nested (``medmodels.nets.config``); every checkpoint loaded here
+is read through ``config_from_record``, so older flat segmentation configs come
+out nested too. Bundled checkpoints live in ``medmodels/weights/``. A user's own file (a
 model trained elsewhere, for an offline site) is brought in with
 ``import_checkpoint``, which records its hash once: nothing is ever
 downloaded.
@@ -19,6 +21,7 @@ import json
 import os
 import shutil
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +29,7 @@ import torch
 
 from medmodels.atomic import write_atomically, write_json
 from medmodels.errors import CheckpointError
+from medmodels.nets.config import config_from_record
 
 BUNDLED_DIR = Path(__file__).resolve().parent / "weights"
 
@@ -125,7 +129,9 @@ def load_checkpoint(
 
 def _checked_payload(payload: Any, path: Path) -> dict[str, Any]:
     """``payload`` if it is a medmodels checkpoint (a dict with ``state_dict``) whose weights are all
-    finite, else a CheckpointError naming ``path``."""
+    finite, else a CheckpointError naming ``path``. Its config is read through
+    ``medmodels.nets.config.config_from_record``: every loaded checkpoint's config is nested,
+    older flat segmentation configs included (the file itself is untouched)."""
     if not isinstance(payload, dict) or not isinstance(payload.get("state_dict"), dict):
         what = type(payload).__name__ if not isinstance(payload, dict) else "a dict without 'state_dict'"
         raise CheckpointError(
@@ -147,6 +153,8 @@ def _checked_payload(payload: Any, path: Path) -> dict[str, Any]:
             "training that diverged. Use another checkpoint (an earlier one, or the bundled weights), or retrain "
             "(e.g. with a lower --lr)."
         )
+    if isinstance(payload.get("config"), dict):
+        payload["config"] = config_from_record(payload["config"])
     return payload
 
 
@@ -263,6 +271,39 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
     write_json(path, data, sort_keys=True)
 
 
+@dataclass(frozen=True)
+class OpenedCheckpoint:
+    """A checkpoint found, checked and loaded (``open_checkpoint``).
+
+    Args:
+        path: the ``.pt`` file the reference named.
+        payload: its contents (``state_dict``, ``config`` in the nested shape, ...), weights-only.
+        record: the JSON record beside it (its ``sha256``, training facts).
+    """
+
+    path: Path
+    payload: dict[str, Any]
+    record: dict[str, Any]
+
+
+def open_checkpoint(checkpoint: str | os.PathLike | None, bundled: str, baseline: str | None) -> OpenedCheckpoint:
+    """The steps every reader of trained weights takes first: resolve the reference
+    (``resolve_checkpoint``), check the SHA-256 and load weights-only (``load_checkpoint``),
+    and read the record. ``load_network``, ``--init`` (``medmodels.training``) and a flow's
+    ``--mean-checkpoint`` (``medmodels.syn.train.load_mean``) go through it.
+
+    Args:
+        checkpoint: None/"bundled", "baseline" or a path (a ``CheckpointRef``'s words).
+        bundled, baseline: the family's bundled checkpoint names (``baseline`` None: none).
+
+    Raises:
+        CheckpointError: see ``resolve_checkpoint`` and ``load_checkpoint``.
+    """
+    path = resolve_checkpoint(checkpoint, bundled, baseline)
+    payload = load_checkpoint(path)
+    return OpenedCheckpoint(path, payload, read_record(path))
+
+
 def load_network(
     checkpoint: str | os.PathLike | None,
     bundled: str,
@@ -273,8 +314,8 @@ def load_network(
 ) -> tuple[torch.nn.Module, dict]:
     """The one loader of trained networks, for segmentation and synthesis alike.
 
-    Resolves the reference (``resolve_checkpoint``), checks the SHA-256 and loads
-    weights-only (``load_checkpoint``), checks that the config is the family's,
+    Opens the checkpoint (``open_checkpoint``: resolved, SHA-256 checked, loaded
+    weights-only, its config nested), checks that the config is the family's,
     builds the network it names and loads its weights.
 
     Args:
@@ -287,21 +328,20 @@ def load_network(
 
     Returns:
         ``(network, config)``: the network on the CPU with the weights (float16 storage is
-        cast by ``load_state_dict``), and the checkpoint's config.
+        cast by ``load_state_dict``), and the checkpoint's config (nested: ``medmodels.nets.config``).
 
     Raises:
         CheckpointError: not a checkpoint of the family, or weights that do not fit its network.
     """
-    path = resolve_checkpoint(checkpoint, bundled, baseline)
-    payload = load_checkpoint(path)
-    config = payload.get("config")
+    opened = open_checkpoint(checkpoint, bundled, baseline)
+    path, config = opened.path, opened.payload.get("config")
     if not isinstance(config, dict) or not set(required) <= set(config):
         raise CheckpointError(
             f"'{path}' is not a medmodels {family} checkpoint (no {'/'.join(required)} in its config)."
         )
     net = build(config)
     try:
-        net.load_state_dict(payload["state_dict"])
+        net.load_state_dict(opened.payload["state_dict"])
     except (RuntimeError, KeyError) as err:
         raise CheckpointError(f"'{path}' does not fit the network its config names: {err}") from None
     return net, config

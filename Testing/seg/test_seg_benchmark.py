@@ -3,7 +3,7 @@
 from medmodels.seg.train_benchmark import bench_training
 from medmodels.throughput import matmul_peak_gflops
 
-TINY = {"arch": "shaspec", "width": 4, "depth": 3, "spacing": [8.0, 8.0, 8.0], "patch_size": [16, 16, 16]}
+TINY = {"kind": "shaspec", "net": {"width": 4, "depth": 3}, "spacing": [8.0, 8.0, 8.0], "patch_size": [16, 16, 16]}
 
 
 def test_training_benchmark_reports_phases_flops_and_peak():

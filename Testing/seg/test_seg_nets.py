@@ -139,11 +139,11 @@ def test_weight_standardised_convolution_ignores_the_kernels_scale_and_offset():
 
 def test_weight_std_networks_build_from_their_config():
     for arch in ("shaspec", "unet3d"):
-        net = build_model({"arch": arch, "width": 4, "depth": 3, "weight_std": True})
+        net = build_model({"kind": arch, "net": {"width": 4, "depth": 3, "weight_std": True}})
         assert net.config["weight_std"] is True
         out = net(torch.randn(1, 4, 16, 16, 16), torch.tensor([True, False, True, True]))
         assert out["logits"].shape == (1, 3, 16, 16, 16)
-        assert build_model({"arch": arch, "width": 4, "depth": 3}).config["weight_std"] is False
+        assert build_model({"kind": arch, "net": {"width": 4, "depth": 3}}).config["weight_std"] is False
 
 
 def test_concatenating_skips_grow_exactly_from_mean_skips_and_then_learn_which_modality():
@@ -166,7 +166,7 @@ def test_concatenating_skips_grow_exactly_from_mean_skips_and_then_learn_which_m
         concat.load_grown({k: v for k, v in mean_net.state_dict().items() if not k.startswith("decoder.")})
     base = dict(width=4, depth=3)
     ours, theirs = (model_config(TrainConfig(skip_fusion=f, **base)) for f in ("concat", "mean"))
-    assert "skip_fusion" not in theirs and grows_from(ours, theirs) and not grows_from(theirs, ours)
+    assert "skip_fusion" not in theirs["net"] and grows_from(ours, theirs) and not grows_from(theirs, ours)
     assert not grows_from(ours, model_config(TrainConfig(skip_fusion="mean", width=8, depth=3)))
     assert build_model(ours).config["skip_fusion"] == "concat"
     with pytest.raises(InputError, match="is a ShaSpec option"):

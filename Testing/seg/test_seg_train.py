@@ -135,7 +135,7 @@ def test_train_end_to_end_and_resume(phantom_dataset, tmp_path):
     assert summary["iterations"] == 2 and len(summary["history"]) == 2
     assert (out / "model.pt").exists() and (out / "model.json").exists() and (out / "last.pt").exists()
     rec = json.loads((out / "model.json").read_text(encoding="utf-8"))
-    assert rec["config"]["spacing"] == [8.0, 8.0, 8.0] and rec["config"]["arch"] == "shaspec"
+    assert rec["config"]["spacing"] == [8.0, 8.0, 8.0] and rec["config"]["kind"] == "shaspec"
     assert np.isfinite(summary["history"][-1]["loss_total"])
     # resume to 3 iterations: continues at 2
     summary = train(TrainConfig(data=str(phantom_dataset), out=str(out), iterations=3, resume=True, **TINY))
@@ -152,5 +152,5 @@ def test_baseline_and_dedicated_subset_train(phantom_dataset, tmp_path):
             data=str(phantom_dataset), out=str(tmp_path / "b"), arch="unet3d", subset="flair,t2", iterations=1, **TINY
         )
     )
-    assert summary["config"]["arch"] == "unet3d" and summary["config"]["subset"] == "1001"
+    assert summary["config"]["kind"] == "unet3d" and summary["config"]["subset"] == "1001"
     assert "loss_dao" not in summary["history"][0]

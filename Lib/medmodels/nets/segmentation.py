@@ -1,7 +1,8 @@
 """The segmentation networks a checkpoint can hold, and the one builder for them.
 
 The mirror of ``medmodels.nets.synthesis``: a checkpoint's config names its
-network (``arch``: ShaSpec, or the baseline U-Net), and this file builds it.
+network (``kind``: ShaSpec, or the baseline U-Net) and gives its arguments
+(``net``; the schema is ``medmodels.nets.config``'s), and this file builds it.
 """
 
 from __future__ import annotations
@@ -16,17 +17,23 @@ from medmodels.nets.unet3d import UNet3D
 
 
 def build_segmentation_net(config: Mapping) -> nn.Module:
-    """The network a segmentation checkpoint's config describes (``arch`` shaspec or unet3d,
-    ``width``, ``depth``, and ``specific_width``/``weight_std``/``skip_fusion`` where given)."""
-    arch, ws = config.get("arch"), bool(config.get("weight_std", False))  # absent in the first weights' configs
-    if arch == "shaspec":
+    """The network a segmentation checkpoint's config describes: ``kind`` shaspec or unet3d,
+    ``net``: ``width``, ``depth``, and ``specific_width``/``weight_std``/``skip_fusion`` where given.
+
+    Args:
+        config: a nested config (``medmodels.nets.config``; a stored one is read through
+            ``config_from_record``).
+    """
+    kind, net = config.get("kind"), config.get("net") or {}
+    ws = bool(net.get("weight_std", False))  # absent in the first weights' configs
+    if kind == "shaspec":
         return ShaSpec(
-            width=config["width"],
-            depth=config["depth"],
-            specific_width=config.get("specific_width"),
+            width=net["width"],
+            depth=net["depth"],
+            specific_width=net.get("specific_width"),
             weight_std=ws,
-            skip_fusion=config.get("skip_fusion", "mean"),  # absent in the bundled weights' config: the mean
+            skip_fusion=net.get("skip_fusion", "mean"),  # absent in the bundled weights' config: the mean
         )
-    if arch == "unet3d":
-        return UNet3D(width=config["width"], depth=config["depth"], weight_std=ws)
-    raise CheckpointError(f"Checkpoint config names an unknown architecture '{arch}' (expected shaspec or unet3d).")
+    if kind == "unet3d":
+        return UNet3D(width=net["width"], depth=net["depth"], weight_std=ws)
+    raise CheckpointError(f"Checkpoint config names an unknown architecture '{kind}' (expected shaspec or unet3d).")

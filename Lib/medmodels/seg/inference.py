@@ -162,7 +162,8 @@ class Segmenter:
 
     @property
     def arch(self) -> str:
-        return self.config["arch"]
+        """The network: "shaspec" or "unet3d" (the config's ``kind``)."""
+        return self.config["kind"]
 
     def probabilities(self, images: Mapping[str, Image | np.ndarray], spacing_xyz, mask: AvailabilityMask):
         """``(3, Z, Y, X)`` float32 probabilities (ET, TC, WT) on the input grid.
@@ -230,6 +231,11 @@ def load_segmenter(
     its ``.json`` record beside it (its SHA-256 is checked before loading).
     ``mirror_axes``: test-time mirroring (``predict_probabilities``)."""
     model, config = load_network(
-        checkpoint, BUNDLED_NAME, BASELINE_NAME, "segmentation", ("spacing", "patch_size"), build_segmentation_net
+        checkpoint,
+        BUNDLED_NAME,
+        BASELINE_NAME,
+        "segmentation",
+        ("kind", "net", "spacing", "patch_size"),
+        build_segmentation_net,
     )
     return Segmenter(model, config, resolve_device(device), overlap, mirror_axes)

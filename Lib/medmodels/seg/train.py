@@ -62,23 +62,25 @@ def patch_recipe(cfg: TrainConfig) -> PatchRecipe:
 
 
 def model_config(cfg: TrainConfig) -> dict:
-    """What a checkpoint needs to rebuild and run the model."""
+    """What a checkpoint needs to rebuild and run the model: a nested config
+    (``medmodels.nets.config``, which says what goes under ``net`` and what beside it)."""
     if cfg.skip_fusion != "mean" and cfg.arch != "shaspec":
         raise InputError(f"--skip-fusion {cfg.skip_fusion} is a ShaSpec option: leave it out for --arch {cfg.arch}.")
+    subset = parse_subset(cfg.subset)
     return {
-        "arch": cfg.arch,
-        "width": cfg.width,
-        "depth": cfg.depth,
+        "kind": cfg.arch,
+        "net": {
+            "width": cfg.width,
+            "depth": cfg.depth,
+            # only when on, so that the configs of the first weights (without the key) still match
+            **({"weight_std": True} if cfg.weight_std else {}),
+            **({"skip_fusion": cfg.skip_fusion} if cfg.skip_fusion != "mean" else {}),
+        },
         "spacing": [float(s) for s in cfg.spacing],
         "patch_size": [int(p) for p in cfg.patch_size],
         "modalities": list(MODALITY_KEYS),
         "regions": ["ET", "TC", "WT"],
-        "subset": "random"
-        if parse_subset(cfg.subset) is None
-        else "".join("1" if b else "0" for b in parse_subset(cfg.subset)),
-        # only when on, so that the configs of the first weights (without the key) still match
-        **({"weight_std": True} if cfg.weight_std else {}),
-        **({"skip_fusion": cfg.skip_fusion} if cfg.skip_fusion != "mean" else {}),
+        "subset": "random" if subset is None else "".join("1" if b else "0" for b in subset),
         "preprocessing": "union-of-nonzero brain mask, crop (margin 2), clip 0.5-99.5 percentile + z-score "
         "inside the brain, trilinear resampling of the crop to `spacing`",
     }
@@ -86,9 +88,18 @@ def model_config(cfg: TrainConfig) -> dict:
 
 def grows_from(ours: dict, theirs: dict) -> bool:
     """Whether a model of config ``ours`` can start from ``--init`` weights of config ``theirs``
-    (``ShaSpec.load_grown``): the same but for concatenating skips where those had the mean."""
+    (``ShaSpec.load_grown``): the same but for concatenating skips where those had the mean.
+
+    Args:
+        ours, theirs: nested configs (``model_config``; the checkpoint's as ``medmodels.weights`` reads it).
+    """
     a, b = dict(ours), dict(theirs)
-    return a.pop("skip_fusion", "mean") == "concat" and b.pop("skip_fusion", "mean") == "mean" and a == b
+    net_a, net_b = dict(a.pop("net", {})), dict(b.pop("net", {}))
+    return (
+        net_a.pop("skip_fusion", "mean") == "concat"
+        and net_b.pop("skip_fusion", "mean") == "mean"
+        and ((a, net_a) == (b, net_b))
+    )
 
 
 def load_cases(found: dict, names, cfg: TrainConfig, with_patch: bool = True, quiet: bool = False):

@@ -62,11 +62,11 @@ def bench_training(
     amp: bool = True,
 ) -> dict:
     """Time ``iterations`` training steps of the model ``config`` describes
-    (``medmodels.seg.train.model_config``: arch, width, depth, spacing,
-    patch_size). Returns seconds per phase (means per iteration), iterations/s,
-    GFLOP per iteration (counted on a second pass over the same random
-    batches, so counting costs no timed seconds) and achieved GFLOP/s against
-    the matmul peak. The data come from one phantom case of ``phantom_size``
+    (nested, ``medmodels.nets.config``: ``kind``, ``net`` with width and depth, ``spacing``,
+    ``patch_size``; ``medmodels.seg.train.model_config`` or a loaded checkpoint's). Returns
+    seconds per phase (means per iteration), iterations/s, GFLOP per iteration (counted on a
+    second pass over the same random batches, so counting costs no timed seconds) and achieved
+    GFLOP/s against the matmul peak. The data come from one phantom case of ``phantom_size``
     voxels (x, y, z; 1.5 mm at the default), prepared like a training case.
     ``amp``: bfloat16 autocast where the CPU has bf16 instructions, as ``train-seg`` does."""
     from medmodels.nets.segmentation import build_segmentation_net
@@ -82,8 +82,8 @@ def bench_training(
         lambda rng, counter: _step(model, opt, case, batch_size, patch, rng, settings, counter), iterations, seed
     )
     return {
-        "arch": config["arch"],
-        "width": config["width"],
+        "arch": config["kind"],
+        "width": config["net"]["width"],
         "patch": list(patch),
         "spacing_mm": list(config["spacing"]),
         "batch_size": batch_size,

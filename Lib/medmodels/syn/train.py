@@ -46,7 +46,7 @@ from medmodels.syn.losses import region_mean_error
 from medmodels.syn.masks import sample_missing
 from medmodels.syn.variants import variant as variant_of
 from medmodels.training import Task
-from medmodels.weights import load_checkpoint, read_record, resolve_checkpoint
+from medmodels.weights import open_checkpoint
 
 #: Config entries measured on the training cases: they may differ from an ``--init`` checkpoint's.
 DATA_KEYS = ("intensity_reference",)
@@ -242,17 +242,16 @@ def load_mean(model, cfg: SynTrainConfig, config: dict) -> dict:
     Raises:
         InputError: the checkpoint is not a regression of this run's network.
     """
-    path = resolve_checkpoint(cfg.mean_checkpoint, BASELINE_NAME, BASELINE_NAME)
-    payload = load_checkpoint(path)  # checks the SHA-256, weights_only=True
-    theirs = payload.get("config") or {}
+    opened = open_checkpoint(cfg.mean_checkpoint, BASELINE_NAME, BASELINE_NAME)  # SHA-256, weights_only=True
+    path, theirs = opened.path, opened.payload.get("config") or {}
     if theirs.get("kind") != "regression" or theirs.get("net") != config["net"]:
         raise InputError(
             f"--mean-checkpoint '{path}' is not a regression of this network (kind {theirs.get('kind')!r}, "
             f"net {theirs.get('net')}; this run's net {config['net']}). Give a regression checkpoint trained "
             "with the same network options, or those options."
         )
-    model.load_mean({k: v.float() for k, v in payload["state_dict"].items()})
-    return {"checkpoint": str(path), "sha256": read_record(path)["sha256"]}
+    model.load_mean({k: v.float() for k, v in opened.payload["state_dict"].items()})
+    return {"checkpoint": str(path), "sha256": opened.record["sha256"]}
 
 
 def make_task(

@@ -1,0 +1,156 @@
+"""Segmentation configs are nested like synthesis ones (medmodels.nets.config), and the flat
+configs of older checkpoints (the bundled weights among them, which stay byte for byte as
+published) are read through the one adapter, config_from_record: they load, build the same
+network, start a new run (--init) and export as nested configs."""
+
+import json
+from dataclasses import replace
+
+import pytest
+import torch
+from medmodels.errors import InputError
+from medmodels.nets.config import config_from_record
+from medmodels.nets.segmentation import build_segmentation_net
+from medmodels.nets.shaspec import ShaSpec
+from medmodels.nets.unet3d import UNet3D
+from medmodels.seg.inference import load_segmenter
+from medmodels.seg.train import TrainConfig, grows_from, model_config, train
+from medmodels.training import export
+from medmodels.weights import bundled_checkpoint, read_record, save_checkpoint, sha256_of
+
+#: The bundled segmentation weights and the network each file's flat config describes.
+BUNDLED = {"shaspec_brats18": ShaSpec, "unet3d_baseline_brats18": UNet3D}
+
+FLAT = {
+    "arch": "shaspec",
+    "width": 4,
+    "depth": 3,
+    "skip_fusion": "concat",
+    "spacing": [8.0, 8.0, 8.0],
+    "patch_size": [16, 16, 16],
+    "modalities": ["flair", "t1", "t1c", "t2"],
+    "regions": ["ET", "TC", "WT"],
+    "subset": "random",
+    "preprocessing": "words",
+}
+
+
+def _raw_config(path) -> dict:
+    """The config as the file holds it, not read through medmodels."""
+    return torch.load(path, map_location="cpu", weights_only=True)["config"]
+
+
+def _flat(nested: dict) -> dict:
+    """``nested`` as medmodels wrote segmentation configs before they were nested."""
+    return {"arch": nested["kind"], **nested["net"], **{k: v for k, v in nested.items() if k not in ("kind", "net")}}
+
+
+def test_a_flat_config_is_read_as_the_nested_one_and_others_are_left_as_they_are():
+    nested = config_from_record(FLAT)
+    assert nested == {
+        "kind": "shaspec",
+        "net": {"width": 4, "depth": 3, "skip_fusion": "concat"},
+        **{k: FLAT[k] for k in ("spacing", "patch_size", "modalities", "regions", "subset", "preprocessing")},
+    }
+    assert config_from_record(nested) == nested and config_from_record(nested) is not nested
+    assert config_from_record({"toy": 1}) == {"toy": 1}  # a config of neither shape passes through
+    synthesis = _raw_config(bundled_checkpoint("m2dn_brats18"))
+    assert config_from_record(synthesis) == synthesis
+
+
+def test_a_flat_and_a_nested_config_build_the_same_network():
+    torch.manual_seed(0)
+    flat_net = build_segmentation_net(config_from_record(FLAT))
+    nested_net = build_segmentation_net(
+        model_config(TrainConfig(width=4, depth=3, skip_fusion="concat", spacing=(8.0,) * 3, patch_size=(16,) * 3))
+    )
+    assert flat_net.config == nested_net.config and flat_net.config["skip_fusion"] == "concat"
+    nested_net.load_state_dict(flat_net.state_dict())  # the same parameters, name for name and shape for shape
+    x = torch.randn(1, 4, 16, 16, 16)
+    with torch.no_grad():
+        assert torch.equal(flat_net.eval()(x)["logits"], nested_net.eval()(x)["logits"])
+
+
+@pytest.mark.parametrize("name", sorted(BUNDLED))
+def test_bundled_weights_keep_their_flat_config_and_give_the_outputs_of_that_config(name):
+    path = bundled_checkpoint(name)
+    assert sha256_of(path) == read_record(path)["sha256"]  # the file as published
+    flat = _raw_config(path)
+    assert "arch" in flat and "net" not in flat and "arch" in read_record(path)["config"]
+    seg = load_segmenter(path, device="cpu")
+    assert seg.config == config_from_record(flat) and seg.arch == flat["arch"]
+    # the network built by hand from the file's own flat config, as medmodels did before configs were nested
+    by_hand = BUNDLED[name](width=flat["width"], depth=flat["depth"])
+    by_hand.load_state_dict(torch.load(path, map_location="cpu", weights_only=True)["state_dict"])
+    torch.manual_seed(1)
+    x = torch.randn(1, 4, 16, 16, 16)
+    mask = torch.tensor([True, False, True, True])
+    with torch.no_grad():
+        assert torch.equal(seg.model(x, mask)["logits"], by_hand.eval()(x, mask)["logits"])
+
+
+def test_grows_from_reads_a_flat_checkpoint_config_like_a_nested_one():
+    base = dict(width=4, depth=3, spacing=(8.0,) * 3, patch_size=(16,) * 3)
+    ours = model_config(TrainConfig(skip_fusion="concat", **base))
+    flat = _flat(model_config(TrainConfig(**base)))
+    for theirs in (flat, {**flat, "skip_fusion": "mean"}):  # the mean: left out, or written
+        assert grows_from(ours, config_from_record(theirs))
+    assert not grows_from(ours, config_from_record({**flat, "width": 8}))
+
+
+@pytest.fixture(scope="module")
+def flat_checkpoint(phantom_dataset, tmp_path_factory):
+    """A tiny ShaSpec run (its TrainConfig) and its model.pt saved again, with its record, as an older
+    run wrote it: with the flat config."""
+    out = tmp_path_factory.mktemp("flat")
+    cfg = TrainConfig(
+        data=str(phantom_dataset),
+        out=str(out / "run"),
+        width=4,
+        depth=3,
+        spacing=(8.0, 8.0, 8.0),
+        patch_size=(16, 16, 16),
+        batch_size=1,
+        iterations=1,
+        validate=False,
+        threads=1,
+        device="cpu",
+    )
+    train(cfg)
+    payload = torch.load(out / "run" / "model.pt", map_location="cpu", weights_only=True)
+    flat = {"state_dict": payload["state_dict"], "config": _flat(payload["config"])}
+    save_checkpoint(out / "old.pt", flat, {"training": {"iterations": 1}})
+    return cfg, out / "old.pt"
+
+
+def test_init_from_a_flat_checkpoint_starts_a_run_that_writes_nested_configs(flat_checkpoint, tmp_path):
+    cfg, old = flat_checkpoint
+    assert "arch" in _raw_config(old) and "net" not in _raw_config(old)
+    summary = train(replace(cfg, out=str(tmp_path / "new"), init=str(old), lr=0.0))
+    assert summary["init"]["checkpoint"] == str(old) and summary["cumulative_iterations"] == 2
+    new = tmp_path / "new" / "model.pt"
+    assert _raw_config(new) == config_from_record(_raw_config(old)) == summary["config"] == model_config(cfg)
+    loaded, before = (torch.load(p, weights_only=True)["state_dict"] for p in (new, old))
+    assert all(torch.equal(loaded[k], before[k]) for k in before)  # lr 0: the weights loaded
+    # grown: concatenating skips from the flat checkpoint's mean skips
+    grown = train(replace(cfg, out=str(tmp_path / "grown"), init=str(old), skip_fusion="concat"))
+    assert grown["init"]["grown_from"] == "net: (skip_fusion: 'concat' now, None in the checkpoint)"
+
+
+def test_a_config_mismatch_names_the_field_under_net(flat_checkpoint, tmp_path):
+    cfg, old = flat_checkpoint
+    wider = replace(cfg, out=str(tmp_path / "w"), init=str(old), width=8)
+    with pytest.raises(InputError, match=r"another model configuration \(net: \(width: 8 now, 4 in the checkpoint\)\)"):
+        train(wider)
+    with pytest.raises(InputError, match=r"\(patch_size: \[8, 8, 8\] now, \[16, 16, 16\] in the checkpoint\)"):
+        train(replace(wider, width=4, patch_size=(8, 8, 8)))
+
+
+def test_export_writes_nested_configs_from_flat_and_nested_checkpoints(flat_checkpoint, tmp_path):
+    cfg, old = flat_checkpoint
+    for source, name in ((old, "from_flat"), (cfg.out, "from_run")):
+        record = export(source, name, tmp_path)
+        written = tmp_path / f"{name}.pt"
+        assert record["config"] == _raw_config(written) == model_config(cfg)
+        assert json.loads(written.with_suffix(".json").read_text(encoding="utf-8"))["config"]["net"]["width"] == 4
+        assert load_segmenter(written, device="cpu").arch == "shaspec"
