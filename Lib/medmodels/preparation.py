@@ -87,11 +87,6 @@ class Prepared:
     record: dict = field(default_factory=dict)
     skull_stripped: bool = True
 
-    @property
-    def grid(self) -> Grid:
-        """The grid the models run on (``chain.preparation``)."""
-        return self.chain.preparation
-
 
 def preparation_grid(reference: Image, thick: bool) -> Grid:
     """The grid the models run on: the reference's own, or (``thick``) its field

@@ -46,7 +46,7 @@ def test_the_chain_gives_the_outputs_of_the_two_stacked_inverses(study):
     result = run_case(study, options)
     # The old route by hand: the models on the preparation grid, then the old way back.
     prepared = prepare_case(study, options.prepare, options.reference, options.seed, options.device)
-    assert not prepared.grid.same_grid(study["flair"])  # the last step resamples: something to compare
+    assert not prepared.chain.preparation.same_grid(study["flair"])  # the last step resamples: something to compare
     mask = AvailabilityMask.from_keys(study.keys())
     synthesised = load_synthesizer(None, "cpu").synthesize(prepared.images, mask, steps=2, samples=2, seed=1)
     inputs = {**prepared.images, **{k: mean for k, (mean, _) in synthesised.items()}}

@@ -150,12 +150,11 @@ def test_registration_recovers_known_transforms_within_1mm(scanned):
 def test_preparation_registers_resamples_and_extracts_the_brain(head, scanned):
     prepared = prepare_case(scanned.images, "auto")
     assert prepared.record["steps"] == ["registration", "resampling", "brain_extraction"]
-    assert max(prepared.grid.spacing) == pytest.approx(2.5)  # isotropic: max(1 mm, finest reference spacing)
+    grid = prepared.chain.preparation
+    assert max(grid.spacing) == pytest.approx(2.5)  # isotropic: max(1 mm, finest reference spacing)
     mask = prepared.images["flair"].array != 0
     to_flair = np.asarray(scanned.record["series"]["flair"]["scanner_to_phantom"])
-    truth = _acquire(
-        head.tissues.with_array(head.brain.astype(np.uint8)), prepared.grid, to_flair, sitk.sitkNearestNeighbor
-    )
+    truth = _acquire(head.tissues.with_array(head.brain.astype(np.uint8)), grid, to_flair, sitk.sitkNearestNeighbor)
     assert dice(mask, truth.array.astype(bool)) >= 0.95
     restored = prepared.chain.inverse(mask.astype(np.uint8), "label", to="input", start="preparation")
     assert prepared.chain.input.with_array(restored).same_grid(scanned.images["flair"])
