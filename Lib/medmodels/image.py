@@ -4,6 +4,9 @@ The array is indexed ``[z, y, x]`` (SimpleITK's ``GetArrayFromImage`` order);
 ``spacing`` and ``origin`` are ``(x, y, z)`` in millimetres and ``direction``
 is the row-major 3x3 direction cosine matrix, all in LPS as on disk. Every
 step of medmodels passes images as this type so geometry is never lost.
+
+``Grid``: the same geometry without the voxels, for what only says where
+voxels lie (the input grid of a case, the preparation grid, a resampling target).
 """
 
 from __future__ import annotations
@@ -18,6 +21,74 @@ from medmodels.errors import InputError
 #: Geometry comparisons allow this much difference (mm, or cosine units):
 #: the round-off of NIfTI's float32 header fields, far below any real mismatch.
 GEOMETRY_TOLERANCE = 1e-4
+
+
+def _same_geometry(a, b, tolerance: float) -> bool:
+    """True if ``a`` and ``b`` (each an ``Image`` or a ``Grid``) sample the same voxel positions."""
+    return (
+        a.shape == b.shape
+        and np.allclose(a.spacing, b.spacing, atol=tolerance)
+        and np.allclose(a.origin, b.origin, atol=tolerance * max(1.0, *np.abs(a.origin)))
+        and np.allclose(a.direction, b.direction, atol=tolerance)
+    )
+
+
+def _describe(size_xyz, spacing, origin) -> str:
+    sx, sy, sz = spacing
+    return (
+        f"{'x'.join(str(s) for s in size_xyz)} voxels of {sx:g}x{sy:g}x{sz:g} mm, "
+        f"origin ({', '.join(f'{o:g}' for o in origin)})"
+    )
+
+
+@dataclass(frozen=True)
+class Grid:
+    """Where the voxels of a 3D image lie, without the voxels.
+
+    It answers the geometry questions an ``Image`` answers (``shape``,
+    ``size_xyz``, ``same_grid``, ``describe_grid``), so code that only reads
+    geometry takes either, and a grid kept for its geometry holds no copy of a
+    volume.
+
+    Args:
+        size_xyz: ``(x, y, z)`` voxel counts, all positive.
+        spacing: ``(sx, sy, sz)`` voxel size in mm, all positive.
+        origin: ``(ox, oy, oz)`` LPS position of voxel ``[0, 0, 0]`` in mm.
+        direction: 9 numbers, the 3x3 direction matrix in row-major order (as ``Image``'s).
+    """
+
+    size_xyz: tuple[int, int, int]
+    spacing: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    origin: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    direction: tuple[float, ...] = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "size_xyz", tuple(int(n) for n in self.size_xyz))
+        object.__setattr__(self, "spacing", tuple(float(s) for s in self.spacing))
+        object.__setattr__(self, "origin", tuple(float(o) for o in self.origin))
+        object.__setattr__(self, "direction", tuple(float(d) for d in self.direction))
+        if len(self.size_xyz) != 3 or len(self.spacing) != 3 or len(self.origin) != 3 or len(self.direction) != 9:
+            raise InputError("A grid needs 3 sizes, 3 spacings, 3 origin coordinates and 9 direction values.")
+        if min(self.size_xyz) < 1 or min(self.spacing) <= 0:
+            raise InputError(f"A grid needs positive sizes and spacings, got {self.size_xyz} and {self.spacing}.")
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """``(z, y, x)``: the shape of an array on this grid."""
+        return self.size_xyz[::-1]  # type: ignore[return-value]
+
+    def with_array(self, array: np.ndarray) -> Image:
+        """``array`` (of shape ``shape``) placed on this grid."""
+        if tuple(array.shape) != self.shape:
+            raise ValueError(f"with_array needs shape {self.shape}, got {array.shape}")
+        return Image(array, self.spacing, self.origin, self.direction)
+
+    def same_grid(self, other: Grid | Image, tolerance: float = GEOMETRY_TOLERANCE) -> bool:
+        """True if ``other`` samples the same voxel positions."""
+        return _same_geometry(self, other, tolerance)
+
+    def describe_grid(self) -> str:
+        return _describe(self.size_xyz, self.spacing, self.origin)
 
 
 @dataclass(frozen=True, eq=False)
@@ -79,21 +150,17 @@ class Image:
         z, y, x = self.array.shape
         return (x, y, z)
 
-    def same_grid(self, other: Image, tolerance: float = GEOMETRY_TOLERANCE) -> bool:
-        """True if both images sample the same voxel positions."""
-        return (
-            self.shape == other.shape
-            and np.allclose(self.spacing, other.spacing, atol=tolerance)
-            and np.allclose(self.origin, other.origin, atol=tolerance * max(1.0, *np.abs(self.origin)))
-            and np.allclose(self.direction, other.direction, atol=tolerance)
-        )
+    @property
+    def grid(self) -> Grid:
+        """The image's geometry without its voxels."""
+        return Grid(self.size_xyz, self.spacing, self.origin, self.direction)
+
+    def same_grid(self, other: Image | Grid, tolerance: float = GEOMETRY_TOLERANCE) -> bool:
+        """True if both sample the same voxel positions."""
+        return _same_geometry(self, other, tolerance)
 
     def describe_grid(self) -> str:
-        sx, sy, sz = self.spacing
-        return (
-            f"{'x'.join(str(s) for s in self.size_xyz)} voxels of {sx:g}x{sy:g}x{sz:g} mm, "
-            f"origin ({', '.join(f'{o:g}' for o in self.origin)})"
-        )
+        return _describe(self.size_xyz, self.spacing, self.origin)
 
 
 # -- checks on geometry from a file's header or an Image -------------------------

@@ -41,6 +41,7 @@ from medmodels.contract import (
     planned_outputs,
 )
 from medmodels.errors import CheckpointError, InputError
+from medmodels.grid_chain import GridChain
 from medmodels.image import Image, check_direction, check_head_geometry
 from medmodels.io import check_memory, read_image, write_image
 from medmodels.modalities import BY_KEY, MODALITY_KEYS, AvailabilityMask, ordered
@@ -143,7 +144,12 @@ def run_case(
             )
             with within(PREPARATION_END, 0.85):
                 outputs = synthesizer.synthesize(
-                    common, mask, steps=options.steps or None, samples=options.samples, seed=options.seed
+                    common,
+                    mask,
+                    steps=options.steps or None,
+                    samples=options.samples,
+                    seed=options.seed,
+                    chain=prepared.chain,
                 )
             for key, (mean, std) in outputs.items():
                 result.synthesised[key] = mean
@@ -163,10 +169,31 @@ def run_case(
                 seg_mask,
                 cleanup=options.cleanup,
                 label_convention=options.label_convention,
+                chain=prepared.chain,
             )
-    prepared.restore_result(result)  # outputs onto the reference input's grid
+    _onto_input_grid(result, prepared.chain)
     emit(1.0, "Done")
     return result
+
+
+def _onto_input_grid(result: PipelineResult, chain: GridChain) -> None:
+    """Every output of ``result`` from the preparation grid onto the reference input's, in place.
+
+    The models thresholded and cleaned up on the preparation grid (grid_chain.py says why); this is
+    the chain's last step, by each output's kind.
+
+    Args:
+        result: the outputs of ``run_case``, on ``chain.preparation``.
+        chain: the case's ``GridChain`` (``Prepared.chain``).
+    """
+
+    def back(image: Image, kind: str) -> Image:
+        return chain.input.with_array(chain.inverse(image.array, kind, to="input", start="preparation"))
+
+    result.synthesised = {k: back(v, "intensity") for k, v in result.synthesised.items()}
+    result.uncertainty = {k: back(v, "intensity") for k, v in result.uncertainty.items()}
+    if result.segmentation is not None:
+        result.segmentation = back(result.segmentation, "label")
 
 
 def check_case_images(images: Mapping[str, Image]) -> None:

@@ -3,7 +3,7 @@
     inspect (inspection.py) -> register every modality onto the reference
     (registration.py) -> resample onto the preparation grid -> extract the
     brain (brain_extraction.py) -> the models -> outputs back onto the
-    reference input's grid
+    reference input's grid (``Prepared.chain``, a ``grid_chain.GridChain``)
 
 Modes (``RunOptions.prepare``):
 
@@ -39,13 +39,13 @@ import numpy as np
 
 from medmodels.brain_extraction import BrainExtraction, extract_brain
 from medmodels.errors import InputError
-from medmodels.image import Image
+from medmodels.grid_chain import GridChain
+from medmodels.image import Grid, Image
 from medmodels.inspection import Inspection, inspect_inputs
 from medmodels.modalities import BY_KEY
 from medmodels.progress import emit, progress, within
 from medmodels.registration import apply_rigid, register_rigid
 from medmodels.resampling import to_common_grid, working_geometry
-from medmodels.working_grid import labels_onto
 
 #: Voxel size (mm) of the preparation grid for thick-slice inputs (never finer than the reference in-plane).
 PREPARED_SPACING_MM = 1.0
@@ -66,14 +66,14 @@ EXTRACTION_FIX = (
 
 @dataclass
 class Prepared:
-    """The inputs as the models need them, and the way back.
+    """The inputs as the models need them, and the grids to bring outputs back by.
 
     Attributes:
-        images: modality key -> image on ``grid``.
+        images: modality key -> image on the preparation grid.
         reference: the reference modality.
-        reference_grid: the reference input's grid (only geometry is used):
-            what the user sees the outputs on.
-        grid: the grid the models run on (``reference_grid`` unless resampled).
+        chain: the case's grids: the reference input's (what the user sees the
+            outputs on) and the preparation grid (the reference's unless
+            resampled); outputs go back through ``chain.inverse``.
         notes: what was found and done, one sentence each.
         record: the same for the manifest (JSON-ready).
         skull_stripped: whether ``images`` are brains only: the brain was extracted,
@@ -82,47 +82,22 @@ class Prepared:
 
     images: dict[str, Image]
     reference: str
-    reference_grid: Image
-    grid: Image
+    chain: GridChain
     notes: list[str] = field(default_factory=list)
     record: dict = field(default_factory=dict)
     skull_stripped: bool = True
 
-    def restore(self, image: Image, interpolation: str = "linear") -> Image:
-        """``image`` (on ``grid``) back onto the reference input's grid; unchanged when they are one.
 
-        Args:
-            image: an output of the models, e.g. a synthesised volume or a label map.
-            interpolation: "linear" for intensities; "label" for label maps
-                (``working_grid.labels_onto``, the rule ``WorkingGrid.inverse`` uses too:
-                a thick output slice takes the labels most of its thin slices carry,
-                not those of whichever thin slice lies nearest); "nearest".
-        """
-        if image.same_grid(self.reference_grid):
-            return image
-        if interpolation == "label":
-            return self.reference_grid.with_array(labels_onto(image.array, image, self.reference_grid))
-        out = apply_rigid(image, np.eye(4), self.reference_grid, interpolation)
-        return out if interpolation == "linear" else out.with_array(out.array.astype(image.array.dtype))
-
-    def restore_result(self, result) -> None:
-        """Bring every image of a ``pipeline.PipelineResult`` back onto the reference input's grid, in place."""
-        result.synthesised = {k: self.restore(v) for k, v in result.synthesised.items()}
-        result.uncertainty = {k: self.restore(v) for k, v in result.uncertainty.items()}
-        if result.segmentation is not None:
-            result.segmentation = self.restore(result.segmentation, "label")
-
-
-def preparation_grid(reference: Image, thick: bool) -> Image:
+def preparation_grid(reference: Image, thick: bool) -> Grid:
     """The grid the models run on: the reference's own, or (``thick``) its field
     of view and axes at isotropic ``max(PREPARED_SPACING_MM, finest spacing)`` voxels."""
     if not thick:
-        return reference.with_array(np.zeros(reference.shape, np.uint8))
+        return reference.grid
     spacing = max(PREPARED_SPACING_MM, min(reference.spacing))
-    return working_geometry(reference, (spacing,) * 3)
+    return working_geometry(reference, (spacing,) * 3).grid
 
 
-def _register(images: Mapping[str, Image], inspection: Inspection, grid: Image, register: set[str], seed: int):
+def _register(images: Mapping[str, Image], inspection: Inspection, grid: Grid, register: set[str], seed: int):
     """Every image on ``grid``: those in ``register`` registered onto the reference first.
 
     A registration found is always applied (also to an image already on the
@@ -187,7 +162,7 @@ def _extraction_notes(brain: BrainExtraction) -> list[str]:
     return out
 
 
-def _moved(image: Image, matrix: np.ndarray, grid: Image) -> Image:
+def _moved(image: Image, matrix: np.ndarray, grid: Grid) -> Image:
     """``image`` through ``matrix`` onto ``grid``, its zero background kept zero.
 
     Linear interpolation spreads faint values past the edge of a skull-stripped
@@ -256,7 +231,8 @@ def prepare_case(
     if mode == "off":
         common, notes = to_common_grid(images, ref_key)
         warnings = [f"Warning: {f.message}" for f in inspection.findings]
-        return Prepared(common, ref_key, reference, reference, warnings + notes, record, inspection.skull_stripped)
+        chain = GridChain.on(reference)
+        return Prepared(common, ref_key, chain, warnings + notes, record, inspection.skull_stripped)
     notes = [f.message for f in inspection.findings]
     register = _to_register(images, inspection, mode)
     extract = mode == "on" or not inspection.skull_stripped
@@ -286,4 +262,5 @@ def prepare_case(
         mask = brain.mask.array.astype(bool)
         prepared = {k: v.with_array(np.where(mask, v.array, 0).astype(v.array.dtype)) for k, v in prepared.items()}
     emit(1.0, "Inputs prepared")
-    return Prepared(prepared, ref_key, reference, grid, notes, record, extract or inspection.skull_stripped)
+    chain = GridChain(reference.grid, grid)
+    return Prepared(prepared, ref_key, chain, notes, record, extract or inspection.skull_stripped)

@@ -32,8 +32,8 @@ import numpy as np
 import SimpleITK as sitk
 
 from medmodels.errors import InputError
-from medmodels.image import Image
-from medmodels.resampling import working_geometry
+from medmodels.image import Grid, Image
+from medmodels.resampling import resample_onto, working_geometry
 
 #: The finest spacing (mm) registration works at: finer gains no accuracy
 #: worth the time for a rigid transform of a whole head.
@@ -197,7 +197,7 @@ def register_rigid(fixed: Image, moving: Image, sampling: float = 0.15, seed: in
     )
 
 
-def apply_rigid(moving: Image, matrix: np.ndarray, grid: Image, interpolation: str = "linear") -> Image:
+def apply_rigid(moving: Image, matrix: np.ndarray, grid: Image | Grid, interpolation: str = "linear") -> Image:
     """``moving`` resampled onto ``grid`` through ``matrix`` (grid space -> moving space).
 
     Args:
@@ -210,8 +210,7 @@ def apply_rigid(moving: Image, matrix: np.ndarray, grid: Image, interpolation: s
     method = sitk.sitkLinear if interpolation == "linear" else sitk.sitkNearestNeighbor
     if interpolation == "linear":
         source = sitk.Cast(source, sitk.sitkFloat32)
-    out = sitk.Resample(source, grid.to_sitk(), matrix_transform(matrix), method, 0.0, source.GetPixelID())
-    return Image.from_sitk(out)
+    return resample_onto(source, grid, matrix_transform(matrix), method)
 
 
 def mask_points(mask: Image, limit: int = 20000) -> np.ndarray:

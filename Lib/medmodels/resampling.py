@@ -1,5 +1,6 @@
 """One grid for all inputs: the reference modality, resampling by physical
-position, and grids of a new spacing over the same field of view.
+position (one volume, or a stack of them), and grids of a new spacing over the
+same field of view.
 """
 
 from __future__ import annotations
@@ -10,8 +11,12 @@ import numpy as np
 import SimpleITK as sitk
 
 from medmodels.errors import InputError
-from medmodels.image import Image
+from medmodels.image import Grid, Image
 from medmodels.modalities import BY_KEY, MODALITY_KEYS
+
+#: Interpolations of ``resample_stack``: linear for intensities and probabilities, nearest to
+#: keep values (label maps going forward; label maps going back take ``grid_chain.labels_onto``).
+INTERPOLATIONS = ("linear", "nearest")
 
 
 def reference_key(images: Mapping[str, Image], preferred: str | None = None) -> str:
@@ -29,7 +34,32 @@ def reference_key(images: Mapping[str, Image], preferred: str | None = None) -> 
     return next(k for k in MODALITY_KEYS if k in images)
 
 
-def resample_like(image: Image, reference: Image, interpolation: str = "linear", default: float = 0.0) -> Image:
+def resample_onto(source: sitk.Image, grid: Image | Grid, transform, interpolator, default: float = 0.0) -> Image:
+    """SimpleITK's resampling of ``source`` onto ``grid``, read from its geometry alone (no
+    reference volume is built), in ``source``'s pixel type.
+
+    Args:
+        source: the SimpleITK image to sample.
+        grid: the target geometry (an ``Image``'s voxels are not used).
+        transform: SimpleITK transform from ``grid``'s space to ``source``'s.
+        interpolator: a SimpleITK interpolator constant.
+        default: value where ``grid`` leaves ``source``.
+    """
+    out = sitk.Resample(
+        source,
+        [int(n) for n in grid.size_xyz],
+        transform,
+        interpolator,
+        grid.origin,
+        grid.spacing,
+        grid.direction,
+        default,
+        source.GetPixelID(),
+    )
+    return Image.from_sitk(out)
+
+
+def resample_like(image: Image, reference: Image | Grid, interpolation: str = "linear", default: float = 0.0) -> Image:
     """Resample ``image`` onto ``reference``'s grid (physical positions are kept)."""
     interpolator = {"linear": sitk.sitkLinear, "nearest": sitk.sitkNearestNeighbor, "bspline": sitk.sitkBSpline}[
         interpolation
@@ -37,8 +67,38 @@ def resample_like(image: Image, reference: Image, interpolation: str = "linear",
     src = image.to_sitk()
     if interpolation != "nearest" and src.GetPixelID() != sitk.sitkFloat32:
         src = sitk.Cast(src, sitk.sitkFloat32)
-    out = sitk.Resample(src, reference.to_sitk(), sitk.Transform(), interpolator, default, src.GetPixelID())
-    return Image.from_sitk(out)
+    return resample_onto(src, reference, sitk.Transform(), interpolator, default)
+
+
+def resample_stack(
+    array: np.ndarray, source: Image | Grid, target: Image | Grid, interpolation: str, fill: float = 0.0
+) -> np.ndarray:
+    """``(..., Z, Y, X)`` on ``source``'s grid -> ``(..., z, y, x)`` on ``target``'s,
+    each leading index resampled on its own.
+
+    Args:
+        array: the data, its last three axes on ``source``.
+        source: the grid ``array`` is on (only its geometry is used).
+        target: the grid to bring it onto (only its geometry is used).
+        interpolation: "linear" (gives float32) or "nearest" (keeps the dtype, bool included).
+        fill: value where ``target`` leaves ``source``.
+    """
+    if interpolation not in INTERPOLATIONS:
+        raise InputError(f"Unknown interpolation '{interpolation}': use one of {', '.join(INTERPOLATIONS)}.")
+    array = np.asarray(array)
+    is_bool = array.dtype == bool
+    if interpolation == "linear":
+        array = array.astype(np.float32, copy=False)
+    elif is_bool:
+        array = array.astype(np.uint8)  # SimpleITK has no boolean pixel type
+    flat = array.reshape((-1,) + array.shape[-3:])
+    out = np.empty((len(flat),) + target.shape, dtype=array.dtype)
+    for i, channel in enumerate(flat):
+        out[i] = resample_like(
+            Image(channel, source.spacing, source.origin, source.direction), target, interpolation, fill
+        ).array
+    out = out.reshape(array.shape[:-3] + target.shape)
+    return out.astype(bool) if is_bool else out
 
 
 def to_common_grid(images: Mapping[str, Image], preferred: str | None = None) -> tuple[dict[str, Image], list[str]]:

@@ -1,7 +1,7 @@
-"""``WorkingGrid``: the one map between the input grid and a model's working grid
-(working spacing along the input's axes, cropped to the brain), and back, used by
-segmentation and synthesis for training and inference; ``labels_onto``, the one
-rule that brings label maps onto another grid; ``working_zscores``, every model's input.
+"""``WorkingGrid``: the one map from the grid a model is given to its working grid
+(working spacing along the input's axes, cropped to the brain), used by
+segmentation and synthesis for training and inference; ``working_zscores``,
+every model's input. The way back is ``grid_chain.GridChain.inverse``.
 """
 
 from __future__ import annotations
@@ -14,15 +14,10 @@ import numpy as np
 from medmodels.brain_mask import brain_mask
 from medmodels.cropping import grow_span
 from medmodels.errors import InputError
-from medmodels.image import Image
+from medmodels.image import Grid, Image
 from medmodels.modalities import MODALITY_KEYS
 from medmodels.normalisation import Normalizer
-from medmodels.resampling import resample_like, working_geometry
-
-#: Interpolations the working grid offers: linear for intensities and
-#: probabilities; nearest (forward, and plain resampling); "label" for label
-#: maps going back (``labels_onto``, the one rule both inverses use).
-INTERPOLATIONS = ("linear", "nearest")
+from medmodels.resampling import resample_stack, working_geometry
 
 
 def _per_axis(multiple_of) -> tuple[int, int, int]:
@@ -77,64 +72,34 @@ def _brain_crop(brain: np.ndarray, reference: Image, full: Image, margin_mm: flo
     return Image(np.zeros(size[::-1], dtype=np.uint8), full.spacing, tuple(origin), full.direction)
 
 
-def _resample_stack(
-    array: np.ndarray, source: Image, target: Image, interpolation: str, fill: float = 0.0
-) -> np.ndarray:
-    """``(..., Z, Y, X)`` on ``source``'s grid -> ``(..., z, y, x)`` on ``target``'s,
-    each leading index resampled on its own; ``fill`` where ``target`` leaves
-    ``source``. Linear gives float32; nearest keeps the dtype (bool included)."""
-    if interpolation not in INTERPOLATIONS:
-        raise InputError(f"Unknown interpolation '{interpolation}': use one of {', '.join(INTERPOLATIONS)}.")
-    array = np.asarray(array)
-    is_bool = array.dtype == bool
-    if interpolation == "linear":
-        array = array.astype(np.float32, copy=False)
-    elif is_bool:
-        array = array.astype(np.uint8)  # SimpleITK has no boolean pixel type
-    flat = array.reshape((-1,) + array.shape[-3:])
-    out = np.empty((len(flat),) + target.shape, dtype=array.dtype)
-    for i, channel in enumerate(flat):
-        moved = resample_like(
-            Image(channel, source.spacing, source.origin, source.direction), target, interpolation, fill
-        )
-        out[i] = moved.array
-    out = out.reshape(array.shape[:-3] + target.shape)
-    return out.astype(bool) if is_bool else out
-
-
-def labels_onto(array: np.ndarray, source: Image, target: Image) -> np.ndarray:
-    """The one rule that brings a label map onto another grid (``WorkingGrid.inverse``
-    and ``preparation.Prepared.restore`` with "label" both use it).
-
-    Each label's indicator is resampled linearly and the label with the largest
-    share wins, so a coarse voxel takes the label most of the fine voxels it
-    covers carry, not that of whichever one lies nearest; voxels outside
-    ``source`` are 0 (background comes first, so it wins ties with nothing).
+def check_on_grid(array: np.ndarray, grid: Image | Grid, name: str) -> np.ndarray:
+    """``array`` as a numpy array, or an InputError if its last three axes are not ``grid``'s shape.
 
     Args:
-        array: ``(..., Z, Y, X)`` integer labels on ``source``'s grid.
-        source: the grid ``array`` is on (only its geometry is used).
-        target: the grid to bring it onto (only its geometry is used).
-
-    Returns:
-        ``(..., z, y, x)`` labels on ``target``'s grid, in ``array``'s dtype.
+        array: ``(..., Z, Y, X)`` data said to lie on ``grid``.
+        grid: the grid it should lie on.
+        name: what to call ``grid`` in the message (e.g. "working crop").
     """
     array = np.asarray(array)
-    values = np.union1d(np.unique(array), [0])  # 0 first: outside ``source`` is background
-    shares = [_resample_stack((array == v).astype(np.float32), source, target, "linear") for v in values]
-    return values[np.argmax(np.stack(shares), axis=0)].astype(array.dtype)
+    if array.ndim < 3 or tuple(array.shape[-3:]) != grid.shape:
+        raise InputError(
+            f"An array of shape {array.shape} is not on the {name} (its last three axes must "
+            f"be {grid.shape}, i.e. (Z, Y, X)): pass data of that grid, or an Image."
+        )
+    return array
 
 
 @dataclass(frozen=True, eq=False)
 class WorkingGrid:
-    """A model's working grid and the way there and back, for training and inference alike.
+    """A model's working grid and the way there, for training and inference alike
+    (the way back: ``grid_chain.GridChain.inverse``).
 
     The working grid is the input grid's field of view resampled to a
     working spacing along the input's own axes (``working_geometry``), then
     cropped to the brain's bounding box plus a margin (mm), grown to a multiple
     of what the network needs. Both grids keep their full geometry (origin,
     spacing, direction), so results go back to the input grid exactly where
-    they belong, whatever the input's orientation. Resampling is SimpleITK's
+    they belong, whatever the input's orientation (``GridChain``). Resampling is SimpleITK's
     (linear or nearest neighbour), in physical space.
 
     Build it with :meth:`fit`. Arrays are ``(Z, Y, X)``, optionally with
@@ -173,7 +138,7 @@ class WorkingGrid:
         brain = brain_mask(images)
         full = working_geometry(reference, spacing)
         crop_grid = _brain_crop(brain, reference, full, float(margin_mm), multiple)
-        inside = _resample_stack(brain.astype(np.float32), reference, crop_grid, "linear") > 0.5
+        inside = resample_stack(brain.astype(np.float32), reference, crop_grid, "linear") > 0.5
         return cls(reference.with_array(brain.astype(np.uint8)), crop_grid.with_array(inside.astype(np.uint8)))
 
     @property
@@ -196,15 +161,6 @@ class WorkingGrid:
         """``(Z, Y, X)`` bool brain mask on the input grid."""
         return self.reference.array.astype(bool)
 
-    def _check(self, array: np.ndarray, grid: Image, name: str) -> np.ndarray:
-        array = np.asarray(array)
-        if array.ndim < 3 or tuple(array.shape[-3:]) != grid.shape:
-            raise InputError(
-                f"An array of shape {array.shape} is not on the {name} (its last three axes must "
-                f"be {grid.shape}, i.e. (Z, Y, X)): pass data of that grid, or an Image."
-            )
-        return array
-
     def forward(self, data: Image | np.ndarray, interpolation: str = "linear") -> np.ndarray:
         """Input -> working crop.
 
@@ -218,27 +174,10 @@ class WorkingGrid:
             ``(..., z, y, x)`` on the working crop; 0 where it leaves the input.
         """
         if isinstance(data, Image):
-            return _resample_stack(data.array, data, self.working, interpolation)
-        return _resample_stack(
-            self._check(data, self.reference, "input grid"), self.reference, self.working, interpolation
+            return resample_stack(data.array, data, self.working, interpolation)
+        return resample_stack(
+            check_on_grid(data, self.reference, "input grid"), self.reference, self.working, interpolation
         )
-
-    def inverse(self, array: np.ndarray, interpolation: str = "linear", fill: float = 0.0) -> np.ndarray:
-        """Working crop -> input grid.
-
-        Args:
-            array: ``(..., z, y, x)`` on the working crop.
-            interpolation: as in :meth:`forward`, or "label" for label maps
-                (``labels_onto``; 0 outside the crop).
-            fill: value of input voxels outside the working crop ("linear", "nearest").
-
-        Returns:
-            ``(..., Z, Y, X)`` on the input grid (``self.reference``'s geometry).
-        """
-        array = self._check(array, self.working, "working crop")
-        if interpolation == "label":
-            return labels_onto(array, self.working, self.reference)
-        return _resample_stack(array, self.working, self.reference, interpolation, fill)
 
 
 def working_zscores(

@@ -76,6 +76,7 @@ LAYERS = (
             "medmodels.normalisation",
             "medmodels.cropping",
             "medmodels.working_grid",
+            "medmodels.grid_chain",
             "medmodels.weights",
             "medmodels.nets",
             "medmodels.inspection",

@@ -3,8 +3,10 @@
 - The skull-strip verdict: ``inspection.skull_figures`` (with ``looks_skull_stripped`` over a case);
   the pipeline asks the preparation for it, the module's stand-in worker asks the library; the
   Slicer module computes nothing of it.
-- The label rule (label maps onto a coarser or finer grid): ``working_grid.labels_onto``, which both
-  inverses (``WorkingGrid.inverse`` and ``Prepared.restore``) call for "label".
+- The label rule (label maps onto a coarser or finer grid): ``grid_chain.labels_onto``, which the one
+  grid inverse (``GridChain.inverse``) calls for "label".
+- One grid inverse: ``GridChain.inverse`` is the only function named ``inverse`` in the library and
+  every call of it names its kind and where it stops (no interpolation chosen by a caller).
 """
 
 from __future__ import annotations
@@ -94,9 +96,29 @@ def _users(path: Path, name: str) -> set[str]:
     }
 
 
-def test_both_inverses_take_the_one_label_rule():
-    assert "inverse" in _users(LIB / "working_grid.py", "labels_onto")
-    assert "restore" in _users(LIB / "preparation.py", "labels_onto")
-    # No second way back for label maps beside them: the only argmax over label shares is the rule's.
-    assert _users(LIB / "working_grid.py", "argmax") == {"labels_onto"}
-    assert _users(LIB / "preparation.py", "argmax") == set()
+def test_the_one_inverse_takes_the_one_label_rule():
+    assert _users(LIB / "grid_chain.py", "labels_onto") == {"inverse"}
+    # No second way back for label maps beside it: the only argmax over label shares is the rule's.
+    assert _users(LIB / "grid_chain.py", "argmax") == {"labels_onto"}
+    for name in ("working_grid.py", "preparation.py", "resampling.py", "pipeline.py"):
+        assert _users(LIB / name, "argmax") == set(), name
+        assert _users(LIB / name, "labels_onto") == set(), name
+
+
+def test_one_grid_inverse_and_every_call_names_its_kind_and_stage():
+    from medmodels.grid_chain import KINDS, STAGES
+
+    defined, calls = [], []
+    for path, tree in _trees(LIB):
+        defined += [f"{path.name}: {f.name}" for f in _functions(tree) if f.name == "inverse"]
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "inverse":
+                calls.append((path.name, node))
+    assert defined == ["grid_chain.py: inverse"]
+    assert {name for name, _ in calls} >= {"pipeline.py", "inference.py", "data.py"}  # its callers, both models
+    for name, call in calls:
+        kind = call.args[1] if len(call.args) > 1 else None
+        to = next((k.value for k in call.keywords if k.arg == "to"), None)
+        assert isinstance(to, ast.Constant) and to.value in STAGES, f"{name}:{call.lineno} names no stage"
+        if isinstance(kind, ast.Constant):  # else a name, as in the pipeline's helper: checked at run time
+            assert kind.value in KINDS, f"{name}:{call.lineno}"

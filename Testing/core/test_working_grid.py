@@ -1,4 +1,5 @@
-"""``WorkingGrid``: the one map between an input grid and a model's working grid.
+"""``WorkingGrid``: the one map between an input grid and a model's working grid
+(back: ``GridChain.inverse``).
 
 Round trips on an oblique, anisotropic input grid (labels and intensities, at
 the input's spacing and at a coarser one), the crop around the brain, the
@@ -8,9 +9,10 @@ geometry of the working grid, and its use by both models' preprocessing.
 import numpy as np
 import pytest
 from medmodels.errors import InputError
+from medmodels.grid_chain import GridChain
 from medmodels.image import Image
 from medmodels.seg.data import prepare
-from medmodels.syn.data import to_input_grid, to_working_case
+from medmodels.syn.data import to_preparation_grid, to_working_case
 from medmodels.working_grid import WorkingGrid, working_zscores
 
 SPACING = (0.9, 1.1, 3.0)  # (x, y, z) mm
@@ -23,6 +25,11 @@ def rotation(ax: float, az: float) -> np.ndarray:
     rx = np.array([[1, 0, 0], [0, cx, -sx], [0, sx, cx]])
     rz = np.array([[cz, -sz, 0], [sz, cz, 0], [0, 0, 1]])
     return rz @ rx
+
+
+def go_back(grid: WorkingGrid, array: np.ndarray, kind: str) -> np.ndarray:
+    """``array`` from ``grid``'s working crop back to its input grid, through the one inverse."""
+    return GridChain.on(grid.reference).with_working(grid).inverse(array, kind, to="input")
 
 
 def physical_points(image: Image) -> np.ndarray:
@@ -59,7 +66,7 @@ def test_label_round_trip_at_the_input_spacing_is_exact_and_on_the_input_grid(ob
     work = grid.forward(labels.array, "nearest")
     assert work.shape == grid.shape and work.dtype == np.uint8
     assert work.size < labels.array.size  # cropped
-    back = grid.inverse(work, "nearest")
+    back = go_back(grid, work, "label")
     assert back.shape == labels.array.shape and back.dtype == np.uint8
     assert grid.reference.with_array(back).same_grid(image)
     assert (back == labels.array).mean() >= 0.97
@@ -71,7 +78,7 @@ def test_label_round_trip_at_a_coarser_spacing(oblique):
     image, labels = oblique["image"], oblique["labels"]
     grid = WorkingGrid.fit({"t1": image}, (2.0, 2.0, 2.0), margin_mm=2.0)
     assert grid.working.direction == image.direction
-    back = grid.inverse(grid.forward(labels.array, "nearest"), "nearest")
+    back = go_back(grid, grid.forward(labels.array, "nearest"), "label")
     assert grid.reference.with_array(back).same_grid(image)
     assert (back == labels.array).mean() >= 0.95
     for lab in (1, 2):
@@ -84,11 +91,11 @@ def test_label_round_trip_at_a_coarser_spacing(oblique):
 def test_intensities_round_trip(oblique):
     image, brain = oblique["image"], oblique["brain"]
     same = WorkingGrid.fit({"t1": image}, SPACING, margin_mm=2.0)
-    back = same.inverse(same.forward(image.array, "linear"), "linear")
+    back = go_back(same, same.forward(image.array, "linear"), "intensity")
     assert back.dtype == np.float32
     np.testing.assert_allclose(back, image.array, atol=1e-3)
     coarse = WorkingGrid.fit({"t1": image}, (2.0, 2.0, 2.0), margin_mm=2.0)
-    back = coarse.inverse(coarse.forward(image.array, "linear"), "linear")
+    back = go_back(coarse, coarse.forward(image.array, "linear"), "intensity")
     inner = brain & (oblique["labels"].array >= 0)
     rel_err = np.abs(back[inner] - image.array[inner]).mean() / image.array[inner].mean()
     assert np.corrcoef(back[inner], image.array[inner])[0, 1] > 0.9 and rel_err < 0.1
@@ -102,7 +109,7 @@ def test_the_crop_contains_the_brain_in_space(oblique):
     grid = WorkingGrid.fit({"t1": image}, (2.0, 2.0, 2.0), margin_mm=2.0)
     assert np.array_equal(grid.input_brain, brain)
     # Every input brain voxel lies inside the working crop ...
-    inside = grid.inverse(np.ones(grid.shape, np.float32), "linear", fill=0.0)
+    inside = go_back(grid, np.ones(grid.shape, np.float32), "probability")
     assert (inside[brain] > 0.999).all() and (inside[~brain] < 0.5).any()
     # ... and the crop's brain is the input brain, at the same place in space.
     voxel_in, voxel_w = np.prod(SPACING), 8.0
@@ -120,10 +127,10 @@ def test_crop_sizes_grow_to_a_multiple_even_past_the_field_of_view(oblique):
     big = WorkingGrid.fit({"t1": image}, (2.0, 2.0, 2.0), multiple_of=64)  # larger than the field of view
     assert all(n % 64 == 0 for n in big.shape)
     # Padding past the field of view changes nothing inside the brain.
-    back = big.inverse(big.forward(image.array, "linear"), "linear")
+    back = go_back(big, big.forward(image.array, "linear"), "intensity")
     brain = oblique["brain"]
     np.testing.assert_allclose(
-        back[brain], grid.inverse(grid.forward(image.array, "linear"), "linear")[brain], atol=1e-3
+        back[brain], go_back(grid, grid.forward(image.array, "linear"), "intensity")[brain], atol=1e-3
     )
 
 
@@ -142,7 +149,7 @@ def test_bad_input_is_an_input_error(oblique):
     with pytest.raises(InputError, match="not on the input grid"):
         grid.forward(np.zeros((3, 4, 5)))
     with pytest.raises(InputError, match="not on the working crop"):
-        grid.inverse(image.array)
+        go_back(grid, image.array, "intensity")
     with pytest.raises(InputError, match="interpolation"):
         grid.forward(image.array, "cubic")
 
@@ -164,6 +171,6 @@ def test_both_models_keep_the_input_geometry(oblique):
     assert case.grid.reference.same_grid(image)
     z, norms = working_zscores(case.grid, images)
     assert np.array_equal(case.image, z * case.brain[None]) and set(norms) == {"flair", "t2"}
-    back = to_input_grid(case, case.image[0])
+    back = to_preparation_grid(case, case.image[0])
     truth = norms["flair"].apply(image.array, oblique["brain"])
     assert np.corrcoef(back[oblique["brain"]], truth[oblique["brain"]])[0, 1] > 0.9

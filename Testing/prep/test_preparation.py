@@ -9,6 +9,7 @@ import pytest
 import SimpleITK as sitk
 from medmodels.cli import main
 from medmodels.errors import InputError
+from medmodels.grid_chain import GridChain, labels_onto
 from medmodels.image import Image
 from medmodels.inspection import inspect_inputs, skull_figures
 from medmodels.metrics import dice, region_scores
@@ -21,9 +22,10 @@ from medmodels.phantom import (
     scanned_phantom,
     true_registration,
 )
-from medmodels.preparation import Prepared, prepare_case
+from medmodels.preparation import prepare_case
 from medmodels.registration import mask_points, mean_displacement, register_rigid
-from medmodels.working_grid import WorkingGrid, labels_onto
+from medmodels.resampling import resample_like
+from medmodels.working_grid import WorkingGrid
 from scipy import ndimage
 
 SIZE = (96, 96, 64)  # 2.5 mm in-plane: small enough to be quick, fine enough for a 5 mm-slice study
@@ -148,15 +150,14 @@ def test_registration_recovers_known_transforms_within_1mm(scanned):
 def test_preparation_registers_resamples_and_extracts_the_brain(head, scanned):
     prepared = prepare_case(scanned.images, "auto")
     assert prepared.record["steps"] == ["registration", "resampling", "brain_extraction"]
-    assert max(prepared.grid.spacing) == pytest.approx(2.5)  # isotropic: max(1 mm, finest reference spacing)
+    grid = prepared.chain.preparation
+    assert max(grid.spacing) == pytest.approx(2.5)  # isotropic: max(1 mm, finest reference spacing)
     mask = prepared.images["flair"].array != 0
     to_flair = np.asarray(scanned.record["series"]["flair"]["scanner_to_phantom"])
-    truth = _acquire(
-        head.tissues.with_array(head.brain.astype(np.uint8)), prepared.grid, to_flair, sitk.sitkNearestNeighbor
-    )
+    truth = _acquire(head.tissues.with_array(head.brain.astype(np.uint8)), grid, to_flair, sitk.sitkNearestNeighbor)
     assert dice(mask, truth.array.astype(bool)) >= 0.95
-    restored = prepared.restore(prepared.grid.with_array(mask.astype(np.uint8)), "nearest")
-    assert restored.same_grid(scanned.images["flair"])
+    restored = prepared.chain.inverse(mask.astype(np.uint8), "label", to="input", start="preparation")
+    assert prepared.chain.input.with_array(restored).same_grid(scanned.images["flair"])
     assert json.dumps(prepared.record) and any("registered onto FLAIR" in n for n in prepared.notes)
 
 
@@ -168,8 +169,8 @@ def test_label_maps_go_back_by_majority_not_by_the_nearest_thin_slice():
     thin = rng.choice(np.array([0, 1, 2, 4], np.uint8), size=(8, 8, 8), p=[0.4, 0.1, 0.4, 0.1])
     grid = Image(np.zeros((8, 8, 8), np.uint8))
     reference = Image(np.zeros((4, 4, 4), np.uint8), spacing=(2, 2, 2), origin=(0.5, 0.5, 0.5))
-    prepared = Prepared(images={}, reference="flair", reference_grid=reference, grid=grid)
-    restored = prepared.restore(grid.with_array(thin), "label")
+    chain = GridChain(reference.grid, grid.grid)
+    restored = reference.with_array(chain.inverse(thin, "label", to="input", start="preparation"))
     assert restored.same_grid(reference) and restored.array.dtype == np.uint8
     blocks = thin.reshape(4, 2, 4, 2, 4, 2).transpose(0, 2, 4, 1, 3, 5).reshape(4, 4, 4, 8)
     counts = np.stack([(blocks == v).sum(-1) for v in (0, 1, 2, 4)], -1)
@@ -177,21 +178,22 @@ def test_label_maps_go_back_by_majority_not_by_the_nearest_thin_slice():
     majority = np.array([0, 1, 2, 4])[counts.argmax(-1)]
     assert clear.sum() > 20
     assert np.array_equal(restored.array[clear], majority[clear])
-    nearest = prepared.restore(grid.with_array(thin), "nearest").array
+    nearest = resample_like(grid.with_array(thin), reference, "nearest").array
     assert not np.array_equal(nearest[clear], majority[clear])  # the case the label mode is for
 
 
-def test_both_inverses_bring_label_maps_back_by_the_one_rule():
-    # The majority case above through the working grid's inverse (a model's crop -> its input grid):
-    # the same rule, the same labels as the preparation's way back.
+def test_both_steps_of_the_chain_bring_label_maps_back_by_the_one_rule():
+    # The majority case above through the chain's first step (a model's crop -> the preparation grid):
+    # the same rule, the same labels as its last step (the preparation grid -> the input grid).
     rng = np.random.default_rng(0)
     thin = rng.choice(np.array([0, 1, 2, 4], np.uint8), size=(8, 8, 8), p=[0.4, 0.1, 0.4, 0.1])
     working = Image(np.zeros((8, 8, 8), np.uint8))
     reference = Image(np.zeros((4, 4, 4), np.uint8), spacing=(2, 2, 2), origin=(0.5, 0.5, 0.5))
-    prepared = Prepared(images={}, reference="flair", reference_grid=reference, grid=working)
-    back = WorkingGrid(reference, working).inverse(thin, "label")
+    first = GridChain(reference.grid, reference.grid, WorkingGrid(reference, working))
+    back = first.inverse(thin, "label", to="preparation")
     assert back.dtype == np.uint8
-    assert np.array_equal(back, prepared.restore(working.with_array(thin), "label").array)
+    last = GridChain(reference.grid, working.grid)
+    assert np.array_equal(back, last.inverse(thin, "label", to="input", start="preparation"))
     assert np.array_equal(back, labels_onto(thin, working, reference))
     blocks = thin.reshape(4, 2, 4, 2, 4, 2).transpose(0, 2, 4, 1, 3, 5).reshape(4, 4, 4, 8)
     counts = np.stack([(blocks == v).sum(-1) for v in (0, 1, 2, 4)], -1)

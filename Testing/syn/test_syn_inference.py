@@ -9,7 +9,7 @@ from medmodels.modalities import MODALITY_KEYS, AvailabilityMask
 from medmodels.nets.m2dn import M2DNet
 from medmodels.normalisation import Normalizer
 from medmodels.phantom import make_phantom
-from medmodels.syn.data import to_input_grid, to_working_case
+from medmodels.syn.data import to_preparation_grid, to_working_case
 from medmodels.syn.inference import Synthesizer, estimate_normalizer, load_synthesizer
 from medmodels.syn.masks import PATTERNS
 from medmodels.syn.train import SynTrainConfig, intensity_reference, model_config
@@ -39,7 +39,7 @@ def test_prepare_case_and_back_to_the_input_grid(phantom):
     case = to_working_case(phantom.images, SPACING)
     assert case.image.shape[0] == 4 and case.image.shape[2] % 8 == 0 and case.image.shape[3] % 8 == 0
     assert (case.image[:, ~case.brain] == 0).all()
-    back = to_input_grid(case, case.image[0])
+    back = to_preparation_grid(case, case.image[0])
     assert back.shape == phantom.images["flair"].shape
     brain = brain_mask(phantom.images)
     z = Normalizer.fit(phantom.images["flair"].array, brain).apply(phantom.images["flair"].array, brain)

@@ -11,9 +11,9 @@
    Gaussian weighting, window = training patch, overlap 0.5); a missing
    modality's channel is zero and the network is told through the mask, so
    its content never matters;
-3. sigmoid probabilities resampled back onto the input grid (linear, in
-   physical space: ``WorkingGrid.inverse``; 0 outside the crop), thresholded
-   at 0.5, regions -> BraTS labels;
+3. sigmoid probabilities resampled back onto the grid of the given images
+   (``GridChain.inverse``, "probability": linear, in physical space; 0 outside
+   the crop), thresholded at 0.5, regions -> BraTS labels;
 4. optional clean-up (the paper's ShaSpec*): whole-tumour connected components
    smaller than ``MIN_COMPONENT_MM3`` are dropped (the largest is always kept),
    and an enhancing tumour smaller than ``MIN_ET_MM3`` in total is relabelled
@@ -36,6 +36,7 @@ from monai.inferers import sliding_window_inference
 
 from medmodels.device import resolve_device
 from medmodels.errors import InputError
+from medmodels.grid_chain import GridChain
 from medmodels.image import Image
 from medmodels.labels import regions_to_labels
 from medmodels.modalities import AvailabilityMask, resolve_mask
@@ -165,8 +166,14 @@ class Segmenter:
         """The network: "shaspec" or "unet3d" (the config's ``kind``)."""
         return self.config["kind"]
 
-    def probabilities(self, images: Mapping[str, Image | np.ndarray], spacing_xyz, mask: AvailabilityMask):
-        """``(3, Z, Y, X)`` float32 probabilities (ET, TC, WT) on the input grid.
+    def probabilities(
+        self,
+        images: Mapping[str, Image | np.ndarray],
+        spacing_xyz,
+        mask: AvailabilityMask,
+        chain: GridChain | None = None,
+    ):
+        """``(3, Z, Y, X)`` float32 probabilities (ET, TC, WT) on the grid of ``images``.
 
         Args:
             images: ``{key: Image}`` on one grid, or ``{key: (Z, Y, X) array}``.
@@ -174,6 +181,8 @@ class Segmenter:
                 brain mask included) is computed.
             spacing_xyz: the arrays' voxel spacing; None with Images.
             mask: which modalities to use.
+            chain: the case's ``GridChain`` when ``images`` come from the
+                preparation step (on its preparation grid); None: their own grid.
         """
         prep = prepare({k: images[k] for k in mask.keys}, spacing_xyz, self.spacing)
         probs = predict_probabilities(
@@ -185,7 +194,9 @@ class Segmenter:
             self.device,
             mirror_axes=self.mirror_axes,
         )
-        return prep.grid.inverse(probs.numpy(), "linear", fill=0.0)
+        # Thresholding and clean-up come next, on this grid: hence "preparation", not "input" (grid_chain.py).
+        chain = (chain or GridChain.on(prep.grid.reference)).with_working(prep.grid)
+        return chain.inverse(probs.numpy(), "probability", to="preparation")
 
     def segment(
         self,
@@ -193,6 +204,7 @@ class Segmenter:
         mask: AvailabilityMask | None = None,
         cleanup: bool = True,
         label_convention: str = "2018",
+        chain: GridChain | None = None,
     ) -> Image:
         """uint8 BraTS labels on the grid of the input images.
 
@@ -203,6 +215,8 @@ class Segmenter:
                 A modality the mask marks missing is ignored even if given.
             cleanup: connected-component clean-up (ShaSpec*).
             label_convention: "2018" (ET = 4) or "2023" (ET = 3).
+            chain: the case's ``GridChain`` when ``images`` come from the
+                preparation step (on its preparation grid); None: their own grid.
         """
         if label_convention not in ("2018", "2023"):
             raise InputError(f"Unknown label convention '{label_convention}': use '2018' or '2023'.")
@@ -215,7 +229,7 @@ class Segmenter:
                     f"{k} is not on the grid of {mask.keys[0]}: bring all inputs onto one grid "
                     "first (medmodels.resampling.to_common_grid)."
                 )
-        probs = self.probabilities(used, None, mask)
+        probs = self.probabilities(used, None, mask, chain)
         regions = probs >= 0.5
         if cleanup:
             regions = cleanup_regions(regions, ref.spacing)

@@ -7,7 +7,7 @@ modalities), per-modality percentile clip + z-score inside the brain (0
 outside), linear resampling to the working spacing (2 mm by default: the CPU
 budget of the bundled model) along the input's axes, crop to the brain with
 ``MARGIN_MM``, in-plane sizes grown to a multiple of
-``MULTIPLE_OF``. ``to_input_grid`` goes back.
+``MULTIPLE_OF``. ``to_preparation_grid`` goes back.
 
 Axial slices are the ``z`` planes of the ``(Z, Y, X)`` arrays. A 2.5D
 network also sees each slice's ``k`` neighbours on either side
@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from medmodels.errors import InputError
+from medmodels.grid_chain import GridChain
 from medmodels.image import Image
 from medmodels.modalities import MODALITY_KEYS
 from medmodels.normalisation import Normalizer
@@ -126,10 +127,18 @@ def slice_context(volume: np.ndarray, zs: np.ndarray, k: int) -> np.ndarray:
     return np.ascontiguousarray(volume[:, idx].transpose(1, 0, 2, 3, 4))
 
 
-def to_input_grid(case: WorkingCase, z_crop: np.ndarray) -> np.ndarray:
-    """A ``(Z, Y, X)`` array on the working crop -> float32 on the input grid
-    (linear), 0 outside the input's brain mask (still in z-scores)."""
-    out = case.grid.inverse(z_crop, "linear", fill=0.0)
+def to_preparation_grid(case: WorkingCase, z_crop: np.ndarray, chain: GridChain | None = None) -> np.ndarray:
+    """A ``(Z, Y, X)`` array on the working crop -> float32 on the grid the case
+    was made from (``chain.inverse``, "intensity"), 0 outside its brain mask (still in z-scores).
+
+    Args:
+        case: the case the array belongs to.
+        z_crop: ``(Z, Y, X)`` z-scores on ``case``'s working crop.
+        chain: the case's ``GridChain`` (from the preparation step), whose
+            preparation grid the case was made on; None: the case's own grid.
+    """
+    chain = (chain or GridChain.on(case.grid.reference)).with_working(case.grid)
+    out = chain.inverse(z_crop, "intensity", to="preparation")
     return np.where(case.grid.input_brain, out, 0.0).astype(np.float32)
 
 

@@ -11,7 +11,7 @@ modality, resampling to the checkpoint's spacing, crop to the brain); every
 axial slice with brain goes through the sampler in batches (DDIM with
 ``steps`` steps; available modalities held at their inputs at every step);
 with several samples, their mean and per-voxel standard deviation; back to
-the input grid (``WorkingGrid.inverse``, linear), 0 outside the brain, and
+the grid of the given images (``GridChain.inverse``, "intensity"), 0 outside the brain, and
 from z-scores to an intensity scale estimated from the case's available
 modalities (a missing modality has no intensities of its own to copy; see
 ``medmodels.syn.train.intensity_reference``).
@@ -27,6 +27,7 @@ import torch
 
 from medmodels.device import resolve_device
 from medmodels.errors import InputError
+from medmodels.grid_chain import GridChain
 from medmodels.image import Image
 from medmodels.modalities import MODALITY_KEYS, AvailabilityMask, resolve_mask
 from medmodels.nets.synthesis import build_synthesis_net
@@ -34,7 +35,7 @@ from medmodels.normalisation import Normalizer
 from medmodels.options import samples_problem
 from medmodels.progress import progress
 from medmodels.syn import diffusion as D
-from medmodels.syn.data import WorkingCase, slice_context, to_input_grid, to_working_case
+from medmodels.syn.data import WorkingCase, slice_context, to_preparation_grid, to_working_case
 from medmodels.syn.variants import variant
 from medmodels.weights import load_network
 
@@ -180,6 +181,7 @@ class Synthesizer:
         steps: int | None = None,
         samples: int = 1,
         seed: int = 0,
+        chain: GridChain | None = None,
     ) -> dict[str, tuple[Image, Image | None]]:
         """Synthesise every modality ``mask`` marks missing.
 
@@ -189,10 +191,12 @@ class Synthesizer:
             steps: DDIM steps (None = the default).
             samples: samples per case; with more than one, a std map is returned too.
             seed: makes the result reproducible.
+            chain: the case's ``GridChain`` when ``images`` come from the
+                preparation step (on its preparation grid); None: their own grid.
 
         Returns:
             ``{missing key: (mean Image, std Image or None)}``, float32 on the
-            input grid, in the input case's intensity scale; 0 outside the brain.
+            grid of ``images``, in the input case's intensity scale; 0 outside the brain.
         """
         mask = resolve_mask(images, mask)
         if mask.is_complete:
@@ -204,10 +208,12 @@ class Synthesizer:
         for key in mask.missing_keys:
             c = MODALITY_KEYS.index(key)
             norm = estimate_normalizer(key, case.normalizers, self.config.get("intensity_reference", {}))
-            mean_img = reference.with_array(norm.invert(to_input_grid(case, mean[c]), brain))
+            mean_img = reference.with_array(norm.invert(to_preparation_grid(case, mean[c], chain), brain))
             std_img = None
             if std is not None:
-                std_img = reference.with_array((to_input_grid(case, std[c]) * norm.std).clip(min=0).astype(np.float32))
+                std_img = reference.with_array(
+                    (to_preparation_grid(case, std[c], chain) * norm.std).clip(min=0).astype(np.float32)
+                )
             result[key] = (mean_img, std_img)
         return result
 
