@@ -61,7 +61,9 @@ def _private_mount(script: str) -> subprocess.CompletedProcess:
     if probe.returncode != 0:
         pytest.skip("private mounts are not allowed here (needs root or user namespaces)")
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    return subprocess.run(["unshare", "-m", "sh", "-c", script], capture_output=True, text=True, env=env, timeout=300)
+    return subprocess.run(
+        ["unshare", "-m", "sh", "-c", script], capture_output=True, text=True, encoding="utf-8", env=env, timeout=300
+    )
 
 
 # -- 1. outputs never replace a file the run did not create ---------------------------------
@@ -177,7 +179,10 @@ def test_two_runs_started_together_into_one_folder(tmp_path):
     out = tmp_path / "out"
     argv = [sys.executable, "-m", "medmodels", "segment", str(case), "--out", str(out), *RT]
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    runs = [subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) for _ in "ab"]
+    runs = [
+        subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, encoding="utf-8", env=env)
+        for _ in "ab"
+    ]
     results = [(p.wait(300), p.stderr.read()) for p in runs]
     assert sorted(rc for rc, _ in results) == [0, 2], results
     loser = next(err for rc, err in results if rc == 2)

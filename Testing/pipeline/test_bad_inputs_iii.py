@@ -273,7 +273,12 @@ def test_sigterm_is_handled_as_ctrl_c(small_phantom, tmp_path):
     argv = ["segment", "--t1", str(tmp_path / "t1.nii.gz"), "--out", str(out), *RT]
     env = dict(os.environ, OMP_NUM_THREADS="1")
     done = subprocess.run(
-        [sys.executable, "-c", SIGTERM_WHILE_WRITING, *argv], capture_output=True, text=True, env=env, timeout=300
+        [sys.executable, "-c", SIGTERM_WHILE_WRITING, *argv],
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        env=env,
+        timeout=300,
     )
     assert done.returncode == 143 and "ERROR: stopped by SIGTERM" in done.stderr, (done.returncode, done.stderr)
     assert "Traceback" not in done.stderr

@@ -153,7 +153,7 @@ def test_help_imports_no_torch():
     import subprocess
 
     code = "import sys; from medmodels.cli import build_parser; build_parser().format_help(); print('torch' in sys.modules)"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, encoding="utf-8", check=True)
     assert out.stdout.split() == ["False"], out.stderr
 
 

@@ -67,7 +67,13 @@ def _torchrun_train_seg(data, out, *extra: str) -> None:
     ]
     # own process group, so a hang cannot leave worker processes behind
     proc = subprocess.Popen(
-        cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+        cmd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        encoding="utf-8",
+        start_new_session=True,
     )
     try:
         _, stderr = proc.communicate(timeout=240)

@@ -46,7 +46,7 @@ def test_torchrun_two_processes(phantom_dataset, tmp_path):
         "--device",
         "cpu",
     ]
-    run = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+    run = subprocess.run(cmd, env=env, capture_output=True, text=True, encoding="utf-8", timeout=240)
     assert run.returncode == 0, run.stderr[-2000:]
     summary = json.loads((out / "history.json").read_text(encoding="utf-8"))
     assert summary["world_size"] == 2 and summary["slices_seen"] == 4 * 2 * 2
