@@ -608,10 +608,10 @@ class _Loop:
 
     # -- end ------------------------------------------------------------------
     def weights_in_sync(self) -> bool:
-        """DDP check: every process must end with the same weights."""
+        """DDP check: every process must end with the same weights (the critic's too)."""
         if not self.info.enabled:
             return True
-        flat = torch.cat([p.detach().flatten().double() for p in self.model.parameters()])
+        flat = torch.cat([p.detach().flatten().double() for p in self.task.trained_parameters()])
         ref = flat.clone()
         dist.broadcast(ref, 0)
         diff = torch.tensor([float((flat - ref).abs().max())], dtype=torch.float64, device=self.device)
