@@ -14,7 +14,8 @@ same way for both families:
   card can state the total over successive runs, and the starting weights are
   validated first (a record at iteration 0);
 - an exact resume from ``OUT/last.pt`` (model, optimiser, schedule, AMP
-  scaler, every process' RNG state, iteration, history);
+  scaler, every process' RNG state, iteration, history; a task's
+  training-only critic, ``Task.critic``, which no other checkpoint holds);
 - AdamW (or SGD, Nesterov momentum 0.99) with MONAI's linear warm-up and
   cosine decay (``WarmupCosineSchedule``, stepped once per iteration);
   mixed precision (bfloat16 autocast on the CPU and CUDA; float16 with
@@ -133,7 +134,7 @@ class Task:
     model: nn.Module
     config: dict
     sample: Callable[[np.random.Generator, float], tuple[torch.Tensor, ...]]
-    loss: Callable[[nn.Module, tuple[torch.Tensor, ...], torch.Generator], dict[str, torch.Tensor]]
+    loss: Callable[..., dict[str, torch.Tensor]]  # (net, batch, generator[, critic]): see ``losses``
     validate: Callable[[nn.Module], dict] | None = None
     bundled: str | None = None
     unit: str = "samples"

@@ -13,8 +13,11 @@ uniform timestep and takes the MSE of the x0 prediction over all modalities;
 the regression baseline (``--model regression``) is the same network and loss
 on zero-filled inputs at a fixed timestep. With ``context`` the network also
 sees each slice's neighbours (2.5D); with ``tumour_weight`` w the loss counts
-tumour pixels (the case's labels) 1 + w times. Validation: the same loss on a
-fixed set of slices (draws, masks, timesteps and noise fixed) of the
+tumour pixels (the case's labels) 1 + w times; with ``adversarial_weight`` a
+PatchGAN discriminator (``Task.critic``, trained in the same step, never part
+of the model) judges the missing channels of the network's x0 estimate and
+the loss adds its adversarial terms (``syn.losses.adversarial_losses``).
+Validation: the same loss on a fixed set of slices (draws, masks, timesteps and noise fixed) of the
 validation cases, so it is comparable across iterations, and the SSIM and
 PSNR of the missing modalities synthesised from those slices with the default
 sampler (what a user gets), so the learning curves are in the figures the
