@@ -81,7 +81,7 @@ def test_without_the_weight_nothing_changes_and_with_it_only_the_loss_does(cases
 def test_adversarial_training_exports_a_plain_model_and_resumes_its_critic(cases, tmp_path):
     # warm-up within the first part, so both parts of the resumed run follow the unbroken run's schedule
     options = dict(adversarial_weight=0.2, warmup=2)
-    straight = fit(tiny(tmp_path, "straight", iterations=4, **options), cases[:1], cases[1:])
+    straight = fit(tiny(tmp_path, "straight", iterations=4, keep_best=True, **options), cases[:1], cases[1:])
     assert all({"loss_adv_g", "loss_adv_d"} <= set(r) for r in straight["history"])
     last = load_checkpoint(tmp_path / "straight" / "last.pt")
     start = make_critic(tiny(tmp_path, "x", adversarial_weight=0.2)).state_dict()
@@ -90,7 +90,8 @@ def test_adversarial_training_exports_a_plain_model_and_resumes_its_critic(cases
     assert model["config"] == model_config(tiny(tmp_path, "x"), model["config"]["intensity_reference"])
     assert set(model["state_dict"]) == set(last["state_dict"]) and "critic_state_dict" not in model
     export(tmp_path / "straight", "adv", tmp_path)
-    for checkpoint in (tmp_path / "straight" / "model.pt", tmp_path / "adv.pt"):
+    assert "critic_state_dict" not in load_checkpoint(tmp_path / "straight" / "best.pt")
+    for checkpoint in [tmp_path / "straight" / name for name in ("model.pt", "best.pt")] + [tmp_path / "adv.pt"]:
         synthesizer = load_synthesizer(str(checkpoint), device="cpu")  # a plain regression
         assert synthesizer.config["kind"] == "regression"
     # stopped after 2 iterations and resumed: the same critic and network as the unbroken run
@@ -108,3 +109,16 @@ def test_a_run_resumed_with_another_critic_setting_or_a_negative_weight_is_refus
         fit(tiny(tmp_path, "plain", iterations=4, adversarial_weight=0.2, resume=True), cases[:1], cases[1:])
     with pytest.raises(InputError, match="--adversarial-weight must not be negative"):
         fit(tiny(tmp_path, "negative", iterations=2, adversarial_weight=-1.0), cases[:1], cases[1:])
+
+
+def test_the_flow_takes_the_adversarial_term_on_its_x0_estimate_and_its_mean_stays_frozen(cases, tmp_path):
+    fit(tiny(tmp_path, "mean", iterations=2), cases[:1], cases[1:])
+    cfg = tiny(tmp_path, "flow", model="pmrf", mean_checkpoint=str(tmp_path / "mean" / "model.pt"))
+    cfg.adversarial_weight = 0.5
+    task = make_task(cfg, cases, cases, torch.device("cpu"), main=False)
+    losses = task.losses(task.model, task.sample(np.random.default_rng(0), 0.0), torch.Generator(), task.critic)
+    losses["total"].backward()
+    assert losses["adv_g"] > 0 and losses["adv_d"] > 0
+    assert all(p.grad is None for p in task.model.mean.parameters())  # the regression under the flow
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in task.model.flow.parameters())
+    assert all(p.grad is not None for p in task.critic.parameters())
