@@ -82,7 +82,9 @@ def time_steps(
 def time_task_steps(task: Task, iterations: int = 20, lr: float = 2e-3, seed: int = 0) -> dict:
     """``time_steps`` of ``task``'s own training step (its sampler and loss, AdamW, on the CPU)."""
     task.model.train()
-    opt = torch.optim.AdamW(task.model.parameters(), lr=lr)
+    if task.critic is not None:
+        task.critic.train()
+    opt = torch.optim.AdamW(task.trained_parameters(), lr=lr)
     gen = torch.Generator().manual_seed(seed)
 
     def step(rng: np.random.Generator, counter: FlopCounterMode | None) -> tuple[float, ...]:
@@ -90,7 +92,7 @@ def time_task_steps(task: Task, iterations: int = 20, lr: float = 2e-3, seed: in
         batch = task.sample(rng, 1.0)
         t1 = time.perf_counter()
         with counter if counter is not None else torch.enable_grad():
-            total = task.loss(task.model, batch, gen)["total"]
+            total = task.losses(task.model, batch, gen, task.critic)["total"]
             t2 = time.perf_counter()
             opt.zero_grad(set_to_none=True)
             total.backward()

@@ -14,7 +14,8 @@ same way for both families:
   card can state the total over successive runs, and the starting weights are
   validated first (a record at iteration 0);
 - an exact resume from ``OUT/last.pt`` (model, optimiser, schedule, AMP
-  scaler, every process' RNG state, iteration, history);
+  scaler, every process' RNG state, iteration, history; a task's
+  training-only critic, ``Task.critic``, which no other checkpoint holds);
 - AdamW (or SGD, Nesterov momentum 0.99) with MONAI's linear warm-up and
   cosine decay (``WarmupCosineSchedule``, stepped once per iteration);
   mixed precision (bfloat16 autocast on the CPU and CUDA; float16 with
@@ -121,13 +122,19 @@ class Task:
             validation record (``{"iteration": .., "lr": .., "loss_*": .., and
             validate's figures}``), by which ``keep_best`` picks ``best.pt``;
             None = the family has none (``--keep-best`` is then refused).
+        critic: a network trained only to shape the loss (a GAN discriminator), or None. It is
+            trained in the same step, by the same optimiser and backward as ``model`` (the loss
+            keeps each term's gradient on its own side); the loss gets it as a fourth argument,
+            ``loss(net, batch, generator, critic)`` (its DDP wrapper under torchrun). Its weights
+            travel in ``last.pt`` (``--resume``), never in ``model.pt``, ``best.pt`` or an export,
+            so the trained model loads as one trained without it.
     """
 
     name: str
     model: nn.Module
     config: dict
     sample: Callable[[np.random.Generator, float], tuple[torch.Tensor, ...]]
-    loss: Callable[[nn.Module, tuple[torch.Tensor, ...], torch.Generator], dict[str, torch.Tensor]]
+    loss: Callable[..., dict[str, torch.Tensor]]  # (net, batch, generator[, critic]): see ``losses``
     validate: Callable[[nn.Module], dict] | None = None
     bundled: str | None = None
     unit: str = "samples"
@@ -136,6 +143,24 @@ class Task:
     find_unused_parameters: bool = False
     grows_from: Callable[[dict, dict], bool] | None = None
     score: Callable[[dict], float] | None = None
+    critic: nn.Module | None = None
+
+    def trained_parameters(self) -> list[nn.Parameter]:
+        """The parameters the optimiser steps: the model's, then the critic's."""
+        return [*self.model.parameters(), *(self.critic.parameters() if self.critic is not None else ())]
+
+    def losses(
+        self, net: nn.Module, batch: tuple[torch.Tensor, ...], generator: torch.Generator, critic: nn.Module | None
+    ) -> dict[str, torch.Tensor]:
+        """``loss`` of one batch, given the critic when the task has one.
+
+        Args:
+            net: ``model`` or its DDP wrapper.
+            batch: ``sample``'s tuple on the device.
+            generator: the CPU generator for randomness inside the loss.
+            critic: ``critic`` or its DDP wrapper (None when the task has none).
+        """
+        return self.loss(net, batch, generator) if critic is None else self.loss(net, batch, generator, critic)
 
 
 def autocast_settings(amp: bool, device: torch.device) -> tuple[bool, torch.dtype]:
@@ -290,12 +315,13 @@ class _Loop:
         self.out, self.device = Path(cfg.out), info.device
         self.model = task.model.to(self.device)
         self.net: nn.Module = self.model
+        self.critic = task.critic.to(self.device) if task.critic is not None else None
+        self.critic_net = self.critic  # its DDP wrapper under torchrun
+        params = task.trained_parameters()
         if cfg.optimizer == "sgd":
-            self.opt = torch.optim.SGD(
-                self.model.parameters(), lr=cfg.lr, momentum=0.99, nesterov=True, weight_decay=cfg.weight_decay
-            )
+            self.opt = torch.optim.SGD(params, lr=cfg.lr, momentum=0.99, nesterov=True, weight_decay=cfg.weight_decay)
         else:
-            self.opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+            self.opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.sched = WarmupCosineSchedule(self.opt, warmup_steps=cfg.warmup, t_total=cfg.iterations)
         self.use_amp, self.amp_dtype = autocast_settings(cfg.amp, self.device)
         # Gradient scaling only for float16 (its narrow exponent underflows small gradients).
@@ -319,6 +345,7 @@ class _Loop:
                 "with to resume, or another --out folder to start over."
             )
         self.model.load_state_dict(state["state_dict"])
+        self._restore_critic(state, last)
         self.opt.load_state_dict(state["optimizer"])
         self.sched.load_state_dict(state["scheduler"])
         if state["scaler"] and self.scaler.is_enabled():
@@ -335,6 +362,20 @@ class _Loop:
             emit(0.0, f"Resumed with {self.info.world_size} process(es) instead of {len(streams)}: new data streams")
         emit(0.0, f"Resumed from {last} at iteration {self.iteration}")
         return True
+
+    def _restore_critic(self, state: dict, last: Path) -> None:
+        """The critic's weights from ``last.pt``; a run resumed with a critic it was not trained with, or
+        without the one it was, is refused (the optimiser's state could not match its parameters)."""
+        saved = state.get("critic_state_dict")
+        if (saved is None) != (self.critic is None):
+            raise InputError(
+                f"'{last}' was trained {'without' if saved is None else 'with'} a training-only critic (a GAN "
+                "discriminator: train-syn --adversarial-weight) and this run "
+                f"{'has one' if saved is None else 'has none'}: resume with the run's own loss options, or start "
+                "a new run in another --out folder (--init from its model.pt)."
+            )
+        if self.critic is not None:
+            self.critic.load_state_dict(saved)
 
     def _best_so_far(self, saved: dict | None) -> dict | None:
         """The best score of the resumed run: ``last.pt``'s, or ``best.pt``'s own record when that is higher
@@ -417,7 +458,11 @@ class _Loop:
         """DDP wrapper (broadcasts rank 0's weights, averages gradients)."""
         if self.info.enabled:
             self.net = DDP(self.model, find_unused_parameters=self.task.find_unused_parameters)
+            if self.critic is not None:
+                self.critic_net = DDP(self.critic)
         self.model.train()
+        if self.critic is not None:
+            self.critic.train()
 
     # -- iterations -----------------------------------------------------------
     def step(self) -> dict[str, float]:
@@ -425,7 +470,7 @@ class _Loop:
         progress = self.iteration / max(self.cfg.iterations, 1)
         batch = tuple(t.to(self.device) for t in self.task.sample(self.rng, progress))
         with torch.autocast(device_type=self.device.type, dtype=self.amp_dtype, enabled=self.use_amp):
-            losses = self.task.loss(self.net, batch, self.gen)
+            losses = self.task.losses(self.net, batch, self.gen, self.critic_net)
         if "total" not in losses:
             raise ValueError(f"The {self.task.name} loss returned {sorted(losses)}: it must name a 'total'.")
         self.opt.zero_grad(set_to_none=True)
@@ -513,6 +558,8 @@ class _Loop:
                     "init": json.dumps(self.init),
                     "rng": json.dumps(streams),
                     "best": json.dumps(self.best),
+                    # training-only: here for --resume, never in model.pt, best.pt or an export
+                    **({"critic_state_dict": self.critic.state_dict()} if self.critic is not None else {}),
                 },
             )
         self.t_save = time.time() - t0
@@ -562,10 +609,10 @@ class _Loop:
 
     # -- end ------------------------------------------------------------------
     def weights_in_sync(self) -> bool:
-        """DDP check: every process must end with the same weights."""
+        """DDP check: every process must end with the same weights (the critic's too)."""
         if not self.info.enabled:
             return True
-        flat = torch.cat([p.detach().flatten().double() for p in self.model.parameters()])
+        flat = torch.cat([p.detach().flatten().double() for p in self.task.trained_parameters()])
         ref = flat.clone()
         dist.broadcast(ref, 0)
         diff = torch.tensor([float((flat - ref).abs().max())], dtype=torch.float64, device=self.device)

@@ -117,3 +117,9 @@ def test_bench_training_measures_a_real_training_step_of_the_checkpoints_configu
     assert result["report"]["command"].startswith("medmodels bench-syn --training --checkpoint")  # provenance
     assert "GFLOP/s" in (tmp_path / "bench_syn_training.md").read_text(encoding="utf-8")
     assert main(["bench-syn", "--checkpoint", str(path)]) == 2  # no case and no --training: an error, not a crash
+    # the adversarial loss's discriminator is timed with the network (its figures beside it)
+    rc = main([*argv, "--adversarial-weight", "0.1", "--out", str(tmp_path / "adv"), "--threads", "1"])
+    adversarial = json.loads((tmp_path / "adv" / "bench_syn_training.json").read_text(encoding="utf-8"))
+    assert rc == 0 and adversarial["adversarial_weight"] == 0.1 and adversarial["critic_parameters"] > 0
+    assert result["critic_parameters"] == 0
+    assert adversarial["gflop_per_iteration"] > result["gflop_per_iteration"]

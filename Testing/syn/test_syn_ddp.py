@@ -12,7 +12,9 @@ import pytest
 pytestmark = pytest.mark.slow
 
 
-def test_torchrun_two_processes(phantom_dataset, tmp_path):
+@pytest.mark.parametrize("adversarial", ["0", "0.2"])
+def test_torchrun_two_processes(phantom_dataset, tmp_path, adversarial):
+    """With --adversarial-weight the discriminator is a second DDP module of the same one step."""
     out = tmp_path / "ddp"
     lib = str(Path(medmodels.__file__).resolve().parents[1])
     env = {**os.environ, "PYTHONPATH": lib + os.pathsep + os.environ.get("PYTHONPATH", ""), "OMP_NUM_THREADS": "1"}
@@ -45,6 +47,8 @@ def test_torchrun_two_processes(phantom_dataset, tmp_path):
         "1",
         "--device",
         "cpu",
+        "--adversarial-weight",
+        adversarial,
     ]
     run = subprocess.run(cmd, env=env, capture_output=True, text=True, encoding="utf-8", timeout=240)
     assert run.returncode == 0, run.stderr[-2000:]
@@ -52,3 +56,5 @@ def test_torchrun_two_processes(phantom_dataset, tmp_path):
     assert summary["world_size"] == 2 and summary["slices_seen"] == 4 * 2 * 2
     assert [r["iteration"] for r in summary["history"]] == [2, 4]
     assert (out / "model.pt").exists()
+    assert summary["params_in_sync"]  # the discriminator's weights too
+    assert all(("loss_adv_d" in r) == (adversarial != "0") for r in summary["history"])

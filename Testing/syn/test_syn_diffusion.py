@@ -10,6 +10,7 @@ from medmodels.errors import InputError
 from medmodels.modalities import AvailabilityMask
 from medmodels.nets.m2dn import M2DNet
 from medmodels.syn import diffusion as D
+from medmodels.syn.losses import synthesis_loss
 from medmodels.syn.masks import PATTERNS, missing_tensor, sample_missing
 from medmodels.syn.variants import variant as variant_of
 from monai.networks.schedulers import DDIMScheduler
@@ -182,12 +183,14 @@ def test_both_variants_share_one_interface(kind):
     s = cfg.data_scale
     if kind == "m2dn":
         assert torch.equal(variant.sample(net, x, missing, 5, g()), D.sample_ddim(net, cfg, x * s, missing, 5, g()) / s)
-        assert torch.equal(
-            variant.loss(net, x, missing, g()), D.diffusion_loss(net, x * s, missing, D.ddpm_scheduler(cfg), g())
-        )
+        pred = D.diffusion_prediction(net, x * s, missing, D.ddpm_scheduler(cfg), g())
     else:
         assert torch.equal(variant.sample(net, x, missing, 5, g()), D.predict_regression(net, x * s, missing) / s)
-        assert torch.equal(variant.loss(net, x, missing, g()), D.regression_loss(net, x * s, missing))
+        pred = D.regression_prediction(net, x * s, missing)
+    assert torch.equal(variant.loss(net, x, missing, g()), synthesis_loss(pred, x * s, missing))
+    # training_prediction is that estimate, drawn as the loss draws, and the truth in diffusion space
+    got, truth = variant.training_prediction(net, x, missing, g())
+    assert torch.equal(got, pred) and torch.equal(truth, x * s)
 
 
 @pytest.mark.parametrize("kind", ["m2dn", "regression"])

@@ -148,6 +148,13 @@ def _register_bench(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--iterations", type=int, default=20, help="training steps to time (with --training)")
     p.add_argument("--batch-size", type=int, default=8, help="slices per step (with --training)")
     p.add_argument("--tumour-weight", type=float, default=0.0, help="loss weight on the tumour (with --training)")
+    p.add_argument(
+        "--adversarial-weight",
+        type=float,
+        default=0.0,
+        help="weight of the adversarial loss, so its PatchGAN discriminator is timed too (with --training; "
+        "train-syn's option)",
+    )
     out_argument(
         p, "also write the figures to OUT/bench_syn.json and .md (--training: bench_syn_training)", required=False
     )
@@ -238,6 +245,12 @@ def _bench_training(args: argparse.Namespace) -> int:
     from medmodels.syn.train_benchmark import bench_training, config_from_checkpoint, training_report
 
     config = load_synthesizer(args.checkpoint, device="cpu").config
-    cfg = config_from_checkpoint(config, batch_size=args.batch_size, tumour_weight=args.tumour_weight, device="cpu")
+    cfg = config_from_checkpoint(
+        config,
+        batch_size=args.batch_size,
+        tumour_weight=args.tumour_weight,
+        adversarial_weight=args.adversarial_weight,
+        device="cpu",
+    )
     result = bench_training(cfg, args.iterations)
     return show_report(training_report(result, command_of(args)), args.out, BENCH_FILES[True])

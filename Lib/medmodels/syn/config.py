@@ -68,6 +68,13 @@ class SynTrainConfig(LoopConfig):
         "(labels 1, 2, 4 of the training labels) in each missing modality, which rewards putting the "
         "enhancement inside the enhancing tumour; 0 = none. A training option only",
     )
+    adversarial_weight: float = option(
+        0.0,
+        "weight of the adversarial loss: a 2D PatchGAN discriminator, trained in the same step, judges the "
+        "synthesised missing modalities beside the available ones (least-squares GAN), which rewards sharp, "
+        "real-looking detail (the enhancing rim) over the blur the squared error settles for; 0 = none. A "
+        "training option only: the discriminator is kept in last.pt for --resume, never in model.pt",
+    )
     augment_degrees: float = option(
         0.0,
         "random in-plane rotation (+- degrees) of each training slice with its neighbours and labels; "

@@ -127,23 +127,21 @@ def forward_missing(
     return torch.where(_broadcast(missing), noisy, x0)
 
 
-def diffusion_loss(
+def diffusion_prediction(
     net: nn.Module,
     x0: torch.Tensor,
     missing: torch.Tensor,
     scheduler: DDPMScheduler,
     generator: torch.Generator | None = None,
     context: torch.Tensor | None = None,
-    weight: torch.Tensor | None = None,
-    regions: torch.Tensor | None = None,
-    region_weight: float = 0.0,
 ) -> torch.Tensor:
-    """The paper's joint loss ||M - f(M_t, t, v)||^2 over *all* modalities (``syn.losses``)."""
+    """The x0 estimate f(M_t, t, v) the paper's joint loss scores: the missing modalities
+    noised at a uniform timestep, ``(B, M, H, W)`` like ``x0``."""
     b = x0.shape[0]
     t = torch.randint(0, scheduler.num_train_timesteps, (b,), generator=generator).to(x0.device)
     noise = torch.randn(x0.shape, generator=generator).to(x0.device)
     xt = forward_missing(x0, missing, t, noise, scheduler)
-    return synthesis_loss(net(xt, t, missing, context), x0, missing, weight, regions, region_weight)
+    return net(xt, t, missing, context)
 
 
 def to_diffusion_space(x: torch.Tensor | None, cfg: DiffusionConfig) -> torch.Tensor | None:
@@ -165,19 +163,12 @@ def regression_input(x: torch.Tensor, missing: torch.Tensor) -> torch.Tensor:
     return torch.where(_broadcast(missing), torch.zeros_like(x), x)
 
 
-def regression_loss(
-    net: nn.Module,
-    x0: torch.Tensor,
-    missing: torch.Tensor,
-    context: torch.Tensor | None = None,
-    weight: torch.Tensor | None = None,
-    regions: torch.Tensor | None = None,
-    region_weight: float = 0.0,
+def regression_prediction(
+    net: nn.Module, x0: torch.Tensor, missing: torch.Tensor, context: torch.Tensor | None = None
 ) -> torch.Tensor:
-    """Same network, same joint loss, no diffusion: one pass from zero-filled inputs."""
+    """What the baseline's loss scores: the same network, no diffusion, one pass from zero-filled inputs."""
     t = torch.full((x0.shape[0],), REGRESSION_TIMESTEP, device=x0.device, dtype=torch.long)
-    pred = net(regression_input(x0, missing), t, missing, context)
-    return synthesis_loss(pred, x0, missing, weight, regions, region_weight)
+    return net(regression_input(x0, missing), t, missing, context)
 
 
 @torch.no_grad()
@@ -251,7 +242,8 @@ class Variant:
 
     The public ``loss`` and ``sample`` take and give z-scores and move them to and
     from diffusion space (``cfg.data_scale``), so no caller scales; a variant
-    implements ``space_loss`` and ``space_sample``, which work in diffusion space.
+    implements ``space_prediction`` (the x0 estimate the loss scores) and
+    ``space_sample``, which work in diffusion space.
 
     Args:
         cfg: the checkpoint's diffusion settings.
@@ -287,8 +279,34 @@ class Variant:
             regions: ``(B, H, W)`` tumour labels, for the region-mean term.
             region_weight: weight of the region-mean term (0 = none).
         """
+        pred, x0 = self.training_prediction(net, x0, missing, generator, context)
+        return synthesis_loss(pred, x0, missing, weight, regions, region_weight)
+
+    def training_prediction(
+        self,
+        net: nn.Module,
+        x0: torch.Tensor,
+        missing: torch.Tensor,
+        generator: torch.Generator | None = None,
+        context: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The network's estimate of the clean slices that ``loss`` scores, and the truth, both in
+        diffusion space (every variant's network predicts x0), for terms beyond ``loss``'s own
+        (the adversarial term of ``train-syn --adversarial-weight``).
+
+        Args:
+            net: the variant's network (or its DDP wrapper).
+            x0: ``(B, M, H, W)`` clean slices, z-scores.
+            missing: ``(B, M)`` float, 1 = missing.
+            generator: a CPU ``torch.Generator`` for the variant's randomness (timesteps, noise),
+                drawn from exactly as ``loss`` draws.
+            context: ``(B, M, 2k, H, W)`` neighbouring slices, z-scores (2.5D networks only).
+
+        Returns:
+            ``(pred, x0)``, each ``(B, M, H, W)`` in diffusion space; ``pred`` carries the gradient.
+        """
         x0, context = to_diffusion_space(x0, self.cfg), to_diffusion_space(context, self.cfg)
-        return self.space_loss(net, x0, missing, generator, context, weight, regions, region_weight)
+        return self.space_prediction(net, x0, missing, generator, context), x0
 
     def sample(
         self,
@@ -315,8 +333,8 @@ class Variant:
         x, context = to_diffusion_space(x_avail, self.cfg), to_diffusion_space(context, self.cfg)
         return to_data_space(self.space_sample(net, x, missing, steps, generator, context), self.cfg)
 
-    def space_loss(self, net, x0, missing, generator, context, weight, regions, region_weight) -> torch.Tensor:
-        """``loss`` in diffusion space (arguments already scaled)."""
+    def space_prediction(self, net, x0, missing, generator, context) -> torch.Tensor:
+        """``training_prediction``'s estimate in diffusion space (arguments already scaled)."""
         raise NotImplementedError
 
     def space_sample(self, net, x, missing, steps, generator, context) -> torch.Tensor:
@@ -341,8 +359,8 @@ class Diffusion(Variant):
         # the forward process (add_noise) only; samplers build their own schedulers
         self.scheduler = ddpm_scheduler(cfg)
 
-    def space_loss(self, net, x0, missing, generator, context, weight, regions, region_weight) -> torch.Tensor:
-        return diffusion_loss(net, x0, missing, self.scheduler, generator, context, weight, regions, region_weight)
+    def space_prediction(self, net, x0, missing, generator, context) -> torch.Tensor:
+        return diffusion_prediction(net, x0, missing, self.scheduler, generator, context)
 
     def space_sample(self, net, x, missing, steps, generator, context) -> torch.Tensor:
         if steps is None:
@@ -366,8 +384,8 @@ class Regression(Variant):
     def __init__(self, cfg: DiffusionConfig | None = None) -> None:
         super().__init__(cfg or DiffusionConfig())
 
-    def space_loss(self, net, x0, missing, generator, context, weight, regions, region_weight) -> torch.Tensor:
-        return regression_loss(net, x0, missing, context, weight, regions, region_weight)
+    def space_prediction(self, net, x0, missing, generator, context) -> torch.Tensor:
+        return regression_prediction(net, x0, missing, context)
 
     def space_sample(self, net, x, missing, steps, generator, context) -> torch.Tensor:
         return predict_regression(net, x, missing, context)

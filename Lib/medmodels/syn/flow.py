@@ -32,7 +32,6 @@ import torch
 from torch import nn
 
 from medmodels.syn.diffusion import DiffusionConfig, Variant, _broadcast, predict_regression
-from medmodels.syn.losses import synthesis_loss
 
 
 @dataclass(frozen=True)
@@ -85,7 +84,7 @@ def flow_start(
     return torch.where(_broadcast(missing), mu + noise * eps, x)
 
 
-def flow_loss(
+def flow_prediction(
     net: nn.Module,
     x0: torch.Tensor,
     missing: torch.Tensor,
@@ -93,17 +92,14 @@ def flow_loss(
     flow: FlowConfig,
     generator: torch.Generator | None = None,
     context: torch.Tensor | None = None,
-    weight: torch.Tensor | None = None,
-    regions: torch.Tensor | None = None,
-    region_weight: float = 0.0,
 ) -> torch.Tensor:
-    """The x0 loss (``syn.losses``) at a uniform point of the straight path from the noisy mean to ``x0``."""
+    """The x0 estimate the loss (``syn.losses``) scores, at a uniform point of the straight path
+    from the noisy mean to ``x0``; ``(B, M, H, W)`` like ``x0``."""
     z0 = flow_start(_unwrapped(net).mean, x0, missing, flow.noise, generator, context)
     s = torch.rand((x0.shape[0],), generator=generator, device=_device(generator, x0)).to(x0.device)
     zs = (1.0 - s)[:, None, None, None] * z0 + s[:, None, None, None] * x0
     zs = torch.where(_broadcast(missing), zs, x0)
-    pred = net(zs, flow_timestep(s, cfg.num_train_timesteps), missing, context)
-    return synthesis_loss(pred, x0, missing, weight, regions, region_weight)
+    return net(zs, flow_timestep(s, cfg.num_train_timesteps), missing, context)
 
 
 @torch.no_grad()
@@ -147,8 +143,8 @@ class PosteriorMeanFlow(Variant):
         super().__init__(cfg)
         self.flow = flow or FlowConfig()
 
-    def space_loss(self, net, x0, missing, generator, context, weight, regions, region_weight) -> torch.Tensor:
-        return flow_loss(net, x0, missing, self.cfg, self.flow, generator, context, weight, regions, region_weight)
+    def space_prediction(self, net, x0, missing, generator, context) -> torch.Tensor:
+        return flow_prediction(net, x0, missing, self.cfg, self.flow, generator, context)
 
     def space_sample(self, net, x, missing, steps, generator, context) -> torch.Tensor:
         return flow_sample(net, x, missing, steps or 1, self.cfg, self.flow, generator, context)

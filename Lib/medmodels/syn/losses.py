@@ -11,7 +11,14 @@ clean slices ``x0`` of every modality and share one criterion:
   error lets a network that cannot place the enhancing rim spread its
   brightness thin around it (the synthesised T1c then has no enhancement,
   issue 20); the region mean is only right when the brightness lands inside
-  the region, so it teaches contrast between tumour regions, not just pixels.
+  the region, so it teaches contrast between tumour regions, not just pixels;
+- optionally the adversarial term (``train-syn --adversarial-weight``): a
+  PatchGAN discriminator (``medmodels.nets.patchgan``) learns to tell true
+  missing modalities from synthesised ones and the network is rewarded for
+  fooling it. The squared error is best served by the mean of what may be
+  there, a blur; the discriminator calls a blur fake, so it asks for the
+  sharp rim a real T1c has. Least-squares GAN losses (Mao et al., ICCV 2017):
+  steadier than the log loss, and no sigmoid to saturate.
 
 Tensors are ``(B, M, H, W)`` in diffusion space; ``missing`` ``(B, M)``, 1 = missing.
 """
@@ -20,6 +27,8 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call
 
 #: BraTS labels whose mean intensity the region-mean term matches (necrosis, edema, enhancing).
 TUMOUR_LABELS = (1, 2, 4)
@@ -70,3 +79,50 @@ def synthesis_loss(
     if region_weight and regions is not None:
         loss = loss + region_weight * region_mean_error(pred, x0, missing, regions)
     return loss
+
+
+def critic_input(images: torch.Tensor, x0: torch.Tensor, missing: torch.Tensor) -> torch.Tensor:
+    """What the discriminator judges: the true available modalities, ``images`` in the missing ones,
+    and the missing mask as planes, ``(B, 2M, H, W)``.
+
+    Conditional, as pix2pix: a synthesised T1c is judged beside the FLAIR and T2 it was made from
+    (is the enhancement where their tumour is?), not alone; the mask planes say which channels are
+    candidates, since a real slice with all four modalities is otherwise one the network never
+    sees as a whole. A real sample is ``critic_input(x0, x0, missing)``.
+
+    Args:
+        images: ``(B, M, H, W)`` candidates for the missing channels (synthesised or true).
+        x0: ``(B, M, H, W)`` true slices (the available channels are taken from them).
+        missing: ``(B, M)``, 1 = missing.
+    """
+    planes = missing.to(images.dtype)[:, :, None, None].expand_as(images)
+    return torch.cat([torch.where(missing.bool()[:, :, None, None], images, x0), planes], dim=1)
+
+
+def adversarial_losses(
+    critic: nn.Module, pred: torch.Tensor, x0: torch.Tensor, missing: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(generator, discriminator)`` least-squares GAN losses, each of whose gradients reaches only
+    its own side, so one backward of their sum (with the synthesis loss) trains both in one step.
+
+    The discriminator's loss sees the synthesised slices detached (it cannot move the network) and
+    the real and synthesised samples in one call (under DDP each parameter then takes one gradient
+    per step). The generator's loss runs the discriminator with its parameters detached
+    (``torch.func.functional_call``), so the term that rewards fooling it cannot train it too.
+
+    Args:
+        critic: the discriminator, ``(B, 2M, H, W) -> (B, 1, h, w)`` scores (or its DDP wrapper).
+        pred: ``(B, M, H, W)`` the network's estimate of ``x0`` (with its gradient).
+        x0: ``(B, M, H, W)`` true slices.
+        missing: ``(B, M)``, 1 = missing.
+
+    Returns:
+        ``0.5 * mean((D(fake) - 1)^2)`` and ``0.5 * (mean((D(real) - 1)^2) + mean(D(fake)^2))``.
+    """
+    real, fake = critic_input(x0, x0, missing), critic_input(pred, x0, missing)
+    real_score, fake_score = critic(torch.cat([real, fake.detach()])).float().chunk(2)
+    discriminator = 0.5 * (((real_score - 1.0) ** 2).mean() + (fake_score**2).mean())
+    inner = getattr(critic, "module", critic)  # the module inside a DDP wrapper
+    frozen = {name: p.detach() for name, p in inner.named_parameters()}
+    generator = 0.5 * ((functional_call(inner, frozen, (fake,)).float() - 1.0) ** 2).mean()
+    return generator, discriminator

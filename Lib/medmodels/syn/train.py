@@ -13,8 +13,11 @@ uniform timestep and takes the MSE of the x0 prediction over all modalities;
 the regression baseline (``--model regression``) is the same network and loss
 on zero-filled inputs at a fixed timestep. With ``context`` the network also
 sees each slice's neighbours (2.5D); with ``tumour_weight`` w the loss counts
-tumour pixels (the case's labels) 1 + w times. Validation: the same loss on a
-fixed set of slices (draws, masks, timesteps and noise fixed) of the
+tumour pixels (the case's labels) 1 + w times; with ``adversarial_weight`` a
+PatchGAN discriminator (``Task.critic``, trained in the same step, never part
+of the model) judges the missing channels of the network's x0 estimate and
+the loss adds its adversarial terms (``syn.losses.adversarial_losses``).
+Validation: the same loss on a fixed set of slices (draws, masks, timesteps and noise fixed) of the
 validation cases, so it is comparable across iterations, and the SSIM and
 PSNR of the missing modalities synthesised from those slices with the default
 sampler (what a user gets), so the learning curves are in the figures the
@@ -35,6 +38,7 @@ from medmodels.distributed import DistInfo
 from medmodels.errors import InputError
 from medmodels.metrics import psnr, ssim
 from medmodels.modalities import MODALITY_KEYS
+from medmodels.nets.patchgan import PatchCritic
 from medmodels.nets.synthesis import MEAN_AND_FLOW_KINDS, build_synthesis_net
 from medmodels.progress import progress
 from medmodels.syn import diffusion as D
@@ -42,7 +46,7 @@ from medmodels.syn.config import MODELS, SynTrainConfig
 from medmodels.syn.data import WorkingCase, random_affine, sample_batch, to_working_case
 from medmodels.syn.flow import FlowConfig
 from medmodels.syn.inference import BASELINE_NAME, BUNDLED_NAME, DEFAULT_STEPS
-from medmodels.syn.losses import region_mean_error
+from medmodels.syn.losses import adversarial_losses, region_mean_error, synthesis_loss
 from medmodels.syn.masks import sample_missing
 from medmodels.syn.variants import variant as variant_of
 from medmodels.training import Task
@@ -254,6 +258,22 @@ def load_mean(model, cfg: SynTrainConfig, config: dict) -> dict:
     return {"checkpoint": str(path), "sha256": opened.record["sha256"]}
 
 
+def make_critic(cfg: SynTrainConfig) -> PatchCritic | None:
+    """The discriminator of ``--adversarial-weight`` (None without it), seeded after the network so the
+    network's initial weights are those of a run without one.
+
+    Raises:
+        InputError: a negative weight.
+    """
+    if cfg.adversarial_weight < 0:
+        raise InputError(f"--adversarial-weight must not be negative (got {cfg.adversarial_weight}); 0 = none.")
+    if not cfg.adversarial_weight:
+        return None
+    torch.manual_seed(cfg.seed + 1)
+    # it judges critic_input: the modalities (the missing ones candidates) and the missing mask as planes
+    return PatchCritic(2 * len(MODALITY_KEYS))
+
+
 def make_task(
     cfg: SynTrainConfig,
     cases: Sequence[WorkingCase],
@@ -274,16 +294,25 @@ def make_task(
     torch.manual_seed(cfg.seed)
     model = build_synthesis_net(config)
     mean_record = load_mean(model, cfg, config) if cfg.model in MEAN_AND_FLOW_KINDS else None
+    critic = make_critic(cfg)
 
     def sample(rng: np.random.Generator, progress: float = 1.0):
         return training_batch(cases, cfg, cfg.batch_size, rng, flip=True)
 
-    def loss(net, batch, generator):
+    def loss(net, batch, generator, critic=None):
         x0, missing, context, weight, regions = batch
-        total = variant.loss(
-            net, x0, missing, generator, _optional(context), _optional(weight), _optional(regions), cfg.region_weight
-        )
-        return {"total": total}
+        weight, regions = _optional(weight), _optional(regions)
+        if critic is None:
+            return {
+                "total": variant.loss(
+                    net, x0, missing, generator, _optional(context), weight, regions, cfg.region_weight
+                )
+            }
+        pred, x0 = variant.training_prediction(net, x0, missing, generator, _optional(context))
+        adv_g, adv_d = adversarial_losses(critic, pred, x0, missing)
+        total = synthesis_loss(pred, x0, missing, weight, regions, cfg.region_weight)
+        # adv_d's gradient reaches only the discriminator, adv_g's only the network (adversarial_losses)
+        return {"total": total + cfg.adversarial_weight * adv_g + adv_d, "adv_g": adv_g, "adv_d": adv_d}
 
     validate = None
     if main:
@@ -321,6 +350,7 @@ def make_task(
         data_keys=DATA_KEYS,
         grows_from=grows_from,
         score=lambda record: record["val_ssim"],  # --keep-best: the validation SSIM of the missing modalities
+        critic=critic,
     )
 
 

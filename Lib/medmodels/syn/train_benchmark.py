@@ -4,7 +4,7 @@ One phantom case with labels (no data set needed) goes to the configuration's
 working grid like a training case; then ``medmodels.throughput.time_task_steps``
 runs real training steps of the same ``Task`` that ``train-syn`` builds
 (slice sampling with neighbours and tumour weights, masks, the variant's loss,
-backward, AdamW) and reports seconds per phase, iterations/s, GFLOP per
+with ``adversarial_weight`` the discriminator's step too, backward, AdamW) and reports seconds per phase, iterations/s, GFLOP per
 iteration and the achieved GFLOP/s against the matmul peak. ``training_report``
 makes the figures a report (``medmodels.report``).
 """
@@ -54,6 +54,9 @@ def bench_training(
         "patch": list(cfg.patch_size),
         "batch_size": cfg.batch_size,
         "tumour_weight": cfg.tumour_weight,
+        "adversarial_weight": cfg.adversarial_weight,
+        # the discriminator of the adversarial loss: trained with the network, never part of the model
+        "critic_parameters": sum(p.numel() for p in task.critic.parameters()) if task.critic is not None else 0,
         **result,
     }
 
@@ -67,7 +70,14 @@ def training_report(result: dict, command: str | None = None) -> Report:
     """
     line = (
         f"training {result['model']} ({result['parameters']:,} parameters, context {result['net']['context']}, "
-        f"refine blocks {result['net']['refine_blocks']}, batch {result['batch_size']} x {result['patch']}): "
+        f"refine blocks {result['net']['refine_blocks']}, batch {result['batch_size']} x {result['patch']}"
+        + (
+            f", adversarial weight {result['adversarial_weight']} ({result['critic_parameters']:,}-parameter "
+            "discriminator)"
+            if result.get("adversarial_weight")
+            else ""
+        )
+        + "): "
         + throughput_phrase(result)
     )
     title = f"Training throughput of {result['model']} ({result['parameters']:,} parameters)"
