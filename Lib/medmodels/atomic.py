@@ -21,7 +21,8 @@ from pathlib import Path
 from medmodels.errors import InputError
 
 
-def _umask() -> int:
+def current_umask() -> int:
+    """The process's umask. ``os.umask`` only reads it by setting it, so it is set back at once."""
     mask = os.umask(0)
     os.umask(mask)
     return mask
@@ -30,7 +31,7 @@ def _umask() -> int:
 def publish(tmp: str | os.PathLike, dest: str | os.PathLike) -> None:
     """Give ``tmp`` the umask's default mode and rename it to ``dest``."""
     default = 0o777 if os.path.isdir(tmp) else 0o666
-    os.chmod(tmp, default & ~_umask())
+    os.chmod(tmp, default & ~current_umask())
     os.replace(tmp, dest)
 
 
@@ -304,7 +305,7 @@ def publish_new(tmp: str | os.PathLike, dest: str | os.PathLike) -> None:
 
 def _publish_new_file(tmp: str, dest: Path) -> None:
     """``publish``'s file mode, then ``publish_new``: a new file readable as ``publish`` leaves it."""
-    os.chmod(tmp, 0o666 & ~_umask())
+    os.chmod(tmp, 0o666 & ~current_umask())
     publish_new(tmp, dest)
 
 

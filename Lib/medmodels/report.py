@@ -31,7 +31,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from medmodels.atomic import MOVE_THEM, check_output_folder, publish_new
+from medmodels.atomic import MOVE_THEM, check_output_folder, current_umask, publish_new
 from medmodels.errors import InputError
 
 #: The JSON entry that carries a report's provenance beside its data (a data key may not use it).
@@ -150,9 +150,7 @@ def _write_temporary(folder: Path, text: str, suffix: str) -> str:
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(text.encode("utf-8"))
-        mask = os.umask(0)
-        os.umask(mask)
-        os.chmod(tmp, 0o666 & ~mask)  # mkstemp's 600 would hide the tables from other users
+        os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp's 600 would hide the tables from other users
     except BaseException:
         os.remove(tmp)
         raise

@@ -6,6 +6,8 @@ from __future__ import annotations
 import ast
 import csv
 import json
+import os
+import stat
 from pathlib import Path
 
 import pytest
@@ -123,6 +125,29 @@ def test_a_file_that_appears_while_writing_is_not_replaced(tmp_path, monkeypatch
     with pytest.raises(InputError, match=r"results\.csv"):
         write_report(_report(), tmp_path, "results")
     assert _tree(tmp_path) == {"results.csv": b"theirs"}
+
+
+def test_report_files_get_the_umasks_ordinary_mode(tmp_path):
+    mask = os.umask(0o027)
+    try:
+        paths = write_report(_report(), tmp_path, "results")
+    finally:
+        os.umask(mask)
+    assert {stat.S_IMODE(p.stat().st_mode) for p in paths.values()} == {0o640}  # not mkstemp's 600
+
+
+def test_the_umask_is_read_in_one_place():
+    """``os.umask`` reads the mask only by setting it: ``atomic.current_umask`` does that once for all."""
+    readers = []
+    for path in sorted(LIB.rglob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for f in ast.walk(tree):
+            if not isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            calls = [n for n in ast.walk(f) if isinstance(n, ast.Attribute) and n.attr == "umask"]
+            if calls and (path.name, f.name) != ("atomic.py", "current_umask"):
+                readers.append(f"{path.relative_to(LIB)}: {f.name}")
+    assert not readers, f"use medmodels.atomic.current_umask: {readers}"
 
 
 def test_read_report_says_what_is_wrong(tmp_path):
