@@ -9,14 +9,18 @@ read them.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import re
+import shutil
 import socket
 import sys
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from urllib.parse import quote
 
 from medmodels.errors import InputError
 
@@ -33,6 +37,80 @@ def publish(tmp: str | os.PathLike, dest: str | os.PathLike) -> None:
     default = 0o777 if os.path.isdir(tmp) else 0o666
     os.chmod(tmp, default & ~current_umask())
     os.replace(tmp, dest)
+
+
+#: How every temporary name (file or folder) an output is staged under starts; ``staging_prefix`` adds its writer.
+STAGING_PREFIX = ".partial-"
+#: ``.partial-<pid>@<host>@``: the writer of a staging name (``staging_prefix``).
+_STAGING_OWNER = re.compile(re.escape(STAGING_PREFIX) + r"(\d+)@([^@/]*)@")
+
+
+def _host_word() -> str:
+    """This machine's name as a staging name holds it: quoted (no ``@`` or path separator in it), or a
+    digest of it when long, so that a name stays well under the file system's limit."""
+    host = socket.gethostname()
+    quoted = quote(host, safe="")
+    return quoted if len(quoted) <= 64 else hashlib.sha256(host.encode("utf-8")).hexdigest()[:32]
+
+
+def staging_prefix() -> str:
+    """The prefix of a temporary name this process stages an output under, ``.partial-<pid>@<host>@``:
+    a name a killed process left can so be told from one a live writer is filling (``remove_stale_staging``)."""
+    return f"{STAGING_PREFIX}{os.getpid()}@{_host_word()}@"
+
+
+def _staging_owner(name: str) -> tuple[int | None, bool]:
+    """``(pid, gone)`` of the process that made the staging name ``name``, by the lock's rule
+    (``_process_gone``); a name without pid and host (an older version's) is never gone."""
+    found = _STAGING_OWNER.match(name)
+    if found is None:
+        return None, False
+    pid = int(found.group(1))
+    return pid, _process_gone(pid, found.group(2) == _host_word())
+
+
+def remove_stale_staging(folder: str | os.PathLike) -> list[str]:
+    """Remove the staging files and folders (``.partial-*``) in ``folder`` that a process which no
+    longer runs on this machine left (a run killed with SIGKILL, or a crash), each with a note on stderr.
+
+    Only what is provably stale goes: a name recording its writer's pid and host (``staging_prefix``)
+    whose process is gone. A live writer's, another machine's and an older version's (no pid) are
+    kept. Published outputs never carry the prefix, so nothing a run finished is touched.
+
+    Args:
+        folder: the folder to clear (a missing one holds nothing).
+
+    Returns:
+        the names removed.
+    """
+    folder = Path(folder)
+    try:
+        names = sorted(n for n in os.listdir(folder) if n.startswith(STAGING_PREFIX))
+    except OSError:
+        return []
+    removed = []
+    for name in names:
+        pid, gone = _staging_owner(name)
+        if not gone:
+            continue
+        path = folder / name
+        try:
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+        except FileNotFoundError:
+            continue  # another run cleared it at the same moment
+        except OSError:
+            continue  # not ours to remove (permissions): it stays, harmless, under its hidden name
+        removed.append(name)
+        print(
+            f"note: removed '{path}', left by process {pid}, which is no longer running (a run that was killed): "
+            "it held unpublished files only.",
+            file=sys.stderr,
+            flush=True,
+        )
+    return removed
 
 
 def write_atomically(
@@ -53,7 +131,7 @@ def write_atomically(
             ``dest``), or ``_publish_new_file`` (never replaces one: ``write_new_json``).
     """
     dest = Path(dest)
-    fd, tmp = tempfile.mkstemp(prefix=".partial-", suffix=suffix, dir=dest.parent)
+    fd, tmp = tempfile.mkstemp(prefix=staging_prefix(), suffix=suffix, dir=dest.parent)
     os.close(fd)
     try:
         write(tmp)
@@ -86,6 +164,20 @@ def write_json(dest: str | os.PathLike, data, sort_keys: bool = False) -> None:
 LOCK_NAME = ".medmodels-run.lock"
 
 
+def _process_gone(pid: int, on_this_machine: bool) -> bool:
+    """Whether process ``pid`` no longer runs: the one rule by which a lock or a staging name is stale.
+    A process of another machine (a shared folder), or one alive under another user, is never gone."""
+    if pid <= 0 or not on_this_machine:
+        return False  # another machine's process number says nothing about this one's processes
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except (PermissionError, OSError):
+        pass  # alive under another user, or a platform without signal 0
+    return False
+
+
 def _lock_owner(lock: Path) -> tuple[int | None, bool]:
     """``(pid, gone)`` of the run that wrote ``lock``: ``gone`` when that process no longer runs on
     this machine (a killed run). A lock from another machine (a shared folder) or unreadable is never gone."""
@@ -94,15 +186,7 @@ def _lock_owner(lock: Path) -> tuple[int | None, bool]:
         pid = int(fields[0])
     except (OSError, ValueError, IndexError):
         return None, False
-    if pid <= 0 or (len(fields) > 1 and fields[1] != socket.gethostname()):
-        return pid, False  # another machine's process number says nothing about this one's processes
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return pid, True
-    except (PermissionError, OSError):
-        pass  # alive under another user, or a platform without signal 0
-    return pid, False
+    return pid, _process_gone(pid, len(fields) == 1 or fields[1] == socket.gethostname())
 
 
 def _lock_holder(lock: Path) -> str:
@@ -151,7 +235,8 @@ def claimed_folder(folder: str | os.PathLike) -> Iterator[Path]:
     started together, exactly one creates it, the other is refused at once,
     before it computes anything. The lock is removed when the block ends
     (also on an error); a lock left by a killed run (its process is gone) is
-    removed with a note on stderr.
+    removed with a note on stderr, and so are the staging files and folders
+    that run left (``remove_stale_staging``).
 
     Args:
         folder: the output folder.
@@ -171,6 +256,7 @@ def claimed_folder(folder: str | os.PathLike) -> Iterator[Path]:
     try:
         with os.fdopen(fd, "w", encoding="ascii") as f:
             f.write(f"{os.getpid()} {socket.gethostname()}\n")  # the host: a pid means something only there
+        remove_stale_staging(folder)  # _create_lock removed a killed run's lock; the staging it left goes too
         yield folder
     finally:
         try:

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from medmodels.atomic import publish
+from medmodels.atomic import publish, staging_prefix
 from medmodels.errors import InputError
 from medmodels.image import Image, check_direction
 
@@ -346,7 +346,7 @@ def write_image(image: Image, path: str | os.PathLike) -> Path:
     tmp = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".partial-", suffix=suffix, dir=path.parent)
+        fd, tmp = tempfile.mkstemp(prefix=staging_prefix(), suffix=suffix, dir=path.parent)
         os.close(fd)
         sitk.WriteImage(image.to_sitk(), tmp, useCompression=True)
         _verify_written(Path(tmp), image)

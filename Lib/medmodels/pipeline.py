@@ -29,7 +29,7 @@ from typing import Callable
 
 import numpy as np
 
-from medmodels.atomic import check_output_folder, claimed_folder, publish_new
+from medmodels.atomic import check_output_folder, claimed_folder, publish_new, staging_prefix
 from medmodels.brain_mask import check_informative
 from medmodels.contract import (
     MANIFEST_NAME,
@@ -268,7 +268,7 @@ def write_outputs(
     check_output_folder(out_dir, names + [MANIFEST_NAME])
     from medmodels.runtime import choose_device  # torch: only once there is a result to write
 
-    staging = Path(tempfile.mkdtemp(prefix=".partial-", dir=out_dir))
+    staging = Path(tempfile.mkdtemp(prefix=staging_prefix(), dir=out_dir))
     manifest = Manifest(
         reference=result.reference,
         label_convention=options.label_convention,

@@ -14,7 +14,9 @@ A :class:`Report` holds
 ``"report"`` entry with the provenance), ``<stem>.md`` (the body, when there is
 one) and ``<stem>.csv``: every file is written under a temporary name first and
 then published without replacing anything, so a folder holds either the whole
-set or none of it, and an earlier report is never replaced.
+set or none of it, and an earlier report is never replaced. Temporary files a
+killed report left (``.partial-<pid>@<host>@...``, their writer gone) are
+removed first, by the output-folder claim's rule (``atomic.remove_stale_staging``).
 :func:`markdown_table` is the one Markdown table renderer of the library.
 Torch-free: nothing here needs more than the standard library.
 """
@@ -31,7 +33,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from medmodels.atomic import MOVE_THEM, check_output_folder, current_umask, publish_new
+from medmodels.atomic import (
+    MOVE_THEM,
+    check_output_folder,
+    current_umask,
+    publish_new,
+    remove_stale_staging,
+    staging_prefix,
+)
 from medmodels.errors import InputError
 
 #: The JSON entry that carries a report's provenance beside its data (a data key may not use it).
@@ -146,7 +155,7 @@ def _texts(report: Report) -> dict[str, str]:
 
 def _write_temporary(folder: Path, text: str, suffix: str) -> str:
     """``text`` (UTF-8) in a new hidden file of ``folder`` with the umask's ordinary mode; its path."""
-    fd, tmp = tempfile.mkstemp(prefix=".partial-", suffix=suffix, dir=folder)
+    fd, tmp = tempfile.mkstemp(prefix=staging_prefix(), suffix=suffix, dir=folder)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(text.encode("utf-8"))
@@ -177,6 +186,9 @@ def write_report(report: Report, folder: str | os.PathLike, stem: str, fix: str 
     names = report_files(stem, "md" in texts, "csv" in texts)
     check_output_folder(folder, list(names.values()), fix)
     folder.mkdir(parents=True, exist_ok=True)
+    # No claim guards a report's folder, so the temporary files of a report killed while it was written
+    # (SIGKILL runs no finally) go here, by the claim's rule: only those whose writer is gone.
+    remove_stale_staging(folder)
     temporary: dict[str, str] = {}
     published: list[Path] = []
     try:

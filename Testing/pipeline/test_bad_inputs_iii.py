@@ -18,11 +18,12 @@ import pytest
 import SimpleITK as sitk
 import torch
 from cli_checks import RT, fails
-from medmodels.atomic import LOCK_NAME, claimed_folder
+from medmodels.atomic import LOCK_NAME, claimed_folder, staging_prefix
 from medmodels.cli import main
 from medmodels.errors import CheckpointError, InputError
 from medmodels.io import write_image
 from medmodels.phantom import write_phantom_case
+from medmodels.report import Report, write_report
 from medmodels.weights import bundled_checkpoint, load_checkpoint, save_checkpoint
 
 
@@ -283,6 +284,57 @@ def test_sigterm_is_handled_as_ctrl_c(small_phantom, tmp_path):
     assert done.returncode == 143 and "ERROR: stopped by SIGTERM" in done.stderr, (done.returncode, done.stderr)
     assert "Traceback" not in done.stderr
     assert sorted(p.name for p in out.iterdir()) == []  # no .partial-* folder, no lock, no output
+
+
+def _staged_by(pid: int, rest: str) -> str:
+    """A staging name (``atomic.staging_prefix``) as process ``pid`` of this machine would have made it."""
+    return staging_prefix().replace(f"-{os.getpid()}@", f"-{pid}@", 1) + rest
+
+
+def test_the_next_claim_removes_staging_a_dead_writer_left_and_keeps_a_live_ones(tmp_path, capsys):
+    dead = _dead_pid()
+    (tmp_path / _staged_by(dead, "folder")).mkdir()
+    (tmp_path / _staged_by(dead, "folder") / "t1.nii.gz").write_bytes(b"half a volume")
+    (tmp_path / _staged_by(dead, "file.json")).write_text("{", encoding="utf-8")
+    kept = [
+        staging_prefix() + "live",  # this process: a writer that is alive
+        f".partial-{dead}@another-machine@x",  # a shared folder: another machine's pid says nothing here
+        ".partial-abc123",  # an older version's name, which does not say who made it
+    ]
+    for name in kept:
+        (tmp_path / name).mkdir()
+    with claimed_folder(tmp_path):
+        assert sorted(p.name for p in tmp_path.iterdir()) == sorted(kept + [LOCK_NAME])
+    assert capsys.readouterr().err.count(f"left by process {dead}, which is no longer running") == 2
+
+
+def test_a_report_removes_the_temporary_files_of_a_killed_report(tmp_path, capsys):
+    dead = _staged_by(_dead_pid(), "x.json")
+    live = staging_prefix() + "y.json"
+    for name in (dead, live):
+        (tmp_path / name).write_text("{", encoding="utf-8")
+    write_report(Report("evaluate-test", "A report", {"n": 1}), tmp_path, "results")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([live, "results.json"])
+    assert "no longer running" in capsys.readouterr().err
+
+
+#: A run killed with SIGKILL (no handler, no ``finally``) while it writes its outputs: after the first staged file.
+SIGKILL_WHILE_WRITING = SIGTERM_WHILE_WRITING.replace("signal.SIGTERM", "signal.SIGKILL")
+
+
+def test_the_staging_folder_of_a_run_killed_with_sigkill_goes_with_the_next_claim(small_phantom, tmp_path, capsys):
+    write_image(small_phantom.images["t1"], tmp_path / "t1.nii.gz")
+    out = tmp_path / "out"
+    argv = ["segment", "--t1", str(tmp_path / "t1.nii.gz"), "--out", str(out), *RT]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    done = subprocess.run([sys.executable, "-c", SIGKILL_WHILE_WRITING, *argv], env=env, timeout=300)
+    assert done.returncode == -9
+    left = sorted(p.name for p in out.iterdir())
+    assert LOCK_NAME in left and any(name.startswith(".partial-") for name in left), left
+    with claimed_folder(out):  # what the next run into ``out`` does first
+        assert sorted(p.name for p in out.iterdir()) == [LOCK_NAME]
+    assert sorted(out.iterdir()) == []
+    assert "no longer running" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("command", ["train-seg", "train-syn"])
