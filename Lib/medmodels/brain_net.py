@@ -31,7 +31,7 @@ import SimpleITK as sitk
 
 from medmodels.errors import CheckpointError
 from medmodels.image import Image
-from medmodels.resampling import working_geometry
+from medmodels.resampling import resample_onto, working_geometry
 
 DISTRIBUTION = "deepbet"
 #: The version whose weights the SHA-256 values below are; pinned in pyproject.toml.
@@ -121,9 +121,9 @@ def learned_brain_mask(image: Image, device: str = "cpu") -> Image:
     from medmodels.device import resolve_device
 
     extractor = load_extractor(str(resolve_device(device)))
-    grid = working_geometry(image, (NETWORK_SPACING_MM,) * 3).to_sitk()
-    resampled = sitk.Resample(sitk.Cast(image.to_sitk(), sitk.sitkFloat32), grid, sitk.Transform(), sitk.sitkLinear)
-    array, ras = _ras_array(resampled)
+    grid = working_geometry(image, (NETWORK_SPACING_MM,) * 3)
+    resampled = resample_onto(sitk.Cast(image.to_sitk(), sitk.sitkFloat32), grid, sitk.Transform(), sitk.sitkLinear)
+    array, ras = _ras_array(resampled.to_sitk())
     with torch.inference_mode():
         try:
             probability = extractor.run_model(array)
@@ -134,5 +134,5 @@ def learned_brain_mask(image: Image, device: str = "cpu") -> Image:
     out.CopyInformation(ras)
     # Resampling works in physical space, so the RAS-ordered mask needs no reorienting back. Linear, then
     # 0.5: the mask's surface, not a voxel staircase, on a finer or thicker target grid.
-    back = sitk.Resample(out, image.to_sitk(), sitk.Transform(), sitk.sitkLinear, 0.0, sitk.sitkFloat32)
-    return image.with_array((sitk.GetArrayFromImage(back) >= 0.5).astype(np.uint8))
+    back = resample_onto(out, image, sitk.Transform(), sitk.sitkLinear)  # float32, as ``out``
+    return image.with_array((back.array >= 0.5).astype(np.uint8))

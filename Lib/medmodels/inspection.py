@@ -51,7 +51,7 @@ from medmodels.brain_mask import SKULL_STRIPPED_MAX_FRACTION
 from medmodels.image import Image
 from medmodels.modalities import BY_KEY
 from medmodels.registration import head_mask, isotropic
-from medmodels.resampling import reference_key, working_geometry
+from medmodels.resampling import reference_key, resample_onto, working_geometry
 
 #: Above this ratio of rim to inside, the head has a bright scalp (fat); per modality (see above).
 RIM_RATIO_MAX = {"t1": 1.15, "t1c": 1.25}
@@ -154,8 +154,8 @@ def skull_figures(image: Image, key: str) -> dict:
     mask = sitk.GetArrayFromImage(head_mask(coarse)).astype(bool)
     values = sitk.GetArrayFromImage(coarse)
     # The background on the image's own grid, from the mask brought back there.
-    own = sitk.Resample(head_mask(coarse), image.to_sitk(), sitk.Transform(), sitk.sitkNearestNeighbor, 0)
-    outside = ~sitk.GetArrayFromImage(sitk.BinaryDilate(own, [1, 1, 1])).astype(bool)
+    own = resample_onto(head_mask(coarse), image, sitk.Transform(), sitk.sitkNearestNeighbor)
+    outside = ~sitk.GetArrayFromImage(sitk.BinaryDilate(own.to_sitk(), [1, 1, 1])).astype(bool)
     figures["zero_background"] = round(float((array[outside] == 0).mean()) if outside.any() else 1.0, 4)
     stripped = figures["nonzero_fraction"] <= SKULL_STRIPPED_MAX_FRACTION and (
         figures["zero_background"] >= ZERO_BACKGROUND_MIN
@@ -189,11 +189,11 @@ def alignment_figures(reference: Image, image: Image) -> dict:
         reference: the reference modality.
         image: another modality, any grid.
     """
-    grid = working_geometry(reference, (CHECK_SPACING_MM,) * 3).to_sitk()
+    grid = working_geometry(reference, (CHECK_SPACING_MM,) * 3)
     moved = []
     for item in (reference, image):
-        iso = isotropic(item, min(CHECK_SPACING_MM, max(item.spacing)))
-        moved.append(sitk.Resample(iso, grid, sitk.Transform(), sitk.sitkLinear, 0.0, sitk.sitkFloat32))
+        iso = isotropic(item, min(CHECK_SPACING_MM, max(item.spacing)))  # float32, so the result is too
+        moved.append(resample_onto(iso, grid, sitk.Transform(), sitk.sitkLinear).to_sitk())
     masks = [sitk.GetArrayFromImage(head_mask(m)).astype(bool) for m in moved]
     both = masks[0] & masks[1]
     overlap = both.sum() / max(1, min(masks[0].sum(), masks[1].sum()))
