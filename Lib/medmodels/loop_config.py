@@ -76,6 +76,14 @@ class LoopConfig(FlagConfig):
         "score; needs validation cases. Chosen on the validation cases, so figures measured on those same cases "
         "are optimistic: report cases the run never saw",
     )
+    average_from: float | None = option(
+        None,
+        "stochastic weight averaging (SWA): from this fraction of --iterations on (0 <= F < 1, e.g. 0.2), keep the "
+        "equal average of the weights after every step; the validations after that point, model.pt and best.pt "
+        "are then of the average, and last.pt holds it too for --resume (default: the last weights)",
+        type=float,
+        metavar="F",
+    )
     seed: int = option(0, "initial weights and data draws (with the process rank)")
     threads: int | None = option(None, "CPU threads for PyTorch (default: PyTorch's choice)", type=thread_count)
     device: str = option("auto", "where to run: the GPU when there is one (auto), or force cuda/cpu", choices=DEVICES)

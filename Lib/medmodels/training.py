@@ -26,6 +26,10 @@ same way for both families:
   ``last.pt``;
 - a wall-clock budget (``hours``) that stops before it is spent, with the same
   output as the end of training: ``last.pt``, ``model.pt`` and ``history.json``;
+- with ``average_from`` (``--average-from``, off by default): stochastic
+  weight averaging (``medmodels.weight_average``): the validations after its
+  start, ``model.pt`` and ``best.pt`` are of the equal average of the late
+  iterates, and ``last.pt`` carries the average for an exact resume;
 - with ``keep_best`` (``--keep-best``, off by default): ``best.pt``, the weights
   of the validation record whose ``Task.score`` beats every earlier one,
   written by the main process when it validates (no collective), its record
@@ -33,7 +37,7 @@ same way for both families:
   the best score so far travels in ``last.pt``, so a resumed run never
   replaces a better ``best.pt`` with a worse one.
 
-``model.pt`` holds the last iteration. Validation picks a checkpoint only
+``model.pt`` holds the last iteration (or, with ``average_from``, the average). Validation picks a checkpoint only
 with ``keep_best``, and then on the validation cases: figures measured on
 those same cases are optimistic for ``best.pt``. ``export`` turns a finished
 run (its ``model.pt`` or its ``best.pt``) into a bundled checkpoint (float16
@@ -63,6 +67,7 @@ from medmodels.checkpoint_ref import BUNDLED, CheckpointRef
 from medmodels.errors import CheckpointError, InputError
 from medmodels.loop_config import OPTIMIZERS, LoopConfig
 from medmodels.progress import emit, progress
+from medmodels.weight_average import WeightAverage, averaging_start
 from medmodels.weights import BUNDLED_DIR, load_checkpoint, open_checkpoint, read_record, save_checkpoint
 
 LAST, MODEL, HISTORY, BEST = "last.pt", "model.pt", "history.json", "best.pt"
@@ -86,6 +91,7 @@ RECORD_KEYS = (
     "init",
     "cumulative_iterations",
     "cumulative_wall_s_training",
+    "weight_average",
 )
 
 
@@ -192,6 +198,11 @@ def check_options(cfg: LoopConfig) -> None:
         problems.append(f"--lr and the warm-up must not be negative (got {cfg.lr}, {cfg.warmup})")
     if cfg.hours is not None and cfg.hours <= 0:
         problems.append(f"--hours must be more than 0 (got {cfg.hours}); leave it out for no budget")
+    if cfg.average_from is not None and not 0 <= cfg.average_from < 1:
+        problems.append(
+            f"--average-from must be a fraction of the run, at least 0 and below 1 (got {cfg.average_from}); "
+            "e.g. 0.2 averages the last 80 % of the iterations"
+        )
     if cfg.optimizer not in OPTIMIZERS:
         problems.append(f"unknown optimizer '{cfg.optimizer}': use {' or '.join(OPTIMIZERS)}")
     if problems:
@@ -330,6 +341,11 @@ class _Loop:
         self.rng, self.gen = _streams(cfg.seed, info.rank, 0)
         self.t_save = 0.0  # duration of the last validation + checkpoint (the budget keeps room for one)
         self.best: dict | None = None  # {"iteration", "score"} of best.pt (keep_best), on the main process
+        self.average = (
+            None
+            if cfg.average_from is None
+            else WeightAverage(self.model, averaging_start(cfg.average_from, cfg.iterations))
+        )
 
     # -- starting points ------------------------------------------------------
     def restore(self) -> bool:
@@ -346,6 +362,7 @@ class _Loop:
             )
         self.model.load_state_dict(state["state_dict"])
         self._restore_critic(state, last)
+        self._restore_average(state, last)
         self.opt.load_state_dict(state["optimizer"])
         self.sched.load_state_dict(state["scheduler"])
         if state["scaler"] and self.scaler.is_enabled():
@@ -376,6 +393,26 @@ class _Loop:
             )
         if self.critic is not None:
             self.critic.load_state_dict(saved)
+
+    def _restore_average(self, state: dict, last: Path) -> None:
+        """The weight average from ``last.pt``; a run resumed without the averaging it was started with is
+        refused (its model.pt would silently switch from the average to the last weights)."""
+        saved = state.get("average_state_dict")
+        if saved is not None and self.average is None:
+            raise InputError(
+                f"'{last}' was trained with --average-from (stochastic weight averaging): resume with the run's "
+                "own --average-from, or start a new run in another --out folder (--init from its model.pt)."
+            )
+        if self.average is not None:
+            if saved is None:
+                emit(0.0, f"'{last}' holds no weight average: averaging starts from iteration {self.iteration + 1}")
+            else:
+                self.average.load_state_dict(saved)
+
+    def result_model(self) -> nn.Module:
+        """The weights the run stands for: the average once it holds an iterate (``--average-from``), else
+        the trained model."""
+        return self.model if self.average is None else self.average.weights_of(self.model)
 
     def _best_so_far(self, saved: dict | None) -> dict | None:
         """The best score of the resumed run: ``last.pt``'s, or ``best.pt``'s own record when that is higher
@@ -510,6 +547,8 @@ class _Loop:
             for k, v in self.step().items():
                 sums[k] = sums.get(k, 0.0) + v
             n, self.iteration = n + 1, it + 1
+            if self.average is not None:
+                self.average.update(self.model, self.iteration)
             t_iter = time.time() - t0
             self.train_s += t_iter
             bar.set_postfix(**{k: v / n for k, v in sums.items()})
@@ -560,6 +599,7 @@ class _Loop:
                     "best": json.dumps(self.best),
                     # training-only: here for --resume, never in model.pt, best.pt or an export
                     **({"critic_state_dict": self.critic.state_dict()} if self.critic is not None else {}),
+                    **({"average_state_dict": self.average.state_dict()} if self.average is not None else {}),
                 },
             )
         self.t_save = time.time() - t0
@@ -582,21 +622,24 @@ class _Loop:
         facts = {k: v for k, v in self.summary("best validation score").items() if k != "config"}
         save_checkpoint(
             self.out / BEST,
-            {"state_dict": self.model.state_dict(), "config": self.task.config},
+            {"state_dict": self.result_model().state_dict(), "config": self.task.config},
             {"training": {**facts, "best": {**best, "chosen_on": CHOSEN_ON}, "last_record": record}},
         )
         self.best = best
         emit(self.iteration / self.cfg.iterations, f"best validation score {score:.4f} so far: {self.out / BEST}")
 
     def validate(self) -> dict:
+        """The task's validation figures of ``result_model`` (and, when averaging, how many iterates it holds)."""
         if self.task.validate is None:
             return {}
-        self.model.eval()
+        model = self.result_model()
+        model.eval()
         try:
             with torch.no_grad():
-                return dict(self.task.validate(self.model))
+                figures = dict(self.task.validate(model))
         finally:
-            self.model.train()
+            model.train()
+        return figures if self.average is None else {**figures, "averaged_iterates": self.average.count}
 
     def gather_streams(self) -> list[dict]:
         """Every process' RNG state, in rank order (a collective under DDP)."""
@@ -645,6 +688,9 @@ class _Loop:
             # earlier runs' compute (from the init checkpoint's record; unknown counts as 0)
             "cumulative_iterations": self.iteration + int(prior.get("iterations") or 0),
             "cumulative_wall_s_training": round(self.train_s + float(prior.get("wall_s_training") or 0.0), 1),
+            "weight_average": None
+            if self.average is None
+            else {"after_iteration": self.average.start, "iterates": self.average.count},
         }
 
     def finish(self, stopped: str) -> dict:
@@ -657,7 +703,7 @@ class _Loop:
             summary["best"] = self.best
         save_checkpoint(
             self.out / MODEL,
-            {"state_dict": self.model.state_dict(), "config": self.task.config},
+            {"state_dict": self.result_model().state_dict(), "config": self.task.config},
             {"training": {k: summary.get(k) for k in RECORD_KEYS}},
         )
         write_json(self.out / HISTORY, summary)

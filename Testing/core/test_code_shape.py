@@ -86,7 +86,10 @@ LAYERS = (
             "medmodels.preparation",
         ),
     ),
-    ("training loop", ("medmodels.loop_config", "medmodels.training", "medmodels.throughput")),
+    (
+        "training loop",
+        ("medmodels.loop_config", "medmodels.weight_average", "medmodels.training", "medmodels.throughput"),
+    ),
     ("families", ("medmodels.seg", "medmodels.syn")),
     ("orchestration", ("medmodels.pipeline", "medmodels.downstream", "medmodels.demo")),
     ("interface", ("medmodels.cli", "medmodels.__main__", "medmodels.commands")),
