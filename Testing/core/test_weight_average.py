@@ -2,7 +2,6 @@
 the iterates after the start, the validations after it score the average, best.pt keeps the average,
 an interrupted run resumes to the same average, and bad or mismatched options are refused."""
 
-
 import pytest
 import torch
 from medmodels.cli import main
