@@ -1,7 +1,8 @@
 """Downstream score of synthesis: does filling in the missing modalities help
 the tumour segmenter?
 
-For each missing pattern and validation case, the bundled segmenter segments
+For each missing pattern and validation case, the segmenter (the bundled one unless another is given:
+``evaluate-syn --seg-checkpoint``) segments
 the case twice on the case's own grid: from the incomplete set (the acquired
 modalities only, its missing-modality path) and from the full set with the
 missing modalities synthesised by M2DN. Both are scored against the expert
@@ -20,15 +21,17 @@ from collections.abc import Sequence
 import numpy as np
 
 from medmodels.datasets import Case, split_cases
+from medmodels.held_out import TRAINED_ON, trained_on_cases
 from medmodels.labels import labels_to_regions
 from medmodels.metrics import dice_per_channel
 from medmodels.modalities import AvailabilityMask
 from medmodels.progress import progress
 from medmodels.report import markdown_text
-from medmodels.seg.inference import Segmenter, load_segmenter
+from medmodels.seg.inference import BASELINE_NAME, BUNDLED_NAME, Segmenter, load_segmenter
 from medmodels.syn.evaluate import parse_patterns
 from medmodels.syn.inference import Synthesizer, load_synthesizer
 from medmodels.syn.tables import evaluation_body
+from medmodels.weights import read_record, resolve_checkpoint
 
 ALL_FOUR = AvailabilityMask((True,) * 4)
 
@@ -105,6 +108,8 @@ def add_downstream_dice(
 ) -> dict:
     """``result`` of ``medmodels.syn.evaluate.evaluate`` with the downstream Dice added (``"dice"``, and its
     table in ``"markdown"``); writes nothing: ``syn.evaluate.write_result`` writes the whole result after.
+    The segmenter that ran is recorded (``"dice_segmenter"``: its file and SHA-256), and the evaluated
+    cases it trained on join the result's ``held_out.TRAINED_ON`` as ``"segmenter"``.
 
     Args:
         result: what ``evaluate`` returned for the same data, split and cases.
@@ -118,6 +123,16 @@ def add_downstream_dice(
     cases = split_cases(data, split, "validation", require_label=True)[: max_cases or None]
     syn = load_synthesizer(checkpoint, device)
     seg = load_segmenter(segmenter, device)
-    result = {**result, "dice": downstream_dice(syn, seg, cases, parse_patterns(patterns), steps, seed, samples)}
+    seg_path = resolve_checkpoint(segmenter, BUNDLED_NAME, BASELINE_NAME)
+    result = {
+        **result,
+        "dice": downstream_dice(syn, seg, cases, parse_patterns(patterns), steps, seed, samples),
+        # load_segmenter checked the file against its record's SHA-256, so the record's is the file's
+        "dice_segmenter": {"checkpoint": str(seg_path), "sha256": read_record(seg_path)["sha256"]},
+        TRAINED_ON: {
+            **(result.get(TRAINED_ON) or {}),
+            "segmenter": trained_on_cases(seg_path, [c.name for c in cases]),
+        },
+    }
     result["markdown"] = markdown_text(evaluation_body(result))
     return result

@@ -78,6 +78,7 @@ LAYERS = (
             "medmodels.working_grid",
             "medmodels.grid_chain",
             "medmodels.weights",
+            "medmodels.held_out",
             "medmodels.nets",
             "medmodels.inspection",
             "medmodels.registration",

@@ -142,6 +142,44 @@ def test_evaluate_writes_table_for_both_models(tiny_models, phantom_dataset, tmp
     assert summ["average_fewer_than_4"]["Dice_ET"] == pytest.approx(expected)
 
 
+def with_training_cases(checkpoint, folder, cases):
+    """A copy of ``checkpoint`` in ``folder`` whose record lists ``cases`` as its training cases (the weights,
+    and so the SHA-256, are the same)."""
+    folder.mkdir(parents=True)
+    copy = folder / "model.pt"
+    copy.write_bytes(checkpoint.read_bytes())
+    record = json.loads(checkpoint.with_suffix(".json").read_text(encoding="utf-8"))
+    record["training"] = {**record.get("training", {}), "training_cases": list(cases)}
+    copy.with_suffix(".json").write_text(json.dumps(record), encoding="utf-8")
+    return copy
+
+
+def test_evaluate_seg_flags_a_model_trained_on_the_evaluated_cases(tiny_models, phantom_dataset, tmp_path, capsys):
+    """A checkpoint whose record lists an evaluated case is named in results.json, results.md and a note on
+    stderr; one trained on other cases is not. An --include'd model keeps what its own run found."""
+    trained = with_training_cases(tiny_models["shaspec"], tmp_path / "trained", ["Phantom_001", "Phantom_000"])
+    held = with_training_cases(tiny_models["shaspec"], tmp_path / "held", ["Brats18_Other_1"])
+    argv = ["evaluate-seg", str(phantom_dataset), "--cases", "Phantom_000", "--subsets", "1111", "--no-hd95"]
+    argv += ["--device", "cpu", "--threads", "1"]
+    models = ["--checkpoint", str(trained), "--name", "Trained", "--checkpoint", str(held), "--name", "Held"]
+    assert main([*argv, *models, "--out", str(tmp_path / "ev")]) == 0
+    saved = json.loads((tmp_path / "ev" / "results.json").read_text(encoding="utf-8"))
+    assert saved["trained_on_evaluated_cases"] == {"Trained": ["Phantom_000"], "Held": []}
+    md = (tmp_path / "ev" / "results.md").read_text(encoding="utf-8")
+    assert "**Not held out**: Trained was trained on 1 of the 1 evaluated case(s) (Phantom_000)" in md
+    assert "Held was trained" not in md
+    err = capsys.readouterr().err
+    (note,) = [line for line in err.splitlines() if line.startswith("note:")]
+    assert "Trained was trained on" in note and "Phantom_000" in note
+    assert "never saw" in note and "--checkpoint splits/weights/shaspec_brats18_shared_train11.pt" in note
+    later = ["--checkpoint", str(held), "--name", "Held2", "--include", str(tmp_path / "ev" / "results.json")]
+    assert main([*argv, *later, "--out", str(tmp_path / "ev2")]) == 0
+    merged = json.loads((tmp_path / "ev2" / "results.json").read_text(encoding="utf-8"))
+    assert merged["trained_on_evaluated_cases"] == {"Trained": ["Phantom_000"], "Held": [], "Held2": []}
+    assert "Trained was trained on" in (tmp_path / "ev2" / "results.md").read_text(encoding="utf-8")
+    assert "note: Trained was trained on" in capsys.readouterr().err
+
+
 def test_segment_and_bench_commands(tiny_models, phantom_dataset, tmp_path, capsys):
     case = sorted(phantom_dataset.iterdir())[0]
     assert (

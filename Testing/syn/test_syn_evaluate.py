@@ -216,3 +216,58 @@ def test_evaluate_syn_keeps_the_evaluation_when_the_downstream_dice_fails(
     saved = json.loads((tmp_path / "ev" / "evaluation.json").read_text(encoding="utf-8"))
     assert saved["dice"] is None and saved["table"][0]["pattern"] == "1101"
     assert saved["report"]["command"].startswith("medmodels evaluate-syn ") and "--dice" in saved["report"]["command"]
+
+
+def with_training_cases(checkpoint, folder, cases):
+    """A copy of ``checkpoint`` in ``folder`` whose record lists ``cases`` as its training cases (the weights,
+    and so the SHA-256, are the same)."""
+    folder.mkdir(parents=True)
+    copy = folder / "model.pt"
+    copy.write_bytes(checkpoint.read_bytes())
+    record = json.loads(checkpoint.with_suffix(".json").read_text(encoding="utf-8"))
+    record["training"] = {**record.get("training", {}), "training_cases": list(cases)}
+    copy.with_suffix(".json").write_text(json.dumps(record), encoding="utf-8")
+    return copy
+
+
+def test_evaluate_syn_runs_the_seg_checkpoint_and_flags_models_trained_on_the_cases(
+    phantom_dataset, tiny_models, tmp_path, capsys, monkeypatch
+):
+    """`evaluate-syn --dice --seg-checkpoint PATH`: PATH is the segmenter that runs, recorded with its SHA-256;
+    a synthesis checkpoint or segmenter whose record lists the evaluated case is named in evaluation.json,
+    evaluation.md and a note on stderr, and one trained on other cases (the regression here) is not."""
+    import medmodels.downstream
+    from medmodels.cli import main
+    from medmodels.seg.train import TrainConfig
+    from medmodels.seg.train import train as train_seg
+    from medmodels.weights import sha256_of
+
+    split, ckpt, names = tiny_models
+    seg_cfg = dict(width=4, depth=3, spacing=(8.0, 8.0, 8.0), patch_size=(16, 16, 16), batch_size=1, iterations=2)
+    seg_cfg.update(val_every=2, threads=1, device="cpu", validate=False, split=str(split))
+    train_seg(TrainConfig(data=str(phantom_dataset), out=str(tmp_path / "seg"), **seg_cfg))
+    segmenter = with_training_cases(tmp_path / "seg" / "model.pt", tmp_path / "seg_all", names)
+    m2dn = with_training_cases(ckpt["m2dn"], tmp_path / "m2dn_all", names)
+    loaded = []
+    real_loader = medmodels.downstream.load_segmenter
+    monkeypatch.setattr(medmodels.downstream, "load_segmenter", lambda c, d: loaded.append(c) or real_loader(c, d))
+    argv = ["evaluate-syn", str(phantom_dataset), "--split", str(split), "--out", str(tmp_path / "ev"), "--dice"]
+    argv += ["--checkpoint", str(m2dn), "--baseline", str(ckpt["regression"]), "--seg-checkpoint", str(segmenter)]
+    assert (
+        main([*argv, "--steps", "2", "--patterns", "1101", "--device", "cpu", "--threads", "1", "--no-input-grid"]) == 0
+    )
+    assert [str(c) for c in loaded] == [str(segmenter)]
+    saved = json.loads((tmp_path / "ev" / "evaluation.json").read_text(encoding="utf-8"))
+    assert saved["dice_segmenter"] == {"checkpoint": str(segmenter), "sha256": sha256_of(segmenter)}
+    assert saved["dice"][0]["pattern"] == "1101"
+    assert saved["trained_on_evaluated_cases"] == {"m2dn": names[2:], "regression": [], "segmenter": names[2:]}
+    md = (tmp_path / "ev" / "evaluation.md").read_text(encoding="utf-8")
+    assert f"**Not held out**: m2dn was trained on 1 of the 1 evaluated case(s) ({names[2]})" in md
+    assert "segmenter was trained on" in md and "regression was trained" not in md
+    notes = [line for line in capsys.readouterr().err.splitlines() if line.startswith("note:")]
+    assert len(notes) == 2 and "never saw" in notes[0] and "--checkpoint PATH" in notes[0]
+    assert "segmenter was trained on" in notes[1] and "splits/weights/shaspec_brats18_shared_train11.pt" in notes[1]
+    no_dice = [a for a in argv if a != "--dice"] + ["--out", str(tmp_path / "ev3")]  # the later --out wins
+    assert main(no_dice) == 2  # a segmenter of nothing: refused before any work
+    assert "--seg-checkpoint is the segmenter of the downstream Dice: add --dice" in capsys.readouterr().err
+    assert not (tmp_path / "ev3").exists()

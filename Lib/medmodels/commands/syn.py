@@ -48,6 +48,17 @@ class _AugmentShorthand(argparse.Action):
 BENCH_FILES = {False: "bench_syn", True: "bench_syn_training"}
 #: The report evaluate-syn writes into --out: evaluation.json with all figures, evaluation.md with the tables.
 EVALUATION = "evaluation"
+#: What to do when a model's figures are not held out (evaluate-syn's note), by the model's flag.
+HELD_OUT_FIX = (
+    "evaluate on cases these weights never saw, or pass weights trained on the split's training cases only "
+    "({flag} PATH{example})"
+)
+#: The flag of each model evaluate-syn names in its result, and an example of split-trained weights.
+HELD_OUT_FLAGS = {
+    "m2dn": ("--checkpoint", ""),
+    "regression": ("--baseline", ""),
+    "segmenter": ("--seg-checkpoint", ", e.g. --seg-checkpoint splits/weights/shaspec_brats18_shared_train11.pt"),
+}
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -109,6 +120,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="also the downstream segmentation Dice (needs seg weights); it is in evaluation.json and .md, "
         "which are written once, after it (should it fail, without it)",
+    )
+    p.add_argument(
+        "--seg-checkpoint",
+        default=None,
+        type=checkpoint_argument,
+        help="the segmenter of --dice: a segmentation .pt, 'bundled' (ShaSpec, the default) or 'baseline'",
     )
     out_argument(p, "evaluation.json with all figures, evaluation.md with the tables")
     p.add_argument("--seed", type=int, default=0)
@@ -189,6 +206,8 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     # checked before the hours of evaluation: earlier tables are never replaced
     check_output_folder(args.out, list(report_files(EVALUATION).values()), "give another --out")
+    if args.seg_checkpoint is not None and not args.dice:
+        raise InputError("--seg-checkpoint is the segmenter of the downstream Dice: add --dice, or leave it out.")
     options = dict(steps=args.steps, max_cases=args.max_cases, patterns=args.patterns, device=args.device)
     options.update(seed=args.seed, samples=args.samples)
     result = evaluate(
@@ -205,14 +224,32 @@ def _evaluate(args: argparse.Namespace) -> int:
         from medmodels.downstream import add_downstream_dice
 
         try:
-            result = add_downstream_dice(result, args.data, args.split, checkpoint=args.checkpoint, **options)
+            result = add_downstream_dice(
+                result, args.data, args.split, checkpoint=args.checkpoint, segmenter=args.seg_checkpoint, **options
+            )
         except BaseException:  # the synthesis scores took hours: keep them, without the Dice
             write_result(result, out, command_of(args))
             print(f"note: the downstream Dice failed; {out} holds the evaluation without it.", file=sys.stderr)
+            _held_out_notes(result)
             raise
     write_result(result, out, command_of(args))  # once, with the Dice when asked for: nothing is rewritten
     print(result["markdown"])
+    _held_out_notes(result)
     return 0
+
+
+def _held_out_notes(result: dict) -> None:
+    """A ``note:`` on stderr for each model of ``result`` (evaluate-syn's) that trained on evaluated cases.
+
+    Args:
+        result: the evaluation (``syn.evaluate.evaluate``'s, with ``medmodels.downstream``'s Dice when run).
+    """
+    from medmodels.held_out import not_held_out, not_held_out_models
+
+    for model, trained in not_held_out_models(result).items():
+        flag, example = HELD_OUT_FLAGS[model]
+        fix = HELD_OUT_FIX.format(flag=flag, example=example)
+        print(f"note: {not_held_out(model, trained, len(result['validation_cases']))}: {fix}.", file=sys.stderr)
 
 
 def _bench(args: argparse.Namespace) -> int:

@@ -64,12 +64,13 @@ import torch
 
 from medmodels.datasets import split_cases
 from medmodels.errors import InputError
+from medmodels.held_out import TRAINED_ON, trained_on_cases
 from medmodels.modalities import AvailabilityMask
 from medmodels.options import samples_problem
 from medmodels.progress import progress
 from medmodels.report import Report, markdown_text, write_report
 from medmodels.stats import CASE_TEST
-from medmodels.syn.inference import load_synthesizer
+from medmodels.syn.inference import BASELINE_NAME, BUNDLED_NAME, load_synthesizer
 from medmodels.syn.masks import PATTERNS
 from medmodels.syn.scoring import score_input_grid_case, score_working_grid_case
 from medmodels.syn.summaries import (
@@ -79,6 +80,7 @@ from medmodels.syn.summaries import (
     summarise_working_grid,
 )
 from medmodels.syn.tables import evaluation_body
+from medmodels.weights import resolve_checkpoint
 
 
 def parse_patterns(text: str | None) -> list[AvailabilityMask]:
@@ -133,6 +135,21 @@ def _rounded(rows: list[dict]) -> list[dict]:
     ]
 
 
+def trained_on_evaluated(checkpoint, baseline, cases: list[str]) -> dict[str, list[str]]:
+    """The evaluated cases the checkpoints of "m2dn" and "regression" trained on (``held_out``; empty:
+    held out), by model.
+
+    Args:
+        checkpoint, baseline: ``evaluate``'s M2DN and regression checkpoints (None: the bundled ones).
+        cases: the names of the evaluated cases.
+    """
+    refs = {"m2dn": checkpoint, "regression": "baseline" if baseline is None else baseline}
+    return {
+        name: trained_on_cases(resolve_checkpoint(ref, BUNDLED_NAME, BASELINE_NAME), cases)
+        for name, ref in refs.items()
+    }
+
+
 def evaluate(
     data,
     split,
@@ -160,13 +177,12 @@ def evaluate(
         patterns: comma-separated availability bits (None: all 14).
         device: "auto", "cpu", "cuda", ...
         seed: the samplers' seed.
-        input_grid: also synthesise whole volumes and score them on the input
-            grid (brain, tumour, T1c enhancement); the slow part.
-        samples: M2DN's output is the mean of this many samples (an estimate of
-            the posterior mean; ``run --samples``).
+        input_grid: also synthesise whole volumes and score them on the input grid (brain, tumour, T1c
+            enhancement); the slow part.
+        samples: M2DN's output is the mean of this many samples (the posterior mean's estimate; ``run --samples``).
 
-    The result's ``"dice"`` is None here; ``medmodels.downstream.add_downstream_dice`` fills it (and its
-    ``"markdown"``) before the result is written.
+    The result's ``TRAINED_ON`` is ``trained_on_evaluated``'s. Its ``"dice"`` is None here;
+    ``medmodels.downstream.add_downstream_dice`` fills it (and its ``"markdown"``) before it is written.
     """
     t_start = time.time()
     if samples_problem(samples):
@@ -208,6 +224,7 @@ def evaluate(
         "per_case_input_grid": input_rows if input_grid else None,
         "wall_s": round(time.time() - t_start, 1),
         "threads": torch.get_num_threads(),
+        TRAINED_ON: trained_on_evaluated(checkpoint, baseline, [c.name for c in cases]),
     }
     result["markdown"] = markdown_text(evaluation_body(result))  # the .md file's text, kept in the JSON too
     if out is not None:

@@ -1,0 +1,68 @@
+"""Whether an evaluation's cases are held out from a checkpoint's training.
+
+A checkpoint's record lists the cases it trained on (``training.training_cases``, written by
+``train-seg``/``train-syn`` and kept by ``export``). Figures measured on those cases are not
+held-out figures, and nothing in them shows it: ``evaluate-seg`` and ``evaluate-syn`` ask
+``trained_on_cases`` for every checkpoint they evaluate and say so (the result's JSON, a line
+in its Markdown, a note on stderr) in the words of ``not_held_out``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+from medmodels.weights import read_record
+
+#: The entry of an evaluation's result (results.json, evaluation.json): per model, the evaluated cases
+#: its checkpoint trained on (empty: held out).
+TRAINED_ON = "trained_on_evaluated_cases"
+
+
+def trained_on_cases(checkpoint: str | os.PathLike, cases: Sequence[str]) -> list[str]:
+    """The cases among ``cases`` that ``checkpoint`` was trained on, sorted.
+
+    Args:
+        checkpoint: the ``.pt`` file (its JSON record beside it is read; ``weights.read_record``).
+        cases: the names of the cases an evaluation scores.
+
+    Returns:
+        The sorted names in both ``cases`` and the record's ``training.training_cases``; empty
+        when the record has no such list (records from before it existed, imported weights).
+        The ``training_cases`` strings a ``training.lineage`` entry may carry are not read: they
+        are notes, not lists.
+
+    Raises:
+        CheckpointError: no record beside ``checkpoint``, or one that is not a checkpoint record.
+    """
+    training = read_record(checkpoint).get("training")
+    listed = training.get("training_cases") if isinstance(training, dict) else None
+    if not isinstance(listed, list):
+        return []
+    return sorted(set(cases) & {str(name) for name in listed})
+
+
+def not_held_out(model: str, trained: Sequence[str], evaluated: int) -> str:
+    """The sentence that says a model's figures are not held out, e.g. "ShaSpec was trained on 2 of
+    the 4 evaluated cases (A, B): its figures on them are not held-out figures."
+
+    Args:
+        model: the model's name in the evaluation (a results column, "m2dn", "segmenter", ...).
+        trained: the evaluated cases it trained on (``trained_on_cases``), not empty.
+        evaluated: how many cases the evaluation scored.
+    """
+    return (
+        f"{model} was trained on {len(trained)} of the {evaluated} evaluated case(s) ({', '.join(trained)}): "
+        "its figures on them are not held-out figures"
+    )
+
+
+def not_held_out_models(result: dict) -> dict[str, list[str]]:
+    """The models of an evaluation's result that trained on some of its cases, with those cases.
+
+    Args:
+        result: an evaluation's result or its JSON (``evaluate-seg``'s results.json, ``evaluate-syn``'s
+            evaluation.json) with its ``TRAINED_ON`` entry; results from before the check existed
+            have none, and so no model here.
+    """
+    return {m: list(cases) for m, cases in (result.get(TRAINED_ON) or {}).items() if cases}
