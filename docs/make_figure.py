@@ -12,7 +12,8 @@ true labels (its ``_seg`` file, which the module never sees). The title holds
 the Dice figures of that run (``medmodels.metrics.region_scores``, whole
 volume) and its time.
 
-    # a real BraTS 2018 case (the README's figure: a validation case, never trained on)
+    # a real BraTS 2018 case (the README's figure: a validation case, never trained on; the title says
+    # so only when no checkpoint that ran lists it among its training cases)
     OMP_NUM_THREADS=1 .venv/bin/python docs/make_figure.py --case ../shared/data/brats18/Brats18_2013_20_1 --leave-out t1c
     # no data needed: a phantom made by ``medmodels phantom`` (the default without --case)
     OMP_NUM_THREADS=1 .venv/bin/python docs/make_figure.py [--size 96x96x64] [--seed 7]
@@ -75,16 +76,26 @@ def case_files(folder: Path) -> dict[str, Path]:
     return files
 
 
-def split_of(case: str) -> str:
-    """How the title describes the case: which side of the bundled weights' split it is on."""
+def split_of(case: str, weights: dict[str, Path]) -> str:
+    """How the title describes the case: which side of the split it is on, and whether the weights that
+    ran have seen it. A validation case of the split is called unseen only when none of the checkpoints'
+    records lists it among their training cases (weights trained on all 15 cases have seen it).
+
+    Args:
+        case: the case folder's name.
+        weights: what the weights do ("synthesis", "segmentation") -> the checkpoint that ran.
+    """
     if case.startswith("Phantom_"):
         return "phantom"
+    from medmodels.held_out import trained_on_cases
+
+    seen = [what for what, path in weights.items() if trained_on_cases(path, [case])]
+    if seen:
+        return f"BraTS 2018 case the {' and '.join(seen)} weights TRAINED on: not a held-out figure"
     split = json.loads(SPLIT_FILE.read_text(encoding="utf-8"))
     if case in split["validation"]:
         return "BraTS 2018 validation case, never trained on"
-    if case in split["training"]:
-        return "BraTS 2018 TRAINING case: the weights have seen it"
-    return f"case not in {SPLIT_FILE.name}"
+    return f"case not in {SPLIT_FILE.name}, never trained on"
 
 
 def make_logic(args: argparse.Namespace):
@@ -218,19 +229,26 @@ def render(case: dict, result, predicted: np.ndarray, leave_out: str, title: str
     return fig, k
 
 
-def weights_line(args: argparse.Namespace) -> str:
-    """Which weights ran, with the first hex digits of each file's SHA-256 (so a figure names its weights)."""
+def weights_used(args: argparse.Namespace) -> dict[str, Path]:
+    """What the weights do ("synthesis", "segmentation") -> the checkpoint file that runs."""
     from medmodels.seg.inference import BUNDLED_NAME as SEG_BUNDLED
     from medmodels.syn.inference import BUNDLED_NAME as SYN_BUNDLED
-    from medmodels.weights import resolve_checkpoint, sha256_of
+    from medmodels.weights import resolve_checkpoint
+
+    return {
+        "synthesis": resolve_checkpoint(args.syn_checkpoint, SYN_BUNDLED, SYN_BUNDLED),
+        "segmentation": resolve_checkpoint(args.seg_checkpoint, SEG_BUNDLED, SEG_BUNDLED),
+    }
+
+
+def weights_line(args: argparse.Namespace) -> str:
+    """Which weights ran, with the first hex digits of each file's SHA-256 (so a figure names its weights)."""
+    from medmodels.weights import sha256_of
 
     parts = []
-    for what, given, bundled in (
-        ("synthesis", args.syn_checkpoint, SYN_BUNDLED),
-        ("segmentation", args.seg_checkpoint, SEG_BUNDLED),
-    ):
-        path = resolve_checkpoint(given, bundled, bundled)
-        name = f"bundled {path.stem}" if not given else "/".join(path.resolve().parts[-2:])
+    given = {"synthesis": args.syn_checkpoint, "segmentation": args.seg_checkpoint}
+    for what, path in weights_used(args).items():
+        name = f"bundled {path.stem}" if not given[what] else "/".join(path.resolve().parts[-2:])
         parts.append(f"{what} {name} (sha256 {sha256_of(path)[:8]})")
     return "weights: " + ", ".join(parts)
 
@@ -257,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
     scores = region_scores(predicted, case["truth"])
     threads = os.environ.get("OMP_NUM_THREADS", str(os.cpu_count()))
     title = (
-        f"MissingModalityTools logic on {folder.name} ({split_of(folder.name)}), "
+        f"MissingModalityTools logic on {folder.name} ({split_of(folder.name, weights_used(args))}), "
         f"{modality(args.leave_out).display} left out\n"
         f"Dice WT {scores['Dice_WT']:.2f}  TC {scores['Dice_TC']:.2f}  ET {scores['Dice_ET']:.2f} (whole volume)   "
         f"synthesis + segmentation in {result.seconds:.0f} s on CPU ({threads} thread(s))\n"
