@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from medmodels.phantom import make_phantom, write_phantom_case
@@ -43,3 +45,20 @@ def phantom_dataset(tmp_path_factory):
     for seed in range(3):
         write_phantom_case(root, f"Phantom_{seed:03d}", (40, 40, 32), seed)
     return root
+
+
+@pytest.fixture
+def with_training_cases():
+    """``copy(checkpoint, folder, cases)``: a copy of ``checkpoint`` in ``folder`` whose record lists ``cases``
+    as its training cases (the weights, and so the SHA-256, are the same), for the held-out guard's tests."""
+
+    def copy(checkpoint, folder, cases):
+        folder.mkdir(parents=True)
+        target = folder / "model.pt"
+        target.write_bytes(checkpoint.read_bytes())
+        record = json.loads(checkpoint.with_suffix(".json").read_text(encoding="utf-8"))
+        record["training"] = {**record.get("training", {}), "training_cases": list(cases)}
+        target.with_suffix(".json").write_text(json.dumps(record), encoding="utf-8")
+        return target
+
+    return copy

@@ -142,19 +142,9 @@ def test_evaluate_writes_table_for_both_models(tiny_models, phantom_dataset, tmp
     assert summ["average_fewer_than_4"]["Dice_ET"] == pytest.approx(expected)
 
 
-def with_training_cases(checkpoint, folder, cases):
-    """A copy of ``checkpoint`` in ``folder`` whose record lists ``cases`` as its training cases (the weights,
-    and so the SHA-256, are the same)."""
-    folder.mkdir(parents=True)
-    copy = folder / "model.pt"
-    copy.write_bytes(checkpoint.read_bytes())
-    record = json.loads(checkpoint.with_suffix(".json").read_text(encoding="utf-8"))
-    record["training"] = {**record.get("training", {}), "training_cases": list(cases)}
-    copy.with_suffix(".json").write_text(json.dumps(record), encoding="utf-8")
-    return copy
-
-
-def test_evaluate_seg_flags_a_model_trained_on_the_evaluated_cases(tiny_models, phantom_dataset, tmp_path, capsys):
+def test_evaluate_seg_flags_a_model_trained_on_the_evaluated_cases(
+    tiny_models, phantom_dataset, tmp_path, capsys, with_training_cases
+):
     """A checkpoint whose record lists an evaluated case is named in results.json, results.md and a note on
     stderr; one trained on other cases is not. An --include'd model keeps what its own run found."""
     trained = with_training_cases(tiny_models["shaspec"], tmp_path / "trained", ["Phantom_001", "Phantom_000"])

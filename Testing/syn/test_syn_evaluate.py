@@ -218,20 +218,8 @@ def test_evaluate_syn_keeps_the_evaluation_when_the_downstream_dice_fails(
     assert saved["report"]["command"].startswith("medmodels evaluate-syn ") and "--dice" in saved["report"]["command"]
 
 
-def with_training_cases(checkpoint, folder, cases):
-    """A copy of ``checkpoint`` in ``folder`` whose record lists ``cases`` as its training cases (the weights,
-    and so the SHA-256, are the same)."""
-    folder.mkdir(parents=True)
-    copy = folder / "model.pt"
-    copy.write_bytes(checkpoint.read_bytes())
-    record = json.loads(checkpoint.with_suffix(".json").read_text(encoding="utf-8"))
-    record["training"] = {**record.get("training", {}), "training_cases": list(cases)}
-    copy.with_suffix(".json").write_text(json.dumps(record), encoding="utf-8")
-    return copy
-
-
 def test_evaluate_syn_runs_the_seg_checkpoint_and_flags_models_trained_on_the_cases(
-    phantom_dataset, tiny_models, tmp_path, capsys, monkeypatch
+    phantom_dataset, tiny_models, tmp_path, capsys, monkeypatch, with_training_cases
 ):
     """`evaluate-syn --dice --seg-checkpoint PATH`: PATH is the segmenter that runs, recorded with its SHA-256;
     a synthesis checkpoint or segmenter whose record lists the evaluated case is named in evaluation.json,
