@@ -10,13 +10,15 @@ in its Markdown, a note on stderr) in the words of ``not_held_out``.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
-from medmodels.weights import read_record
+from medmodels.weights import read_record, resolve_checkpoint
 
 #: The entry of an evaluation's result (results.json, evaluation.json): per model, the evaluated cases
 #: its checkpoint trained on (empty: held out).
 TRAINED_ON = "trained_on_evaluated_cases"
+#: What the user can do about figures that are not held out (the start of each command's ``note:`` fix).
+FIX = "evaluate on cases these weights never saw, or pass weights trained on the split's training cases only"
 
 
 def trained_on_cases(checkpoint: str | os.PathLike, cases: Sequence[str]) -> list[str]:
@@ -40,6 +42,20 @@ def trained_on_cases(checkpoint: str | os.PathLike, cases: Sequence[str]) -> lis
     if not isinstance(listed, list):
         return []
     return sorted(set(cases) & {str(name) for name in listed})
+
+
+def trained_on_by_model(
+    refs: Mapping[str, str | os.PathLike | None], cases: Sequence[str], bundled: str, baseline: str
+) -> dict[str, list[str]]:
+    """Per model, the cases among ``cases`` its checkpoint trained on (``trained_on_cases``; empty: held out).
+
+    Args:
+        refs: a model's name in the evaluation -> its checkpoint reference as the loaders take it (None or
+            "bundled", "baseline", or a path; ``weights.resolve_checkpoint``).
+        cases: the names of the evaluated cases.
+        bundled, baseline: the family's bundled checkpoint names the references stand for.
+    """
+    return {name: trained_on_cases(resolve_checkpoint(ref, bundled, baseline), cases) for name, ref in refs.items()}
 
 
 def not_held_out(model: str, trained: Sequence[str], evaluated: int) -> str:
@@ -66,3 +82,16 @@ def not_held_out_models(result: dict) -> dict[str, list[str]]:
             have none, and so no model here.
     """
     return {m: list(cases) for m, cases in (result.get(TRAINED_ON) or {}).items() if cases}
+
+
+def not_held_out_lines(result: dict, evaluated: int) -> list[str]:
+    """The Markdown lines an evaluation's report ends its tables with: one per model that is not held out.
+
+    Args:
+        result: the evaluation's result, with its ``TRAINED_ON`` entry (``not_held_out_models``).
+        evaluated: how many cases the evaluation scored.
+    """
+    return [
+        f"**Not held out**: {not_held_out(m, trained, evaluated)}."
+        for m, trained in not_held_out_models(result).items()
+    ]

@@ -29,11 +29,8 @@ from medmodels.seg.config import TrainConfig
 BENCH_FILES = {False: "bench_seg", True: "bench_seg_training"}
 #: --mirror word -> axes of the (z, y, x) working volume flipped at test time.
 MIRRORS = {"none": (), "x": (2,), "all": (0, 1, 2)}
-#: What to do when a model's figures are not held out (evaluate-seg's note).
-HELD_OUT_FIX = (
-    "evaluate on cases these weights never saw, or pass weights trained on the split's training cases only "
-    "(e.g. --checkpoint splits/weights/shaspec_brats18_shared_train11.pt)"
-)
+#: The example of evaluate-seg's note on figures that are not held out (after ``held_out.FIX``).
+HELD_OUT_EXAMPLE = "(e.g. --checkpoint splits/weights/shaspec_brats18_shared_train11.pt)"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -201,10 +198,10 @@ def _evaluate(args: argparse.Namespace) -> int:
         shown = f"{100 * dice:.2f}" if dice is not None else "n/a (only the full set 1111 was evaluated)"
         print(f"{m}: mean Dice over subsets with < 4 modalities = {shown}")
     print(f"wall time {result['wall_s']} s; written: {', '.join(str(p) for p in paths.values())}")
-    from medmodels.held_out import not_held_out, not_held_out_models
+    from medmodels.held_out import FIX, not_held_out, not_held_out_models
 
     for m, trained in not_held_out_models(result).items():
-        print(f"note: {not_held_out(m, trained, len(result['cases']))}: {HELD_OUT_FIX}.", file=sys.stderr)
+        print(f"note: {not_held_out(m, trained, len(result['cases']))}: {FIX} {HELD_OUT_EXAMPLE}.", file=sys.stderr)
     return 0
 
 

@@ -48,11 +48,6 @@ class _AugmentShorthand(argparse.Action):
 BENCH_FILES = {False: "bench_syn", True: "bench_syn_training"}
 #: The report evaluate-syn writes into --out: evaluation.json with all figures, evaluation.md with the tables.
 EVALUATION = "evaluation"
-#: What to do when a model's figures are not held out (evaluate-syn's note), by the model's flag.
-HELD_OUT_FIX = (
-    "evaluate on cases these weights never saw, or pass weights trained on the split's training cases only "
-    "({flag} PATH{example})"
-)
 #: The flag of each model evaluate-syn names in its result, and an example of split-trained weights.
 HELD_OUT_FLAGS = {
     "m2dn": ("--checkpoint", ""),
@@ -244,12 +239,12 @@ def _held_out_notes(result: dict) -> None:
     Args:
         result: the evaluation (``syn.evaluate.evaluate``'s, with ``medmodels.downstream``'s Dice when run).
     """
-    from medmodels.held_out import not_held_out, not_held_out_models
+    from medmodels.held_out import FIX, not_held_out, not_held_out_models
 
     for model, trained in not_held_out_models(result).items():
         flag, example = HELD_OUT_FLAGS[model]
-        fix = HELD_OUT_FIX.format(flag=flag, example=example)
-        print(f"note: {not_held_out(model, trained, len(result['validation_cases']))}: {fix}.", file=sys.stderr)
+        sentence = not_held_out(model, trained, len(result["validation_cases"]))
+        print(f"note: {sentence}: {FIX} ({flag} PATH{example}).", file=sys.stderr)
 
 
 def _bench(args: argparse.Namespace) -> int:

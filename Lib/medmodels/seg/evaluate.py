@@ -19,7 +19,7 @@ import numpy as np
 
 from medmodels.datasets import discover_cases
 from medmodels.errors import InputError
-from medmodels.held_out import TRAINED_ON, not_held_out, not_held_out_models, trained_on_cases
+from medmodels.held_out import TRAINED_ON, not_held_out_lines, trained_on_by_model
 from medmodels.io import read_header
 from medmodels.labels import REGIONS
 from medmodels.metrics import region_scores
@@ -28,7 +28,6 @@ from medmodels.progress import progress
 from medmodels.report import Report, Table, read_report, report_files, write_report
 from medmodels.seg.inference import BASELINE_NAME, BUNDLED_NAME, Segmenter, load_segmenter
 from medmodels.stats import paired_case_test
-from medmodels.weights import resolve_checkpoint
 
 #: What ``write_results`` writes into the output folder, by kind: results.json, results.csv, results.md.
 RESULT_FILES = report_files("results", markdown=True, csv=True)
@@ -99,7 +98,8 @@ def evaluate(
     ``jobs > 1`` evaluates cases in that many single-thread processes.
     ``mirror_axes``: test-time mirroring of the checkpoints loaded here (``seg.inference``).
     The result's ``TRAINED_ON`` maps each model given as a checkpoint to the evaluated cases it
-    trained on (``trained_on_evaluated``); a loaded ``Segmenter`` has no record to read and no entry.
+    trained on (``held_out.trained_on_by_model``, read after the models loaded, so that a missing checkpoint
+    is reported by the loader's own message); a loaded ``Segmenter`` has no record to read and no entry.
     """
     subsets = list(subsets or AvailabilityMask.all_subsets())
     found, names = resolve_cases(data_dir, case_names)
@@ -142,24 +142,9 @@ def evaluate(
         "rows": rows,
         "summary": summarise(rows, list(models), subsets),
         "seconds_per_case_and_subset": {m: round(t / max(1, len(names) * len(subsets)), 2) for m, t in timing.items()},
-        TRAINED_ON: trained_on_evaluated(models, names),
-    }
-
-
-def trained_on_evaluated(models: Mapping[str, Segmenter | str | None], cases: Sequence[str]) -> dict[str, list[str]]:
-    """Per model given as a checkpoint, the cases among ``cases`` its record says it trained on
-    (``held_out.trained_on_cases``; empty: held out). Read after the models loaded, so that a missing
-    checkpoint is reported by the loader's own message.
-
-    Args:
-        models: ``evaluate``'s models: a column name -> a checkpoint reference or a loaded ``Segmenter``
-            (which has no record and gets no entry).
-        cases: the names of the evaluated cases.
-    """
-    return {
-        name: trained_on_cases(resolve_checkpoint(m, BUNDLED_NAME, BASELINE_NAME), cases)
-        for name, m in models.items()
-        if not isinstance(m, Segmenter)
+        TRAINED_ON: trained_on_by_model(
+            {n: m for n, m in models.items() if not isinstance(m, Segmenter)}, names, BUNDLED_NAME, BASELINE_NAME
+        ),
     }
 
 
@@ -433,10 +418,7 @@ def results_body(result: dict) -> list[str | Table]:
                 rows.append({flags[0]: row, **dict(zip(columns[4:], vals))})
         cases = f"{len(result['cases'])} case(s): " + ", ".join(result["cases"])
         body += [f"**{label}**, ET / TC / WT, mean over {cases}", Table(columns, rows)]
-    body += [
-        f"**Not held out**: {not_held_out(m, trained, len(result['cases']))}."
-        for m, trained in not_held_out_models(result).items()
-    ]
+    body += not_held_out_lines(result, len(result["cases"]))
     return body + _paired_body(result)
 
 

@@ -64,7 +64,7 @@ import torch
 
 from medmodels.datasets import split_cases
 from medmodels.errors import InputError
-from medmodels.held_out import TRAINED_ON, trained_on_cases
+from medmodels.held_out import TRAINED_ON, trained_on_by_model
 from medmodels.modalities import AvailabilityMask
 from medmodels.options import samples_problem
 from medmodels.progress import progress
@@ -80,7 +80,6 @@ from medmodels.syn.summaries import (
     summarise_working_grid,
 )
 from medmodels.syn.tables import evaluation_body
-from medmodels.weights import resolve_checkpoint
 
 
 def parse_patterns(text: str | None) -> list[AvailabilityMask]:
@@ -135,19 +134,11 @@ def _rounded(rows: list[dict]) -> list[dict]:
     ]
 
 
-def trained_on_evaluated(checkpoint, baseline, cases: list[str]) -> dict[str, list[str]]:
-    """The evaluated cases the checkpoints of "m2dn" and "regression" trained on (``held_out``; empty:
-    held out), by model.
-
-    Args:
-        checkpoint, baseline: ``evaluate``'s M2DN and regression checkpoints (None: the bundled ones).
-        cases: the names of the evaluated cases.
-    """
+def _trained_on(checkpoint, baseline, cases: list[str]) -> dict[str, list[str]]:
+    """``held_out.trained_on_by_model`` for "m2dn" and "regression" (``evaluate``'s checkpoints; a baseline of
+    None is the bundled regression), over the evaluated ``cases``."""
     refs = {"m2dn": checkpoint, "regression": "baseline" if baseline is None else baseline}
-    return {
-        name: trained_on_cases(resolve_checkpoint(ref, BUNDLED_NAME, BASELINE_NAME), cases)
-        for name, ref in refs.items()
-    }
+    return trained_on_by_model(refs, cases, BUNDLED_NAME, BASELINE_NAME)
 
 
 def evaluate(
@@ -181,7 +172,7 @@ def evaluate(
             enhancement); the slow part.
         samples: M2DN's output is the mean of this many samples (the posterior mean's estimate; ``run --samples``).
 
-    The result's ``TRAINED_ON`` is ``trained_on_evaluated``'s. Its ``"dice"`` is None here;
+    The result's ``TRAINED_ON`` is ``_trained_on``'s. Its ``"dice"`` is None here;
     ``medmodels.downstream.add_downstream_dice`` fills it (and its ``"markdown"``) before it is written.
     """
     t_start = time.time()
@@ -224,7 +215,7 @@ def evaluate(
         "per_case_input_grid": input_rows if input_grid else None,
         "wall_s": round(time.time() - t_start, 1),
         "threads": torch.get_num_threads(),
-        TRAINED_ON: trained_on_evaluated(checkpoint, baseline, [c.name for c in cases]),
+        TRAINED_ON: _trained_on(checkpoint, baseline, [c.name for c in cases]),
     }
     result["markdown"] = markdown_text(evaluation_body(result))  # the .md file's text, kept in the JSON too
     if out is not None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from medmodels.held_out import not_held_out, not_held_out_models
+from medmodels.held_out import not_held_out_lines
 from medmodels.report import Table
 from medmodels.stats import CASE_TEST
 from medmodels.syn.scoring import METHODS
@@ -155,7 +155,4 @@ def evaluation_body(result: dict) -> list[str | Table]:
         body += calibration_body(result["calibration"])
     if result.get("dice"):
         body.append(downstream_dice_table(result["dice"]))
-    return body + [
-        f"**Not held out**: {not_held_out(m, trained, len(result['validation_cases']))}."
-        for m, trained in not_held_out_models(result).items()
-    ]
+    return body + not_held_out_lines(result, len(result["validation_cases"]))
