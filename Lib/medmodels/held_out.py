@@ -17,6 +17,9 @@ from medmodels.weights import read_record, resolve_checkpoint
 #: The entry of an evaluation's result (results.json, evaluation.json): per model, the evaluated cases
 #: its checkpoint trained on (empty: held out).
 TRAINED_ON = "trained_on_evaluated_cases"
+#: The entry of ``evaluate-seg``'s result: per model, the evaluated cases its checkpoint's probability
+#: threshold was chosen on (``calibrate-seg`` records them as ``calibration.cases``; empty: none).
+CALIBRATED_ON = "threshold_chosen_on_evaluated_cases"
 #: What the user can do about figures that are not held out (the start of each command's ``note:`` fix).
 FIX = "evaluate on cases these weights never saw, or pass weights trained on the split's training cases only"
 
@@ -37,8 +40,19 @@ def trained_on_cases(checkpoint: str | os.PathLike, cases: Sequence[str]) -> lis
     Raises:
         CheckpointError: no record beside ``checkpoint``, or one that is not a checkpoint record.
     """
-    training = read_record(checkpoint).get("training")
-    listed = training.get("training_cases") if isinstance(training, dict) else None
+    return _listed(read_record(checkpoint), "training", "training_cases", cases)
+
+
+def calibrated_on_cases(checkpoint: str | os.PathLike, cases: Sequence[str]) -> list[str]:
+    """The cases among ``cases`` that ``checkpoint``'s probability threshold was chosen on (its record's
+    ``calibration.cases``, written by ``calibrate-seg``), sorted; empty when it records none."""
+    return _listed(read_record(checkpoint), "calibration", "cases", cases)
+
+
+def _listed(record: dict, section: str, key: str, cases: Sequence[str]) -> list[str]:
+    """The names in both ``cases`` and ``record[section][key]`` (a list), sorted; empty when it is absent."""
+    part = record.get(section)
+    listed = part.get(key) if isinstance(part, dict) else None
     if not isinstance(listed, list):
         return []
     return sorted(set(cases) & {str(name) for name in listed})
@@ -56,6 +70,14 @@ def trained_on_by_model(
         bundled, baseline: the family's bundled checkpoint names the references stand for.
     """
     return {name: trained_on_cases(resolve_checkpoint(ref, bundled, baseline), cases) for name, ref in refs.items()}
+
+
+def calibrated_on_by_model(
+    refs: Mapping[str, str | os.PathLike | None], cases: Sequence[str], bundled: str, baseline: str
+) -> dict[str, list[str]]:
+    """Per model, the cases among ``cases`` its checkpoint's threshold was chosen on (``calibrated_on_cases``);
+    the arguments as ``trained_on_by_model``."""
+    return {name: calibrated_on_cases(resolve_checkpoint(ref, bundled, baseline), cases) for name, ref in refs.items()}
 
 
 def not_held_out(model: str, trained: Sequence[str], evaluated: int) -> str:
@@ -91,7 +113,15 @@ def not_held_out_lines(result: dict, evaluated: int) -> list[str]:
         result: the evaluation's result, with its ``TRAINED_ON`` entry (``not_held_out_models``).
         evaluated: how many cases the evaluation scored.
     """
-    return [
+    lines = [
         f"**Not held out**: {not_held_out(m, trained, evaluated)}."
         for m, trained in not_held_out_models(result).items()
     ]
+    lines += [
+        f"**Threshold chosen on these cases**: {m}'s probability threshold was chosen on {len(chosen)} of the "
+        f"{evaluated} evaluated case(s) ({', '.join(chosen)}) by calibrate-seg: its figures on them include that "
+        "choice (calibrate-seg's leave-one-case-out figures do not)."
+        for m, chosen in (result.get(CALIBRATED_ON) or {}).items()
+        if chosen
+    ]
+    return lines

@@ -1,4 +1,4 @@
-"""Segmentation commands: ``train-seg``, ``evaluate-seg``, ``bench-seg``.
+"""Segmentation commands: ``train-seg``, ``evaluate-seg``, ``calibrate-seg``, ``bench-seg``.
 
 Segmenting cases is ``medmodels run --segment`` (alias ``segment``); exporting
 a trained model is ``medmodels export``. Torch-heavy modules are imported
@@ -34,9 +34,10 @@ HELD_OUT_EXAMPLE = "(e.g. --checkpoint splits/weights/shaspec_brats18_shared_tra
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    """``train-seg``, ``evaluate-seg`` and ``bench-seg``."""
+    """``train-seg``, ``evaluate-seg``, ``calibrate-seg`` and ``bench-seg``."""
     _register_train(sub)
     _register_evaluate(sub)
+    _register_calibrate(sub)
     _register_bench(sub)
 
 
@@ -89,8 +90,54 @@ def _register_evaluate(sub: argparse._SubParsersAction) -> None:
         default="none",
         help="test-time mirroring: none; x: left-right (2 passes); all: every axis (8 passes, nnU-Net's)",
     )
+    p.add_argument(
+        "--threshold",
+        type=float,
+        default=None,
+        help="probability threshold for every model, instead of each checkpoint's own (its config's "
+        "'threshold', set by calibrate-seg; 0.5 when it has none)",
+    )
     add_runtime_arguments(p)
     p.set_defaults(func=_evaluate)
+
+
+def _register_calibrate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "calibrate-seg",
+        help="choose a checkpoint's probability threshold on validation cases",
+        description="Run a segmentation checkpoint once per case and subset, score every candidate "
+        "probability threshold on the same probabilities (Dice of ET, TC, WT, with the clean-up), and choose "
+        "the one with the best mean over cases, subsets and regions; leaving one case out says what the choice "
+        "is worth on a case it did not see. Writes calibration.md and calibration.json; with --write, a copy "
+        "of the checkpoint with the threshold in its config (its record keeps the training and adds the "
+        "calibration). Calibrate on cases the weights never trained on (a split's validation cases).",
+    )
+    p.add_argument("data", help="folder of BraTS case folders (with _seg labels)")
+    p.add_argument("--split", default=None, help="split file: calibrate on its 'validation' cases")
+    p.add_argument("--cases", nargs="*", default=None, help="case names (default: the split's validation)")
+    p.add_argument(
+        "--checkpoint",
+        default=None,
+        type=checkpoint_argument,
+        help="checkpoint .pt, or 'bundled' / 'baseline' (default: bundled ShaSpec)",
+    )
+    p.add_argument(
+        "--thresholds",
+        default=None,
+        help="comma-separated candidates in (0, 1) (default: 0.1 to 0.5 in steps of 0.05; 0.5 is always tried)",
+    )
+    p.add_argument("--subsets", default="all", help="'all' (15) or comma-separated bit strings like 1111,0010")
+    p.add_argument("--no-cleanup", dest="cleanup", action="store_false")
+    p.add_argument(
+        "--write",
+        type=Path,
+        default=None,
+        metavar="PT",
+        help="write the calibrated checkpoint here (with its .json record); may be the checkpoint itself",
+    )
+    out_argument(p, "calibration.md, calibration.json")
+    add_runtime_arguments(p)
+    p.set_defaults(func=_calibrate)
 
 
 def _register_bench(sub: argparse._SubParsersAction) -> None:
@@ -186,6 +233,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         jobs=args.jobs,
         device=device,
         mirror_axes=MIRRORS[args.mirror],
+        threshold=args.threshold,
     )
     result["mirror"] = args.mirror
     result["wall_s"] = round(time.time() - t0, 1)
@@ -198,10 +246,71 @@ def _evaluate(args: argparse.Namespace) -> int:
         shown = f"{100 * dice:.2f}" if dice is not None else "n/a (only the full set 1111 was evaluated)"
         print(f"{m}: mean Dice over subsets with < 4 modalities = {shown}")
     print(f"wall time {result['wall_s']} s; written: {', '.join(str(p) for p in paths.values())}")
-    from medmodels.held_out import FIX, not_held_out, not_held_out_models
+    from medmodels.held_out import CALIBRATED_ON, FIX, not_held_out, not_held_out_models
 
     for m, trained in not_held_out_models(result).items():
         print(f"note: {not_held_out(m, trained, len(result['cases']))}: {FIX} {HELD_OUT_EXAMPLE}.", file=sys.stderr)
+    for m, chosen in result.get(CALIBRATED_ON, {}).items():
+        if chosen:
+            print(
+                f"note: {m}'s probability threshold was chosen on {', '.join(chosen)}: for figures free of that "
+                "choice, see calibrate-seg's leave-one-case-out table, or evaluate on other cases.",
+                file=sys.stderr,
+            )
+    return 0
+
+
+def _calibrate(args: argparse.Namespace) -> int:
+    apply_runtime_arguments(args)
+    from medmodels.datasets import read_split
+    from medmodels.errors import InputError
+    from medmodels.progress import progress
+    from medmodels.seg.calibration import (
+        CANDIDATES,
+        REPORT_FILES,
+        calibrate,
+        check_candidates,
+        write_calibrated,
+        write_calibration,
+    )
+    from medmodels.seg.evaluate import check_label_grids, parse_subsets, resolve_cases
+    from medmodels.seg.inference import load_segmenter
+    from medmodels.weights import resolve_checkpoint
+
+    if args.cases is not None and not args.cases:
+        raise InputError("--cases names no case: name the cases to calibrate on, or give --split.")
+    names = args.cases or (read_split(args.split, required=("validation",))["validation"] if args.split else None)
+    if names is None:
+        raise InputError(
+            "Name the cases to calibrate on: --split SPLIT (its validation cases) or --cases NAME ...; never the "
+            "cases the weights trained on."
+        )
+    try:
+        given = [float(t) for t in args.thresholds.split(",") if t.strip()] if args.thresholds else CANDIDATES
+    except ValueError:
+        raise InputError(
+            f"--thresholds '{args.thresholds}' is not a comma-separated list of numbers: e.g. 0.2,0.3,0.5."
+        ) from None
+    candidates = check_candidates(given)
+    subsets = parse_subsets(args.subsets)
+    found, names = resolve_cases(args.data, names)
+    check_label_grids([found[n] for n in names])
+    # Checked before hours of work: the output folder, and the checkpoint (resolved, hash checked on load).
+    check_writable_folder(args.out)
+    check_output_folder(args.out, list(REPORT_FILES.values()), "give another --out")
+    source = resolve_checkpoint(args.checkpoint, "shaspec_brats18", "unet3d_baseline_brats18")
+    if args.write is not None:
+        check_writable_folder(args.write.parent)
+    segmenter = load_segmenter(source, device=args.device)
+    bar = iter(progress(range(len(names) * len(subsets)), desc="Calibrating"))
+    result = calibrate(segmenter, {n: found[n] for n in names}, subsets, candidates, args.cleanup, bar)
+    next(bar, None)
+    result["checkpoint"] = str(source)
+    paths = write_calibration(result, args.out, command_of(args))
+    print(paths["md"].read_text(encoding="utf-8"))
+    if args.write is not None:
+        record = write_calibrated(source, args.write, result)
+        print(json.dumps({"file": str(args.write), "sha256": record["sha256"], "threshold": result["threshold"]}))
     return 0
 
 

@@ -19,14 +19,20 @@ import numpy as np
 
 from medmodels.datasets import discover_cases
 from medmodels.errors import InputError
-from medmodels.held_out import TRAINED_ON, not_held_out_lines, trained_on_by_model
+from medmodels.held_out import (
+    CALIBRATED_ON,
+    TRAINED_ON,
+    calibrated_on_by_model,
+    not_held_out_lines,
+    trained_on_by_model,
+)
 from medmodels.io import read_header
 from medmodels.labels import REGIONS
 from medmodels.metrics import region_scores
 from medmodels.modalities import AvailabilityMask
 from medmodels.progress import progress
 from medmodels.report import Report, Table, read_report, report_files, write_report
-from medmodels.seg.inference import BASELINE_NAME, BUNDLED_NAME, Segmenter, load_segmenter
+from medmodels.seg.inference import BASELINE_NAME, BUNDLED_NAME, DEFAULT_THRESHOLD, Segmenter, load_segmenter
 from medmodels.stats import paired_case_test
 
 #: What ``write_results`` writes into the output folder, by kind: results.json, results.csv, results.md.
@@ -73,10 +79,39 @@ def _worker(args):
     """One case in a worker process (``jobs > 1``): one thread, models loaded there."""
     import torch
 
-    case, checkpoints, subset_bits, cleanup, with_hd95, device, mirror_axes = args
+    case, checkpoints, subset_bits, cleanup, with_hd95, device, mirror_axes, threshold = args
     torch.set_num_threads(1)
-    models = {n: load_segmenter(c, device=device, mirror_axes=mirror_axes) for n, c in checkpoints.items()}
-    return _evaluate_case(case, models, [AvailabilityMask.from_bits(b) for b in subset_bits], cleanup, with_hd95)
+    models = {
+        n: load_segmenter(c, device=device, mirror_axes=mirror_axes, threshold=threshold)
+        for n, c in checkpoints.items()
+    }
+    rows, timing = _evaluate_case(
+        case, models, [AvailabilityMask.from_bits(b) for b in subset_bits], cleanup, with_hd95
+    )
+    return rows, timing, {n: m.threshold for n, m in models.items()}
+
+
+def _evaluate_in_processes(cases: Sequence, models: Mapping, settings: tuple, jobs: int):
+    """``evaluate``'s rows, seconds per model and thresholds per model, with one case per single-thread
+    process (``_worker``), ``jobs`` at a time; ``settings``: the rest of ``_worker``'s arguments."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    if any(isinstance(m, Segmenter) for m in models.values()):
+        raise InputError("With jobs > 1, give checkpoints ('bundled', 'baseline' or paths), not loaded models.")
+    rows, timing, thresholds = [], {m: 0.0 for m in models}, {}
+    tasks = [(case, dict(models), *settings) for case in cases]
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        for case_rows, case_timing, case_thresholds in progress(
+            pool.map(_worker, tasks), total=len(tasks), desc="Evaluating cases"
+        ):
+            thresholds.update(case_thresholds)  # the same models in every worker
+            rows += case_rows
+            for m, t in case_timing.items():
+                timing[m] += t
+    names, bits = [c.name for c in cases], settings[0]
+    rows.sort(key=lambda r: (names.index(r["case"]), bits.index(r["subset"])))
+    return rows, timing, thresholds
 
 
 def evaluate(
@@ -89,6 +124,7 @@ def evaluate(
     jobs: int = 1,
     device: str = "cpu",
     mirror_axes: tuple[int, ...] = (),
+    threshold: float | None = None,
 ) -> dict:
     """Score every model on every case and subset; returns ``{"rows": [...], "summary": ...}``.
 
@@ -97,35 +133,30 @@ def evaluate(
     None or "bundled" = bundled ShaSpec, "baseline", or a path).
     ``jobs > 1`` evaluates cases in that many single-thread processes.
     ``mirror_axes``: test-time mirroring of the checkpoints loaded here (``seg.inference``).
+    ``threshold``: the probability threshold of the checkpoints loaded here, instead of each one's own;
+    the result's ``thresholds`` says which each model used.
     The result's ``TRAINED_ON`` maps each model given as a checkpoint to the evaluated cases it
     trained on (``held_out.trained_on_by_model``, read after the models loaded, so that a missing checkpoint
     is reported by the loader's own message); a loaded ``Segmenter`` has no record to read and no entry.
+    ``CALIBRATED_ON`` likewise names the cases each threshold was chosen on (none when ``threshold`` is given).
     """
     subsets = list(subsets or AvailabilityMask.all_subsets())
     found, names = resolve_cases(data_dir, case_names)
     check_label_grids([found[n] for n in names])
     rows, timing = [], {m: 0.0 for m in models}
     if jobs > 1:
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
-
-        if any(isinstance(m, Segmenter) for m in models.values()):
-            raise InputError("With jobs > 1, give checkpoints ('bundled', 'baseline' or paths), not loaded models.")
-        tasks = [
-            (found[n], dict(models), [m.bits for m in subsets], cleanup, with_hd95, device, tuple(mirror_axes))
-            for n in names
-        ]
-        with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-            for case_rows, case_timing in progress(pool.map(_worker, tasks), total=len(tasks), desc="Evaluating cases"):
-                rows += case_rows
-                for m, t in case_timing.items():
-                    timing[m] += t
-        rows.sort(key=lambda r: (names.index(r["case"]), [m.bits for m in subsets].index(r["subset"])))
+        settings = ([m.bits for m in subsets], cleanup, with_hd95, device, tuple(mirror_axes), threshold)
+        rows, timing, thresholds = _evaluate_in_processes([found[n] for n in names], models, settings, jobs)
     else:
         loaded = {
-            n: (m if isinstance(m, Segmenter) else load_segmenter(m, device=device, mirror_axes=mirror_axes))
+            n: (
+                m
+                if isinstance(m, Segmenter)
+                else load_segmenter(m, device=device, mirror_axes=mirror_axes, threshold=threshold)
+            )
             for n, m in models.items()
         }
+        thresholds = {n: m.threshold for n, m in loaded.items()}
         bar = progress(range(len(names) * len(subsets) * len(models)), desc="Evaluating")
         it = iter(bar)
         for name in names:
@@ -134,6 +165,7 @@ def evaluate(
             for m, t in case_timing.items():
                 timing[m] += t
         next(it, None)
+    given = {n: m for n, m in models.items() if not isinstance(m, Segmenter)}
     return {
         "cases": names,
         "subsets": [m.bits for m in subsets],
@@ -142,9 +174,12 @@ def evaluate(
         "rows": rows,
         "summary": summarise(rows, list(models), subsets),
         "seconds_per_case_and_subset": {m: round(t / max(1, len(names) * len(subsets)), 2) for m, t in timing.items()},
-        TRAINED_ON: trained_on_by_model(
-            {n: m for n, m in models.items() if not isinstance(m, Segmenter)}, names, BUNDLED_NAME, BASELINE_NAME
-        ),
+        "thresholds": thresholds,
+        TRAINED_ON: trained_on_by_model(given, names, BUNDLED_NAME, BASELINE_NAME),
+        # a threshold given to evaluate() replaces the checkpoints' own, and with it their calibration
+        CALIBRATED_ON: {}
+        if threshold is not None
+        else calibrated_on_by_model(given, names, BUNDLED_NAME, BASELINE_NAME),
     }
 
 
@@ -325,8 +360,15 @@ def merge_results(first: dict, second: dict) -> dict:
             **first.get("seconds_per_case_and_subset", {}),
             **second.get("seconds_per_case_and_subset", {}),
         },
+        # results from before thresholds were recorded were all thresholded at 0.5
+        "thresholds": {
+            **{m: DEFAULT_THRESHOLD for m in first["models"]},
+            **first.get("thresholds", {}),
+            **second.get("thresholds", {}),
+        },
         # the included models keep what their own run found (not recomputed: their checkpoints may be gone)
         TRAINED_ON: {**first.get(TRAINED_ON, {}), **second.get(TRAINED_ON, {})},
+        CALIBRATED_ON: {**first.get(CALIBRATED_ON, {}), **second.get(CALIBRATED_ON, {})},
         "wall_s": {"earlier": first.get("wall_s"), "this": second.get("wall_s")},
     }
 
@@ -418,6 +460,9 @@ def results_body(result: dict) -> list[str | Table]:
                 rows.append({flags[0]: row, **dict(zip(columns[4:], vals))})
         cases = f"{len(result['cases'])} case(s): " + ", ".join(result["cases"])
         body += [f"**{label}**, ET / TC / WT, mean over {cases}", Table(columns, rows)]
+    thresholds = result.get("thresholds") or {}
+    if any(t != DEFAULT_THRESHOLD for t in thresholds.values()):
+        body.append("Probability thresholds: " + ", ".join(f"{m} {t:g}" for m, t in thresholds.items()) + ".")
     body += not_held_out_lines(result, len(result["cases"]))
     return body + _paired_body(result)
 

@@ -13,7 +13,9 @@
    its content never matters;
 3. sigmoid probabilities resampled back onto the grid of the given images
    (``GridChain.inverse``, "probability": linear, in physical space; 0 outside
-   the crop), thresholded at 0.5, regions -> BraTS labels;
+   the crop), thresholded at the checkpoint's ``threshold`` (0.5 when it
+   records none; ``medmodels calibrate-seg`` chooses one on validation cases,
+   ``seg/calibration.py``), regions -> BraTS labels;
 4. optional clean-up (the paper's ShaSpec*): whole-tumour connected components
    smaller than ``MIN_COMPONENT_MM3`` are dropped (the largest is always kept),
    and an enhancing tumour smaller than ``MIN_ET_MM3`` in total is relabelled
@@ -59,6 +61,8 @@ MIN_ET_MM3 = 500.0
 #: multifocal tumour's smaller foci go with the false positives: ``cleanup=False``
 #: (``--no-cleanup``) keeps them.
 MIN_COMPONENT_FRACTION = 0.5
+#: The probability threshold of a checkpoint whose config records none (``config["threshold"]``).
+DEFAULT_THRESHOLD = 0.5
 
 
 def predict_probabilities(
@@ -142,6 +146,26 @@ def cleanup_regions(regions: np.ndarray, spacing_xyz, min_fraction: float | None
     return np.stack([et, tc & wt, wt])
 
 
+def check_threshold(threshold) -> float:
+    """``threshold`` as a float in (0, 1), or an ``InputError`` that names the fix."""
+    try:
+        value = float(threshold)
+    except (TypeError, ValueError):
+        value = float("nan")
+    if not 0.0 < value < 1.0:
+        raise InputError(
+            f"Probability threshold {threshold!r} is not a number between 0 and 1 (exclusive): give e.g. 0.5."
+        )
+    return value
+
+
+def regions_from_probabilities(probs: np.ndarray, threshold: float, spacing_xyz, cleanup: bool = True) -> np.ndarray:
+    """``(3, Z, Y, X)`` probabilities (ET, TC, WT) -> bool regions: ``probs >= threshold``, then
+    ``cleanup_regions`` when ``cleanup``. The one rule ``Segmenter.segment`` and the calibration share."""
+    regions = probs >= threshold
+    return cleanup_regions(regions, spacing_xyz) if cleanup else regions
+
+
 class Segmenter:
     """A loaded segmentation model; see the module docstring."""
 
@@ -152,12 +176,17 @@ class Segmenter:
         device: torch.device,
         overlap: float = 0.5,
         mirror_axes: tuple[int, ...] = (),
+        threshold: float | None = None,
     ):
         self.model = model.to(device).eval()
         self.config = dict(config)
         self.device = device
         self.overlap = overlap
         self.mirror_axes = tuple(mirror_axes)
+        #: Regions are ``probability >= threshold``: the given one, else the checkpoint's, else 0.5.
+        self.threshold = check_threshold(
+            threshold if threshold is not None else self.config.get("threshold", DEFAULT_THRESHOLD)
+        )
         self.spacing = tuple(float(s) for s in config["spacing"])
         self.patch = tuple(int(p) for p in config["patch_size"])
 
@@ -230,20 +259,23 @@ class Segmenter:
                     "first (medmodels.resampling.to_common_grid)."
                 )
         probs = self.probabilities(used, None, mask, chain)
-        regions = probs >= 0.5
-        if cleanup:
-            regions = cleanup_regions(regions, ref.spacing)
+        regions = regions_from_probabilities(probs, self.threshold, ref.spacing, cleanup)
         labels = regions_to_labels(regions, label_convention)
         return Image(labels, ref.spacing, ref.origin, ref.direction)
 
 
 def load_segmenter(
-    checkpoint: str | Path | None = None, device: str = "auto", overlap: float = 0.5, mirror_axes: tuple[int, ...] = ()
+    checkpoint: str | Path | None = None,
+    device: str = "auto",
+    overlap: float = 0.5,
+    mirror_axes: tuple[int, ...] = (),
+    threshold: float | None = None,
 ) -> Segmenter:
     """Load a segmenter: ``checkpoint=None`` = the bundled ShaSpec weights,
     ``"baseline"`` = the bundled baseline U-Net, else a path to a ``.pt`` with
     its ``.json`` record beside it (its SHA-256 is checked before loading).
-    ``mirror_axes``: test-time mirroring (``predict_probabilities``)."""
+    ``mirror_axes``: test-time mirroring (``predict_probabilities``).
+    ``threshold``: instead of the checkpoint's own (``config["threshold"]``, else 0.5)."""
     model, config = load_network(
         checkpoint,
         BUNDLED_NAME,
@@ -252,4 +284,4 @@ def load_segmenter(
         ("kind", "net", "spacing", "patch_size"),
         build_segmentation_net,
     )
-    return Segmenter(model, config, resolve_device(device), overlap, mirror_axes)
+    return Segmenter(model, config, resolve_device(device), overlap, mirror_axes, threshold)
