@@ -18,7 +18,7 @@ from medmodels.weights import read_record, resolve_checkpoint
 #: its checkpoint trained on (empty: held out).
 TRAINED_ON = "trained_on_evaluated_cases"
 #: The entry of ``evaluate-seg``'s result: per model, the evaluated cases its checkpoint's probability
-#: threshold was chosen on (``calibrate-seg`` records them as ``calibration.cases``; empty: none).
+#: threshold was chosen on (``evaluate-seg --calibrate`` records them as ``calibration.cases``; empty: none).
 CALIBRATED_ON = "threshold_chosen_on_evaluated_cases"
 #: What the user can do about figures that are not held out (the start of each command's ``note:`` fix).
 FIX = "evaluate on cases these weights never saw, or pass weights trained on the split's training cases only"
@@ -45,7 +45,7 @@ def trained_on_cases(checkpoint: str | os.PathLike, cases: Sequence[str]) -> lis
 
 def calibrated_on_cases(checkpoint: str | os.PathLike, cases: Sequence[str]) -> list[str]:
     """The cases among ``cases`` that ``checkpoint``'s probability threshold was chosen on (its record's
-    ``calibration.cases``, written by ``calibrate-seg``), sorted; empty when it records none."""
+    ``calibration.cases``, written by ``evaluate-seg --calibrate``), sorted; empty when it records none."""
     return _listed(read_record(checkpoint), "calibration", "cases", cases)
 
 
@@ -119,8 +119,8 @@ def not_held_out_lines(result: dict, evaluated: int) -> list[str]:
     ]
     lines += [
         f"**Threshold chosen on these cases**: {m}'s probability threshold was chosen on {len(chosen)} of the "
-        f"{evaluated} evaluated case(s) ({', '.join(chosen)}) by calibrate-seg: its figures on them include that "
-        "choice (calibrate-seg's leave-one-case-out figures do not)."
+        f"{evaluated} evaluated case(s) ({', '.join(chosen)}) by evaluate-seg --calibrate: its figures on them include that "
+        "choice (evaluate-seg --calibrate's leave-one-case-out figures do not)."
         for m, chosen in (result.get(CALIBRATED_ON) or {}).items()
         if chosen
     ]

@@ -1,4 +1,4 @@
-"""The probability threshold: chosen on validation cases (``calibrate-seg``), recorded in the checkpoint,
+"""The probability threshold: chosen on validation cases (``evaluate-seg --calibrate``), recorded in the checkpoint,
 used by inference, overridable in ``evaluate-seg``."""
 
 import json
@@ -105,8 +105,19 @@ def test_segmenter_thresholds_at_its_checkpoint_s_value_unless_told_otherwise(ti
     assert not np.array_equal(got[0.3], got[0.6])
 
 
-def test_calibrate_seg_writes_its_report_and_a_calibrated_checkpoint(tiny_shaspec, phantom_dataset, tmp_path, capsys):
-    argv = ["calibrate-seg", str(phantom_dataset), "--cases", "Phantom_000", "Phantom_001", "--subsets", "1111,0011"]
+def test_evaluate_seg_calibrate_writes_its_report_and_a_calibrated_checkpoint(
+    tiny_shaspec, phantom_dataset, tmp_path, capsys
+):
+    argv = [
+        "evaluate-seg",
+        "--calibrate",
+        str(phantom_dataset),
+        "--cases",
+        "Phantom_000",
+        "Phantom_001",
+        "--subsets",
+        "1111,0011",
+    ]
     argv += ["--checkpoint", str(tiny_shaspec), "--thresholds", "0.3,0.4", "--device", "cpu", "--threads", "1"]
     written = tmp_path / "calibrated" / "model.pt"
     assert main([*argv, "--out", str(tmp_path / "cal"), "--write", str(written)]) == 0
@@ -148,12 +159,26 @@ def test_calibrate_seg_writes_its_report_and_a_calibrated_checkpoint(tiny_shaspe
     assert "note: Calibrated's probability threshold was chosen on Phantom_000" in capsys.readouterr().err
 
 
-def test_calibrate_seg_refuses_bad_requests_before_any_work(tiny_shaspec, phantom_dataset, tmp_path, capsys):
-    base = ["calibrate-seg", str(phantom_dataset), "--checkpoint", str(tiny_shaspec), "--out", str(tmp_path / "c")]
+def test_evaluate_seg_calibrate_refuses_bad_requests_before_any_work(tiny_shaspec, phantom_dataset, tmp_path, capsys):
+    base = [
+        "evaluate-seg",
+        "--calibrate",
+        str(phantom_dataset),
+        "--checkpoint",
+        str(tiny_shaspec),
+        "--out",
+        str(tmp_path / "c"),
+    ]
     assert main(base) == 2  # no cases named: never calibrate on every case (the training cases among them)
     assert "--split" in capsys.readouterr().err
     assert main([*base, "--cases", "Phantom_000", "--thresholds", "0.3,x"]) == 2
     assert "comma-separated" in capsys.readouterr().err
     assert main([*base, "--cases", "Phantom_000", "--thresholds", "1.5"]) == 2
     assert "between 0 and 1" in capsys.readouterr().err
-    assert not (tmp_path / "c").exists()
+    for extra in (["--threshold", "0.3"], ["--mirror", "x"], ["--checkpoint", str(tiny_shaspec)], ["--jobs", "2"]):
+        assert main([*base, "--cases", "Phantom_000", *extra]) == 2
+        assert "one checkpoint on its own" in capsys.readouterr().err
+    plain = [a for a in base if a != "--calibrate"]
+    assert main([*plain, "--cases", "Phantom_000", "--write", str(tmp_path / "w.pt")]) == 2  # --write without it
+    assert "add --calibrate" in capsys.readouterr().err
+    assert not (tmp_path / "c").exists() and not (tmp_path / "w.pt").exists()

@@ -1,4 +1,4 @@
-"""Segmentation commands: ``train-seg``, ``evaluate-seg``, ``calibrate-seg``, ``bench-seg``.
+"""Segmentation commands: ``train-seg``, ``evaluate-seg`` (and its ``--calibrate``), ``bench-seg``.
 
 Segmenting cases is ``medmodels run --segment`` (alias ``segment``); exporting
 a trained model is ``medmodels export``. Torch-heavy modules are imported
@@ -34,10 +34,9 @@ HELD_OUT_EXAMPLE = "(e.g. --checkpoint splits/weights/shaspec_brats18_shared_tra
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    """``train-seg``, ``evaluate-seg``, ``calibrate-seg`` and ``bench-seg``."""
+    """``train-seg``, ``evaluate-seg`` and ``bench-seg``."""
     _register_train(sub)
     _register_evaluate(sub)
-    _register_calibrate(sub)
     _register_bench(sub)
 
 
@@ -95,49 +94,37 @@ def _register_evaluate(sub: argparse._SubParsersAction) -> None:
         type=float,
         default=None,
         help="probability threshold for every model, instead of each checkpoint's own (its config's "
-        "'threshold', set by calibrate-seg; 0.5 when it has none)",
+        "'threshold', set by --calibrate; 0.5 when it has none)",
     )
+    _add_calibration_arguments(p)
     add_runtime_arguments(p)
     p.set_defaults(func=_evaluate)
 
 
-def _register_calibrate(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "calibrate-seg",
-        help="choose a checkpoint's probability threshold on validation cases",
-        description="Run a segmentation checkpoint once per case and subset, score every candidate "
-        "probability threshold on the same probabilities (Dice of ET, TC, WT, with the clean-up), and choose "
-        "the one with the best mean over cases, subsets and regions; leaving one case out says what the choice "
-        "is worth on a case it did not see. Writes calibration.md and calibration.json; with --write, a copy "
-        "of the checkpoint with the threshold in its config (its record keeps the training and adds the "
-        "calibration). Calibrate on cases the weights never trained on (a split's validation cases).",
+def _add_calibration_arguments(p: argparse.ArgumentParser) -> None:
+    """``evaluate-seg --calibrate``: choose one checkpoint's probability threshold (``seg.calibration``)."""
+    g = p.add_argument_group(
+        "calibration",
+        "--calibrate: instead of the tables, choose the probability threshold of one --checkpoint. Each case and "
+        "subset runs once; every candidate threshold is scored on the same probabilities (Dice of ET, TC, WT, with "
+        "the clean-up) and the best mean over cases, subsets and regions is chosen; leaving one case out says what "
+        "the choice is worth on a case it did not see. Writes calibration.md, .csv and .json into --out; with "
+        "--write, a copy of the checkpoint with the threshold in its config (its record keeps the training and adds "
+        "the calibration). Calibrate on cases the weights never trained on (a split's validation cases).",
     )
-    p.add_argument("data", help="folder of BraTS case folders (with _seg labels)")
-    p.add_argument("--split", default=None, help="split file: calibrate on its 'validation' cases")
-    p.add_argument("--cases", nargs="*", default=None, help="case names (default: the split's validation)")
-    p.add_argument(
-        "--checkpoint",
-        default=None,
-        type=checkpoint_argument,
-        help="checkpoint .pt, or 'bundled' / 'baseline' (default: bundled ShaSpec)",
-    )
-    p.add_argument(
+    g.add_argument("--calibrate", action="store_true", help="choose the checkpoint's probability threshold")
+    g.add_argument(
         "--thresholds",
         default=None,
-        help="comma-separated candidates in (0, 1) (default: 0.1 to 0.5 in steps of 0.05; 0.5 is always tried)",
+        help="candidates, comma-separated, in (0, 1) (default: 0.1 to 0.5 in steps of 0.05; 0.5 is always tried)",
     )
-    p.add_argument("--subsets", default="all", help="'all' (15) or comma-separated bit strings like 1111,0010")
-    p.add_argument("--no-cleanup", dest="cleanup", action="store_false")
-    p.add_argument(
+    g.add_argument(
         "--write",
         type=Path,
         default=None,
         metavar="PT",
         help="write the calibrated checkpoint here (with its .json record); may be the checkpoint itself",
     )
-    out_argument(p, "calibration.md, calibration.json")
-    add_runtime_arguments(p)
-    p.set_defaults(func=_calibrate)
 
 
 def _register_bench(sub: argparse._SubParsersAction) -> None:
@@ -187,6 +174,8 @@ def _train(args: argparse.Namespace) -> int:
 
 def _evaluate(args: argparse.Namespace) -> int:
     apply_runtime_arguments(args)
+    if args.calibrate or args.thresholds is not None or args.write is not None:
+        return _calibrate(args)
     import time
 
     from medmodels.datasets import read_split
@@ -254,7 +243,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         if chosen:
             print(
                 f"note: {m}'s probability threshold was chosen on {', '.join(chosen)}: for figures free of that "
-                "choice, see calibrate-seg's leave-one-case-out table, or evaluate on other cases.",
+                "choice, see evaluate-seg --calibrate's leave-one-case-out table, or evaluate on other cases.",
                 file=sys.stderr,
             )
     return 0
@@ -274,9 +263,25 @@ def _calibrate(args: argparse.Namespace) -> int:
         write_calibration,
     )
     from medmodels.seg.evaluate import check_label_grids, parse_subsets, resolve_cases
-    from medmodels.seg.inference import load_segmenter
+    from medmodels.seg.inference import BASELINE_NAME, BUNDLED_NAME, load_segmenter
     from medmodels.weights import resolve_checkpoint
 
+    if not args.calibrate:
+        raise InputError("--thresholds and --write belong to --calibrate: add --calibrate, or leave them out.")
+    refused = {
+        "--include": args.include,
+        "--threshold": args.threshold is not None,
+        "--mirror": args.mirror != "none",
+        "--name": args.name,
+        "--jobs": args.jobs > 1,
+    }
+    if [flag for flag, given in refused.items() if given] or len(args.checkpoint or []) > 1:
+        shown = ", ".join(
+            [f for f, given in refused.items() if given] + ["a second --checkpoint"] * (len(args.checkpoint or []) > 1)
+        )
+        raise InputError(
+            f"--calibrate chooses the threshold of one checkpoint on its own, unmirrored, in one process: leave out {shown}."
+        )
     if args.cases is not None and not args.cases:
         raise InputError("--cases names no case: name the cases to calibrate on, or give --split.")
     names = args.cases or (read_split(args.split, required=("validation",))["validation"] if args.split else None)
@@ -298,7 +303,7 @@ def _calibrate(args: argparse.Namespace) -> int:
     # Checked before hours of work: the output folder, and the checkpoint (resolved, hash checked on load).
     check_writable_folder(args.out)
     check_output_folder(args.out, list(REPORT_FILES.values()), "give another --out")
-    source = resolve_checkpoint(args.checkpoint, "shaspec_brats18", "unet3d_baseline_brats18")
+    source = resolve_checkpoint((args.checkpoint or [None])[0], BUNDLED_NAME, BASELINE_NAME)
     if args.write is not None:
         check_writable_folder(args.write.parent)
     segmenter = load_segmenter(source, device=args.device)

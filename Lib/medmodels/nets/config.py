@@ -26,7 +26,7 @@ beside it. Segmentation (``medmodels.seg.train.model_config``):
   (the networks are fully convolutional: it is not theirs), ``regions``
   (``["ET", "TC", "WT"]``, the output channels' meaning), ``subset``
   ("random", or the bits of a dedicated model's fixed modalities) and, once
-  ``calibrate-seg`` has chosen one on validation cases, ``threshold`` (the
+  ``evaluate-seg --calibrate`` has chosen one on validation cases, ``threshold`` (the
   probability a region needs; 0.5 where absent).
 
 Synthesis (``medmodels.syn.train.model_config``): ``net`` holds ``M2DNet``'s

@@ -184,7 +184,7 @@ def write_calibrated(source: str | os.PathLike, destination: str | os.PathLike, 
     return save_checkpoint(Path(destination), payload, record)
 
 
-#: The files ``calibrate-seg`` writes into its --out.
+#: The files ``evaluate-seg --calibrate`` writes into its --out.
 REPORT_FILES = report_files("calibration", markdown=True, csv=True)
 
 
@@ -237,7 +237,7 @@ def write_calibration(result: dict, out_dir, command: str | None = None) -> dict
     """Write ``result`` (``calibrate``'s) into ``out_dir`` as ``REPORT_FILES``; an earlier calibration there
     is refused, never replaced. Returns the paths by kind."""
     report = Report(
-        kind="calibrate-seg",
+        kind="evaluate-seg --calibrate",
         title="Probability threshold of a segmentation checkpoint",
         data=result,
         body=threshold_calibration_body(result),

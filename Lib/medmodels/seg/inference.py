@@ -14,7 +14,7 @@
 3. sigmoid probabilities resampled back onto the grid of the given images
    (``GridChain.inverse``, "probability": linear, in physical space; 0 outside
    the crop), thresholded at the checkpoint's ``threshold`` (0.5 when it
-   records none; ``medmodels calibrate-seg`` chooses one on validation cases,
+   records none; ``medmodels evaluate-seg --calibrate`` chooses one on validation cases,
    ``seg/calibration.py``), regions -> BraTS labels;
 4. optional clean-up (the paper's ShaSpec*): whole-tumour connected components
    smaller than ``MIN_COMPONENT_MM3`` are dropped (the largest is always kept),
