@@ -98,6 +98,32 @@ class Models:
         return self._segmenter
 
 
+#: The note of a run whose study was prepared, so segmented at 0.5 (``prepared_study_threshold``).
+PREPARED_THRESHOLD_NOTE = (
+    "The segmentation model's probability threshold ({calibrated:g}) was chosen on skull-stripped, co-registered "
+    "BraTS-style cases; this study was prepared here (registered, resampled or brain-extracted), so it was "
+    "segmented at {used:g}."
+)
+#: The probability threshold of a study this run prepared (``prepared_study_threshold``).
+PREPARED_STUDY_THRESHOLD = 0.5
+
+
+def prepared_study_threshold(calibrated: float, changed: bool) -> float:
+    """The probability threshold to segment a case at: the checkpoint's own (``calibrated``), except where
+    the preparation changed the case (``Prepared.changed``), which gets the uncalibrated 0.5.
+
+    Why: a checkpoint's threshold is chosen on BraTS-preprocessed validation cases (``evaluate-seg
+    --calibrate``), and only there is it measured. On studies the preparation registered, resampled and
+    brain-extracted, the project's phantoms show a low threshold growing the tumour into the preparation's
+    rims (docs/segmentation.md, "The probability threshold"): there the figures were measured at 0.5.
+
+    Args:
+        calibrated: the segmenter's threshold (``Segmenter.threshold``).
+        changed: whether the preparation changed the case (``Prepared.changed``).
+    """
+    return PREPARED_STUDY_THRESHOLD if changed else calibrated
+
+
 def run_case(
     images: Mapping[str, Image], options: RunOptions | None = None, models: Models | None = None
 ) -> PipelineResult:
@@ -157,23 +183,35 @@ def run_case(
                     result.uncertainty[key] = std
 
     if segmenter is not None:
-        seg_inputs = dict(common)
-        if options.segment_on == "all":
-            seg_inputs.update(result.synthesised)
-        seg_mask = AvailabilityMask.from_keys(seg_inputs.keys())
-        start = 0.85 if options.synthesize else PREPARATION_END
-        emit(start, f"Segmenting from {seg_mask.label}")
-        with within(start, 0.99):
-            result.segmentation = segmenter.segment(
-                {k: seg_inputs[k] for k in ordered(seg_inputs)},
-                seg_mask,
-                cleanup=options.cleanup,
-                label_convention=options.label_convention,
-                chain=prepared.chain,
-            )
+        _segment(result, segmenter, common, prepared, options)
     _onto_input_grid(result, prepared.chain)
     emit(1.0, "Done")
     return result
+
+
+def _segment(result: PipelineResult, segmenter, common: Mapping[str, Image], prepared, options: RunOptions) -> None:
+    """``run_case``'s segmentation, into ``result`` (on the preparation grid): from the acquired images
+    (``common``) or, with ``segment_on="all"``, with the synthesised ones; at the checkpoint's threshold,
+    or 0.5 for a study the preparation changed (``prepared_study_threshold``, with a note)."""
+    seg_inputs = dict(common)
+    if options.segment_on == "all":
+        seg_inputs.update(result.synthesised)
+    seg_mask = AvailabilityMask.from_keys(seg_inputs.keys())
+    start = 0.85 if options.synthesize else PREPARATION_END
+    threshold = prepared_study_threshold(segmenter.threshold, prepared.changed)
+    if threshold != segmenter.threshold:
+        result.notes.append(PREPARED_THRESHOLD_NOTE.format(calibrated=segmenter.threshold, used=threshold))
+        emit(start, result.notes[-1])
+    emit(start, f"Segmenting from {seg_mask.label}")
+    with within(start, 0.99):
+        result.segmentation = segmenter.segment(
+            {k: seg_inputs[k] for k in ordered(seg_inputs)},
+            seg_mask,
+            cleanup=options.cleanup,
+            label_convention=options.label_convention,
+            chain=prepared.chain,
+            threshold=threshold,
+        )
 
 
 def _onto_input_grid(result: PipelineResult, chain: GridChain) -> None:

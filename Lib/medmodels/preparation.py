@@ -87,6 +87,12 @@ class Prepared:
     record: dict = field(default_factory=dict)
     skull_stripped: bool = True
 
+    @property
+    def changed(self) -> bool:
+        """Whether a step (registration, resampling, brain extraction) changed the inputs: False for
+        BraTS-style input, which is used as given."""
+        return bool(self.record.get("steps"))
+
 
 def preparation_grid(reference: Image, thick: bool) -> Grid:
     """The grid the models run on: the reference's own, or (``thick``) its field

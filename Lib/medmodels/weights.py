@@ -97,7 +97,10 @@ def read_record(path: str | os.PathLike) -> dict[str, Any]:
 
 
 def load_checkpoint(
-    path: str | os.PathLike, expected_sha256: str | None = None, map_location: str | torch.device = "cpu"
+    path: str | os.PathLike,
+    expected_sha256: str | None = None,
+    map_location: str | torch.device = "cpu",
+    config_as_stored: bool = False,
 ) -> dict[str, Any]:
     """Load a checkpoint after checking its SHA-256.
 
@@ -105,6 +108,9 @@ def load_checkpoint(
         path: the ``.pt`` file.
         expected_sha256: the hash to check against; by default the one in the
             record beside the file.
+        config_as_stored: keep the config in the shape the file stores it (default: nested,
+            ``config_from_record``), for a writer that changes one entry and must keep the rest
+            (``seg.calibration.write_calibrated``).
 
     Raises:
         CheckpointError: missing file, missing record, hash mismatch, or a
@@ -124,10 +130,10 @@ def load_checkpoint(
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # torch raises several types for unsafe or broken pickles
         raise CheckpointError(f"Checkpoint '{path}' could not be loaded with weights_only=True: {err}") from None
-    return _checked_payload(payload, path)
+    return _checked_payload(payload, path, nest_config=not config_as_stored)
 
 
-def _checked_payload(payload: Any, path: Path) -> dict[str, Any]:
+def _checked_payload(payload: Any, path: Path, nest_config: bool = True) -> dict[str, Any]:
     """``payload`` if it is a medmodels checkpoint (a dict with ``state_dict``) whose weights are all
     finite, else a CheckpointError naming ``path``. Its config is read through
     ``medmodels.nets.config.config_from_record``: every loaded checkpoint's config is nested,
@@ -153,7 +159,7 @@ def _checked_payload(payload: Any, path: Path) -> dict[str, Any]:
             "training that diverged. Use another checkpoint (an earlier one, or the bundled weights), or retrain "
             "(e.g. with a lower --lr)."
         )
-    if isinstance(payload.get("config"), dict):
+    if nest_config and isinstance(payload.get("config"), dict):
         payload["config"] = config_from_record(payload["config"])
     return payload
 

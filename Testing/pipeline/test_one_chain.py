@@ -16,7 +16,7 @@ from medmodels.image import Image
 from medmodels.modalities import AvailabilityMask, ordered
 from medmodels.options import RunOptions
 from medmodels.phantom import make_phantom, scanned_phantom
-from medmodels.pipeline import run_case
+from medmodels.pipeline import prepared_study_threshold, run_case
 from medmodels.preparation import prepare_case
 from medmodels.registration import apply_rigid
 from medmodels.seg.inference import load_segmenter
@@ -50,8 +50,12 @@ def test_the_chain_gives_the_outputs_of_the_two_stacked_inverses(study):
     mask = AvailabilityMask.from_keys(study.keys())
     synthesised = load_synthesizer(None, "cpu").synthesize(prepared.images, mask, steps=2, samples=2, seed=1)
     inputs = {**prepared.images, **{k: mean for k, (mean, _) in synthesised.items()}}
-    labels = load_segmenter(None, "cpu").segment(
-        {k: inputs[k] for k in ordered(inputs)}, AvailabilityMask.from_keys(inputs), cleanup=True
+    segmenter = load_segmenter(None, "cpu")
+    labels = segmenter.segment(
+        {k: inputs[k] for k in ordered(inputs)},
+        AvailabilityMask.from_keys(inputs),
+        cleanup=True,
+        threshold=prepared_study_threshold(segmenter.threshold, prepared.changed),  # the run's rule
     )
     reference = study["flair"]
     expected = _old_restore(labels, reference, label=True)

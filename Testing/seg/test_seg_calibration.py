@@ -182,3 +182,29 @@ def test_evaluate_seg_calibrate_refuses_bad_requests_before_any_work(tiny_shaspe
     assert main([*plain, "--cases", "Phantom_000", "--write", str(tmp_path / "w.pt")]) == 2  # --write without it
     assert "add --calibrate" in capsys.readouterr().err
     assert not (tmp_path / "c").exists() and not (tmp_path / "w.pt").exists()
+
+
+def test_the_pipeline_uses_the_calibrated_threshold_only_on_studies_it_did_not_prepare(
+    tiny_shaspec, small_phantom, tmp_path
+):
+    """A checkpoint's threshold was chosen on BraTS-style cases: the pipeline uses it on such input, and
+    segments a study it registered, resampled or brain-extracted at 0.5, with a note that says so."""
+    from medmodels.options import RunOptions
+    from medmodels.pipeline import PREPARED_THRESHOLD_NOTE, prepared_study_threshold, run_case
+    from medmodels.resampling import resample_to_spacing
+    from medmodels.seg.calibration import write_calibrated
+
+    assert prepared_study_threshold(0.2, changed=False) == 0.2
+    assert prepared_study_threshold(0.2, changed=True) == 0.5
+    calibrated = tmp_path / "calibrated.pt"
+    write_calibrated(tiny_shaspec, calibrated, {"threshold": 0.3, "cases": ["Phantom_000"]})
+    options = RunOptions(synthesize=False, device="cpu", seg_checkpoint=str(calibrated))
+    images = dict(small_phantom.images)
+    brats_style = run_case(images, options)
+    assert brats_style.preparation["steps"] == [] and not any("probability threshold" in n for n in brats_style.notes)
+    seg = load_segmenter(calibrated, device="cpu")
+    np.testing.assert_array_equal(brats_style.segmentation.array, seg.segment(images).array)
+    images["t2"] = resample_to_spacing(images["t2"], (7.5, 7.5, 7.2))  # a series on its own, coarser grid
+    prepared = run_case(images, options)
+    assert prepared.preparation["steps"]  # brought onto the reference grid
+    assert PREPARED_THRESHOLD_NOTE.format(calibrated=0.3, used=0.5) in prepared.notes

@@ -314,7 +314,7 @@ def _calibrate(args: argparse.Namespace) -> int:
     paths = write_calibration(result, args.out, command_of(args))
     print(paths["md"].read_text(encoding="utf-8"))
     if args.write is not None:
-        record = write_calibrated(source, args.write, result)
+        record = write_calibrated(source, args.write, {**result, "command": command_of(args)})
         print(json.dumps({"file": str(args.write), "sha256": record["sha256"], "threshold": result["threshold"]}))
     return 0
 

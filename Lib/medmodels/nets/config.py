@@ -36,8 +36,8 @@ arguments; beside it ``diffusion``, ``flow`` (a flow only),
 
 Segmentation configs were flat before: ``{"arch", "width", "depth",
 "weight_std"?, "skip_fusion"?, ..., "patch_size", "spacing", ...}``, as in the
-bundled segmentation weights, which stay as they were published (their
-SHA-256 is recorded). ``config_from_record`` reads both shapes and gives the
+bundled segmentation weights, which keep that shape (``evaluate-seg --calibrate
+--write`` only adds ``threshold``; their SHA-256 is recorded). ``config_from_record`` reads both shapes and gives the
 nested one; ``medmodels.weights`` applies it to every checkpoint it loads, so
 the loader, ``--init``, ``--resume`` and ``export`` see nested configs only.
 

@@ -176,7 +176,8 @@ def write_calibrated(source: str | os.PathLike, destination: str | os.PathLike, 
     """
     from medmodels.weights import load_checkpoint, read_record, save_checkpoint
 
-    payload = load_checkpoint(source)  # SHA-256 checked; tensors saved as loaded (float16 exports stay float16)
+    # SHA-256 checked; tensors and config saved as stored (float16 exports stay float16, flat configs flat)
+    payload = load_checkpoint(source, config_as_stored=True)
     record = {k: v for k, v in read_record(source).items() if k not in ("file", "sha256", "size_bytes", "config")}
     payload = {**payload, "config": {**payload["config"], "threshold": check_threshold(calibration["threshold"])}}
     record["calibration"] = {k: v for k, v in calibration.items() if k != "rows"}

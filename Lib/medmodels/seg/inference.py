@@ -234,6 +234,7 @@ class Segmenter:
         cleanup: bool = True,
         label_convention: str = "2018",
         chain: GridChain | None = None,
+        threshold: float | None = None,
     ) -> Image:
         """uint8 BraTS labels on the grid of the input images.
 
@@ -246,6 +247,7 @@ class Segmenter:
             label_convention: "2018" (ET = 4) or "2023" (ET = 3).
             chain: the case's ``GridChain`` when ``images`` come from the
                 preparation step (on its preparation grid); None: their own grid.
+            threshold: the probability threshold for this call (default: the segmenter's own).
         """
         if label_convention not in ("2018", "2023"):
             raise InputError(f"Unknown label convention '{label_convention}': use '2018' or '2023'.")
@@ -259,7 +261,8 @@ class Segmenter:
                     "first (medmodels.resampling.to_common_grid)."
                 )
         probs = self.probabilities(used, None, mask, chain)
-        regions = regions_from_probabilities(probs, self.threshold, ref.spacing, cleanup)
+        threshold = self.threshold if threshold is None else check_threshold(threshold)
+        regions = regions_from_probabilities(probs, threshold, ref.spacing, cleanup)
         labels = regions_to_labels(regions, label_convention)
         return Image(labels, ref.spacing, ref.origin, ref.direction)
 
