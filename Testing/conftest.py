@@ -62,3 +62,32 @@ def with_training_cases():
         return target
 
     return copy
+
+
+@pytest.fixture(scope="session")
+def tiny_seg_models(phantom_dataset, tmp_path_factory):
+    """``{"shaspec": model.pt, "unet3d": model.pt}``: tiny segmentation models trained for two iterations on
+    ``phantom_dataset`` (what their tests check is the plumbing, not the accuracy)."""
+    from medmodels.seg.train import TrainConfig, train
+
+    out = tmp_path_factory.mktemp("seg_models")
+    paths = {}
+    for arch in ("shaspec", "unet3d"):
+        train(
+            TrainConfig(
+                data=str(phantom_dataset),
+                out=str(out / arch),
+                arch=arch,
+                width=4,
+                depth=3,
+                spacing=(8.0, 8.0, 8.0),
+                patch_size=(16, 16, 16),
+                batch_size=1,
+                iterations=2,
+                val_every=2,
+                threads=1,
+                device="cpu",
+            )
+        )
+        paths[arch] = out / arch / "model.pt"
+    return paths

@@ -12,29 +12,12 @@ from medmodels.labels import labels_to_regions, regions_to_labels
 from medmodels.modalities import AvailabilityMask
 from medmodels.seg.calibration import calibrate, choose, leave_one_case_out
 from medmodels.seg.inference import Segmenter, load_segmenter
-from medmodels.seg.train import TrainConfig, train
 from medmodels.weights import read_record, sha256_of
 
 
 @pytest.fixture(scope="module")
-def tiny_shaspec(phantom_dataset, tmp_path_factory):
-    out = tmp_path_factory.mktemp("calib_model")
-    train(
-        TrainConfig(
-            data=str(phantom_dataset),
-            out=str(out),
-            width=4,
-            depth=3,
-            spacing=(8.0, 8.0, 8.0),
-            patch_size=(16, 16, 16),
-            batch_size=1,
-            iterations=2,
-            val_every=2,
-            threads=1,
-            device="cpu",
-        )
-    )
-    return out / "model.pt"
+def tiny_shaspec(tiny_seg_models):
+    return tiny_seg_models["shaspec"]
 
 
 class UnsureSegmenter(Segmenter):

@@ -15,36 +15,10 @@ from medmodels.io import read_image
 from medmodels.modalities import AvailabilityMask
 from medmodels.seg.evaluate import evaluate, write_results
 from medmodels.seg.inference import cleanup_regions, load_segmenter
-from medmodels.seg.train import TrainConfig, train
 
 
-@pytest.fixture(scope="module")
-def tiny_models(phantom_dataset, tmp_path_factory):
-    out = tmp_path_factory.mktemp("seg_models")
-    paths = {}
-    for arch in ("shaspec", "unet3d"):
-        train(
-            TrainConfig(
-                data=str(phantom_dataset),
-                out=str(out / arch),
-                arch=arch,
-                width=4,
-                depth=3,
-                spacing=(8.0, 8.0, 8.0),
-                patch_size=(16, 16, 16),
-                batch_size=1,
-                iterations=2,
-                val_every=2,
-                threads=1,
-                device="cpu",
-            )
-        )
-        paths[arch] = out / arch / "model.pt"
-    return paths
-
-
-def test_segment_every_subset_on_the_input_grid(tiny_models, small_phantom):
-    seg = load_segmenter(tiny_models["shaspec"], device="cpu")
+def test_segment_every_subset_on_the_input_grid(tiny_seg_models, small_phantom):
+    seg = load_segmenter(tiny_seg_models["shaspec"], device="cpu")
     images = small_phantom.images
     ref = images["flair"]
     for mask in AvailabilityMask.all_subsets():
@@ -54,8 +28,8 @@ def test_segment_every_subset_on_the_input_grid(tiny_models, small_phantom):
         assert set(np.unique(out.array)) <= {0, 1, 2, 4}
 
 
-def test_masked_modality_content_is_ignored_end_to_end(tiny_models, small_phantom):
-    seg = load_segmenter(tiny_models["shaspec"], device="cpu")
+def test_masked_modality_content_is_ignored_end_to_end(tiny_seg_models, small_phantom):
+    seg = load_segmenter(tiny_seg_models["shaspec"], device="cpu")
     images = dict(small_phantom.images)
     mask = AvailabilityMask.from_keys(["flair", "t2"])
     a = seg.probabilities({k: images[k].array for k in images}, images["flair"].spacing, mask)
@@ -67,8 +41,8 @@ def test_masked_modality_content_is_ignored_end_to_end(tiny_models, small_phanto
     assert np.array_equal(a, b)
 
 
-def test_label_conventions_and_bad_input(tiny_models, small_phantom):
-    seg = load_segmenter(tiny_models["unet3d"], device="cpu")
+def test_label_conventions_and_bad_input(tiny_seg_models, small_phantom):
+    seg = load_segmenter(tiny_seg_models["unet3d"], device="cpu")
     images = small_phantom.images
     # force a non-empty ET by lowering the threshold through probabilities, then check the conversions
     out18 = seg.segment(images, cleanup=False, label_convention="2018")
@@ -106,8 +80,8 @@ def test_cleanup_relative_threshold_keeps_or_drops_a_second_large_focus():
     assert not default[2, 18:27, 18:27, 18:27].any() and default[2, 2:14, 2:14, 2:14].all()
 
 
-def test_altered_checkpoint_is_refused_with_a_clear_error(tiny_models, phantom_dataset, tmp_path):
-    src = tiny_models["shaspec"]
+def test_altered_checkpoint_is_refused_with_a_clear_error(tiny_seg_models, phantom_dataset, tmp_path):
+    src = tiny_seg_models["shaspec"]
     bad = tmp_path / "model.pt"
     data = bytearray(src.read_bytes())
     data[len(data) // 2] ^= 0xFF
@@ -120,10 +94,10 @@ def test_altered_checkpoint_is_refused_with_a_clear_error(tiny_models, phantom_d
     assert main(["segment", str(phantom_dataset), "--out", str(tmp_path / "o"), "--seg-checkpoint", str(bad)]) == 2
 
 
-def test_evaluate_writes_table_for_both_models(tiny_models, phantom_dataset, tmp_path):
+def test_evaluate_writes_table_for_both_models(tiny_seg_models, phantom_dataset, tmp_path):
     models = {
-        "ShaSpec": load_segmenter(tiny_models["shaspec"], device="cpu"),
-        "Baseline": load_segmenter(tiny_models["unet3d"], device="cpu"),
+        "ShaSpec": load_segmenter(tiny_seg_models["shaspec"], device="cpu"),
+        "Baseline": load_segmenter(tiny_seg_models["unet3d"], device="cpu"),
     }
     names = sorted(discover_cases(phantom_dataset))[:1]
     subsets = [AvailabilityMask.from_bits(b) for b in ("1000", "0011", "1111")]
@@ -143,12 +117,12 @@ def test_evaluate_writes_table_for_both_models(tiny_models, phantom_dataset, tmp
 
 
 def test_evaluate_seg_flags_a_model_trained_on_the_evaluated_cases(
-    tiny_models, phantom_dataset, tmp_path, capsys, with_training_cases
+    tiny_seg_models, phantom_dataset, tmp_path, capsys, with_training_cases
 ):
     """A checkpoint whose record lists an evaluated case is named in results.json, results.md and a note on
     stderr; one trained on other cases is not. An --include'd model keeps what its own run found."""
-    trained = with_training_cases(tiny_models["shaspec"], tmp_path / "trained", ["Phantom_001", "Phantom_000"])
-    held = with_training_cases(tiny_models["shaspec"], tmp_path / "held", ["Brats18_Other_1"])
+    trained = with_training_cases(tiny_seg_models["shaspec"], tmp_path / "trained", ["Phantom_001", "Phantom_000"])
+    held = with_training_cases(tiny_seg_models["shaspec"], tmp_path / "held", ["Brats18_Other_1"])
     argv = ["evaluate-seg", str(phantom_dataset), "--cases", "Phantom_000", "--subsets", "1111", "--no-hd95"]
     argv += ["--device", "cpu", "--threads", "1"]
     models = ["--checkpoint", str(trained), "--name", "Trained", "--checkpoint", str(held), "--name", "Held"]
@@ -170,7 +144,7 @@ def test_evaluate_seg_flags_a_model_trained_on_the_evaluated_cases(
     assert "note: Trained was trained on" in capsys.readouterr().err
 
 
-def test_segment_and_bench_commands(tiny_models, phantom_dataset, tmp_path, capsys):
+def test_segment_and_bench_commands(tiny_seg_models, phantom_dataset, tmp_path, capsys):
     case = sorted(phantom_dataset.iterdir())[0]
     assert (
         main(
@@ -180,7 +154,7 @@ def test_segment_and_bench_commands(tiny_models, phantom_dataset, tmp_path, caps
                 "--out",
                 str(tmp_path),
                 "--seg-checkpoint",
-                str(tiny_models["shaspec"]),
+                str(tiny_seg_models["shaspec"]),
                 "--use",
                 "flair,t1c",
                 "--labels",
@@ -199,7 +173,7 @@ def test_segment_and_bench_commands(tiny_models, phantom_dataset, tmp_path, caps
                 "bench-seg",
                 str(case),
                 "--checkpoint",
-                str(tiny_models["shaspec"]),
+                str(tiny_seg_models["shaspec"]),
                 "--repeats",
                 "1",
                 "--device",
@@ -214,14 +188,14 @@ def test_segment_and_bench_commands(tiny_models, phantom_dataset, tmp_path, caps
     assert bench["median_s"] > 0 and bench["peak_rss_mib"] > 0 and bench["arch"] == "shaspec"
 
 
-def test_export_command_finds_the_family_in_the_checkpoint(tiny_models, tmp_path, capsys):
-    assert main(["export", str(tiny_models["unet3d"].parent), "--name", "mine", "--out", str(tmp_path)]) == 0
+def test_export_command_finds_the_family_in_the_checkpoint(tiny_seg_models, tmp_path, capsys):
+    assert main(["export", str(tiny_seg_models["unet3d"].parent), "--name", "mine", "--out", str(tmp_path)]) == 0
     record = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert record["file"] == "mine.pt" and (tmp_path / "mine.pt").exists() and (tmp_path / "mine.json").exists()
     assert load_segmenter(tmp_path / "mine.pt", device="cpu").arch == "unet3d"
 
 
-def test_segment_command_on_a_folder_of_named_volumes(tiny_models, small_phantom, tmp_path):
+def test_segment_command_on_a_folder_of_named_volumes(tiny_seg_models, small_phantom, tmp_path):
     from medmodels.io import write_image
 
     src = tmp_path / "patient7"
@@ -235,7 +209,7 @@ def test_segment_command_on_a_folder_of_named_volumes(tiny_models, small_phantom
                 "--out",
                 str(tmp_path / "out"),
                 "--seg-checkpoint",
-                str(tiny_models["unet3d"]),
+                str(tiny_seg_models["unet3d"]),
                 "--device",
                 "cpu",
             ]
@@ -247,10 +221,10 @@ def test_segment_command_on_a_folder_of_named_volumes(tiny_models, small_phantom
 
 
 @pytest.mark.slow
-def test_evaluate_in_two_processes_matches_one(tiny_models, phantom_dataset):
+def test_evaluate_in_two_processes_matches_one(tiny_seg_models, phantom_dataset):
     names = sorted(discover_cases(phantom_dataset))[:2]
     subsets = [AvailabilityMask.from_bits("1010")]
-    ckpt = {"A": str(tiny_models["shaspec"])}
+    ckpt = {"A": str(tiny_seg_models["shaspec"])}
     one = evaluate(phantom_dataset, names, ckpt, subsets, with_hd95=False)
     two = evaluate(phantom_dataset, names, ckpt, subsets, with_hd95=False, jobs=2)
     assert one["rows"] == two["rows"] and len(one["rows"]) == 2
