@@ -117,6 +117,10 @@ def test_evaluate_seg_calibrate_writes_its_report_and_a_calibrated_checkpoint(
     assert record["calibration"]["cases"] == ["Phantom_000", "Phantom_001"]
     assert record["calibration"]["calibrated_from_sha256"] == source["sha256"]
     assert load_segmenter(written, device="cpu").threshold == result["threshold"]
+    # the tiny model trained on every phantom case, the calibration's among them: the run says so
+    assert "note: the checkpoint was trained on Phantom_000, Phantom_001: calibrate on cases it never saw" in (
+        capsys.readouterr().err
+    )
     # evaluate-seg uses each checkpoint's own threshold, or the one it is given, and says which
     ev = ["evaluate-seg", str(phantom_dataset), "--cases", "Phantom_002", "--subsets", "1111", "--no-hd95"]
     ev += ["--checkpoint", str(written), "--name", "Calibrated", "--checkpoint", str(tiny_shaspec), "--name", "Plain"]

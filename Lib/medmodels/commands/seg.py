@@ -250,7 +250,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _calibrate(args: argparse.Namespace) -> int:
-    apply_runtime_arguments(args)
+    """``evaluate-seg --calibrate`` (the runtime arguments already applied by ``_evaluate``)."""
     from medmodels.datasets import read_split
     from medmodels.errors import InputError
     from medmodels.progress import progress
@@ -307,6 +307,15 @@ def _calibrate(args: argparse.Namespace) -> int:
     if args.write is not None:
         check_writable_folder(args.write.parent)
     segmenter = load_segmenter(source, device=args.device)
+    from medmodels.held_out import trained_on_cases
+
+    trained = trained_on_cases(source, names)
+    if trained:  # a threshold chosen where the network is sure of itself is too high for unseen cases
+        print(
+            f"note: the checkpoint was trained on {', '.join(trained)}: calibrate on cases it never saw "
+            "(a split's validation cases).",
+            file=sys.stderr,
+        )
     bar = iter(progress(range(len(names) * len(subsets)), desc="Calibrating"))
     result = calibrate(segmenter, {n: found[n] for n in names}, subsets, candidates, args.cleanup, bar)
     next(bar, None)
