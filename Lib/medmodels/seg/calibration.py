@@ -3,7 +3,7 @@
 A network trained on a few cases is less sure of tumours unlike the ones it saw: on unseen
 cases its sigmoid probabilities fall below 0.5 over much of the tumour, and thresholding at
 0.5 under-segments (on the 4 validation cases of ``splits/brats18_shared.json`` the bundled
-ShaSpec kept 99 % precision and 30-76 % recall of the whole tumour; docs/segmentation.md,
+ShaSpec kept 89-99 % precision and 30-76 % recall of the whole tumour; docs/segmentation.md,
 "The probability threshold"). The threshold is a property of the trained weights, so it is
 chosen on cases they never trained on and recorded in the checkpoint (``config["threshold"]``,
 read by ``seg.inference.Segmenter``).
@@ -19,7 +19,7 @@ read by ``seg.inference.Segmenter``).
    score at it, against its score at the default. With a handful of cases this is the honest
    estimate of what the choice is worth on a case it did not see.
 
-``write_calibrated(source, destination, threshold, calibration)`` copies a checkpoint with the
+``write_calibrated(source, destination, calibration)`` copies a checkpoint with the
 threshold in its config and the calibration in its record, so the weights, their SHA-256 and
 the threshold travel together.
 """
@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from medmodels.errors import InputError
-from medmodels.labels import regions_to_labels
+from medmodels.labels import REGIONS, regions_to_labels
 from medmodels.metrics import region_scores
 from medmodels.modalities import AvailabilityMask
 from medmodels.report import Report, Table, report_files, write_report
@@ -41,7 +41,6 @@ from medmodels.seg.inference import DEFAULT_THRESHOLD, Segmenter, check_threshol
 
 #: The thresholds tried by default: 0.1 to 0.5 in steps of 0.05.
 CANDIDATES = tuple(round(0.1 + 0.05 * i, 2) for i in range(9))
-REGIONS = ("ET", "TC", "WT")
 
 
 def check_candidates(thresholds: Sequence[float]) -> tuple[float, ...]:
