@@ -28,6 +28,9 @@ def main() -> None:
     parser.add_argument("--checkpoint", default=None, help="segmentation checkpoint (default: the bundled ShaSpec)")
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT / "Testing" / "prep"))
+    import SimpleITK as sitk
+
+    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)  # as the tests run (one_itk_thread): registration repeats
     import medmodels.pipeline as pipeline
     from medmodels.metrics import region_scores
     from medmodels.options import RunOptions
