@@ -69,7 +69,7 @@ def trained_on_by_model(
         cases: the names of the evaluated cases.
         bundled, baseline: the family's bundled checkpoint names the references stand for.
     """
-    return {name: trained_on_cases(resolve_checkpoint(ref, bundled, baseline), cases) for name, ref in refs.items()}
+    return _by_model(trained_on_cases, refs, cases, bundled, baseline)
 
 
 def calibrated_on_by_model(
@@ -77,7 +77,12 @@ def calibrated_on_by_model(
 ) -> dict[str, list[str]]:
     """Per model, the cases among ``cases`` its checkpoint's threshold was chosen on (``calibrated_on_cases``);
     the arguments as ``trained_on_by_model``."""
-    return {name: calibrated_on_cases(resolve_checkpoint(ref, bundled, baseline), cases) for name, ref in refs.items()}
+    return _by_model(calibrated_on_cases, refs, cases, bundled, baseline)
+
+
+def _by_model(listed_cases, refs: Mapping, cases: Sequence[str], bundled: str, baseline: str) -> dict[str, list[str]]:
+    """``{name: listed_cases(checkpoint, cases)}`` for each model's resolved checkpoint reference."""
+    return {name: listed_cases(resolve_checkpoint(ref, bundled, baseline), cases) for name, ref in refs.items()}
 
 
 def not_held_out(model: str, trained: Sequence[str], evaluated: int) -> str:

@@ -45,6 +45,7 @@ from medmodels.grid_chain import GridChain
 from medmodels.image import Image, check_direction, check_head_geometry
 from medmodels.io import check_memory, read_image, write_image
 from medmodels.modalities import BY_KEY, MODALITY_KEYS, AvailabilityMask, ordered
+from medmodels.nets.config import DEFAULT_THRESHOLD
 from medmodels.options import RunOptions
 from medmodels.preparation import prepare_case
 from medmodels.progress import emit, within
@@ -104,8 +105,8 @@ PREPARED_THRESHOLD_NOTE = (
     "BraTS-style cases; this study was prepared here (registered, resampled or brain-extracted), so it was "
     "segmented at {used:g}."
 )
-#: The probability threshold of a study this run prepared (``prepared_study_threshold``).
-PREPARED_STUDY_THRESHOLD = 0.5
+#: The probability threshold of a study this run prepared (``prepared_study_threshold``): the uncalibrated one.
+PREPARED_STUDY_THRESHOLD = DEFAULT_THRESHOLD
 
 
 def prepared_study_threshold(calibrated: float, changed: bool) -> float:

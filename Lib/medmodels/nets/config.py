@@ -48,6 +48,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+#: The probability threshold of a segmentation checkpoint whose config records none (``"threshold"``).
+DEFAULT_THRESHOLD = 0.5
 #: The entries of a flat (older) segmentation config that are the network's.
 LEGACY_NET_KEYS = ("width", "depth", "weight_std", "skip_fusion", "specific_width")
 

@@ -177,10 +177,11 @@ def write_calibrated(source: str | os.PathLike, destination: str | os.PathLike, 
 
     # SHA-256 checked; tensors and config saved as stored (float16 exports stay float16, flat configs flat)
     payload = load_checkpoint(source, config_as_stored=True)
-    record = {k: v for k, v in read_record(source).items() if k not in ("file", "sha256", "size_bytes", "config")}
+    source_record = read_record(source)
+    record = {k: v for k, v in source_record.items() if k not in ("file", "sha256", "size_bytes", "config")}
     payload = {**payload, "config": {**payload["config"], "threshold": check_threshold(calibration["threshold"])}}
     record["calibration"] = {k: v for k, v in calibration.items() if k != "rows"}
-    record["calibration"]["calibrated_from_sha256"] = read_record(source)["sha256"]
+    record["calibration"]["calibrated_from_sha256"] = source_record["sha256"]
     return save_checkpoint(Path(destination), payload, record)
 
 

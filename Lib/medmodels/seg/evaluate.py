@@ -143,7 +143,6 @@ def evaluate(
     subsets = list(subsets or AvailabilityMask.all_subsets())
     found, names = resolve_cases(data_dir, case_names)
     check_label_grids([found[n] for n in names])
-    rows, timing = [], {m: 0.0 for m in models}
     if jobs > 1:
         settings = ([m.bits for m in subsets], cleanup, with_hd95, device, tuple(mirror_axes), threshold)
         rows, timing, thresholds = _evaluate_in_processes([found[n] for n in names], models, settings, jobs)
@@ -157,6 +156,7 @@ def evaluate(
             for n, m in models.items()
         }
         thresholds = {n: m.threshold for n, m in loaded.items()}
+        rows, timing = [], {m: 0.0 for m in models}
         bar = progress(range(len(names) * len(subsets) * len(models)), desc="Evaluating")
         it = iter(bar)
         for name in names:

@@ -42,6 +42,7 @@ from medmodels.grid_chain import GridChain
 from medmodels.image import Image
 from medmodels.labels import regions_to_labels
 from medmodels.modalities import AvailabilityMask, resolve_mask
+from medmodels.nets.config import DEFAULT_THRESHOLD
 from medmodels.nets.segmentation import build_segmentation_net
 from medmodels.nets.unet3d import N_REGIONS
 from medmodels.seg.data import prepare
@@ -61,8 +62,6 @@ MIN_ET_MM3 = 500.0
 #: multifocal tumour's smaller foci go with the false positives: ``cleanup=False``
 #: (``--no-cleanup``) keeps them.
 MIN_COMPONENT_FRACTION = 0.5
-#: The probability threshold of a checkpoint whose config records none (``config["threshold"]``).
-DEFAULT_THRESHOLD = 0.5
 
 
 def predict_probabilities(
