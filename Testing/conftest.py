@@ -65,7 +65,22 @@ def with_training_cases():
 
 
 @pytest.fixture(scope="session")
-def tiny_seg_models(phantom_dataset, tmp_path_factory):
+def tiny_seg_settings():
+    """The ``TrainConfig`` settings of the tests' tiny segmentation networks (width 4, depth 3, 16-voxel
+    patches at 8 mm, batch 1, one CPU thread); each test adds its data, output and iterations."""
+    return dict(
+        width=4,
+        depth=3,
+        spacing=(8.0, 8.0, 8.0),
+        patch_size=(16, 16, 16),
+        batch_size=1,
+        threads=1,
+        device="cpu",
+    )
+
+
+@pytest.fixture(scope="session")
+def tiny_seg_models(phantom_dataset, tmp_path_factory, tiny_seg_settings):
     """``{"shaspec": model.pt, "unet3d": model.pt}``: tiny segmentation models trained for two iterations on
     ``phantom_dataset`` (what their tests check is the plumbing, not the accuracy)."""
     from medmodels.seg.train import TrainConfig, train
@@ -73,21 +88,9 @@ def tiny_seg_models(phantom_dataset, tmp_path_factory):
     out = tmp_path_factory.mktemp("seg_models")
     paths = {}
     for arch in ("shaspec", "unet3d"):
-        train(
-            TrainConfig(
-                data=str(phantom_dataset),
-                out=str(out / arch),
-                arch=arch,
-                width=4,
-                depth=3,
-                spacing=(8.0, 8.0, 8.0),
-                patch_size=(16, 16, 16),
-                batch_size=1,
-                iterations=2,
-                val_every=2,
-                threads=1,
-                device="cpu",
-            )
+        cfg = TrainConfig(
+            data=str(phantom_dataset), out=str(out / arch), arch=arch, iterations=2, val_every=2, **tiny_seg_settings
         )
+        train(cfg)
         paths[arch] = out / arch / "model.pt"
     return paths

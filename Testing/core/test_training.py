@@ -110,19 +110,8 @@ def test_exact_resume_gives_the_weights_of_an_unbroken_run(tmp_path):
     assert resumed["iterations"] == 8 and resumed["rows_seen"] == 32
 
 
-def test_exact_resume_of_segmentation_training(phantom_dataset, tmp_path, monkeypatch):
-    tiny = dict(
-        data=str(phantom_dataset),
-        width=4,
-        depth=3,
-        spacing=(8.0, 8.0, 8.0),
-        patch_size=(16, 16, 16),
-        batch_size=1,
-        iterations=4,
-        val_every=2,
-        threads=1,
-        device="cpu",
-    )
+def test_exact_resume_of_segmentation_training(phantom_dataset, tmp_path, monkeypatch, tiny_seg_settings):
+    tiny = dict(data=str(phantom_dataset), iterations=4, val_every=2, **tiny_seg_settings)
     seg_train.train(seg_train.TrainConfig(out=str(tmp_path / "whole"), **tiny))
     make_batch = seg_train.make_batch
     hook = crash_at(3)

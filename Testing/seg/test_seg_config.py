@@ -99,22 +99,12 @@ def test_grows_from_reads_a_flat_checkpoint_config_like_a_nested_one():
 
 
 @pytest.fixture(scope="module")
-def flat_checkpoint(phantom_dataset, tmp_path_factory):
+def flat_checkpoint(phantom_dataset, tmp_path_factory, tiny_seg_settings):
     """A tiny ShaSpec run (its TrainConfig) and its model.pt saved again, with its record, as an older
     run wrote it: with the flat config."""
     out = tmp_path_factory.mktemp("flat")
     cfg = TrainConfig(
-        data=str(phantom_dataset),
-        out=str(out / "run"),
-        width=4,
-        depth=3,
-        spacing=(8.0, 8.0, 8.0),
-        patch_size=(16, 16, 16),
-        batch_size=1,
-        iterations=1,
-        validate=False,
-        threads=1,
-        device="cpu",
+        data=str(phantom_dataset), out=str(out / "run"), iterations=1, validate=False, **tiny_seg_settings
     )
     train(cfg)
     payload = torch.load(out / "run" / "model.pt", map_location="cpu", weights_only=True)

@@ -13,17 +13,6 @@ from medmodels.seg.losses import seg_losses
 from medmodels.seg.sampling import PatchRecipe, TrainCase, draw_mask, make_batch
 from medmodels.seg.train import TrainConfig, parse_subset, train
 
-TINY = dict(
-    width=4,
-    depth=3,
-    spacing=(8.0, 8.0, 8.0),
-    patch_size=(16, 16, 16),
-    batch_size=1,
-    val_every=1,
-    threads=1,
-    device="cpu",
-)
-
 
 def test_training_steps_lower_the_loss_on_a_phantom(small_phantom):
     torch.manual_seed(0)
@@ -127,29 +116,31 @@ def test_parse_subset():
         parse_subset("flair,pd")
 
 
-def test_train_end_to_end_and_resume(phantom_dataset, tmp_path):
+def test_train_end_to_end_and_resume(phantom_dataset, tmp_path, tiny_seg_settings):
     from medmodels.seg.inference import load_segmenter
 
+    tiny = {**tiny_seg_settings, "val_every": 1}
     out = tmp_path / "run"
-    summary = train(TrainConfig(data=str(phantom_dataset), out=str(out), iterations=2, **TINY))
+    summary = train(TrainConfig(data=str(phantom_dataset), out=str(out), iterations=2, **tiny))
     assert summary["iterations"] == 2 and len(summary["history"]) == 2
     assert (out / "model.pt").exists() and (out / "model.json").exists() and (out / "last.pt").exists()
     rec = json.loads((out / "model.json").read_text(encoding="utf-8"))
     assert rec["config"]["spacing"] == [8.0, 8.0, 8.0] and rec["config"]["kind"] == "shaspec"
     assert np.isfinite(summary["history"][-1]["loss_total"])
     # resume to 3 iterations: continues at 2
-    summary = train(TrainConfig(data=str(phantom_dataset), out=str(out), iterations=3, resume=True, **TINY))
+    summary = train(TrainConfig(data=str(phantom_dataset), out=str(out), iterations=3, resume=True, **tiny))
     assert [h["iteration"] for h in summary["history"]] == [1, 2, 3]
     assert load_segmenter(out / "model.pt", device="cpu").arch == "shaspec"
     # resuming with another architecture is refused
     with pytest.raises(InputError, match="another configuration"):
-        train(TrainConfig(data=str(phantom_dataset), out=str(out), iterations=4, resume=True, **{**TINY, "width": 8}))
+        train(TrainConfig(data=str(phantom_dataset), out=str(out), iterations=4, resume=True, **{**tiny, "width": 8}))
 
 
-def test_baseline_and_dedicated_subset_train(phantom_dataset, tmp_path):
+def test_baseline_and_dedicated_subset_train(phantom_dataset, tmp_path, tiny_seg_settings):
+    tiny = {**tiny_seg_settings, "val_every": 1}
     summary = train(
         TrainConfig(
-            data=str(phantom_dataset), out=str(tmp_path / "b"), arch="unet3d", subset="flair,t2", iterations=1, **TINY
+            data=str(phantom_dataset), out=str(tmp_path / "b"), arch="unet3d", subset="flair,t2", iterations=1, **tiny
         )
     )
     assert summary["config"]["kind"] == "unet3d" and summary["config"]["subset"] == "1001"
