@@ -59,8 +59,8 @@ class LoopConfig(FlagConfig):
     init: CheckpointRef | None = option(
         None,
         "start from existing weights: 'bundled' (the bundled model of this architecture) or a checkpoint .pt "
-        "with its .json record; same model options required. The record's training compute is carried "
-        "forward into history.json (default: random initialisation)",
+        "with its .json record; same network options required (the working spacing and patch may differ). "
+        "The record's training compute is carried forward into history.json (default: random initialisation)",
         type=checkpoint_argument,
         metavar="bundled|PATH",
     )

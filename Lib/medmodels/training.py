@@ -116,7 +116,8 @@ class Task:
         bundled: name of the family's bundled checkpoint (for ``init="bundled"``).
         unit: what one batch element is ("patches", "slices"): ``<unit>_seen``.
         facts: more entries for ``history.json`` (case lists, loading time).
-        data_keys: config entries computed from the training data, ignored
+        data_keys: config entries that are not the network's own (computed from
+            the training data, the training grid, a calibrated threshold), ignored
             when the config is compared with an ``init`` checkpoint's.
         find_unused_parameters: DDP's option (ShaSpec leaves some heads unused).
         grows_from: ``grows_from(ours, theirs) -> bool``: whether a model of

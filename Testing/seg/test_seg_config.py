@@ -13,7 +13,7 @@ from medmodels.nets.config import config_from_record
 from medmodels.nets.segmentation import build_segmentation_net
 from medmodels.nets.shaspec import ShaSpec
 from medmodels.nets.unet3d import UNet3D
-from medmodels.seg.inference import load_segmenter
+from medmodels.seg.inference import BASELINE_NAME, BUNDLED_NAME, load_segmenter
 from medmodels.seg.train import TrainConfig, grows_from, model_config, train
 from medmodels.training import export
 from medmodels.weights import bundled_checkpoint, read_record, save_checkpoint, sha256_of
@@ -132,8 +132,43 @@ def test_a_config_mismatch_names_the_field_under_net(flat_checkpoint, tmp_path):
     wider = replace(cfg, out=str(tmp_path / "w"), init=str(old), width=8)
     with pytest.raises(InputError, match=r"another model configuration \(net: \(width: 8 now, 4 in the checkpoint\)\)"):
         train(wider)
-    with pytest.raises(InputError, match=r"\(patch_size: \[8, 8, 8\] now, \[16, 16, 16\] in the checkpoint\)"):
-        train(replace(wider, width=4, patch_size=(8, 8, 8)))
+
+
+def test_init_may_change_the_grid_and_patch_and_drops_a_calibrated_threshold(flat_checkpoint, tmp_path):
+    """The networks are fully convolutional: a finer grid or another patch starts from the weights as
+    they are. A threshold chosen for the init weights does not pass to weights trained on from them."""
+    cfg, old = flat_checkpoint
+    payload = torch.load(old, map_location="cpu", weights_only=True)
+    calibrated = tmp_path / "calibrated.pt"
+    save_checkpoint(calibrated, {**payload, "config": {**payload["config"], "threshold": 0.2}}, {})
+    finer = replace(cfg, out=str(tmp_path / "finer"), init=str(calibrated), patch_size=(8, 8, 8), spacing=(6.0,) * 3)
+    summary = train(replace(finer, lr=0.0))
+    assert "grown_from" not in summary["init"] and "threshold" not in summary["config"]
+    assert summary["config"]["patch_size"] == [8, 8, 8] and summary["config"]["spacing"] == [6.0, 6.0, 6.0]
+    loaded = torch.load(tmp_path / "finer" / "model.pt", weights_only=True)["state_dict"]
+    assert all(torch.equal(loaded[k], payload["state_dict"][k]) for k in payload["state_dict"])
+    with pytest.raises(InputError, match=r"another model configuration \(net: \(depth"):
+        train(replace(finer, out=str(tmp_path / "deeper"), depth=cfg.depth + 1))
+
+
+@pytest.mark.parametrize("arch", ["shaspec", "unet3d"])
+def test_segmentation_training_continues_from_the_bundled_calibrated_weights(arch, phantom_dataset, tmp_path):
+    """``--init bundled`` on the shipped checkpoints, which carry a calibrated threshold, with another grid
+    and patch than theirs: the weights load as they are."""
+    path = bundled_checkpoint(BUNDLED_NAME if arch == "shaspec" else BASELINE_NAME)
+    net = config_from_record(read_record(path)["config"])
+    assert "threshold" in net  # the shipped files are calibrated (the case that once failed)
+    settings = dict(width=net["net"]["width"], depth=net["net"]["depth"])
+    cfg = TrainConfig(
+        data=str(phantom_dataset), out=str(tmp_path), arch=arch, init="bundled", lr=0.0, iterations=1,
+        validate=False, spacing=(8.0,) * 3, patch_size=(16,) * 3, batch_size=1, threads=1, device="cpu",
+        **settings,
+    )  # fmt: skip
+    summary = train(cfg)
+    assert summary["init"]["sha256"] == read_record(path)["sha256"] and "threshold" not in summary["config"]
+    loaded = torch.load(tmp_path / "model.pt", weights_only=True)["state_dict"]
+    shipped = torch.load(path, weights_only=True)["state_dict"]
+    assert all(torch.equal(loaded[k], shipped[k].float()) for k in shipped)
 
 
 def test_export_writes_nested_configs_from_flat_and_nested_checkpoints(flat_checkpoint, tmp_path):

@@ -86,6 +86,13 @@ def model_config(cfg: TrainConfig) -> dict:
     }
 
 
+#: Config entries an ``--init`` checkpoint may differ in. The networks are fully convolutional, so the
+#: training grid and patch are not the weights' own: a finer grid can start from coarser weights. A
+#: calibrated threshold (``evaluate-seg --calibrate``) belongs to the weights it was chosen for, not to
+#: a run that changes them, so the new run's checkpoints have none until they are calibrated again.
+INIT_FREE_KEYS = ("spacing", "patch_size", "threshold")
+
+
 def grows_from(ours: dict, theirs: dict) -> bool:
     """Whether a model of config ``ours`` can start from ``--init`` weights of config ``theirs``
     (``ShaSpec.load_grown``): the same but for concatenating skips where those had the mean.
@@ -175,6 +182,7 @@ def make_task(cfg: TrainConfig, cases, val_cases, device: torch.device) -> Task:
         validate=validation if val_cases else None,
         bundled=BUNDLED_NAME if cfg.arch == "shaspec" else BASELINE_NAME,
         unit="patches",
+        data_keys=INIT_FREE_KEYS,
         find_unused_parameters=cfg.arch == "shaspec",
         grows_from=grows_from,
         # --keep-best: the mean validation Dice over the validated subsets and ET, TC, WT
