@@ -4,6 +4,7 @@ phantoms (what is tested is the plumbing, not the accuracy)."""
 
 import csv
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -135,7 +136,8 @@ def test_evaluate_seg_flags_a_model_trained_on_the_evaluated_cases(
     err = capsys.readouterr().err
     (note,) = [line for line in err.splitlines() if line.startswith("note:")]
     assert "Trained was trained on" in note and "Phantom_000" in note
-    assert "never saw" in note and "--checkpoint splits/weights/shaspec_brats18_shared_train11.pt" in note
+    assert "never saw" in note and "--split splits/brats18_shared.json:" in note
+    assert (Path(__file__).parents[2] / "splits" / "brats18_shared.json").is_file()  # the note names a real file
     later = ["--checkpoint", str(held), "--name", "Held2", "--include", str(tmp_path / "ev" / "results.json")]
     assert main([*argv, *later, "--out", str(tmp_path / "ev2")]) == 0
     merged = json.loads((tmp_path / "ev2" / "results.json").read_text(encoding="utf-8"))

@@ -2,6 +2,7 @@
 
 import itertools
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -254,7 +255,8 @@ def test_evaluate_syn_runs_the_seg_checkpoint_and_flags_models_trained_on_the_ca
     assert "segmenter was trained on" in md and "regression was trained" not in md
     notes = [line for line in capsys.readouterr().err.splitlines() if line.startswith("note:")]
     assert len(notes) == 2 and "never saw" in notes[0] and "--checkpoint PATH" in notes[0]
-    assert "segmenter was trained on" in notes[1] and "splits/weights/shaspec_brats18_shared_train11.pt" in notes[1]
+    assert "segmenter was trained on" in notes[1] and "--split splits/brats18_shared.json:" in notes[1]
+    assert (Path(__file__).parents[2] / "splits" / "brats18_shared.json").is_file()  # the note names a real file
     no_dice = [a for a in argv if a != "--dice"] + ["--out", str(tmp_path / "ev3")]  # the later --out wins
     assert main(no_dice) == 2  # a segmenter of nothing: refused before any work
     assert "--seg-checkpoint is the segmenter of the downstream Dice: add --dice" in capsys.readouterr().err

@@ -29,8 +29,9 @@ from medmodels.seg.config import TrainConfig
 BENCH_FILES = {False: "bench_seg", True: "bench_seg_training"}
 #: --mirror word -> axes of the (z, y, x) working volume flipped at test time.
 MIRRORS = {"none": (), "x": (2,), "all": (0, 1, 2)}
-#: The example of evaluate-seg's note on figures that are not held out (after ``held_out.FIX``).
-HELD_OUT_EXAMPLE = "(e.g. --checkpoint splits/weights/shaspec_brats18_shared_train11.pt)"
+#: The example of evaluate-seg's note on figures that are not held out (after ``held_out.FIX``): the split
+#: the bundled weights were trained on, whose validation cases they never saw.
+HELD_OUT_EXAMPLE = "(e.g. --split splits/brats18_shared.json: the bundled weights never saw its validation cases)"
 
 
 def register(sub: argparse._SubParsersAction) -> None:

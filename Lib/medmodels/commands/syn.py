@@ -48,11 +48,15 @@ class _AugmentShorthand(argparse.Action):
 BENCH_FILES = {False: "bench_syn", True: "bench_syn_training"}
 #: The report evaluate-syn writes into --out: evaluation.json with all figures, evaluation.md with the tables.
 EVALUATION = "evaluation"
-#: The flag of each model evaluate-syn names in its result, and an example of split-trained weights.
+#: The flag of each model evaluate-syn names in its result, and for the segmenter the split the bundled
+#: models were trained on (they never saw its validation cases).
 HELD_OUT_FLAGS = {
     "m2dn": ("--checkpoint", ""),
     "regression": ("--baseline", ""),
-    "segmenter": ("--seg-checkpoint", ", e.g. --seg-checkpoint splits/weights/shaspec_brats18_shared_train11.pt"),
+    "segmenter": (
+        "--seg-checkpoint",
+        ", or --split splits/brats18_shared.json: the bundled models never saw its validation cases",
+    ),
 }
 
 
