@@ -46,6 +46,7 @@ storage, JSON record with its SHA-256 and the training summary).
 
 from __future__ import annotations
 
+import gc
 import json
 import math
 import os
@@ -276,6 +277,7 @@ def run(cfg: LoopConfig, task: Task, info: distributed.DistInfo, started: float 
     loop.wrap()
     stopped = loop.train(started)
     summary = loop.finish(stopped)
+    loop.unwrap()
     distributed.cleanup(info)
     return summary
 
@@ -501,6 +503,13 @@ class _Loop:
         self.model.train()
         if self.critic is not None:
             self.critic.train()
+
+    def unwrap(self) -> None:
+        """Drop the DDP wrappers before the process group goes. Their reducers hold a reference to the
+        group, so with them alive ``destroy_process_group`` leaves its gloo threads to interpreter exit,
+        the likely place of a rare abort of a rank ("terminate called without an active exception")."""
+        self.net, self.critic_net = self.model, self.critic
+        gc.collect()
 
     # -- iterations -----------------------------------------------------------
     def step(self) -> dict[str, float]:
