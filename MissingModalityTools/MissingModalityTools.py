@@ -162,7 +162,7 @@ class MissingModalityToolsParameterNode:
     prepare: Annotated[str, Choice(list(PREPARE_MODES))] = "auto"
     device: Annotated[str, Choice(list(DEVICES))] = "auto"
     steps: Annotated[int, WithinRange(0, 1000)] = 0
-    samples: Annotated[int, WithinRange(1, 32)] = 1
+    samples: Annotated[int, WithinRange(1, 32)] = 4  # medmodels.options.DEFAULT_SAMPLES (a test checks)
     cleanup: bool = True
     seed: Annotated[int, WithinRange(0, 999999)] = 0
     namePrefix: str = ""

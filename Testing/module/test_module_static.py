@@ -160,7 +160,7 @@ def test_qt_uic_compiles_the_ui(qt_widgets):
         assert f"self.{name} =" in code
 
 
-def test_parameter_node_fields_match_the_ui_bindings():
+def test_parameter_node_fields_match_the_ui_bindings_and_the_run_defaults():
     tree = _module_ast()
     cls = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "MissingModalityToolsParameterNode")
     fields = {s.target.id for s in cls.body if isinstance(s, ast.AnnAssign)}
@@ -187,6 +187,12 @@ def test_parameter_node_fields_match_the_ui_bindings():
     assert module_constants["DEVICES"] == medmodels.options.DEVICES
     assert module_constants["SEGMENT_ON"] == medmodels.options.SEGMENT_ON
     assert module_constants["PREPARE_MODES"] == medmodels.options.PREPARE_MODES
+    # The panel starts with the command line's defaults (a run from either gives the same output).
+    defaults = {s.target.id: ast.literal_eval(s.value) for s in cls.body if isinstance(s, ast.AnnAssign) and s.value}
+    options = medmodels.options.RunOptions()
+    same = {"segmentOn": "segment_on", **{k: k for k in ("synthesize", "segment", "prepare", "device", "steps")}}
+    same.update({k: k for k in ("samples", "cleanup", "seed")})
+    assert {k: defaults[k] for k in same} == {k: getattr(options, v) for k, v in same.items()}
     # connectParametersToGui's mapping names the same widgets as the .ui's bindings.
     bound_widgets = {
         p.findtext("string"): name

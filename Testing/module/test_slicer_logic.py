@@ -95,11 +95,13 @@ def test_case_without_t1c_gains_synthesised_t1c_and_three_segments(scene, tmp_pa
     sh = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(scene)
     for node in result.nodes():
         assert sh.GetItemParent(sh.GetItemByDataNode(node)) == study
-    # Inputs never modified; exactly one new volume; temp folder gone; progress reported in order.
+    # Inputs never modified; exactly two new volumes (the default 4 samples add the uncertainty of T1c);
+    # temp folder gone; progress reported in order.
     for k, n in inputs.items():
         assert n.GetMTime() == before[k][0]
         assert np.array_equal(slicer.util.arrayFromVolume(n), before[k][1])
-    assert scene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode") == n_before + 1
+    assert list(result.uncertainty) == ["t1c"] and result.uncertainty["t1c"].GetName() == "T1c (synthesis uncertainty)"
+    assert scene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode") == n_before + 2
     assert _temp_dirs(tmp_path) == []
     assert progress and progress == sorted(progress) and progress[-1] == 1.0
 

@@ -24,6 +24,7 @@ from medmodels.commands.common import (
 )
 from medmodels.errors import InputError
 from medmodels.flags import floats
+from medmodels.options import DEFAULT_SAMPLES
 from medmodels.report import report_files
 from medmodels.syn.config import SynTrainConfig
 
@@ -102,7 +103,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="regression .pt, or 'baseline' (default: the bundled regression baseline)",
     )
     p.add_argument("--steps", type=int, default=None, help="DDIM steps (default: the synthesizer's default)")
-    p.add_argument("--samples", type=int, default=1, help="M2DN's output is the mean of this many samples (default 1)")
+    p.add_argument(
+        "--samples",
+        type=int,
+        default=DEFAULT_SAMPLES,
+        help=f"M2DN's output is the mean of this many samples (default {DEFAULT_SAMPLES}, as medmodels run)",
+    )
     p.add_argument("--slice-stride", type=int, default=4, help="every k-th brain slice of the working grid")
     p.add_argument("--max-cases", type=int, default=None)
     p.add_argument(

@@ -61,7 +61,7 @@ def parse_arguments(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--segment-on", default="acquired")
     p.add_argument("--device", default="auto")
     p.add_argument("--steps", type=int, default=RunOptions().steps)
-    p.add_argument("--samples", type=int, default=1)
+    p.add_argument("--samples", type=int, default=RunOptions().samples)
     p.add_argument("--cleanup", dest="cleanup", action="store_true")
     p.add_argument("--no-cleanup", dest="cleanup", action="store_false")
     p.add_argument("--seed", type=int, default=0)
