@@ -7,6 +7,7 @@ import torch
 from medmodels.cli import build_parser, main
 from medmodels.io import read_image
 from medmodels.nets.m2dn import M2DNet
+from medmodels.options import DEFAULT_SAMPLES
 from medmodels.phantom import case_file_names
 from medmodels.syn.train import SynTrainConfig, model_config
 from medmodels.weights import save_checkpoint
@@ -95,6 +96,8 @@ def test_bench_command_times_and_sweeps(phantom_dataset, tiny_checkpoint, tmp_pa
     assert rc == 0
     result = json.loads((tmp_path / "bench_syn.json").read_text(encoding="utf-8"))
     assert result["timing"]["median_s"] > 0 and result["timing"]["missing"] == "t1c"
+    assert result["timing"]["samples"] == DEFAULT_SAMPLES  # the timed synthesis is run's default output
+    assert f"mean of {DEFAULT_SAMPLES} sample(s)" in (tmp_path / "bench_syn.md").read_text(encoding="utf-8")
     assert [(r["sampler"], r["steps"]) for r in result["sweep"]] == [("ddim", 1), ("ddim", 2)]
     assert 0 <= result["timing"]["input_grid_scores"]["ssim"] <= 1
 

@@ -162,6 +162,12 @@ def _register_bench(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--slice-stride", type=int, default=8)
     p.add_argument("--repeats", type=int, default=1, help="timing repeats (the median is reported)")
     p.add_argument(
+        "--samples",
+        type=int,
+        default=DEFAULT_SAMPLES,
+        help=f"samples averaged in the timed synthesis (default {DEFAULT_SAMPLES}, as medmodels run)",
+    )
+    p.add_argument(
         "--training",
         action="store_true",
         help="instead: training throughput of the checkpoint's configuration on a phantom (no case needed; "
@@ -278,6 +284,7 @@ def _bench(args: argparse.Namespace) -> int:
         repeats=args.repeats,
         device=args.device,
         seed=args.seed,
+        samples=args.samples,
     )
     return show_report(benchmark_report(result, command_of(args)), args.out, BENCH_FILES[False])
 

@@ -29,6 +29,7 @@ from medmodels.datasets import find_case
 from medmodels.errors import InputError
 from medmodels.modalities import MODALITY_KEYS, AvailabilityMask
 from medmodels.normalisation import Normalizer
+from medmodels.options import DEFAULT_SAMPLES
 from medmodels.report import Report, Table
 from medmodels.syn.data import to_working_case
 from medmodels.syn.inference import load_synthesizer
@@ -48,30 +49,33 @@ def benchmark(
     repeats: int = 1,
     device: str = "auto",
     seed: int = 0,
+    samples: int = DEFAULT_SAMPLES,
 ) -> dict:
-    """Whole-volume time of one missing modality at the default steps, then
-    quality against the number of steps on working-grid slices."""
+    """Whole-volume time of one missing modality at the default steps and ``samples`` (the output is
+    their mean: ``run``'s default), then quality against the number of steps on working-grid slices."""
     if missing not in MODALITY_KEYS:
         raise InputError(f"Unknown modality '{missing}': use one of {', '.join(MODALITY_KEYS)}.")
     case = find_case(Path(case_dir), require_all=True)
     images, _ = case.load()
     syn = load_synthesizer(checkpoint, device)
-    timing = time_whole_volume(syn, case.name, images, missing, repeats, seed)
+    timing = time_whole_volume(syn, case.name, images, missing, repeats, seed, samples)
     configs = [("ddim", s) for s in (DEFAULT_SWEEP if steps is None else steps)]
     configs += [("ddpm", syn.diffusion.num_train_timesteps)] if full else []
     sweep = step_sweep(syn, case.name, images, patterns, configs, slice_stride, seed) if configs else []
     return {"timing": timing, "sweep": sweep, "spacing": list(syn.spacing)}
 
 
-def time_whole_volume(syn, case_name: str, images, missing: str, repeats: int, seed: int) -> dict:
+def time_whole_volume(
+    syn, case_name: str, images, missing: str, repeats: int, seed: int, samples: int = DEFAULT_SAMPLES
+) -> dict:
     """Seconds to synthesise ``missing`` from the other modalities of the whole
-    case (default steps), and its scores on the input grid."""
+    case (default steps, the mean of ``samples``), and its scores on the input grid."""
     given = {k: v for k, v in images.items() if k != missing}
     mask = AvailabilityMask.from_keys(given)
     times = []
     for _ in range(max(1, repeats)):
         t0 = time.perf_counter()
-        out = syn.synthesize(given, mask, steps=None, samples=1, seed=seed)
+        out = syn.synthesize(given, mask, steps=None, samples=samples, seed=seed)
         times.append(time.perf_counter() - t0)
     brain = brain_mask(images)
     truth_norm = Normalizer.fit(images[missing].array, brain)
@@ -86,6 +90,7 @@ def time_whole_volume(syn, case_name: str, images, missing: str, repeats: int, s
         "missing": missing,
         "given": list(given),
         "steps": syn.default_steps,
+        "samples": samples,
         "device": str(syn.device),
         "threads": torch.get_num_threads(),
         "seconds": [round(t, 2) for t in times],
@@ -142,6 +147,7 @@ def benchmark_report(result: dict, command: str | None = None) -> Report:
     scores = t["input_grid_scores"]
     body: list[str | Table] = [
         f"synthesising {t['missing']} from {', '.join(t['given'])} of {t['case']} ({t['grid']}, {t['steps']} steps, "
+        f"mean of {t['samples']} sample(s), "
         f"{t['device']}, {t['threads']} thread(s)): {t['median_s']:.2f} s (median of {len(t['seconds'])}); "
         f"on the input grid PSNR {scores['psnr']:.2f}, SSIM {scores['ssim']:.3f}"
     ]
