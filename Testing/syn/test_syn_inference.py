@@ -107,6 +107,12 @@ def test_regression_baseline_is_deterministic_and_one_pass(config, phantom):
     a = syn.synthesize(given, mask, seed=0)["flair"][0].array
     b = syn.synthesize(given, mask, seed=1)["flair"][0].array
     assert np.array_equal(a, b)
+    # Several samples of a deterministic model: one network pass per slice batch, the same mean, a zero std map.
+    calls = []
+    net_forward = syn.net.forward
+    syn.net.forward = lambda *args, **kwargs: calls.append(1) or net_forward(*args, **kwargs)
+    mean, std = syn.synthesize(given, mask, samples=4, seed=0)["flair"]
+    assert len(calls) == 1 and np.array_equal(mean.array, a) and std is not None and not std.array.any()
 
 
 def test_bad_requests_raise_input_errors(config, phantom):

@@ -4,10 +4,11 @@ A case goes to the working grid in the same way for training, evaluation and
 whole-volume synthesis, through ``medmodels.working_grid.WorkingGrid`` (the one
 grid implementation segmentation uses too): brain mask (from the available
 modalities), per-modality percentile clip + z-score inside the brain (0
-outside), linear resampling to the working spacing (the checkpoint's: 1.25 mm for the
-bundled models; ``train-syn`` starts new models at 2 mm, the cheaper CPU budget) along the input's axes, crop to the brain with
-``MARGIN_MM``, in-plane sizes grown to a multiple of
-``MULTIPLE_OF``. ``to_preparation_grid`` goes back.
+outside), linear resampling to the working spacing (the checkpoint's: 1.25 mm
+for the bundled models; ``train-syn`` starts new models at 2 mm, the cheaper
+CPU budget) along the input's axes, crop to the brain with ``MARGIN_MM``,
+in-plane sizes grown to a multiple of ``MULTIPLE_OF``. ``to_preparation_grid``
+goes back.
 
 Axial slices are the ``z`` planes of the ``(Z, Y, X)`` arrays. A 2.5D
 network also sees each slice's ``k`` neighbours on either side
