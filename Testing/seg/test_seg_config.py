@@ -161,14 +161,19 @@ def test_segmentation_training_continues_from_the_bundled_calibrated_weights(arc
     settings = dict(width=net["net"]["width"], depth=net["net"]["depth"])
     cfg = TrainConfig(
         data=str(phantom_dataset), out=str(tmp_path), arch=arch, init="bundled", lr=0.0, iterations=1,
-        validate=False, spacing=(8.0,) * 3, patch_size=(16,) * 3, batch_size=1, threads=1, device="cpu",
+        validate=False, spacing=(4.0,) * 3, patch_size=(32,) * 3, batch_size=1, threads=1, device="cpu",
         **settings,
     )  # fmt: skip
     summary = train(cfg)
     assert summary["init"]["sha256"] == read_record(path)["sha256"] and "threshold" not in summary["config"]
     loaded = torch.load(tmp_path / "model.pt", weights_only=True)["state_dict"]
     shipped = torch.load(path, weights_only=True)["state_dict"]
-    assert all(torch.equal(loaded[k], shipped[k].float()) for k in shipped)
+    bad = {
+        k: (loaded[k] - shipped[k].float()).abs().max().item()
+        for k in shipped
+        if not torch.equal(loaded[k], shipped[k].float())
+    }
+    assert not bad, bad
 
 
 def test_export_writes_nested_configs_from_flat_and_nested_checkpoints(flat_checkpoint, tmp_path):
