@@ -135,7 +135,7 @@ def load_checkpoint(
 
 def _checked_payload(payload: Any, path: Path, nest_config: bool = True) -> dict[str, Any]:
     """``payload`` if it is a medmodels checkpoint (a dict with ``state_dict``) whose weights are all
-    finite, else a CheckpointError naming ``path``. Its config is read through
+    finite, else a CheckpointError naming ``path``. With ``nest_config`` its config is read through
     ``medmodels.nets.config.config_from_record``: every loaded checkpoint's config is nested,
     older flat segmentation configs included (the file itself is untouched)."""
     if not isinstance(payload, dict) or not isinstance(payload.get("state_dict"), dict):

@@ -10,7 +10,6 @@ from medmodels.phantom import make_phantom
 from medmodels.syn import diffusion as D
 from medmodels.syn import flow as F
 from medmodels.syn.inference import load_synthesizer
-from medmodels.syn.scoring import _draws
 from medmodels.syn.train import SynTrainConfig, fit, grows_from, model_config
 from medmodels.syn.variants import variant
 from syn_tiny import TINY, phantom_cases
@@ -112,7 +111,7 @@ def test_a_flow_trains_over_a_frozen_regression_and_loads_for_synthesis(cases, r
     syn = load_synthesizer(tmp_path / "model.pt", device="cpu")
     assert syn.kind == "pmrf" and isinstance(syn.net, MeanAndFlow)
     # its samples differ, so the evaluation averages as many as asked (it once drew one for all but M2DN)
-    assert _draws(syn, 4) == 4 and _draws(load_synthesizer(regression, device="cpu"), 4) == 1
+    assert syn.draws(4) == 4 and load_synthesizer(regression, device="cpu").draws(4) == 1
     trained = torch.load(regression, weights_only=True)["state_dict"]
     assert all(torch.equal(v.float(), syn.net.mean.state_dict()[k]) for k, v in trained.items())  # never trained
     images = make_phantom((48, 48, 32), seed=5).images

@@ -97,6 +97,11 @@ class Synthesizer:
     def default_steps(self) -> int:
         return int(self.config.get("default_steps", DEFAULT_STEPS))
 
+    def draws(self, samples: int) -> int:
+        """How many of ``samples`` need running: all for a sampler, one for a deterministic model
+        (the regression), whose draws would all be the same."""
+        return samples if self.variant.stochastic else 1
+
     def _check_steps(self, steps: int | None) -> int:
         steps = self.default_steps if steps is None else int(steps)
         if not 1 <= steps <= self.diffusion.num_train_timesteps:
@@ -156,7 +161,7 @@ class Synthesizer:
         x, context = self.slices(case.image, zs)  # (n, 4, H, W), neighbours (n, 4, 2k, H, W) or None
         missing = torch.as_tensor(mask.missing_vector())[None].expand(len(zs), -1)
         draws = []
-        runs = samples if self.variant.stochastic else 1  # a deterministic model's samples would all be the same
+        runs = self.draws(samples)
         batches = [(k, i) for k in range(runs) for i in range(0, len(zs), SLICE_BATCH)]
         gens = [torch.Generator(device=self.device).manual_seed(seed * 1000 + k) for k in range(runs)]
         outs: list[list[torch.Tensor]] = [[] for _ in range(runs)]

@@ -78,10 +78,6 @@ def evaluation_slices(case: WorkingCase, stride: int) -> np.ndarray:
     return zs[stride // 2 :: stride] if len(zs) > stride else zs
 
 
-def _draws(model: Synthesizer, samples: int) -> int:
-    return samples if model.variant.stochastic else 1  # the regression's draws would all be the same
-
-
 def predict_pattern(
     models: dict[str, Synthesizer],
     case: WorkingCase,
@@ -101,7 +97,7 @@ def predict_pattern(
     for name, model in models.items():
         x, context = model.slices(given, zs)
         gen = torch.Generator(device=model.device).manual_seed(seed)
-        draws = [model.predict_slices(x, missing, steps, gen, context=context) for _ in range(_draws(model, samples))]
+        draws = [model.predict_slices(x, missing, steps, gen, context=context) for _ in range(model.draws(samples))]
         out[name] = torch.stack(draws).mean(0).permute(1, 0, 2, 3).numpy() * case.brain[zs][None]
         if len(draws) > 1:
             out[f"{name}_std"] = (
@@ -282,7 +278,7 @@ def score_input_grid_case(
     rows = []
     for mask in chosen:
         given = {k: images[k] for k in mask.keys}
-        out = {name: m.synthesize(given, mask, steps, _draws(m, samples), seed) for name, m in models.items()}
+        out = {name: m.synthesize(given, mask, steps, m.draws(samples), seed) for name, m in models.items()}
         fill = own_zscores(np.mean([truth[k] for k in mask.keys], 0), brain)  # scaled like the models' outputs
         for key in mask.missing_keys:
             z = {name: own_zscores(out[name][key][0].array, brain) for name in models}
