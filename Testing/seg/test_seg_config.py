@@ -141,10 +141,10 @@ def test_init_may_change_the_grid_and_patch_and_drops_a_calibrated_threshold(fla
     payload = torch.load(old, map_location="cpu", weights_only=True)
     calibrated = tmp_path / "calibrated.pt"
     save_checkpoint(calibrated, {**payload, "config": {**payload["config"], "threshold": 0.2}}, {})
-    finer = replace(cfg, out=str(tmp_path / "finer"), init=str(calibrated), patch_size=(8, 8, 8), spacing=(6.0,) * 3)
+    finer = replace(cfg, out=str(tmp_path / "finer"), init=str(calibrated), patch_size=(24, 24, 24), spacing=(6.0,) * 3)
     summary = train(replace(finer, lr=0.0))
     assert "grown_from" not in summary["init"] and "threshold" not in summary["config"]
-    assert summary["config"]["patch_size"] == [8, 8, 8] and summary["config"]["spacing"] == [6.0, 6.0, 6.0]
+    assert summary["config"]["patch_size"] == [24, 24, 24] and summary["config"]["spacing"] == [6.0, 6.0, 6.0]
     loaded = torch.load(tmp_path / "finer" / "model.pt", weights_only=True)["state_dict"]
     assert all(torch.equal(loaded[k], payload["state_dict"][k]) for k in payload["state_dict"])
     with pytest.raises(InputError, match=r"another model configuration \(net: \(depth"):
