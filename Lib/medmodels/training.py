@@ -84,6 +84,7 @@ RECORD_KEYS = (
     "iterations",
     "batch_size",
     "wall_s_training",
+    "skipped_steps",
     "hardware",
     "threads",
     "world_size",
@@ -314,6 +315,12 @@ def _set_rng_state(state: dict, rng: np.random.Generator, gen: torch.Generator, 
         torch.cuda.set_rng_state(torch.tensor(state["cuda"], dtype=torch.uint8), device)
 
 
+def gradients_finite(parameters) -> bool:
+    """Whether every gradient of ``parameters`` is finite (parameters without one count as finite)."""
+    grads = [p.grad for p in parameters if p.grad is not None]
+    return bool(torch.stack([torch.isfinite(g).all() for g in grads]).all()) if grads else True
+
+
 def _streams(seed: int, rank: int, start: int) -> tuple[np.random.Generator, torch.Generator]:
     """Fresh streams, one per process (and per start, for a resume without saved states)."""
     rng = np.random.default_rng([seed, rank, start])
@@ -341,6 +348,7 @@ class _Loop:
         # Gradient scaling only for float16 (its narrow exponent underflows small gradients).
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp and self.amp_dtype == torch.float16)
         self.iteration, self.history, self.train_s, self.init = 0, [], 0.0, None
+        self.skipped_steps = 0  # optimiser steps skipped for a non-finite gradient (``step``)
         self.rng, self.gen = _streams(cfg.seed, info.rank, 0)
         self.t_save = 0.0  # duration of the last validation + checkpoint (the budget keeps room for one)
         self.best: dict | None = None  # {"iteration", "score"} of best.pt (keep_best), on the main process
@@ -372,6 +380,7 @@ class _Loop:
             self.scaler.load_state_dict(state["scaler"])
         self._retarget_schedule()
         self.iteration, self.train_s = int(state["iteration"]), float(state["train_s"])
+        self.skipped_steps = int(state.get("skipped_steps", 0))  # absent from runs before the count
         self.history, self.init = json.loads(state["history"]), json.loads(state["init"])
         self.best = self._best_so_far(json.loads(state.get("best") or "null"))
         streams = json.loads(state["rng"])
@@ -522,7 +531,19 @@ class _Loop:
             raise ValueError(f"The {self.task.name} loss returned {sorted(losses)}: it must name a 'total'.")
         self.opt.zero_grad(set_to_none=True)
         self.scaler.scale(losses["total"]).backward()
-        self.scaler.step(self.opt)
+        finite = gradients_finite(self.task.trained_parameters())
+        # A non-finite gradient would be written into the weights by AdamW, even at lr 0, and spread from
+        # there: the step is skipped and counted. (Under DDP the gradients are all-reduced, so every process
+        # skips the same steps.) float16 loss scaling skips such a step itself and lowers its scale.
+        if finite or self.scaler.is_enabled():
+            self.scaler.step(self.opt)
+        if not finite:
+            self.skipped_steps += 1
+            emit(
+                progress,
+                f"Iteration {self.iteration + 1}: a non-finite gradient (loss {float(losses['total'].detach()):.4g}); "
+                f"the step was skipped ({self.skipped_steps} so far)",
+            )
         self.scaler.update()
         self.sched.step()
         return {k: float(v.detach()) for k, v in losses.items()}
@@ -584,6 +605,8 @@ class _Loop:
                 "lr": lr,
                 "train_s": round(self.train_s, 1),
                 **{f"loss_{k}": round(distributed.all_reduce_mean(v / n, self.info), 5) for k, v in sums.items()},
+                # since the start of the run; only when there were any, so ordinary records keep their keys
+                **({"skipped_steps": self.skipped_steps} if self.skipped_steps else {}),
             }
         t0 = time.time()
         if self.info.is_main and record is not None:
@@ -603,6 +626,7 @@ class _Loop:
                     "config": self.task.config,
                     "iteration": self.iteration,
                     "train_s": self.train_s,
+                    "skipped_steps": self.skipped_steps,
                     "history": json.dumps(self.history),
                     "init": json.dumps(self.init),
                     "rng": json.dumps(streams),
@@ -690,6 +714,7 @@ class _Loop:
             "world_size": info.world_size,
             f"{self.task.unit}_seen": self.iteration * cfg.batch_size * info.world_size,
             "wall_s_training": round(self.train_s, 1),
+            "skipped_steps": self.skipped_steps,
             "threads": torch.get_num_threads(),
             "device": str(self.device),
             "hardware": distributed.describe_hardware(self.device),

@@ -92,7 +92,10 @@ LAYERS = (
         ("medmodels.loop_config", "medmodels.weight_average", "medmodels.training", "medmodels.throughput"),
     ),
     ("families", ("medmodels.seg", "medmodels.syn")),
-    ("orchestration", ("medmodels.pipeline", "medmodels.downstream", "medmodels.demo")),
+    (
+        "orchestration",
+        ("medmodels.pipeline", "medmodels.downstream", "medmodels.segmenter_in_the_loop", "medmodels.demo"),
+    ),
     ("interface", ("medmodels.cli", "medmodels.__main__", "medmodels.commands")),
 )
 

@@ -24,15 +24,20 @@ from torch import nn
 W = torch.tensor([[1.0], [-2.0], [0.5], [3.0]])
 
 
-def toy_task(config=None, before_sample=None, score=None) -> Task:
-    """A 4 -> 8 -> 1 MLP; ``before_sample`` is called before each batch is drawn; ``score``: ``Task.score``."""
+def toy_task(config=None, before_sample=None, score=None, poisoned=()) -> Task:
+    """A 4 -> 8 -> 1 MLP; ``before_sample`` is called before each batch is drawn; ``score``: ``Task.score``;
+    the batches drawn ``poisoned`` (1 = the first of this process) hold a NaN, so their gradients are NaN."""
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 1))
+    drawn = []
 
     def sample(rng, progress=1.0):
         if before_sample:
             before_sample()
         x = torch.from_numpy(rng.normal(size=(4, 4)).astype(np.float32))
+        drawn.append(1)
+        if len(drawn) in poisoned:
+            x[0, 0] = float("nan")
         return x, x @ W
 
     def loss(net, batch, generator):
@@ -58,7 +63,7 @@ def toy_task(config=None, before_sample=None, score=None) -> Task:
     )
 
 
-def toy_run(out, config=None, before_sample=None, score=None, **options) -> dict:
+def toy_run(out, config=None, before_sample=None, score=None, poisoned=(), **options) -> dict:
     cfg = LoopConfig(
         **{
             "out": str(out),
@@ -72,7 +77,7 @@ def toy_run(out, config=None, before_sample=None, score=None, **options) -> dict
         }
     )
     info = training.setup(cfg)
-    return training.run(cfg, toy_task(config, before_sample, score), info)
+    return training.run(cfg, toy_task(config, before_sample, score, poisoned), info)
 
 
 def weights(path):
@@ -126,6 +131,18 @@ def test_exact_resume_of_segmentation_training(phantom_dataset, tmp_path, monkey
     monkeypatch.setattr(seg_train, "make_batch", make_batch)
     seg_train.train(seg_train.TrainConfig(out=str(tmp_path / "broken"), resume=True, **tiny))
     assert same_weights(weights(tmp_path / "whole" / "model.pt"), weights(tmp_path / "broken" / "model.pt"))
+
+
+def test_a_non_finite_gradient_skips_its_step_and_is_counted_across_a_resume(tmp_path):
+    # AdamW writes a NaN gradient into the weights, even at lr 0: without the guard they end NaN
+    summary = toy_run(tmp_path / "nan", poisoned={3, 4}, iterations=6)
+    assert all(torch.isfinite(v).all() for v in weights(tmp_path / "nan" / "model.pt").values())
+    assert summary["skipped_steps"] == 2 and [r.get("skipped_steps") for r in summary["history"]] == [None, 2, 2]
+    assert all(np.isfinite(r["val_mse"]) for r in summary["history"])
+    assert toy_run(tmp_path / "plain", iterations=2)["skipped_steps"] == 0
+    toy_run(tmp_path / "broken", poisoned={3}, iterations=4)
+    assert load_checkpoint(tmp_path / "broken" / "last.pt")["skipped_steps"] == 1
+    assert toy_run(tmp_path / "broken", iterations=6, resume=True)["skipped_steps"] == 1  # carried on
 
 
 def test_an_existing_run_needs_resume_or_another_out(tmp_path):

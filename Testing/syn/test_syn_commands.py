@@ -97,6 +97,8 @@ def test_bench_command_times_and_sweeps(phantom_dataset, tiny_checkpoint, tmp_pa
     result = json.loads((tmp_path / "bench_syn.json").read_text(encoding="utf-8"))
     assert result["timing"]["median_s"] > 0 and result["timing"]["missing"] == "t1c"
     assert result["timing"]["samples"] == DEFAULT_SAMPLES  # the timed synthesis is run's default output
+    timing = result["timing"]  # the process's peak memory, which never goes down
+    assert 0 < timing["peak_rss_before_mib"] <= timing["peak_rss_mib"]
     assert f"mean of {DEFAULT_SAMPLES} sample(s)" in (tmp_path / "bench_syn.md").read_text(encoding="utf-8")
     assert [(r["sampler"], r["steps"]) for r in result["sweep"]] == [("ddim", 1), ("ddim", 2)]
     assert 0 <= result["timing"]["input_grid_scores"]["ssim"] <= 1

@@ -8,6 +8,7 @@ from medmodels.errors import CheckpointError, InputError
 from medmodels.modalities import MODALITY_KEYS, AvailabilityMask
 from medmodels.nets.m2dn import M2DNet
 from medmodels.normalisation import Normalizer
+from medmodels.options import DEFAULT_SAMPLES
 from medmodels.phantom import make_phantom
 from medmodels.syn.data import to_preparation_grid, to_working_case
 from medmodels.syn.inference import Synthesizer, estimate_normalizer, load_synthesizer
@@ -33,6 +34,16 @@ def config():
 def synthesizer(config, kind="m2dn"):
     torch.manual_seed(0)
     return Synthesizer(M2DNet(**config["net"]), {**config, "kind": kind}, torch.device("cpu"))
+
+
+def test_the_library_default_is_the_commands_default_output(config, phantom):
+    """``synthesize`` without ``samples`` gives what ``medmodels run`` and the panel give: the mean of
+    ``DEFAULT_SAMPLES`` samples with its std map (a researcher calling the library gets the same output)."""
+    syn, mask = synthesizer(config), AvailabilityMask.from_bits("1101")
+    given = {k: phantom.images[k] for k in mask.keys}
+    mean, std = syn.synthesize(given, mask, steps=2)["t1c"]
+    ref_mean, ref_std = syn.synthesize(given, mask, steps=2, samples=DEFAULT_SAMPLES)["t1c"]
+    assert std is not None and np.array_equal(mean.array, ref_mean.array) and np.array_equal(std.array, ref_std.array)
 
 
 def test_prepare_case_and_back_to_the_input_grid(phantom):

@@ -183,6 +183,19 @@ def _register_bench(sub: argparse._SubParsersAction) -> None:
         help="weight of the adversarial loss, so its PatchGAN discriminator is timed too (with --training; "
         "train-syn's option)",
     )
+    p.add_argument(
+        "--segmenter-weight",
+        type=float,
+        default=0.0,
+        help="weight of the segmenter-in-the-loop loss, so its block and frozen segmenter are timed too (with "
+        "--training; train-syn's option, with the bundled segmenter)",
+    )
+    p.add_argument(
+        "--segmenter-block",
+        type=int,
+        default=64,
+        help="edge of the segmenter loss's block in working voxels (with --training and --segmenter-weight)",
+    )
     out_argument(
         p, "also write the figures to OUT/bench_syn.json and .md (--training: bench_syn_training)", required=False
     )
@@ -191,11 +204,20 @@ def _register_bench(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_bench)
 
 
+def _block_loss(cfg: SynTrainConfig):
+    """The segmenter-in-the-loop loss of ``--segmenter-weight`` (it needs both families: built here), or None."""
+    if cfg.segmenter_weight <= 0:
+        return None  # none asked for, or a negative weight, which the trainer refuses by name
+    from medmodels.segmenter_in_the_loop import block_loss
+
+    return block_loss(cfg)
+
+
 def _train(args: argparse.Namespace) -> int:
     from medmodels.syn.train import train
 
     cfg = SynTrainConfig.from_namespace(args)
-    summary = train(cfg)
+    summary = train(cfg, _block_loss(cfg))
     if summary:
         last = summary["history"][-1] if summary["history"] else {}
         print(
@@ -299,7 +321,9 @@ def _bench_training(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         tumour_weight=args.tumour_weight,
         adversarial_weight=args.adversarial_weight,
+        segmenter_weight=args.segmenter_weight,
+        segmenter_block=args.segmenter_block,
         device="cpu",
     )
-    result = bench_training(cfg, args.iterations)
+    result = bench_training(cfg, args.iterations, block_loss=_block_loss(cfg))
     return show_report(training_report(result, command_of(args)), args.out, BENCH_FILES[True])

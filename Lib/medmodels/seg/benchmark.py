@@ -12,20 +12,14 @@ from __future__ import annotations
 
 import os
 import platform
-import resource
 import statistics
-import sys
 import time
 
 import torch
 
 from medmodels.modalities import AvailabilityMask
 from medmodels.report import Report
-
-
-def peak_rss_mib() -> float:
-    kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return kb / 1024.0 if sys.platform != "darwin" else kb / 1024.0 / 1024.0
+from medmodels.runtime import peak_rss_mib
 
 
 def bench(case=None, checkpoint=None, device="cpu", repeats: int = 3, mask: AvailabilityMask | None = None) -> dict:

@@ -1,9 +1,10 @@
 """Synthesis benchmark on one real case: whole-volume time, and quality against sampler steps.
 
 1. Timing: one modality removed from the case, the rest given to
-   ``Synthesizer.synthesize`` with the default steps (one sample), on the
+   ``Synthesizer.synthesize`` with the default steps and samples, on the
    case's own grid (240 x 240 x 155 for BraTS); wall time from images in
-   memory to images out, median over repeats. The output is scored against the
+   memory to images out, median over repeats, and the process's peak resident
+   memory (``ru_maxrss``) before and after. The output is scored against the
    removed modality (z-scores of the true image's normaliser, all brain slices
    on the input grid) so the figure belongs to a known result.
 2. Steps sweep: on a fixed subset of working-grid slices, DDIM with each step
@@ -31,6 +32,7 @@ from medmodels.modalities import MODALITY_KEYS, AvailabilityMask
 from medmodels.normalisation import Normalizer
 from medmodels.options import DEFAULT_SAMPLES
 from medmodels.report import Report, Table
+from medmodels.runtime import peak_rss_mib
 from medmodels.syn.data import to_working_case
 from medmodels.syn.inference import load_synthesizer
 from medmodels.syn.scoring import evaluation_slices, slice_metrics, unit_range
@@ -72,6 +74,7 @@ def time_whole_volume(
     case (default steps, the mean of ``samples``), and its scores on the input grid."""
     given = {k: v for k, v in images.items() if k != missing}
     mask = AvailabilityMask.from_keys(given)
+    rss_before = peak_rss_mib()
     times = []
     for _ in range(max(1, repeats)):
         t0 = time.perf_counter()
@@ -95,6 +98,9 @@ def time_whole_volume(
         "threads": torch.get_num_threads(),
         "seconds": [round(t, 2) for t in times],
         "median_s": round(statistics.median(times), 2),
+        # the process's peak: with the case and the model loaded (before), and after synthesising
+        "peak_rss_before_mib": round(rss_before, 1),
+        "peak_rss_mib": round(peak_rss_mib(), 1),
         "input_grid_scores": full_res,
     }
 
@@ -148,7 +154,8 @@ def benchmark_report(result: dict, command: str | None = None) -> Report:
     body: list[str | Table] = [
         f"synthesising {t['missing']} from {', '.join(t['given'])} of {t['case']} ({t['grid']}, {t['steps']} steps, "
         f"mean of {t['samples']} sample(s), "
-        f"{t['device']}, {t['threads']} thread(s)): {t['median_s']:.2f} s (median of {len(t['seconds'])}); "
+        f"{t['device']}, {t['threads']} thread(s)): {t['median_s']:.2f} s (median of {len(t['seconds'])}), "
+        f"peak RSS {t['peak_rss_mib'] / 1024:.2f} GiB; "
         f"on the input grid PSNR {scores['psnr']:.2f}, SSIM {scores['ssim']:.3f}"
     ]
     if result["sweep"]:

@@ -75,6 +75,25 @@ class SynTrainConfig(LoopConfig):
         "real-looking detail (the enhancing rim) over the blur the squared error settles for; 0 = none. A "
         "training option only: the discriminator is kept in last.pt for --resume, never in model.pt",
     )
+    segmenter_weight: float = option(
+        0.0,
+        "weight of the segmenter-in-the-loop loss: each step also synthesises a block of slices around the "
+        "enhancing tumour with T1c missing, and a frozen segmenter (--segmenter) reads it with the acquired "
+        "modalities; its Dice + BCE on the enhancing tumour and the core, against the labels, trains the "
+        "network to put the enhancement where a segmenter finds it; 0 = none. A training option only",
+    )
+    segmenter: CheckpointRef = option(
+        CheckpointRef("bundled"),
+        "with --segmenter-weight: the frozen segmenter, 'bundled' (ShaSpec), 'baseline' (the U-Net) or a "
+        ".pt; its working spacing must be a whole multiple of --spacing",
+        type=checkpoint_argument,
+        metavar="bundled|baseline|PATH",
+    )
+    segmenter_block: int = option(
+        64,
+        "with --segmenter-weight: edge of the block in working voxels (slices, and pixels in plane); a "
+        "multiple of 8 segmenter voxels",
+    )
     augment_degrees: float = option(
         0.0,
         "random in-plane rotation (+- degrees) of each training slice with its neighbours and labels; "

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from medmodels.errors import InputError
 from medmodels.grid_chain import GridChain
 from medmodels.image import Image
+from medmodels.labels import detect_convention, labels_to_regions
 from medmodels.modalities import MODALITY_KEYS
 from medmodels.normalisation import Normalizer
 from medmodels.working_grid import WorkingGrid, working_zscores
@@ -232,3 +233,66 @@ def sample_slices(
 ) -> torch.Tensor:
     """``(batch, 4, H, W)`` float32 z-scores: the slices of ``sample_batch`` alone."""
     return sample_batch(cases, batch, size, rng, min_fraction, flip).x0
+
+
+@dataclass
+class SlabBlock:
+    """A cube of consecutive axial slices of one case, for a loss that reads a 3D volume.
+
+    Attributes:
+        x0: ``(D, 4, D, D)`` float32 z-scores: the block's ``D`` slices, as a slice batch.
+        context: ``(D, 4, 2k, D, D)`` each slice's neighbours (``slice_context``), or None when k = 0.
+        regions: ``(3, D, D, D)`` float32 ET, TC, WT of the case's labels (``medmodels.labels``).
+    """
+
+    x0: torch.Tensor
+    context: torch.Tensor | None
+    regions: torch.Tensor
+
+
+def sample_block(
+    cases: Sequence[WorkingCase], size: int, rng: np.random.Generator, flip: bool = True, context: int = 0
+) -> SlabBlock:
+    """A ``size``-voxel cube of one labelled case around its enhancing tumour.
+
+    The case is drawn uniformly among those with labels; the cube's centre is a
+    random voxel of its enhancing tumour (of its tumour when it has none, of its
+    brain when it has no tumour), shifted by up to a quarter of the cube along
+    each axis so the lesion is not always in the middle. Outside the working
+    crop the cube is 0 (background, as the z-scores are). Optionally mirrored
+    left-right, slices, neighbours and regions alike.
+
+    Raises:
+        InputError: no case has labels.
+    """
+    labelled = [c for c in cases if c.labels is not None]
+    if not labelled:
+        raise InputError("A block loss needs tumour labels: give training cases with a seg/label file.")
+    case = labelled[rng.integers(len(labelled))]
+    convention = detect_convention(case.labels)  # on the whole case: a cube may hold no enhancing voxel
+    enhancing = labels_to_regions(case.labels, convention)[0]
+    for candidates in (enhancing, case.labels > 0, case.brain):
+        voxels = np.argwhere(candidates)
+        if len(voxels):
+            break
+    shift = rng.integers(-(size // 4), size // 4 + 1, 3)
+    start = voxels[rng.integers(len(voxels))] + shift - size // 2
+    # the part of the cube inside the crop: source ranges, and where they land in the cube
+    src = [slice(max(s, 0), min(s + size, n)) for s, n in zip(start, case.labels.shape, strict=True)]
+    dst = [slice(r.start - s, r.stop - s) for r, s in zip(src, start, strict=True)]
+    zs = np.arange(src[0].start, src[0].stop)
+    planes = case.image[:, zs][:, :, None]  # (4, n, 1, Y, X)
+    if context:
+        planes = np.concatenate([planes, slice_context(case.image, zs, context).transpose(1, 0, 2, 3, 4)], axis=2)
+    cube = np.zeros((size, len(MODALITY_KEYS), planes.shape[2], size, size), dtype=np.float32)
+    cube[dst[0], :, :, dst[1], dst[2]] = planes[:, :, :, src[1], src[2]].transpose(1, 0, 2, 3, 4)
+    regions = np.zeros((3, size, size, size), dtype=np.float32)
+    regions[:, dst[0], dst[1], dst[2]] = labels_to_regions(case.labels[src[0], src[1], src[2]], convention)
+    if flip and rng.random() < 0.5:
+        cube, regions = cube[..., ::-1], regions[..., ::-1]
+    x = torch.from_numpy(np.ascontiguousarray(cube))
+    return SlabBlock(
+        x[:, :, 0].contiguous(),
+        x[:, :, 1:].contiguous() if context else None,
+        torch.from_numpy(np.ascontiguousarray(regions)),
+    )

@@ -2,7 +2,7 @@
 
     from medmodels.syn.inference import load_synthesizer
     syn = load_synthesizer()                      # bundled M2DN weights, GPU when there is one
-    out = syn.synthesize(images, mask, steps=None, samples=4, seed=0)
+    out = syn.synthesize(images, mask)            # the mean of 4 samples (DEFAULT_SAMPLES), seed 0
     mean, std = out["t1c"]                        # Images on the input grid, input intensity scale
 
 Steps: the case goes to the working grid (``medmodels.syn.data.to_working_case``,
@@ -32,7 +32,7 @@ from medmodels.image import Image
 from medmodels.modalities import MODALITY_KEYS, AvailabilityMask, resolve_mask
 from medmodels.nets.synthesis import build_synthesis_net
 from medmodels.normalisation import Normalizer
-from medmodels.options import samples_problem
+from medmodels.options import DEFAULT_SAMPLES, samples_problem
 from medmodels.progress import progress
 from medmodels.syn import diffusion as D
 from medmodels.syn.data import WorkingCase, slice_context, to_preparation_grid, to_working_case
@@ -142,7 +142,7 @@ class Synthesizer:
         case: WorkingCase,
         mask: AvailabilityMask,
         steps: int | None = None,
-        samples: int = 1,
+        samples: int = DEFAULT_SAMPLES,
         seed: int = 0,
         desc: str = "Synthesising",
     ) -> tuple[np.ndarray, np.ndarray | None]:
@@ -186,7 +186,7 @@ class Synthesizer:
         images: Mapping[str, Image],
         mask: AvailabilityMask | None = None,
         steps: int | None = None,
-        samples: int = 1,
+        samples: int = DEFAULT_SAMPLES,
         seed: int = 0,
         chain: GridChain | None = None,
     ) -> dict[str, tuple[Image, Image | None]]:
@@ -196,7 +196,8 @@ class Synthesizer:
             images: ``{key: Image}`` of the acquired modalities, one grid, raw intensities.
             mask: availability (True = acquired); default: the keys of ``images``.
             steps: DDIM steps (None = the default).
-            samples: samples per case; with more than one, a std map is returned too.
+            samples: samples per case, their mean the output (default ``DEFAULT_SAMPLES``, what ``medmodels
+                run`` and the Slicer module use); with more than one, a std map is returned too.
             seed: makes the result reproducible.
             chain: the case's ``GridChain`` when ``images`` come from the
                 preparation step (on its preparation grid); None: their own grid.

@@ -16,7 +16,10 @@ sees each slice's neighbours (2.5D); with ``tumour_weight`` w the loss counts
 tumour pixels (the case's labels) 1 + w times; with ``adversarial_weight`` a
 PatchGAN discriminator (``Task.critic``, trained in the same step, never part
 of the model) judges the missing channels of the network's x0 estimate and
-the loss adds its adversarial terms (``syn.losses.adversarial_losses``).
+the loss adds its adversarial terms (``syn.losses.adversarial_losses``); with
+``segmenter_weight`` each batch also carries a block of slices around the
+enhancing tumour, synthesised with T1c missing and read by a frozen segmenter
+(``syn.segmenter_loss``), whose ET/TC loss is added.
 Validation: the same loss on a fixed set of slices (draws, masks, timesteps and noise fixed) of the
 validation cases, so it is comparable across iterations, and the SSIM and
 PSNR of the missing modalities synthesised from those slices with the default
@@ -27,7 +30,7 @@ issue's floors use.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -43,11 +46,11 @@ from medmodels.nets.synthesis import MEAN_AND_FLOW_KINDS, build_synthesis_net
 from medmodels.progress import progress
 from medmodels.syn import diffusion as D
 from medmodels.syn.config import MODELS, SynTrainConfig
-from medmodels.syn.data import WorkingCase, random_affine, sample_batch, to_working_case
+from medmodels.syn.data import WorkingCase, random_affine, sample_batch, sample_block, to_working_case
 from medmodels.syn.flow import FlowConfig
 from medmodels.syn.inference import BASELINE_NAME, BUNDLED_NAME, DEFAULT_STEPS
 from medmodels.syn.losses import adversarial_losses, region_mean_error, synthesis_loss
-from medmodels.syn.masks import sample_missing
+from medmodels.syn.masks import PATTERNS, missing_tensor, sample_missing
 from medmodels.syn.variants import variant as variant_of
 from medmodels.training import Task
 from medmodels.weights import open_checkpoint
@@ -274,32 +277,46 @@ def make_critic(cfg: SynTrainConfig) -> PatchCritic | None:
     return PatchCritic(2 * len(MODALITY_KEYS))
 
 
-def make_task(
-    cfg: SynTrainConfig,
-    cases: Sequence[WorkingCase],
-    val_cases: Sequence[WorkingCase],
-    device: torch.device,
-    main: bool = True,
-) -> Task:
-    """The pieces ``medmodels.training`` needs: network, sampler, loss, validation.
+#: The block's missing patterns: those without T1c. The segmenter reads the enhancing tumour and the core
+#: from T1c, so a block with T1c acquired would give its loss almost nothing to teach.
+T1C_MISSING = tuple(m for m in PATTERNS if "t1c" not in m.keys)
 
-    Args:
-        cases: training cases on the working grid; their intensities give ``intensity_reference``.
-        val_cases: validation cases (empty: a fixed batch of training slices is used).
-        device: where validation runs.
-        main: whether this is the process that validates (DDP rank 0).
+
+def checked_block_loss(cfg: SynTrainConfig, block_loss: Callable | None) -> Callable | None:
+    """The block loss a run with ``cfg`` uses: ``block_loss`` with ``cfg.segmenter_weight``, None without.
+
+    Raises:
+        InputError: a negative weight, or a weight without a block loss.
     """
-    config = model_config(cfg, intensity_reference(cases))
-    variant = variant_of(config)
-    torch.manual_seed(cfg.seed)
-    model = build_synthesis_net(config)
-    mean_record = load_mean(model, cfg, config) if cfg.model in MEAN_AND_FLOW_KINDS else None
-    critic = make_critic(cfg)
+    if cfg.segmenter_weight < 0:
+        raise InputError(f"--segmenter-weight must not be negative (got {cfg.segmenter_weight}); 0 = none.")
+    if cfg.segmenter_weight and block_loss is None:
+        raise InputError(
+            "--segmenter-weight needs the segmenter's loss: pass block_loss=medmodels.segmenter_in_the_loop."
+            "block_loss(cfg) (train-syn builds it from --segmenter)."
+        )
+    return block_loss if cfg.segmenter_weight else None
 
-    def sample(rng: np.random.Generator, progress: float = 1.0):
-        return training_batch(cases, cfg, cfg.batch_size, rng, flip=True)
 
-    def loss(net, batch, generator, critic=None):
+def segmenter_block(cases: Sequence[WorkingCase], cfg: SynTrainConfig, rng: np.random.Generator):
+    """``(x0, missing, context, regions)`` of one block (``sample_block``) for the segmenter loss, with one
+    pattern without T1c for all its slices; ``context`` is empty without slice context."""
+    block = sample_block(cases, cfg.segmenter_block, rng, flip=True, context=cfg.context)
+    pattern = T1C_MISSING[rng.integers(len(T1C_MISSING))]
+    missing = missing_tensor(pattern, len(block.x0))
+    context = block.context if block.context is not None else torch.empty(0)
+    return block.x0, missing, context, block.regions
+
+
+def make_loss(cfg: SynTrainConfig, variant, block_loss: Callable | None = None):
+    """``Task.loss`` of a synthesis run: ``loss(net, batch, generator, critic=None) -> {"total", ...}``.
+
+    The variant's slice loss on the batch's first five tensors (``training_batch``), with the adversarial
+    terms when a critic is given; with ``block_loss``, plus ``cfg.segmenter_weight`` times its value on the
+    block in the batch's last four tensors (``segmenter_block``).
+    """
+
+    def slice_loss(net, batch, generator, critic=None):
         x0, missing, context, weight, regions = batch
         weight, regions = _optional(weight), _optional(regions)
         if critic is None:
@@ -313,6 +330,50 @@ def make_task(
         total = synthesis_loss(pred, x0, missing, weight, regions, cfg.region_weight)
         # adv_d's gradient reaches only the discriminator, adv_g's only the network (adversarial_losses)
         return {"total": total + cfg.adversarial_weight * adv_g + adv_d, "adv_g": adv_g, "adv_d": adv_d}
+
+    def loss(net, batch, generator, critic=None):
+        terms = slice_loss(net, batch[:5], generator, critic)
+        if block_loss is None:
+            return terms
+        x0, missing, context, regions = batch[5:]
+        pred, x0 = variant.training_prediction(net, x0, missing, generator, _optional(context))
+        pred, x0 = D.to_data_space(pred, variant.cfg), D.to_data_space(x0, variant.cfg)
+        seg = block_loss(pred, x0, missing, regions)
+        return {**terms, "total": terms["total"] + cfg.segmenter_weight * seg, "segmenter": seg}
+
+    return loss
+
+
+def make_task(
+    cfg: SynTrainConfig,
+    cases: Sequence[WorkingCase],
+    val_cases: Sequence[WorkingCase],
+    device: torch.device,
+    main: bool = True,
+    block_loss: Callable | None = None,
+) -> Task:
+    """The pieces ``medmodels.training`` needs: network, sampler, loss, validation.
+
+    Args:
+        cases: training cases on the working grid; their intensities give ``intensity_reference``.
+        val_cases: validation cases (empty: a fixed batch of training slices is used).
+        device: where validation runs.
+        main: whether this is the process that validates (DDP rank 0).
+        block_loss: with ``cfg.segmenter_weight``, the segmenter's loss on a synthesised block
+            (``medmodels.segmenter_in_the_loop.block_loss(cfg)``); not used without.
+    """
+    config = model_config(cfg, intensity_reference(cases))
+    variant = variant_of(config)
+    torch.manual_seed(cfg.seed)
+    model = build_synthesis_net(config)
+    mean_record = load_mean(model, cfg, config) if cfg.model in MEAN_AND_FLOW_KINDS else None
+    critic = make_critic(cfg)
+
+    block_loss = checked_block_loss(cfg, block_loss)
+
+    def sample(rng: np.random.Generator, progress: float = 1.0):
+        batch = training_batch(cases, cfg, cfg.batch_size, rng, flip=True)
+        return batch if block_loss is None else batch + segmenter_block(cases, cfg, rng)
 
     validate = None
     if main:
@@ -341,7 +402,7 @@ def make_task(
         model=model,
         config=config,
         sample=sample,
-        loss=loss,
+        loss=make_loss(cfg, variant, block_loss),
         validate=validate,
         # a flow's --init bundled starts it from the bundled M2DN (its mean part is the regression)
         bundled=BASELINE_NAME if cfg.model == "regression" else BUNDLED_NAME,
@@ -354,8 +415,8 @@ def make_task(
     )
 
 
-def train(cfg: SynTrainConfig) -> dict:
-    """Read the cases named by the split (all cases without one) and fit."""
+def train(cfg: SynTrainConfig, block_loss: Callable | None = None) -> dict:
+    """Read the cases named by the split (all cases without one) and fit (``block_loss``: ``make_task``'s)."""
     started = time.time()
     info = training.setup(cfg)
     if cfg.split:
@@ -367,7 +428,7 @@ def train(cfg: SynTrainConfig) -> dict:
         train_names, val_names = train_names[: cfg.max_cases], val_names[: cfg.max_cases]
     cases = load_working_cases(cfg.data, train_names, cfg.spacing)
     val_cases = load_working_cases(cfg.data, val_names, cfg.spacing) if val_names else []
-    return fit(cfg, cases, val_cases, load_s=time.time() - started, info=info, started=started)
+    return fit(cfg, cases, val_cases, load_s=time.time() - started, info=info, started=started, block_loss=block_loss)
 
 
 def fit(
@@ -377,6 +438,7 @@ def fit(
     load_s: float = 0.0,
     info: DistInfo | None = None,
     started: float | None = None,
+    block_loss: Callable | None = None,
 ) -> dict:
     """Train on prepared cases; returns the summary written to ``history.json``
     (empty on other DDP processes).
@@ -385,12 +447,13 @@ def fit(
         load_s: seconds spent reading the cases (for the summary).
         info: from ``medmodels.training.setup(cfg)`` (default: set up here).
         started: when the command began (the ``hours`` budget counts from it; default now).
+        block_loss: ``make_task``'s.
     """
     if not cases:
         raise InputError("No training cases: give a data folder with cases (and a split naming some).")
     started = time.time() if started is None else started
     info = info or training.setup(cfg)
-    task = make_task(cfg, cases, val_cases, info.device, info.is_main)
+    task = make_task(cfg, cases, val_cases, info.device, info.is_main, block_loss)
     task.facts |= {
         "training_cases": [c.name for c in cases],
         "validation_cases": [c.name for c in val_cases],

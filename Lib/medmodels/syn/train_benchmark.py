@@ -4,12 +4,16 @@ One phantom case with labels (no data set needed) goes to the configuration's
 working grid like a training case; then ``medmodels.throughput.time_task_steps``
 runs real training steps of the same ``Task`` that ``train-syn`` builds
 (slice sampling with neighbours and tumour weights, masks, the variant's loss,
-with ``adversarial_weight`` the discriminator's step too, backward, AdamW) and reports seconds per phase, iterations/s, GFLOP per
-iteration and the achieved GFLOP/s against the matmul peak. ``training_report``
+with ``adversarial_weight`` the discriminator's step too, with
+``segmenter_weight`` the block through the frozen segmenter, backward, AdamW)
+and reports seconds per phase, iterations/s, GFLOP per iteration and the
+achieved GFLOP/s against the matmul peak. ``training_report``
 makes the figures a report (``medmodels.report``).
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import torch
 
@@ -38,13 +42,17 @@ def config_from_checkpoint(config: dict, **options) -> SynTrainConfig:
 
 
 def bench_training(
-    cfg: SynTrainConfig, iterations: int = 20, phantom_size: tuple[int, int, int] = (160, 160, 120)
+    cfg: SynTrainConfig,
+    iterations: int = 20,
+    phantom_size: tuple[int, int, int] = (160, 160, 120),
+    block_loss: Callable | None = None,
 ) -> dict:
     """Time ``iterations`` training steps of ``cfg`` on one phantom of ``phantom_size`` voxels
-    (x, y, z; 1.5 mm at the default); the figures of ``time_task_steps`` plus the configuration."""
+    (x, y, z; 1.5 mm at the default); the figures of ``time_task_steps`` plus the configuration.
+    ``block_loss``: with ``cfg.segmenter_weight``, the segmenter's loss (``make_task``'s)."""
     ph = make_phantom(tuple(phantom_size), seed=0)
     case = to_working_case(ph.images, cfg.spacing, "phantom", labels=ph.labels)
-    task = make_task(cfg, [case], [], torch.device("cpu"), main=False)
+    task = make_task(cfg, [case], [], torch.device("cpu"), main=False, block_loss=block_loss)
     result = time_task_steps(task, iterations, cfg.lr, cfg.seed)
     return {
         "model": cfg.model,
@@ -57,6 +65,9 @@ def bench_training(
         "adversarial_weight": cfg.adversarial_weight,
         # the discriminator of the adversarial loss: trained with the network, never part of the model
         "critic_parameters": sum(p.numel() for p in task.critic.parameters()) if task.critic is not None else 0,
+        "segmenter_weight": cfg.segmenter_weight,
+        # the block the frozen segmenter reads each step (edge in working voxels), with the weight only
+        "segmenter_block": cfg.segmenter_block if cfg.segmenter_weight else 0,
         **result,
     }
 
@@ -75,6 +86,12 @@ def training_report(result: dict, command: str | None = None) -> Report:
             f", adversarial weight {result['adversarial_weight']} ({result['critic_parameters']:,}-parameter "
             "discriminator)"
             if result.get("adversarial_weight")
+            else ""
+        )
+        + (
+            f", segmenter weight {result['segmenter_weight']} (a {result['segmenter_block']}-voxel block through the "
+            "frozen segmenter)"
+            if result.get("segmenter_weight")
             else ""
         )
         + "): "
