@@ -22,6 +22,10 @@ same way for both families:
   gradient scaling on GPUs without bfloat16);
 - DDP under torchrun: one RNG stream per process, gradients averaged, a
   check at the end that every process holds the same weights;
+- a step whose gradient is not finite is skipped, logged and counted
+  (``skipped_steps`` in the records after it, ``history.json`` and the
+  checkpoints' records): AdamW would write the NaN into the weights, even at
+  learning rate 0, and every later step would carry it;
 - every ``val_every`` iterations: the mean losses, the validation figures and
   ``last.pt``;
 - a wall-clock budget (``hours``) that stops before it is spent, with the same
