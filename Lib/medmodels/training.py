@@ -526,7 +526,7 @@ class _Loop:
 
     # -- iterations -----------------------------------------------------------
     def step(self) -> dict[str, float]:
-        """One optimiser step on one batch; the loss terms as floats."""
+        """One optimiser step on one batch; the loss terms as floats ({} when the step was skipped)."""
         progress = self.iteration / max(self.cfg.iterations, 1)
         batch = tuple(t.to(self.device) for t in self.task.sample(self.rng, progress))
         with torch.autocast(device_type=self.device.type, dtype=self.amp_dtype, enabled=self.use_amp):
@@ -550,7 +550,7 @@ class _Loop:
             )
         self.scaler.update()
         self.sched.step()
-        return {k: float(v.detach()) for k, v in losses.items()}
+        return {k: float(v.detach()) for k, v in losses.items()} if finite else {}
 
     def over_budget(self, started: float, t_iter: float) -> bool:
         """True when one more iteration and a final save would not fit in ``hours``
@@ -572,43 +572,45 @@ class _Loop:
             range(self.iteration, cfg.iterations), desc=f"Training {self.task.name}", disable=not self.info.is_main
         )
         sums: dict[str, float] = {}
-        n, t_iter, lr, stopped = 0, 0.0, self.opt.param_groups[0]["lr"], "iterations"
+        # iterations since the last record, and those of them whose step was taken (their losses are averaged)
+        n, taken, t_iter, lr, stopped = 0, 0, 0.0, self.opt.param_groups[0]["lr"], "iterations"
         for it in bar:
             if self.over_budget(started, t_iter):
                 stopped = "time budget"
                 break
             t0 = time.time()
             lr = self.opt.param_groups[0]["lr"]  # the rate this iteration uses
-            for k, v in self.step().items():
+            terms = self.step()
+            for k, v in terms.items():
                 sums[k] = sums.get(k, 0.0) + v
-            n, self.iteration = n + 1, it + 1
+            n, taken, self.iteration = n + 1, taken + bool(terms), it + 1
             if self.average is not None:
                 self.average.update(self.model, self.iteration)
             t_iter = time.time() - t0
             self.train_s += t_iter
-            bar.set_postfix(**{k: v / n for k, v in sums.items()})
+            bar.set_postfix(**{k: v / taken for k, v in sums.items()})
             if self.iteration % cfg.val_every == 0 or self.iteration == cfg.iterations:
-                self.checkpoint(sums, n, lr)
-                sums, n = {}, 0
+                self.checkpoint({k: v / taken for k, v in sums.items()}, n, lr)
+                sums, n, taken = {}, 0, 0
         bar.close()
         if stopped != "iterations":
             emit(
                 self.iteration / cfg.iterations,
                 f"Time budget of {cfg.hours} h spent: stopping at iteration {self.iteration} of {cfg.iterations}",
             )
-            self.checkpoint(sums, n, lr)
+            self.checkpoint({k: v / taken for k, v in sums.items()}, n, lr)
         return stopped
 
-    def checkpoint(self, sums: dict[str, float], n: int, lr: float) -> None:
-        """Record the mean losses since the last record (if any iteration ran) and
-        the validation figures, then write ``last.pt``. Called on every process."""
+    def checkpoint(self, means: dict[str, float], n: int, lr: float) -> None:
+        """Record ``means``, the mean losses of the steps taken since the last record (when any of ``n``
+        iterations ran), and the validation figures, then write ``last.pt``. Called on every process."""
         record = None
         if n:
             record = {
                 "iteration": self.iteration,
                 "lr": lr,
                 "train_s": round(self.train_s, 1),
-                **{f"loss_{k}": round(distributed.all_reduce_mean(v / n, self.info), 5) for k, v in sums.items()},
+                **{f"loss_{k}": round(distributed.all_reduce_mean(v, self.info), 5) for k, v in means.items()},
                 # since the start of the run; only when there were any, so ordinary records keep their keys
                 **({"skipped_steps": self.skipped_steps} if self.skipped_steps else {}),
             }

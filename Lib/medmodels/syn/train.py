@@ -19,7 +19,7 @@ of the model) judges the missing channels of the network's x0 estimate and
 the loss adds its adversarial terms (``syn.losses.adversarial_losses``); with
 ``segmenter_weight`` each batch also carries a block of slices around the
 enhancing tumour, synthesised with T1c missing and read by a frozen segmenter
-(``syn.segmenter_loss``), whose ET/TC loss is added.
+(``medmodels.segmenter_in_the_loop``), whose ET/TC loss is added.
 Validation: the same loss on a fixed set of slices (draws, masks, timesteps and noise fixed) of the
 validation cases, so it is comparable across iterations, and the SSIM and
 PSNR of the missing modalities synthesised from those slices with the default
