@@ -109,8 +109,9 @@ def test_a_finer_synthesis_grid_is_pooled_to_the_segmenters_and_a_fractional_one
     assert torch.isfinite(loss) and pred.grad[:, 2].abs().sum() > 0
 
 
-def test_without_the_weight_a_run_is_unchanged_and_with_it_the_term_is_trained_and_recorded(cases, tmp_path):
-    plain, weighted = (tiny(tmp_path, str(w), segmenter_weight=w) for w in (0.0, 0.5))
+@pytest.mark.parametrize("model", ["regression", "m2dn"])
+def test_without_the_weight_a_run_is_unchanged_and_with_it_the_term_is_trained_and_recorded(cases, tmp_path, model):
+    plain, weighted = (tiny(tmp_path, str(w), segmenter_weight=w, model=model) for w in (0.0, 0.5))
     assert model_config(weighted) == model_config(plain)  # a training option: the model is a plain one
     task = make_task(plain, cases, cases, torch.device("cpu"), main=False)
     seg_task = make_task(weighted, cases, cases, torch.device("cpu"), main=False, block_loss=block_loss(weighted))
@@ -123,7 +124,9 @@ def test_without_the_weight_a_run_is_unchanged_and_with_it_the_term_is_trained_a
     losses = seg_task.losses(seg_task.model, seg_batch, torch.Generator().manual_seed(3), None)
     before = task.losses(task.model, batch, torch.Generator().manual_seed(3), None)["total"]
     assert losses["total"].item() == pytest.approx(before.item() + 0.5 * losses["segmenter"].item(), rel=1e-5)
-    run = tiny(tmp_path, "run", segmenter_weight=0.5, iterations=2)
+    losses["segmenter"].backward()  # the term alone trains the synthesis network, through the frozen segmenter
+    assert sum(float(p.grad.abs().sum()) for p in seg_task.model.parameters() if p.grad is not None) > 0
+    run = tiny(tmp_path, "run", segmenter_weight=0.5, iterations=2, model=model)
     summary = fit(run, cases[:1], cases[1:], block_loss=block_loss(run))
     assert all("loss_segmenter" in record for record in summary["history"])
     assert summary["train_options"]["segmenter"] == "bundled"
