@@ -3,8 +3,9 @@
 Prints the mean brain z-score inside the enhancing tumour, the edema and the
 necrosis, per modality, on the segmentation network's own input (``seg.data.prepare``
 at the bundled ShaSpec's 2.5 mm grid), one line per case of a BraTS-layout
-folder, then the two phantoms the self-tests segment (docs/segmentation.md, "Why
-four cases move the network off the phantom"):
+folder, then the two phantoms the self-tests segment, with each lesion style of
+``phantom.LESION_CONTRAST`` (docs/segmentation.md, "Why four cases move the network
+off the phantom"):
 
     python docs/lesion_contrast.py ../shared/data/brats18
 """
@@ -16,7 +17,7 @@ import argparse
 import numpy as np
 from medmodels.datasets import discover_cases
 from medmodels.modalities import MODALITY_KEYS
-from medmodels.phantom import make_phantom
+from medmodels.phantom import LESION_STYLES, make_phantom
 from medmodels.seg.data import prepare
 
 #: The bundled ShaSpec's working spacing (mm).
@@ -38,7 +39,7 @@ def region_means(images, labels) -> dict[str, dict[str, float]]:
 
 def line(name: str, means: dict[str, dict[str, float]]) -> str:
     cells = [f"{r} {k} {v:5.2f}" for r, by_key in means.items() for k, v in by_key.items()]
-    return f"{name:24s} " + " | ".join(cells)
+    return f"{name:28s} " + " | ".join(cells)
 
 
 def main() -> None:
@@ -48,9 +49,11 @@ def main() -> None:
     for name, case in sorted(discover_cases(args.data).items()):
         images, labels = case.load()
         print(line(name, region_means(images, labels)))
-    for size, seed in PHANTOMS:
-        phantom = make_phantom(size, seed=seed)
-        print(line(f"phantom {'x'.join(map(str, size))} s{seed}", region_means(phantom.images, phantom.labels)))
+    for lesion in LESION_STYLES:
+        for size, seed in PHANTOMS:
+            phantom = make_phantom(size, seed=seed, lesion=lesion)
+            name = f"phantom {lesion} {'x'.join(map(str, size))} s{seed}"
+            print(line(name, region_means(phantom.images, phantom.labels)))
 
 
 if __name__ == "__main__":

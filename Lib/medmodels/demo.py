@@ -18,7 +18,14 @@ from medmodels.phantom import phantom_files, write_phantom_case
 from medmodels.pipeline import planned_outputs, run_case, write_outputs
 
 
-def run_demo(out_dir: Path, size: tuple[int, int, int], seed: int, drop: tuple[str, ...], options: RunOptions) -> str:
+def run_demo(
+    out_dir: Path,
+    size: tuple[int, int, int],
+    seed: int,
+    drop: tuple[str, ...],
+    options: RunOptions,
+    lesion: str = "bright",
+) -> str:
     """Run the demo and return its report (one line per fact).
 
     Args:
@@ -28,6 +35,7 @@ def run_demo(out_dir: Path, size: tuple[int, int, int], seed: int, drop: tuple[s
         seed: phantom seed (the case is ``Phantom_<seed>``).
         drop: modality keys left out, then synthesised back.
         options: the run options.
+        lesion: the phantom tumour's contrast (``phantom.LESION_CONTRAST``).
 
     Raises:
         InputError: before anything is written, when ``out_dir`` holds a file
@@ -38,7 +46,7 @@ def run_demo(out_dir: Path, size: tuple[int, int, int], seed: int, drop: tuple[s
     fix = "give the demo another folder, or move the earlier demo away"
     check_output_folder(out_dir / "input" / name, phantom_files(name), fix)
     check_output_folder(out_dir / "output", planned_outputs([k for k in MODALITY_KEYS if k not in drop], options), fix)
-    case = find_case(write_phantom_case(out_dir / "input", name, size, seed), require_label=True)
+    case = find_case(write_phantom_case(out_dir / "input", name, size, seed, lesion=lesion), require_label=True)
     images, labels = case.load()
     given = {k: v for k, v in images.items() if k not in drop}
     mask = AvailabilityMask.from_keys(given)

@@ -28,8 +28,13 @@ Two options make it look like a study as it comes from the scanner (issue 13):
   rigid misalignment (rotation and shift), recorded so that registration
   can be checked against the truth.
 
-The default arguments give exactly the volumes they always gave (the head's
-randomness comes from a generator of its own).
+The tumour's contrast comes in two styles (``LESION_CONTRAST``): ``"bright"``,
+the default and the phantom's first contrast, whose lesion lies 1.5 to 3 times
+further from the brain's mean than in any real case, and ``"real"``, whose
+edema, necrosis and enhancing rim sit inside the range of real BraTS cases as
+the segmentation network sees them (both measured with
+``docs/lesion_contrast.py``). The default arguments give exactly the volumes
+they always gave; the head's randomness comes from a generator of its own.
 """
 
 from __future__ import annotations
@@ -51,14 +56,40 @@ FIELD_OF_VIEW_MM = (240.0, 240.0, 155.0)  # x, y, z as in BraTS
 BRATS_ORIGIN = (0.0, -239.0, 0.0)
 
 TISSUES = ("background", "csf", "gm", "wm", "edema", "necrosis", "enhancing")
-#: Mean intensity of each tissue per modality, in units of a scanner's grey values.
+#: Mean intensity of each healthy tissue per modality (white matter = 1).
 CONTRAST = {
-    #            bg    csf    gm    wm    edema necrosis enhancing
-    "t1": (0.0, 0.30, 0.72, 1.00, 0.62, 0.35, 0.70),
-    "t1c": (0.0, 0.32, 0.74, 1.00, 0.64, 0.38, 1.60),
-    "t2": (0.0, 1.70, 0.80, 0.50, 1.30, 1.50, 0.95),
-    "flair": (0.0, 0.18, 0.80, 0.62, 1.45, 0.70, 1.05),
+    #       bg    csf   gm    wm
+    "t1": (0.0, 0.30, 0.72, 1.00),
+    "t1c": (0.0, 0.32, 0.74, 1.00),
+    "t2": (0.0, 1.70, 0.80, 0.50),
+    "flair": (0.0, 0.18, 0.80, 0.62),
 }
+#: Mean intensity of each tumour tissue per modality (white matter = 1), per style.
+#: ``"bright"`` (the default): the first phantom's lesion, 1.5-3 times further from the
+#: brain's mean than in any of the real cases below; the self-tests and every figure
+#: measured on the phantom use it.
+#: ``"real"``: chosen so that the mean brain z-score of each region on the
+#: segmentation network's 2.5 mm input (``docs/lesion_contrast.py``) lies inside
+#: the range of the 15 BraTS 2018 cases of ``shared/data/brats18``, near their
+#: middle (edema FLAIR about 2, T2 about 1, T1 and T1c a little below the brain's
+#: mean; necrosis darkest on T1 and brightest on T2; the enhancing rim about 1.8 on
+#: T1c). Real lesions are this subtle against the brain's spread of intensities.
+LESION_CONTRAST = {
+    "bright": {
+        #      edema necrosis enhancing
+        "t1": (0.62, 0.35, 0.70),
+        "t1c": (0.64, 0.38, 1.60),
+        "t2": (1.30, 1.50, 0.95),
+        "flair": (1.45, 0.70, 1.05),
+    },
+    "real": {
+        "t1": (0.90, 0.78, 0.94),
+        "t1c": (0.90, 0.72, 1.80),
+        "t2": (0.76, 0.95, 0.80),
+        "flair": (0.92, 0.84, 0.87),
+    },
+}
+LESION_STYLES = tuple(LESION_CONTRAST)
 SCANNER_SCALE = {"t1": 500.0, "t1c": 520.0, "t2": 420.0, "flair": 380.0}
 LABEL_OF = {"edema": 2, "necrosis": 1, "enhancing": 4}
 
@@ -123,12 +154,19 @@ def upsample_linear(array: np.ndarray, size: tuple[int, ...]) -> np.ndarray:
     return out
 
 
+def check_lesion_style(lesion: str) -> None:
+    """Refuse a ``lesion`` that is not a key of ``LESION_CONTRAST`` (ValueError naming the choices)."""
+    if lesion not in LESION_CONTRAST:
+        raise ValueError(f"lesion must be one of {', '.join(LESION_STYLES)} (got {lesion!r}).")
+
+
 def make_phantom(
     size: tuple[int, int, int] = (96, 96, 64),
     seed: int = 0,
     noise: float = 0.03,
     bias: float = 0.15,
     head: bool = False,
+    lesion: str = "bright",
 ) -> PhantomCase:
     """Generate a phantom case.
 
@@ -140,7 +178,13 @@ def make_phantom(
         bias: strength of the smooth multiplicative bias field.
         head: wrap the brain in ``HEAD_TISSUES`` (CSF, skull, fat, scalp) and keep
             the scanner's noise in the background: a study not skull-stripped.
+        lesion: the tumour's contrast, a key of ``LESION_CONTRAST`` ("bright" or
+            "real"); the anatomy and the noise are the same with either.
+
+    Raises:
+        ValueError: ``lesion`` is not one of ``LESION_STYLES``.
     """
+    check_lesion_style(lesion)
     rng = np.random.default_rng(seed)
     nx, ny, nz = size
     spacing = tuple(f / n for f, n in zip(FIELD_OF_VIEW_MM, size))
@@ -162,22 +206,7 @@ def make_phantom(
         d = ((x - c[0]) / r[0]) ** 2 + ((y - c[1]) / r[1]) ** 2 + ((z - c[2]) / r[2]) ** 2
         return d < (1.0 + (wobble if wobble is not None else 0.0))
 
-    # Brain: an ellipsoid with a gently irregular surface.
-    brain_r = np.array([68.0, 85.0, 62.0]) * rng.uniform(0.94, 1.04, 3)
-    brain = ellipsoid((0, 5, 5), brain_r, smooth_noise(20, 0.05))
-    cortex_depth = ndimage.distance_transform_edt(brain, sampling=spacing[::-1])
-    gm = brain & (cortex_depth < 4.0 + smooth_noise(8, 1.0))
-    csf = brain & (cortex_depth < 1.5 + smooth_noise(6, 0.7))  # sulcal CSF rim
-    for side in (-1, 1):  # lateral ventricles
-        csf |= ellipsoid((side * 9, 0, 15), (6, 24, 9), smooth_noise(10, 0.15))
-    for side in (-1, 1):  # deep grey nuclei
-        gm |= ellipsoid((side * 20, 5, 8), (8, 12, 9))
-
-    tissue = np.zeros((nz, ny, nx), dtype=np.uint8)
-    tissue[brain] = TISSUES.index("wm")
-    tissue[gm] = TISSUES.index("gm")
-    tissue[csf] = TISSUES.index("csf")
-
+    tissue, brain = _healthy_brain(spacing, rng, ellipsoid, smooth_noise)
     _add_tumour(tissue, brain, rng, ellipsoid, smooth_noise)
 
     labels = np.select([tissue == TISSUES.index(n) for n in LABEL_OF], list(LABEL_OF.values()), 0).astype(np.uint8)
@@ -189,7 +218,9 @@ def make_phantom(
     geometry = dict(spacing=spacing, origin=BRATS_ORIGIN)
     images = {}
     for key in MODALITY_KEYS:
-        means = np.asarray(CONTRAST[key] + (HEAD_CONTRAST[key] if head else ()), dtype=np.float32)
+        means = np.asarray(
+            CONTRAST[key] + LESION_CONTRAST[lesion][key] + (HEAD_CONTRAST[key] if head else ()), np.float32
+        )
         clean = means[tissue] * (1.0 + smooth_noise(4, 0.03))  # texture within tissues
         clean = ndimage.gaussian_filter(clean, sigma_pv) * bias_field
         n1, n2 = (rng.standard_normal(clean.shape) * noise for _ in range(2))
@@ -198,6 +229,33 @@ def make_phantom(
         volume = noisy * SCANNER_SCALE[key] if head else np.where(brain, noisy * SCANNER_SCALE[key], 0.0)
         images[key] = Image(np.round(volume).astype(np.int16), **geometry)
     return PhantomCase(images, Image(labels, **geometry), Image(tissue, **geometry))
+
+
+def _healthy_brain(spacing, rng, ellipsoid, smooth_noise) -> tuple[np.ndarray, np.ndarray]:
+    """The healthy brain: ``(tissue, brain)``, ``(Z, Y, X)`` uint8 indices into ``TISSUES`` and bool.
+
+    Args:
+        spacing: ``(x, y, z)`` voxel size in mm.
+        rng: the phantom's generator (drawn from in a fixed order).
+        ellipsoid: ``make_phantom``'s ``(centre, radii, wobble) -> (Z, Y, X)`` bool.
+        smooth_noise: ``make_phantom``'s ``(scale_mm, amplitude) -> (Z, Y, X)`` smooth field.
+    """
+    # Brain: an ellipsoid with a gently irregular surface.
+    brain_r = np.array([68.0, 85.0, 62.0]) * rng.uniform(0.94, 1.04, 3)
+    brain = ellipsoid((0, 5, 5), brain_r, smooth_noise(20, 0.05))
+    cortex_depth = ndimage.distance_transform_edt(brain, sampling=spacing[::-1])
+    gm = brain & (cortex_depth < 4.0 + smooth_noise(8, 1.0))
+    csf = brain & (cortex_depth < 1.5 + smooth_noise(6, 0.7))  # sulcal CSF rim
+    for side in (-1, 1):  # lateral ventricles
+        csf |= ellipsoid((side * 9, 0, 15), (6, 24, 9), smooth_noise(10, 0.15))
+    for side in (-1, 1):  # deep grey nuclei
+        gm |= ellipsoid((side * 20, 5, 8), (8, 12, 9))
+
+    tissue = np.zeros(brain.shape, dtype=np.uint8)
+    tissue[brain] = TISSUES.index("wm")
+    tissue[gm] = TISSUES.index("gm")
+    tissue[csf] = TISSUES.index("csf")
+    return tissue, brain
 
 
 def _add_tumour(tissue: np.ndarray, brain: np.ndarray, rng, ellipsoid, smooth_noise) -> None:
@@ -265,6 +323,7 @@ def write_phantom_case(
     head: bool = False,
     misalign: bool = False,
     slice_mm: float = 5.0,
+    lesion: str = "bright",
 ) -> Path:
     """Write a phantom as a BraTS case folder ``out_dir/case/``; returns that folder.
 
@@ -280,6 +339,7 @@ def write_phantom_case(
             on the FLAIR grid, and ``transforms.json`` beside the files
             records the transforms.
         slice_mm: slice thickness of the misaligned grids.
+        lesion: the tumour's contrast (``make_phantom``).
 
     Raises:
         InputError: ``case`` is not a plain name (``atomic.check_plain_name``), or
@@ -289,7 +349,7 @@ def write_phantom_case(
     folder = Path(out_dir) / check_plain_name(case, "case name (--case)")
     names = case_file_names(case, naming)
     check_output_folder(folder, phantom_files(case, naming, misalign), fix=f"give another case name than '{case}'")
-    phantom = make_phantom(size, seed, head=head)
+    phantom = make_phantom(size, seed, head=head, lesion=lesion)
     images, label_image = phantom.images, phantom.labels
     if misalign:
         scanned = scanned_phantom(phantom, seed, slice_mm)

@@ -13,6 +13,21 @@ def test_phantom_command(tmp_path, capsys):
     assert case.load()[0]["t1"].shape == (24, 32, 32)
 
 
+def test_phantom_command_writes_the_lesion_style_asked_for(tmp_path, capsys):
+    import numpy as np
+    from medmodels.phantom import make_phantom
+
+    for lesion in ("bright", "real"):
+        argv = ["phantom", str(tmp_path / lesion), "--seed", "4", "--size", "32x32x24", "--lesion", lesion]
+        assert main(argv) == 0
+        images = find_case(capsys.readouterr().out.strip(), require_label=True).load()[0]
+        made = make_phantom((32, 32, 24), 4, lesion=lesion)
+        for key in images:
+            np.testing.assert_array_equal(images[key].array, made.images[key].array)
+    written = [find_case(tmp_path / s / "Phantom_004").load()[0]["flair"].array for s in ("bright", "real")]
+    assert not np.array_equal(*written)
+
+
 def test_errors_are_one_clear_line(tmp_path):
     proc = subprocess.run(
         [

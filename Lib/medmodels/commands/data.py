@@ -8,6 +8,18 @@ from pathlib import Path
 from medmodels.flags import size3
 
 
+def add_lesion_argument(p: argparse.ArgumentParser) -> None:
+    """``--lesion``: the phantom tumour's contrast (``phantom.LESION_CONTRAST``; the choices are
+    written out here because importing the phantom module at parser time would import its dependencies)."""
+    p.add_argument(
+        "--lesion",
+        choices=("bright", "real"),
+        default="bright",
+        help="the tumour's contrast: 'bright' (default; the self-tests' phantom), much brighter than in real "
+        "cases, or 'real', inside the range of real BraTS cases as the segmentation network sees them",
+    )
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "phantom",
@@ -32,6 +44,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="each contrast on its own thick-slice axial grid with a known rigid misalignment (up to 10 deg, 15 mm), recorded in CASE/transforms.json; labels on the FLAIR grid",
     )
     p.add_argument("--slice-mm", type=float, default=5.0, help="slice thickness with --misaligned (default 5)")
+    add_lesion_argument(p)
     p.set_defaults(func=_phantom)
 
 
@@ -40,7 +53,7 @@ def _phantom(args: argparse.Namespace) -> int:
 
     case = args.case or f"Phantom_{args.seed:03d}"
     folder = write_phantom_case(
-        args.out_dir, case, args.size, args.seed, args.naming, args.head, args.misaligned, args.slice_mm
+        args.out_dir, case, args.size, args.seed, args.naming, args.head, args.misaligned, args.slice_mm, args.lesion
     )
     print(folder)
     return 0

@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 from medmodels.commands.common import add_runtime_arguments, apply_runtime_arguments, out_argument
+from medmodels.commands.data import add_lesion_argument
 from medmodels.errors import InputError
 from medmodels.flags import size3
 from medmodels.modalities import BY_KEY, MODALITY_KEYS
@@ -70,6 +71,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("out_dir", type=Path, nargs="?", default=Path("demo_output"))
     p.add_argument("--size", type=size3, default=(240, 240, 155), help="phantom voxels (default BraTS's 240x240x155)")
     p.add_argument("--phantom-seed", type=int, default=7)
+    add_lesion_argument(p)
     p.add_argument("--drop", nargs="+", choices=MODALITY_KEYS, default=["t1c"], help="modalities to leave out")
     RunOptions.add_arguments(p)
     add_runtime_arguments(p, device=False)
@@ -183,5 +185,5 @@ def _demo(args: argparse.Namespace) -> int:
 
     apply_runtime_arguments(args)
     options = RunOptions.from_namespace(args)
-    print(run_demo(args.out_dir, args.size, args.phantom_seed, tuple(args.drop), options))
+    print(run_demo(args.out_dir, args.size, args.phantom_seed, tuple(args.drop), options, args.lesion))
     return 0
