@@ -101,11 +101,57 @@ def test_nnunet_augmentation_keeps_the_patch_size_and_label_alignment(small_phan
         make_batch([case], 1, (16, 16, 16), np.random.default_rng(0), PatchRecipe(augment="strong"))
 
 
+def test_bias_on_z_scores_is_the_z_scores_of_the_biased_raw_scan():
+    from medmodels.seg.augment import apply_bias
+
+    rng = np.random.default_rng(0)
+    raw = rng.uniform(200.0, 900.0, size=(2, 8, 8, 8))
+    raw[:, :2] = 0.0  # background
+    brain = raw[0] > 0
+    mean, sd = raw[:, brain].mean(axis=1), raw[:, brain].std(axis=1)
+    z = np.where(brain, (raw - mean[:, None, None, None]) / sd[:, None, None, None], 0.0)
+    field = np.exp(0.1 * rng.standard_normal((1, 8, 8, 8)))
+    # The emulation on z-scores against z-scores computed with the original mean and SD of the biased raw scan.
+    want = np.where(brain, (raw * field - mean[:, None, None, None]) / sd[:, None, None, None], 0.0)
+    got = apply_bias(torch.from_numpy(z), torch.from_numpy(field), torch.from_numpy(mean / sd).reshape(2, 1, 1, 1))
+    np.testing.assert_allclose(got.numpy(), want, atol=1e-9)
+
+
+def test_bias_field_patches_change_the_brain_and_leave_labels_and_background(small_phantom):
+    arrays = {k: img.array for k, img in small_phantom.images.items()}
+    prep = prepare(arrays, small_phantom.labels.spacing, (5.0, 5.0, 5.0), small_phantom.labels.array)
+    case = TrainCase.build("p", prep.image, prep.regions, (16, 16, 16))
+    recipes = [PatchRecipe(augment="none", bias_field=b, fixed_mask=(True,) * 4) for b in (0.0, 1.0)]
+    plain, biased = (make_batch([case], 4, (16, 16, 16), np.random.default_rng(3), r) for r in recipes)
+    x, xb = plain[0][:1], biased[0][:1]  # the first patch: the same crop, drawn before any bias draw
+    assert torch.equal(plain[1][:1], biased[1][:1])
+    brain = x != 0
+    assert torch.equal(xb != 0, brain)  # the background stays 0
+    assert (xb - x)[brain].abs().mean() > 0.05
+    again = make_batch([case], 4, (16, 16, 16), np.random.default_rng(3), recipes[1])
+    assert torch.equal(biased[0], again[0])  # the Generator fixes the field too
+
+
+def test_the_bias_field_is_smooth_and_shared_by_the_modalities():
+    from medmodels.seg.augment import bias_field
+
+    flat = torch.zeros(4, 24, 24, 24)
+    flat[:, 4:20, 4:20, 4:20] = torch.tensor([0.5, -0.3, 1.0, 0.2])[:, None, None, None]
+    change = (bias_field(flat, np.random.default_rng(5)) - flat)[:, 4:20, 4:20, 4:20]  # (z + c)(field - 1)
+    assert change.abs().mean() > 0.05
+    # One field for every modality: the channels' changes are proportional, voxel by voxel (z + c > 0).
+    assert np.corrcoef(change.reshape(4, -1).numpy()).min() > 0.9999
+    # Smooth: a voxel's step to its neighbour is small against the field's spread over the crop.
+    assert (change[0, :, :, 1:] - change[0, :, :, :-1]).abs().max() < 0.2 * (change[0].max() - change[0].min())
+
+
 def test_bad_recipe_options_are_named():
     from medmodels.seg.train import patch_recipe
 
     with pytest.raises(InputError, match="--full-modality-fraction.*--augment"):
         patch_recipe(TrainConfig(full_modality_fraction=1.5, augment="heavy"))
+    with pytest.raises(InputError, match="--bias-field must be in 0..1"):
+        patch_recipe(TrainConfig(bias_field=1.5))
 
 
 def test_parse_subset():

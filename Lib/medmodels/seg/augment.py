@@ -17,6 +17,11 @@ image instead of zeros; the spatial transform brings it back to the patch size
 about its centre (``RandAffined(spatial_size=...)``: the centre crop also
 happens when no rotation or scaling is drawn).
 
+Either can be followed by ``bias_field``: a smooth multiplicative intensity
+field over the crop, as an uncorrected receive coil leaves in a scan (MONAI's
+``RandBiasField``), applied to the raw intensities that the z-scores stand for
+(``--bias-field``; docs/segmentation.md, "The bias field").
+
 All randomness comes from the numpy Generator passed in: it seeds the MONAI
 transforms for each patch, so a seed fixes every augmentation (and an exact
 resume, which restores the Generator, draws the same ones).
@@ -122,6 +127,42 @@ def light(image: torch.Tensor, regions: torch.Tensor, rng: np.random.Generator):
     brain = image != 0
     image = torch.where(brain, image * scale + shift, image)
     return image, regions
+
+
+#: ``bias_field``'s log-field: MONAI's polynomial of degree 3 with coefficients in +-0.1 (its SD over a
+#: 40^3 patch is about 0.10; the self-test phantom's field, ``phantom.make_phantom(bias=0.15)``, has 0.13
+#: over the whole brain).
+BIAS_DEGREE, BIAS_COEFFICIENTS = 3, (-0.1, 0.1)
+#: Brain mean over brain SD of the raw intensities: 2.1-3.8 in the BraTS 2018 cases' modalities.
+MEAN_OVER_SD = (2.0, 4.0)
+
+
+def apply_bias(image: torch.Tensor, field: torch.Tensor, mean_over_sd: torch.Tensor) -> torch.Tensor:
+    """Z-scores of a scan whose raw intensities are multiplied by ``field``.
+
+    With raw = sd * (z + c), c = mean / sd of the brain, the biased scan's z-scores are
+    ``(z + c) * field - c`` (a field near 1 barely moves the case's mean and SD). Outside
+    the brain (0) stays 0.
+
+    Args:
+        image: ``(C, Z, Y, X)`` z-scores, 0 outside the brain.
+        field: ``(1 or C, Z, Y, X)`` positive multiplicative field.
+        mean_over_sd: ``(C, 1, 1, 1)``: each channel's c.
+    """
+    return torch.where(image != 0, (image + mean_over_sd) * field - mean_over_sd, image)
+
+
+def bias_field(image: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
+    """``image (C, Z, Y, X)`` z-scores under a random smooth field (one per crop, shared by the
+    modalities, as a coil's is), each channel's mean over SD drawn from ``MEAN_OVER_SD``."""
+    from monai.transforms import RandBiasField
+
+    draw = RandBiasField(degree=BIAS_DEGREE, coeff_range=BIAS_COEFFICIENTS, prob=1.0)
+    draw.set_random_state(seed=int(rng.integers(2**31)))
+    # np.asarray: MONAI returns a MetaTensor, which the batch should not carry into the network.
+    field = torch.from_numpy(np.asarray(draw(np.ones((1, *image.shape[1:]), np.float32)))).to(image.dtype)
+    c = torch.from_numpy(rng.uniform(*MEAN_OVER_SD, size=(image.shape[0], 1, 1, 1)).astype(np.float32))
+    return apply_bias(image, field, c.to(image.dtype))
 
 
 def augment(image: torch.Tensor, regions: torch.Tensor, patch, kind: str, rng: np.random.Generator):

@@ -80,6 +80,12 @@ class TrainConfig(LoopConfig):
         "flips and intensity scale/shift (the first weights' recipe); none",
         choices=AUGMENTATIONS,
     )
+    bias_field: float = option(
+        0.0,
+        "probability that a patch also gets a smooth multiplicative intensity field (an uncorrected coil's bias; "
+        "MONAI RandBiasField, degree 3, coefficients +-0.1) on the raw intensities its z-scores stand for "
+        "(default 0: none)",
+    )
     subset: str | None = option(
         None,
         "fixed modality subset for a dedicated model, e.g. flair,t1c or 1010 (default: random dropping)",

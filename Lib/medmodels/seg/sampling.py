@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from medmodels.modalities import AvailabilityMask
-from medmodels.seg.augment import augment, spatial_context
+from medmodels.seg.augment import augment, bias_field, spatial_context
 from medmodels.seg.config import AUGMENTATIONS, FG_REGIONS, MODALITY_DROPS
 
 
@@ -36,6 +36,9 @@ class PatchRecipe:
             sees all four modalities (the official code: 80k of 180k, 0.44);
             0 for a run that continues from trained weights.
         augment: "none", "light" or "nnunet" (``medmodels.seg.augment``).
+        bias_field: probability that a patch, after ``augment``, gets a smooth
+            multiplicative intensity field (``medmodels.seg.augment.bias_field``); 0: never
+            (and no random number is drawn for it, so earlier runs draw the same patches).
         fixed_mask: a dedicated model's subset (4 booleans), overriding the drop.
     """
 
@@ -44,6 +47,7 @@ class PatchRecipe:
     modality_drop: str = "k"
     full_modality_fraction: float = 0.44
     augment: str = "nnunet"
+    bias_field: float = 0.0
     fixed_mask: tuple[bool, ...] | None = None
 
     def problems(self) -> list[str]:
@@ -52,6 +56,8 @@ class PatchRecipe:
             out.append(f"--fg-prob must be in 0..1 (got {self.fg_prob})")
         if not 0.0 <= self.full_modality_fraction <= 1.0:
             out.append(f"--full-modality-fraction must be in 0..1 (got {self.full_modality_fraction})")
+        if not 0.0 <= self.bias_field <= 1.0:
+            out.append(f"--bias-field must be in 0..1 (got {self.bias_field})")
         for name, value, allowed in (
             ("--fg-regions", self.fg_regions, FG_REGIONS),
             ("--modality-drop", self.modality_drop, MODALITY_DROPS),
@@ -158,6 +164,8 @@ def make_batch(
             centre = _centre(case, rng, recipe)
             x, y = centred_crop(case.image, centre, context), centred_crop(case.regions, centre, context)
         x, y = augment(x, y, patch, recipe.augment, rng)
+        if recipe.bias_field > 0 and rng.random() < recipe.bias_field:
+            x = bias_field(x, rng)
         m = draw_mask(rng, recipe, progress)
         x = x * torch.tensor(m, dtype=x.dtype)[:, None, None, None]  # dropped inputs are zeros
         xs.append(x)

@@ -54,6 +54,7 @@ def patch_recipe(cfg: TrainConfig) -> PatchRecipe:
         modality_drop=cfg.modality_drop,
         full_modality_fraction=cfg.full_modality_fraction,
         augment=cfg.augment,
+        bias_field=cfg.bias_field,
         fixed_mask=parse_subset(cfg.subset),
     )
     if recipe.problems():
