@@ -32,15 +32,19 @@ def trained_on_cases(checkpoint: str | os.PathLike, cases: Sequence[str]) -> lis
         cases: the names of the cases an evaluation scores.
 
     Returns:
-        The sorted names in both ``cases`` and the record's ``training.training_cases``; empty
-        when the record has no such list (records from before it existed, imported weights).
-        The ``training_cases`` strings a ``training.lineage`` entry may carry are not read: they
-        are notes, not lists.
+        The sorted names in both ``cases`` and the record's ``training.training_cases`` or the
+        ``training_cases`` list of any stage of ``training.lineage`` (the runs it was continued from:
+        weights once trained on a case are not held out on it); empty when the record has no such
+        list (records from before it existed, imported weights). A stage's ``training_cases``
+        string (written by hand in older records) is a note, not a list, and is not read.
 
     Raises:
         CheckpointError: no record beside ``checkpoint``, or one that is not a checkpoint record.
     """
-    return _listed(read_record(checkpoint), "training", "training_cases", cases)
+    training = read_record(checkpoint).get("training")
+    stages = training.get("lineage") if isinstance(training, dict) else None
+    records = [{"training": training}] + [{"training": s} for s in stages or [] if isinstance(s, dict)]
+    return sorted({name for r in records for name in _listed(r, "training", "training_cases", cases)})
 
 
 def calibrated_on_cases(checkpoint: str | os.PathLike, cases: Sequence[str]) -> list[str]:

@@ -83,6 +83,8 @@ CHOSEN_ON = (
 )
 #: Summary entries that go into ``model.pt``'s record (and so travel with ``--init``).
 RECORD_KEYS = (
+    "train_options",
+    "iterations_planned",
     "training_cases",
     "validation_cases",
     "iterations",
@@ -98,7 +100,11 @@ RECORD_KEYS = (
     "cumulative_iterations",
     "cumulative_wall_s_training",
     "weight_average",
+    "lineage",
 )
+
+#: The facts of a stage that ``lineage`` keeps from the stage's own record (``training``), besides its SHA-256.
+STAGE_KEYS = ("iterations", "iterations_planned", "wall_s_training", "hardware", "threads", "stopped", "train_options")
 
 
 @dataclass
@@ -494,6 +500,8 @@ class _Loop:
         }
         if grow:
             self.init["grown_from"] = _differences(ours, theirs)
+        # kept inside ``init`` so that last.pt carries it across --resume; ``summary`` moves it up
+        self.init["lineage"] = lineage_of(opened.record)
         emit(0.0, f"Initialised from {path}" + (f", grown ({self.init['grown_from']})" if grow else ""))
 
     def record_start(self) -> None:
@@ -725,7 +733,9 @@ class _Loop:
             "device": str(self.device),
             "hardware": distributed.describe_hardware(self.device),
             "parameters": sum(p.numel() for p in self.model.parameters()),
-            "init": self.init,
+            "init": None if self.init is None else {k: v for k, v in self.init.items() if k != "lineage"},
+            # every earlier stage, first to last, so an export of a continued run says where it comes from
+            "lineage": prior.get("lineage"),
             # earlier runs' compute (from the init checkpoint's record; unknown counts as 0)
             "cumulative_iterations": self.iteration + int(prior.get("iterations") or 0),
             "cumulative_wall_s_training": round(self.train_s + float(prior.get("wall_s_training") or 0.0), 1),
@@ -749,6 +759,25 @@ class _Loop:
         )
         write_json(self.out / HISTORY, summary)
         return summary
+
+
+def lineage_of(record: dict) -> list[dict]:
+    """The stages that made a checkpoint, first to last: its record's own ``training.lineage`` (written by
+    this function for the run it came from, or by hand for older records) and then the checkpoint's stage.
+
+    Args:
+        record: the checkpoint's JSON record (``weights.read_record``): its ``sha256`` and ``training``.
+
+    Returns:
+        A list of stages. The last holds the checkpoint's SHA-256, the ``STAGE_KEYS`` its record has, and
+        ``training_cases`` (its list: ``held_out.trained_on_cases`` reads every stage's). Records
+        without ``training`` (imported weights) give one stage with the SHA-256 alone.
+    """
+    done = record.get("training") or {}
+    stage = {"sha256": record.get("sha256"), **{k: done[k] for k in STAGE_KEYS if k in done}}
+    if isinstance(done.get("training_cases"), list):
+        stage["training_cases"] = done["training_cases"]
+    return [*(done.get("lineage") or []), stage]
 
 
 def _half(t: torch.Tensor) -> torch.Tensor:

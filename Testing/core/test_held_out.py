@@ -29,6 +29,13 @@ def test_a_record_without_the_list_names_no_case(tmp_path):
         assert trained_on_cases(ckpt, ["A", "B"]) == []
 
 
+def test_cases_an_earlier_stage_trained_on_are_not_held_out(tmp_path):
+    # continued on A, B from weights that had also seen C: C is not held out either
+    stages = [{"sha256": SHA, "training_cases": ["C", "A"]}, {"sha256": SHA, "training_cases": "D (a note)"}]
+    ckpt = record_beside(tmp_path, "m", {"training": {"training_cases": ["A", "B"], "lineage": stages}})
+    assert trained_on_cases(ckpt, ["C", "B", "D", "E"]) == ["B", "C"]
+
+
 def test_the_sentence_and_the_flagged_models_of_a_result():
     sentence = not_held_out("ShaSpec", ["A", "B"], 4)
     assert sentence.startswith("ShaSpec was trained on 2 of the 4 evaluated case(s) (A, B)") and "held-out" in sentence

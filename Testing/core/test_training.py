@@ -190,6 +190,24 @@ def test_init_from_a_checkpoint_carries_the_compute_forward(tmp_path):
     assert third["cumulative_wall_s_training"] >= second["cumulative_wall_s_training"]
 
 
+def test_init_records_every_earlier_stage_and_keeps_them_across_a_resume_and_an_export(tmp_path):
+    toy_run(tmp_path / "first", iterations=4)
+    first = tmp_path / "first" / "model.pt"
+    assert read_record(first)["training"]["lineage"] is None  # a run from scratch has no earlier stage
+    toy_run(tmp_path / "second", iterations=1, init=str(first))
+    second = tmp_path / "second" / "model.pt"
+    third = toy_run(tmp_path / "third", iterations=2, init=str(second))
+    stages = third["lineage"]
+    assert [s["sha256"] for s in stages] == [sha256_of(first), sha256_of(second)]
+    assert [s["iterations"] for s in stages] == [4, 1] and stages[1]["train_options"]["init"] == str(first)
+    assert "lineage" not in third["init"]  # once, at the top
+    resumed = toy_run(tmp_path / "third", iterations=3, init=str(second), resume=True)
+    assert resumed["iterations"] == 3 and resumed["lineage"] == stages
+    record = training.export(tmp_path / "third", "toy_model", tmp_path / "bundle")
+    assert record["training"]["lineage"] == stages
+    assert read_record(tmp_path / "third" / "model.pt")["training"]["lineage"] == stages  # travels with --init
+
+
 def test_init_with_another_config_is_a_clear_error(tmp_path):
     toy_run(tmp_path / "a", iterations=1)
     with pytest.raises(InputError, match=r"another model configuration \(toy: 2 now, 1 in the checkpoint\)"):
