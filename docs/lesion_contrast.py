@@ -1,7 +1,7 @@
 """How bright each tumour region is, per modality, in real cases and in the self-test phantoms.
 
 Prints the mean brain z-score inside the enhancing tumour, the edema and the
-necrosis, per modality, on the segmentation network's own input (``seg.data.prepare``
+necrosis, per modality, on the segmentation network's own input (``seg.data.lesion_zscores``
 at the bundled ShaSpec's 2.5 mm grid), one line per case of a BraTS-layout
 folder, then the two phantoms the self-tests segment, with each lesion style of
 ``phantom.LESION_CONTRAST`` (docs/segmentation.md, "Why four cases move the network
@@ -16,25 +16,13 @@ import argparse
 
 import numpy as np
 from medmodels.datasets import discover_cases
-from medmodels.modalities import MODALITY_KEYS
 from medmodels.phantom import LESION_STYLES, make_phantom
-from medmodels.seg.data import prepare
+from medmodels.seg.data import lesion_zscores
 
 #: The bundled ShaSpec's working spacing (mm).
 SPACING = (2.5, 2.5, 2.5)
 #: The self-test phantoms: the module's (64x64x40, seed 11) and the pipeline tests' (96x96x64, seed 2).
 PHANTOMS = (((96, 96, 64), 2), ((64, 64, 40), 11))
-
-
-def region_means(images, labels) -> dict[str, dict[str, float]]:
-    """``{region: {modality: mean z-score}}`` for ET, edema and necrosis (NaN where a region is empty)."""
-    prep = prepare(images, None, SPACING, labels=labels)
-    z, (et, tc, wt) = prep.image.numpy(), prep.regions.numpy().astype(bool)
-    regions = {"ET": et, "edema": wt & ~tc, "necrosis": tc & ~et}
-    return {
-        name: {k: float(z[m][inside].mean()) if inside.any() else float("nan") for m, k in enumerate(MODALITY_KEYS)}
-        for name, inside in regions.items()
-    }
 
 
 def line(name: str, means: dict[str, dict[str, float]]) -> str:
@@ -48,12 +36,12 @@ def main() -> None:
     args = parser.parse_args()
     for name, case in sorted(discover_cases(args.data).items()):
         images, labels = case.load()
-        print(line(name, region_means(images, labels)))
+        print(line(name, lesion_zscores(images, labels, SPACING)))
     for lesion in LESION_STYLES:
         for size, seed in PHANTOMS:
             phantom = make_phantom(size, seed=seed, lesion=lesion)
             name = f"phantom {lesion} {'x'.join(map(str, size))} s{seed}"
-            print(line(name, region_means(phantom.images, phantom.labels)))
+            print(line(name, lesion_zscores(phantom.images, phantom.labels, SPACING)))
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@ import pytest
 from medmodels.datasets import find_case
 from medmodels.modalities import MODALITY_KEYS
 from medmodels.phantom import TISSUES, make_phantom, write_phantom_case
-from medmodels.seg.data import prepare
+from medmodels.seg.data import lesion_zscores
 from scipy import ndimage
 
 
@@ -63,10 +63,8 @@ REAL_LESION_Z = {
 
 def _lesion_z(phantom) -> dict[tuple[str, str], float]:
     """Mean brain z-score of each (region, modality) on the 2.5 mm network input."""
-    prep = prepare(phantom.images, None, (2.5, 2.5, 2.5), labels=phantom.labels)
-    z, (et, tc, wt) = prep.image.numpy(), prep.regions.numpy().astype(bool)
-    regions = {"ET": et, "edema": wt & ~tc, "necrosis": tc & ~et}
-    return {(r, k): float(z[m][inside].mean()) for r, inside in regions.items() for m, k in enumerate(MODALITY_KEYS)}
+    means = lesion_zscores(phantom.images, phantom.labels, (2.5, 2.5, 2.5))
+    return {(r, k): v for r, by_key in means.items() for k, v in by_key.items()}
 
 
 @pytest.mark.parametrize("size, seed", [((96, 96, 64), 2), ((64, 64, 40), 11)])

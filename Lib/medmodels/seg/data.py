@@ -116,3 +116,27 @@ def prepare(
         # spacing this keeps a region's volume better than nearest neighbour.
         regions = torch.from_numpy((grid.forward(reg, "linear") >= 0.5).astype(np.uint8))
     return NetworkInput(torch.from_numpy(z).contiguous(), grid, regions)
+
+
+def lesion_zscores(images: Mapping[str, Image], labels: Image, target_spacing_xyz) -> dict[str, dict[str, float]]:
+    """How bright each tumour part is on the network's own input: the mean brain z-score of every
+    modality inside the enhancing tumour, the edema and the necrosis, after :func:`prepare`.
+
+    Args:
+        images: ``{key: Image}`` on one grid, raw intensities (as :func:`prepare`).
+        labels: BraTS labels on the same grid.
+        target_spacing_xyz: the working spacing ``(x, y, z)`` in mm.
+
+    Returns:
+        ``{"ET" | "edema" | "necrosis": {modality key: mean z-score}}``; NaN where a part is empty.
+        A phantom whose figures lie outside those of real cases tests something real cases never
+        show (docs/segmentation.md, "Why four cases move the network off the phantom").
+    """
+    prep = prepare(images, None, target_spacing_xyz, labels=labels)
+    z, (et, tc, wt) = prep.image.numpy(), prep.regions.numpy().astype(bool)
+    parts = {"ET": et, "edema": wt & ~tc, "necrosis": tc & ~et}
+    keys = [k for k in MODALITY_KEYS if k in images]
+    return {
+        name: {k: float(z[m][inside].mean()) if inside.any() else float("nan") for m, k in enumerate(keys)}
+        for name, inside in parts.items()
+    }
