@@ -42,20 +42,19 @@ def trained_on_cases(checkpoint: str | os.PathLike, cases: Sequence[str]) -> lis
         CheckpointError: no record beside ``checkpoint``, or one that is not a checkpoint record.
     """
     training = read_record(checkpoint).get("training")
-    stages = training.get("lineage") if isinstance(training, dict) else None
-    records = [{"training": training}] + [{"training": s} for s in stages or [] if isinstance(s, dict)]
-    return sorted({name for r in records for name in _listed(r, "training", "training_cases", cases)})
+    stages = [training, *(training.get("lineage") or [])] if isinstance(training, dict) else []
+    return sorted({name for stage in stages for name in _listed(stage, "training_cases", cases)})
 
 
 def calibrated_on_cases(checkpoint: str | os.PathLike, cases: Sequence[str]) -> list[str]:
     """The cases among ``cases`` that ``checkpoint``'s probability threshold was chosen on (its record's
     ``calibration.cases``, written by ``evaluate-seg --calibrate``), sorted; empty when it records none."""
-    return _listed(read_record(checkpoint), "calibration", "cases", cases)
+    return _listed(read_record(checkpoint).get("calibration"), "cases", cases)
 
 
-def _listed(record: dict, section: str, key: str, cases: Sequence[str]) -> list[str]:
-    """The names in both ``cases`` and ``record[section][key]`` (a list), sorted; empty when it is absent."""
-    part = record.get(section)
+def _listed(part, key: str, cases: Sequence[str]) -> list[str]:
+    """The names in both ``cases`` and ``part[key]`` (a list), sorted; empty when ``part`` is not a dict
+    or the entry is absent or not a list (a note)."""
     listed = part.get(key) if isinstance(part, dict) else None
     if not isinstance(listed, list):
         return []
