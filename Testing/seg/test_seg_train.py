@@ -145,6 +145,57 @@ def test_the_bias_field_is_smooth_and_shared_by_the_modalities():
     assert (change[0, :, :, 1:] - change[0, :, :, :-1]).abs().max() < 0.2 * (change[0].max() - change[0].min())
 
 
+def _cube_case(name: str, value: float, brain: slice, tumour: slice | None, shape=(24, 24, 24)) -> TrainCase:
+    """A case whose brain is the cube ``brain`` (every modality ``value``), with whole tumour (and TC, ET)
+    on the cube ``tumour``."""
+    image, regions = torch.zeros(4, *shape), torch.zeros(3, *shape, dtype=torch.uint8)
+    image[:, brain, brain, brain] = value
+    if tumour is not None:
+        regions[:, tumour, tumour, tumour] = 1
+    return TrainCase.build(name, image, regions, shape)
+
+
+def test_tumour_mix_pastes_the_tumour_with_its_margin_inside_both_brains():
+    from medmodels.seg.tumour_mix import tumour_mix
+
+    recipient = _cube_case("r", 1.0, slice(0, 16), None)  # its brain ends at 16: the tumour's far side is not brain
+    donor = _cube_case("d", 2.0, slice(2, 22), slice(10, 18))
+    before = recipient.image.clone(), donor.image.clone()
+    x, y = tumour_mix(recipient.image, recipient.regions, donor.image, donor.regions, margin=1)
+    assert torch.equal(recipient.image, before[0]) and torch.equal(donor.image, before[1])  # inputs untouched
+    carve = torch.zeros(24, 24, 24, dtype=torch.bool)
+    carve[9:16, 9:16, 9:16] = True  # the tumour 10:18 grown by 1, cut at the recipient's brain
+    assert torch.equal(x[0] == 2.0, carve)
+    assert torch.equal(y[2].bool(), carve & (donor.regions[2] > 0))  # the margin is the donor's tissue, not tumour
+    assert torch.equal(x[:, ~carve], recipient.image[:, ~carve]) and not y[:, ~carve].any()
+    with pytest.raises(ValueError, match="one shape"):
+        tumour_mix(recipient.image, recipient.regions, donor.image[:, :8], donor.regions[:, :8], margin=0)
+
+
+def test_tumour_mix_in_batches_puts_tumour_into_tumour_free_patches():
+    recipient = _cube_case("r", 1.0, slice(0, 24), None)
+    donor = _cube_case("d", 2.0, slice(0, 24), slice(8, 14))
+    recipe = PatchRecipe(fg_prob=0.0, augment="none", tumour_mix=1.0, fixed_mask=(True,) * 4)
+    x, y, _ = make_batch([recipient, donor], 16, (12, 12, 12), np.random.default_rng(0), recipe)
+    from_recipient = (x == 1.0).flatten(1).any(1)
+    assert 0 < int(from_recipient.sum()) < 16
+    for xi, yi in zip(x[from_recipient], y[from_recipient]):
+        # The donor's tumour, centred on one of its voxels, lies at the patch centre with its margin.
+        assert yi[2, 6, 6, 6] == 1 and torch.equal(yi[2].bool(), yi[2].bool() & (xi[0] == 2.0))
+        assert (xi[0] == 1.0).any()  # the rest is still the recipient's brain
+    # Without the mix, the recipient's patches have no tumour, and one case alone is never mixed.
+    plain = make_batch(
+        [recipient, donor],
+        16,
+        (12, 12, 12),
+        np.random.default_rng(0),
+        PatchRecipe(fg_prob=0.0, augment="none", fixed_mask=(True,) * 4),
+    )
+    assert not plain[1][(plain[0] == 1.0).flatten(1).any(1)].any()
+    alone = make_batch([recipient], 4, (12, 12, 12), np.random.default_rng(0), recipe)
+    assert not alone[1].any()
+
+
 def test_bad_recipe_options_are_named():
     from medmodels.seg.train import patch_recipe
 
@@ -152,6 +203,8 @@ def test_bad_recipe_options_are_named():
         patch_recipe(TrainConfig(full_modality_fraction=1.5, augment="heavy"))
     with pytest.raises(InputError, match="--bias-field must be in 0..1"):
         patch_recipe(TrainConfig(bias_field=1.5))
+    with pytest.raises(InputError, match="--tumour-mix must be in 0..1"):
+        patch_recipe(TrainConfig(tumour_mix=-0.1))
 
 
 def test_parse_subset():

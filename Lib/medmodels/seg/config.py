@@ -86,6 +86,11 @@ class TrainConfig(LoopConfig):
         "MONAI RandBiasField, degree 3, coefficients +-0.1) on the raw intensities its z-scores stand for "
         "(default 0: none)",
     )
+    tumour_mix: float = option(
+        0.0,
+        "probability that a patch gets another training case's tumour, with 0-2 voxels of its surrounding "
+        "tissue, pasted in at its centre (CarveMix/TumorCP-style; default 0: none)",
+    )
     subset: str | None = option(
         None,
         "fixed modality subset for a dedicated model, e.g. flair,t1c or 1010 (default: random dropping)",

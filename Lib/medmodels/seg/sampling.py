@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from medmodels.modalities import AvailabilityMask
 from medmodels.seg.augment import augment, bias_field, spatial_context
 from medmodels.seg.config import AUGMENTATIONS, FG_REGIONS, MODALITY_DROPS
+from medmodels.seg.tumour_mix import MAX_MARGIN, tumour_mix
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,9 @@ class PatchRecipe:
         bias_field: probability that a patch, after ``augment``, gets a smooth
             multiplicative intensity field (``medmodels.seg.augment.bias_field``); 0: never
             (and no random number is drawn for it, so earlier runs draw the same patches).
+        tumour_mix: probability that a patch, before ``augment``, gets another case's tumour
+            pasted in (``medmodels.seg.tumour_mix``); 0: never (no random number drawn), and
+            never with one case.
         fixed_mask: a dedicated model's subset (4 booleans), overriding the drop.
     """
 
@@ -48,6 +52,7 @@ class PatchRecipe:
     full_modality_fraction: float = 0.44
     augment: str = "nnunet"
     bias_field: float = 0.0
+    tumour_mix: float = 0.0
     fixed_mask: tuple[bool, ...] | None = None
 
     def problems(self) -> list[str]:
@@ -58,6 +63,8 @@ class PatchRecipe:
             out.append(f"--full-modality-fraction must be in 0..1 (got {self.full_modality_fraction})")
         if not 0.0 <= self.bias_field <= 1.0:
             out.append(f"--bias-field must be in 0..1 (got {self.bias_field})")
+        if not 0.0 <= self.tumour_mix <= 1.0:
+            out.append(f"--tumour-mix must be in 0..1 (got {self.tumour_mix})")
         for name, value, allowed in (
             ("--fg-regions", self.fg_regions, FG_REGIONS),
             ("--modality-drop", self.modality_drop, MODALITY_DROPS),
@@ -145,6 +152,19 @@ def draw_mask(rng: np.random.Generator, recipe: PatchRecipe = PatchRecipe(), pro
     return tuple(i in kept for i in range(4))
 
 
+def _mix_in_a_tumour(x: torch.Tensor, y: torch.Tensor, case: TrainCase, cases, rng: np.random.Generator):
+    """``tumour_mix`` of the crop ``x, y`` of ``case`` with a crop of the same size centred on a
+    whole-tumour voxel of another case drawn at random (unchanged when no other case has tumour)."""
+    donors = [c for c in cases if c is not case and len(c.foreground[-1])]
+    if not donors:
+        return x, y
+    donor = donors[rng.integers(len(donors))]
+    centre = donor.foreground[-1][rng.integers(len(donor.foreground[-1]))]
+    size = x.shape[1:]
+    margin = int(rng.integers(MAX_MARGIN + 1))
+    return tumour_mix(x, y, centred_crop(donor.image, centre, size), centred_crop(donor.regions, centre, size), margin)
+
+
 def make_batch(
     cases,
     batch_size: int,
@@ -163,6 +183,8 @@ def make_batch(
         else:  # a larger crop about the same centre, brought back to ``patch`` by the augmentation
             centre = _centre(case, rng, recipe)
             x, y = centred_crop(case.image, centre, context), centred_crop(case.regions, centre, context)
+        if recipe.tumour_mix > 0 and len(cases) > 1 and rng.random() < recipe.tumour_mix:
+            x, y = _mix_in_a_tumour(x, y, case, cases, rng)
         x, y = augment(x, y, patch, recipe.augment, rng)
         if recipe.bias_field > 0 and rng.random() < recipe.bias_field:
             x = bias_field(x, rng)

@@ -55,6 +55,7 @@ def patch_recipe(cfg: TrainConfig) -> PatchRecipe:
         full_modality_fraction=cfg.full_modality_fraction,
         augment=cfg.augment,
         bias_field=cfg.bias_field,
+        tumour_mix=cfg.tumour_mix,
         fixed_mask=parse_subset(cfg.subset),
     )
     if recipe.problems():
