@@ -105,7 +105,7 @@ class MissingModalityTools(ScriptedLoadableModule):
             _(
                 "Synthesise missing brain-MRI contrasts (FLAIR, T1, T1c, T2) with a diffusion model (M2DN) and "
                 "segment the tumour (necrotic core, edema, enhancing tumour) from whichever contrasts were acquired "
-                "(ShaSpec). Choose the acquired volumes, leave the others empty, press Apply. "
+                "(ShaSpec, averaged with a 3D U-Net). Choose the acquired volumes, leave the others empty, press Apply. "
                 "Research use only: not for diagnosis."
             )
             + f'<p>Documentation: <a href="{DOCUMENTATION_URL}">{DOCUMENTATION_URL}</a></p>'

@@ -25,7 +25,11 @@ ROOT = Path(__file__).resolve().parents[1]
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("thresholds", nargs="+", type=float)
-    parser.add_argument("--checkpoint", default=None, help="segmentation checkpoint (default: the bundled ShaSpec)")
+    parser.add_argument(
+        "--checkpoint",
+        default=None,
+        help="segmentation checkpoint (default: the bundled ShaSpec; 'ensemble': the default segmenter)",
+    )
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT / "Testing" / "prep"))
     import SimpleITK as sitk
@@ -39,7 +43,7 @@ def main() -> None:
     from medmodels.weights import resolve_checkpoint
     from test_rotation import rotated
 
-    source = resolve_checkpoint(args.checkpoint, "shaspec_brats18", "unet3d_baseline_brats18")
+    source = resolve_checkpoint(args.checkpoint, "shaspec_brats18", "unet3d_baseline_brats18", "shaspec_unet_brats18")
     plain = make_phantom((96, 96, 64), seed=2)
     turned = dict(plain.images)
     turned["t1"] = rotated(turned["t1"], 20.0, 0)

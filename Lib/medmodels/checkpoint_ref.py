@@ -1,10 +1,11 @@
-"""The one type of a checkpoint as a command or a config names it: 'bundled', 'baseline' or a path.
+"""The one type of a checkpoint as a command or a config names it: 'bundled', 'baseline', 'ensemble' or a path.
 
 Every command that takes a checkpoint (``--checkpoint``, ``--init``,
 ``--baseline``, ``run``'s ``--seg-checkpoint`` / ``--syn-checkpoint``) parses it
 with ``checkpoint_argument`` and means the same by the words: "bundled" is the
-model family's bundled model, "baseline" the family's bundled baseline, any
-other text a ``.pt`` file. ``medmodels.weights.resolve_checkpoint`` is the one
+model family's bundled model, "baseline" the family's bundled baseline,
+"ensemble" the family's bundled ensemble of the two (segmentation only: the
+default of ``run`` and the Slicer module), any other text a ``.pt`` file. ``medmodels.weights.resolve_checkpoint`` is the one
 place that turns a reference into a file.
 
 ``CheckpointRef`` is a ``str``, so configs that hold one stay JSON-able
@@ -19,11 +20,11 @@ import os
 
 from medmodels.errors import InputError
 
-BUNDLED, BASELINE, PATH = "bundled", "baseline", "path"
+BUNDLED, BASELINE, ENSEMBLE, PATH = "bundled", "baseline", "ensemble", "path"
 
 
 class CheckpointRef(str):
-    """A checkpoint reference: ``"bundled"``, ``"baseline"`` or the path of a ``.pt`` file.
+    """A checkpoint reference: ``"bundled"``, ``"baseline"``, ``"ensemble"`` or the path of a ``.pt`` file.
 
     Args:
         value: the text (or path) given; empty text raises ``InputError``.
@@ -34,13 +35,15 @@ class CheckpointRef(str):
     def __new__(cls, value: str | os.PathLike) -> CheckpointRef:
         text = os.fspath(value)
         if not str(text).strip():
-            raise InputError("An empty checkpoint was given: give 'bundled', 'baseline' or the path of a .pt file.")
+            raise InputError(
+                "An empty checkpoint was given: give 'bundled', 'baseline', 'ensemble' or the path of a .pt file."
+            )
         return super().__new__(cls, text)
 
     @property
     def kind(self) -> str:
-        """``BUNDLED``, ``BASELINE`` or ``PATH`` (a file named 'bundled' is given as ``./bundled``)."""
-        return str(self) if self in (BUNDLED, BASELINE) else PATH
+        """``BUNDLED``, ``BASELINE``, ``ENSEMBLE`` or ``PATH`` (a file named 'bundled' is given as ``./bundled``)."""
+        return str(self) if self in (BUNDLED, BASELINE, ENSEMBLE) else PATH
 
 
 def checkpoint_argument(text: str) -> CheckpointRef:

@@ -20,6 +20,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from medmodels.checkpoint_ref import BUNDLED
 from medmodels.datasets import Case, split_cases
 from medmodels.held_out import TRAINED_ON, trained_on_cases
 from medmodels.labels import labels_to_regions
@@ -27,7 +28,7 @@ from medmodels.metrics import dice_per_channel
 from medmodels.modalities import AvailabilityMask
 from medmodels.progress import progress
 from medmodels.report import markdown_text
-from medmodels.seg.inference import BASELINE_NAME, BUNDLED_NAME, Segmenter, load_segmenter
+from medmodels.seg.inference import BASELINE_NAME, BUNDLED_NAME, ENSEMBLE_NAME, Segmenter, load_segmenter
 from medmodels.syn.evaluate import parse_patterns
 from medmodels.syn.inference import Synthesizer, load_synthesizer
 from medmodels.syn.tables import evaluation_body
@@ -122,8 +123,9 @@ def add_downstream_dice(
     """
     cases = split_cases(data, split, "validation", require_label=True)[: max_cases or None]
     syn = load_synthesizer(checkpoint, device)
+    segmenter = BUNDLED if segmenter is None else segmenter  # ShaSpec: every downstream figure so far used it
     seg = load_segmenter(segmenter, device)
-    seg_path = resolve_checkpoint(segmenter, BUNDLED_NAME, BASELINE_NAME)
+    seg_path = resolve_checkpoint(segmenter, BUNDLED_NAME, BASELINE_NAME, ENSEMBLE_NAME)
     result = {
         **result,
         "dice": downstream_dice(syn, seg, cases, parse_patterns(patterns), steps, seed, samples),

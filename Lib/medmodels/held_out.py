@@ -62,30 +62,40 @@ def _listed(part, key: str, cases: Sequence[str]) -> list[str]:
 
 
 def trained_on_by_model(
-    refs: Mapping[str, str | os.PathLike | None], cases: Sequence[str], bundled: str, baseline: str
+    refs: Mapping[str, str | os.PathLike | None],
+    cases: Sequence[str],
+    bundled: str,
+    baseline: str,
+    ensemble: str | None = None,
 ) -> dict[str, list[str]]:
     """Per model, the cases among ``cases`` its checkpoint trained on (``trained_on_cases``; empty: held out).
 
     Args:
         refs: a model's name in the evaluation -> its checkpoint reference as the loaders take it (None or
-            "bundled", "baseline", or a path; ``weights.resolve_checkpoint``).
+            "bundled", "baseline", "ensemble", or a path; ``weights.resolve_checkpoint``).
         cases: the names of the evaluated cases.
-        bundled, baseline: the family's bundled checkpoint names the references stand for.
+        bundled, baseline, ensemble: the family's bundled checkpoint names the references stand for.
     """
-    return _by_model(trained_on_cases, refs, cases, bundled, baseline)
+    return _by_model(trained_on_cases, refs, cases, bundled, baseline, ensemble)
 
 
 def calibrated_on_by_model(
-    refs: Mapping[str, str | os.PathLike | None], cases: Sequence[str], bundled: str, baseline: str
+    refs: Mapping[str, str | os.PathLike | None],
+    cases: Sequence[str],
+    bundled: str,
+    baseline: str,
+    ensemble: str | None = None,
 ) -> dict[str, list[str]]:
     """Per model, the cases among ``cases`` its checkpoint's threshold was chosen on (``calibrated_on_cases``);
     the arguments as ``trained_on_by_model``."""
-    return _by_model(calibrated_on_cases, refs, cases, bundled, baseline)
+    return _by_model(calibrated_on_cases, refs, cases, bundled, baseline, ensemble)
 
 
-def _by_model(listed_cases, refs: Mapping, cases: Sequence[str], bundled: str, baseline: str) -> dict[str, list[str]]:
+def _by_model(listed_cases, refs: Mapping, cases: Sequence[str], bundled: str, baseline: str, ensemble) -> dict:
     """``{name: listed_cases(checkpoint, cases)}`` for each model's resolved checkpoint reference."""
-    return {name: listed_cases(resolve_checkpoint(ref, bundled, baseline), cases) for name, ref in refs.items()}
+    return {
+        name: listed_cases(resolve_checkpoint(ref, bundled, baseline, ensemble), cases) for name, ref in refs.items()
+    }
 
 
 def not_held_out(model: str, trained: Sequence[str], evaluated: int) -> str:

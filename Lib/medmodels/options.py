@@ -67,7 +67,8 @@ class RunOptions:
             given one in FLAIR, T1, T1c, T2 order).
         label_convention: one of ``LABEL_CONVENTIONS``.
         seg_checkpoint: segmentation checkpoint, a ``medmodels.checkpoint_ref.CheckpointRef``
-            or its text (None or "bundled": bundled ShaSpec, "baseline": the bundled baseline U-Net).
+            or its text (None or "ensemble": bundled ShaSpec and baseline U-Net, probabilities averaged;
+            "bundled": ShaSpec alone; "baseline": the U-Net alone).
         syn_checkpoint: synthesis checkpoint, likewise (None or "bundled": bundled M2DN,
             "baseline": the bundled regression network).
         prepare: one of ``PREPARE_MODES``: "auto" registers and brain-extracts
@@ -211,7 +212,8 @@ class RunOptions:
             "--seg-checkpoint",
             default=None,
             type=checkpoint_argument,
-            help="segmentation checkpoint .pt, or 'baseline' (default: bundled ShaSpec)",
+            help="segmentation checkpoint .pt, 'bundled' (ShaSpec alone) or 'baseline' (the U-Net alone) (default: "
+            "'ensemble', the two averaged)",
         )
         opts.add_argument(
             "--syn-checkpoint",

@@ -780,7 +780,7 @@ def lineage_of(record: dict) -> list[dict]:
     return [*(done.get("lineage") or []), stage]
 
 
-def _half(t: torch.Tensor) -> torch.Tensor:
+def half_storage(t: torch.Tensor) -> torch.Tensor:
     """float32 -> float16 storage, unless a value would not fit (then float32 stays)."""
     if t.dtype != torch.float32:
         return t
@@ -831,7 +831,7 @@ def export(
     if model_pt.is_dir():
         model_pt = model_pt / MODEL
     payload = load_checkpoint(model_pt)
-    state = {k: (_half(v) if half else v) for k, v in payload["state_dict"].items()}
+    state = {k: (half_storage(v) if half else v) for k, v in payload["state_dict"].items()}
     hist = model_pt.parent / HISTORY
     if model_pt.name == MODEL and hist.exists():  # history.json describes the end of the run: model.pt only
         summary = json.loads(hist.read_text(encoding="utf-8"))

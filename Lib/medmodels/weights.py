@@ -176,21 +176,31 @@ def bundled_checkpoint(name: str) -> Path:
     return path
 
 
-def resolve_checkpoint(checkpoint: str | os.PathLike | None, bundled: str, baseline: str | None = None) -> Path:
+def resolve_checkpoint(
+    checkpoint: str | os.PathLike | None, bundled: str, baseline: str | None = None, ensemble: str | None = None
+) -> Path:
     """The file a checkpoint reference (``medmodels.checkpoint_ref.CheckpointRef``) means: ``None``
     or ``"bundled"`` = the bundled model ``bundled``, ``"baseline"`` = the bundled model
-    ``baseline``, anything else a path. The one resolver of these words.
+    ``baseline``, ``"ensemble"`` = the bundled model ``ensemble``, anything else a path. The one
+    resolver of these words.
 
     Args:
         checkpoint: the reference (a ``CheckpointRef``, its text, a path, or None).
-        bundled, baseline: names of the model family's bundled checkpoints (``baseline``
-            None: the family has no baseline here, and "baseline" is an error).
+        bundled, baseline, ensemble: names of the model family's bundled checkpoints (``baseline``
+            or ``ensemble`` None: the family has none here, and the word is an error).
     """
-    from medmodels.checkpoint_ref import BASELINE, BUNDLED, CheckpointRef
+    from medmodels.checkpoint_ref import BASELINE, BUNDLED, ENSEMBLE, CheckpointRef
 
     ref = CheckpointRef(BUNDLED if checkpoint is None else checkpoint)
     if ref.kind == BUNDLED:
         return bundled_checkpoint(bundled)
+    if ref.kind == ENSEMBLE:
+        if ensemble is None:
+            raise CheckpointError(
+                "'ensemble' names no bundled model here (only segmentation has one, and --init takes single "
+                "networks): give 'bundled', 'baseline' or a checkpoint file."
+            )
+        return bundled_checkpoint(ensemble)
     if ref.kind == BASELINE:
         if baseline is None:
             raise CheckpointError(
@@ -292,20 +302,23 @@ class OpenedCheckpoint:
     record: dict[str, Any]
 
 
-def open_checkpoint(checkpoint: str | os.PathLike | None, bundled: str, baseline: str | None) -> OpenedCheckpoint:
+def open_checkpoint(
+    checkpoint: str | os.PathLike | None, bundled: str, baseline: str | None, ensemble: str | None = None
+) -> OpenedCheckpoint:
     """The steps every reader of trained weights takes first: resolve the reference
     (``resolve_checkpoint``), check the SHA-256 and load weights-only (``load_checkpoint``),
     and read the record. ``load_network``, ``--init`` (``medmodels.training``) and a flow's
     ``--mean-checkpoint`` (``medmodels.syn.train.load_mean``) go through it.
 
     Args:
-        checkpoint: None/"bundled", "baseline" or a path (a ``CheckpointRef``'s words).
-        bundled, baseline: the family's bundled checkpoint names (``baseline`` None: none).
+        checkpoint: None/"bundled", "baseline", "ensemble" or a path (a ``CheckpointRef``'s words).
+        bundled, baseline, ensemble: the family's bundled checkpoint names (``baseline``/``ensemble`` None:
+            none).
 
     Raises:
         CheckpointError: see ``resolve_checkpoint`` and ``load_checkpoint``.
     """
-    path = resolve_checkpoint(checkpoint, bundled, baseline)
+    path = resolve_checkpoint(checkpoint, bundled, baseline, ensemble)
     payload = load_checkpoint(path)
     return OpenedCheckpoint(path, payload, read_record(path))
 
@@ -317,6 +330,7 @@ def load_network(
     family: str,
     required: Sequence[str],
     build: Callable[[dict], torch.nn.Module],
+    ensemble: str | None = None,
 ) -> tuple[torch.nn.Module, dict]:
     """The one loader of trained networks, for segmentation and synthesis alike.
 
@@ -331,6 +345,7 @@ def load_network(
         required: config entries every checkpoint of the family has.
         build: the family's builder (``medmodels.nets.segmentation.build_segmentation_net``,
             ``medmodels.nets.synthesis.build_synthesis_net``).
+        ensemble: the family's bundled ensemble name ("ensemble"; None: the family has none).
 
     Returns:
         ``(network, config)``: the network on the CPU with the weights (float16 storage is
@@ -339,7 +354,7 @@ def load_network(
     Raises:
         CheckpointError: not a checkpoint of the family, or weights that do not fit its network.
     """
-    opened = open_checkpoint(checkpoint, bundled, baseline)
+    opened = open_checkpoint(checkpoint, bundled, baseline, ensemble)
     path, config = opened.path, opened.payload.get("config")
     if not isinstance(config, dict) or not set(required) <= set(config):
         raise CheckpointError(

@@ -1,4 +1,5 @@
-"""One checkpoint-reference type and one resolver: 'bundled', 'baseline' or a path mean the same everywhere."""
+"""One checkpoint-reference type and one resolver: 'bundled', 'baseline', 'ensemble' or a path mean the same
+everywhere."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import pytest
 from medmodels.checkpoint_ref import CheckpointRef, checkpoint_argument
 from medmodels.cli import build_parser, main
 from medmodels.errors import CheckpointError, InputError
-from medmodels.seg.inference import BASELINE_NAME, BUNDLED_NAME
+from medmodels.seg.inference import BASELINE_NAME, BUNDLED_NAME, ENSEMBLE_NAME
 from medmodels.weights import BUNDLED_DIR, resolve_checkpoint
 
 #: The flags that name a checkpoint, in every command that has one.
@@ -19,9 +20,10 @@ CHECKPOINT_FLAGS = {"--checkpoint", "--init", "--baseline", "--seg-checkpoint", 
 
 
 def test_a_reference_is_its_text_and_knows_its_kind():
-    assert [CheckpointRef(t).kind for t in ("bundled", "baseline", "runs/a/model.pt", "./bundled")] == [
+    assert [CheckpointRef(t).kind for t in ("bundled", "baseline", "ensemble", "runs/a/model.pt", "./bundled")] == [
         "bundled",
         "baseline",
+        "ensemble",
         "path",
         "path",
     ]
@@ -40,6 +42,11 @@ def test_the_one_resolver():
     assert resolve_checkpoint("runs/x.pt", BUNDLED_NAME, BASELINE_NAME) == Path("runs/x.pt")
     with pytest.raises(CheckpointError, match="'baseline' names no bundled model here"):
         resolve_checkpoint("baseline", BUNDLED_NAME)
+    assert resolve_checkpoint("ensemble", BUNDLED_NAME, BASELINE_NAME, ENSEMBLE_NAME) == BUNDLED_DIR / (
+        f"{ENSEMBLE_NAME}.pt"
+    )
+    with pytest.raises(CheckpointError, match="'ensemble' names no bundled model here"):
+        resolve_checkpoint("ensemble", BUNDLED_NAME, BASELINE_NAME)  # synthesis, and --init, have none
 
 
 def test_bundled_is_accepted_by_every_loader():
@@ -47,7 +54,10 @@ def test_bundled_is_accepted_by_every_loader():
     from medmodels.seg.inference import load_segmenter
     from medmodels.syn.inference import load_synthesizer
 
-    assert load_segmenter("bundled", device="cpu").config == load_segmenter(None, device="cpu").config
+    # Segmentation's default is the ensemble; "bundled" is ShaSpec, one of its members.
+    default, shaspec = load_segmenter(None, device="cpu"), load_segmenter("bundled", device="cpu")
+    assert default.config == load_segmenter("ensemble", device="cpu").config and default.arch == "ensemble"
+    assert shaspec.arch == "shaspec" and shaspec.config["net"] == default.config["net"]["members"][0]["net"]
     assert load_synthesizer("bundled", device="cpu").config == load_synthesizer(None, device="cpu").config
 
 

@@ -236,12 +236,18 @@ def test_evaluate_in_two_processes_matches_one(tiny_seg_models, phantom_dataset)
 def test_bundled_weights_load_and_segment(small_phantom):
     from medmodels.weights import bundled_checkpoint, read_record, sha256_of
 
-    for name in ("shaspec_brats18", "unet3d_baseline_brats18"):
+    for name in ("shaspec_brats18", "unet3d_baseline_brats18", "shaspec_unet_brats18"):
         path = bundled_checkpoint(name)
         assert read_record(path)["sha256"] == sha256_of(path)
         assert path.with_suffix(".md").exists()  # the model card
+    # The bundled ensemble holds exactly the two bundled models, and its own calibrated threshold.
+    members = read_record(bundled_checkpoint("shaspec_unet_brats18"))["members"]
+    assert [m["sha256"] for m in members] == [
+        read_record(bundled_checkpoint(n))["sha256"] for n in ("shaspec_brats18", "unet3d_baseline_brats18")
+    ]
     seg = load_segmenter(device="cpu")
-    assert seg.arch == "shaspec" and seg.spacing == (2.5, 2.5, 2.5)
+    assert seg.arch == "ensemble" and seg.spacing == (2.5, 2.5, 2.5) and "threshold" in seg.config
+    assert load_segmenter("bundled", device="cpu").arch == "shaspec"
     assert load_segmenter("baseline", device="cpu").arch == "unet3d"
     out = seg.segment({"flair": small_phantom.images["flair"]}, cleanup=True)
     assert out.array.shape == small_phantom.images["flair"].array.shape

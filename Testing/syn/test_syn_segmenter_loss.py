@@ -31,7 +31,7 @@ def cases():
 
 @pytest.fixture(scope="module")
 def segmenter():
-    return frozen(load_segmenter(None, device="cpu").model)  # the bundled ShaSpec
+    return frozen(load_segmenter("bundled", device="cpu").model)  # the bundled ShaSpec
 
 
 def tiny(tmp_path, name, **options):

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from medmodels.atomic import check_output_folder, check_writable_folder
-from medmodels.checkpoint_ref import BUNDLED, PATH, CheckpointRef, checkpoint_argument
+from medmodels.checkpoint_ref import BASELINE, BUNDLED, ENSEMBLE, PATH, CheckpointRef, checkpoint_argument
 from medmodels.commands.common import (
     add_runtime_arguments,
     apply_runtime_arguments,
@@ -69,7 +69,7 @@ def _register_evaluate(sub: argparse._SubParsersAction) -> None:
         default=None,
         type=checkpoint_argument,
         help="checkpoint .pt (repeat to compare models side by side); 'bundled' = bundled ShaSpec, "
-        "'baseline' = bundled baseline. Default: both bundled models",
+        "'baseline' = bundled baseline, 'ensemble' = the two averaged. Default: ShaSpec and the baseline",
     )
     p.add_argument("--name", action="append", default=None, help="column name of each checkpoint")
     out_argument(p, "results.md, results.csv, results.json")
@@ -140,7 +140,8 @@ def _register_bench(sub: argparse._SubParsersAction) -> None:
         "--checkpoint",
         default=None,
         type=checkpoint_argument,
-        help="checkpoint .pt, or 'bundled' / 'baseline' (default: bundled ShaSpec)",
+        help="checkpoint .pt, or 'bundled' (ShaSpec) / 'baseline' / 'ensemble' (default: the ensemble, what run "
+        "segments with; with --training: bundled ShaSpec)",
     )
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument(
@@ -264,7 +265,7 @@ def _calibrate(args: argparse.Namespace) -> int:
         write_calibration,
     )
     from medmodels.seg.evaluate import check_label_grids, parse_subsets, resolve_cases
-    from medmodels.seg.inference import BASELINE_NAME, BUNDLED_NAME, load_segmenter
+    from medmodels.seg.inference import BASELINE_NAME, BUNDLED_NAME, ENSEMBLE_NAME, load_segmenter
     from medmodels.weights import resolve_checkpoint
 
     if not args.calibrate:
@@ -304,7 +305,7 @@ def _calibrate(args: argparse.Namespace) -> int:
     # Checked before hours of work: the output folder, and the checkpoint (resolved, hash checked on load).
     check_writable_folder(args.out)
     check_output_folder(args.out, list(REPORT_FILES.values()), "give another --out")
-    source = resolve_checkpoint((args.checkpoint or [None])[0], BUNDLED_NAME, BASELINE_NAME)
+    source = resolve_checkpoint((args.checkpoint or [BUNDLED])[0], BUNDLED_NAME, BASELINE_NAME, ENSEMBLE_NAME)
     if args.write is not None:
         check_writable_folder(args.write.parent)
     segmenter = load_segmenter(source, device=args.device)
@@ -333,7 +334,7 @@ def _column_name(checkpoint: str) -> str:
     """The results column of a --checkpoint: ShaSpec, Baseline, or the run folder's name."""
     ref = CheckpointRef(checkpoint)
     if ref.kind != PATH:
-        return "ShaSpec" if ref.kind == BUNDLED else "Baseline"
+        return {BUNDLED: "ShaSpec", BASELINE: "Baseline", ENSEMBLE: "Ensemble"}[ref.kind]
     return Path(ref).parent.name or Path(ref).stem
 
 
@@ -352,6 +353,11 @@ def _bench_training(args: argparse.Namespace) -> int:
     from medmodels.seg.inference import load_segmenter
     from medmodels.seg.train_benchmark import bench_training, training_report
 
-    config = load_segmenter(args.checkpoint, device="cpu").config
+    # An ensemble is trained member by member: its training throughput is its members'.
+    config = load_segmenter(args.checkpoint or BUNDLED, device="cpu").config
+    if config["kind"] == "ensemble":
+        from medmodels.errors import InputError
+
+        raise InputError("bench-seg --training times one network: give a member, e.g. --checkpoint bundled.")
     result = bench_training(config, args.batch_size, args.iterations, amp=args.amp)
     return show_report(training_report(result, command_of(args)), args.out, BENCH_FILES[True])

@@ -1,5 +1,5 @@
-"""Weights commands: ``export`` (a trained model as a bundled checkpoint) and
-``import-weights`` (a checkpoint obtained elsewhere)."""
+"""Weights commands: ``export`` (a trained model as a bundled checkpoint, or several segmentation
+models as one ensemble checkpoint) and ``import-weights`` (a checkpoint obtained elsewhere)."""
 
 from __future__ import annotations
 
@@ -13,17 +13,22 @@ from medmodels.commands.common import out_argument
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "export",
-        help="write a trained model (train-seg or train-syn) as a bundled checkpoint",
+        help="write a trained model (train-seg or train-syn) as a bundled checkpoint; several segmentation "
+        "models as one ensemble",
         description="Copy the weights of a training run (RUN/model.pt, or RUN/best.pt of --keep-best; weights + "
         "config only) to "
         "OUT/NAME.pt with its JSON record (SHA-256, training summary); segmentation and "
-        "synthesis models alike.",
+        "synthesis models alike. Given two or more segmentation models, write one ensemble checkpoint that runs "
+        "them all on the same input and averages their probabilities (they must share the working spacing, "
+        "patch, modalities and regions); it has no threshold yet: choose one with evaluate-seg --calibrate "
+        "--checkpoint OUT/NAME.pt --write OUT/NAME.pt on cases no member trained on.",
     )
     p.add_argument(
         "model",
-        type=Path,
+        nargs="+",
         help="model.pt written by train-seg/train-syn, or the run's output folder (its model.pt), or its best.pt "
-        "(--keep-best: the record then gives the chosen iteration, its score and the compute up to it)",
+        "(--keep-best: the record then gives the chosen iteration, its score and the compute up to it); "
+        "two or more: the members of a segmentation ensemble, each also 'bundled' (ShaSpec) or 'baseline'",
     )
     p.add_argument("--name", required=True, help="bundled name, e.g. shaspec_brats18 or m2dn_brats18")
     out_argument(p, "NAME.pt and NAME.json; default: the package's weights folder", required=False)
@@ -53,9 +58,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from medmodels.training import export_checkpoint  # imports torch: only when the command runs
+    if len(args.model) > 1:
+        from medmodels.seg.ensemble import write_ensemble  # imports torch: only when the command runs
 
-    record = export_checkpoint(args.model, args.name, args.out, args.half)
+        record = write_ensemble(args.model, args.name, args.out, args.half)
+    else:
+        from medmodels.training import export_checkpoint
+
+        record = export_checkpoint(Path(args.model[0]), args.name, args.out, args.half)
     print(json.dumps({k: record[k] for k in ("file", "sha256", "size_bytes")}))
     return 0
 

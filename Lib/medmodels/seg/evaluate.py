@@ -32,7 +32,15 @@ from medmodels.metrics import region_scores
 from medmodels.modalities import AvailabilityMask
 from medmodels.progress import progress
 from medmodels.report import Report, Table, read_report, report_files, write_report
-from medmodels.seg.inference import BASELINE_NAME, BUNDLED_NAME, DEFAULT_THRESHOLD, Segmenter, load_segmenter
+from medmodels.seg.inference import (
+    BASELINE_NAME,
+    BUNDLED_NAME,
+    DEFAULT_SEGMENTER,
+    DEFAULT_THRESHOLD,
+    ENSEMBLE_NAME,
+    Segmenter,
+    load_segmenter,
+)
 from medmodels.stats import paired_case_test
 
 #: What ``write_results`` writes into the output folder, by kind: results.json, results.csv, results.md.
@@ -130,7 +138,8 @@ def evaluate(
 
     ``models`` maps a column name to a loaded :class:`Segmenter`, or (any
     ``jobs``) to a checkpoint (a ``medmodels.checkpoint_ref.CheckpointRef`` or its text:
-    None or "bundled" = bundled ShaSpec, "baseline", or a path).
+    "bundled" = bundled ShaSpec, "baseline", "ensemble", None = the default (``inference.DEFAULT_SEGMENTER``),
+    or a path).
     ``jobs > 1`` evaluates cases in that many single-thread processes.
     ``mirror_axes``: test-time mirroring of the checkpoints loaded here (``seg.inference``).
     ``threshold``: the probability threshold of the checkpoints loaded here, instead of each one's own;
@@ -141,6 +150,8 @@ def evaluate(
     ``CALIBRATED_ON`` likewise names the cases each threshold was chosen on (none when ``threshold`` is given).
     """
     subsets = list(subsets or AvailabilityMask.all_subsets())
+    # None is the loaders' default: named here, so that the held-out check reads the same checkpoint's record.
+    models = {n: DEFAULT_SEGMENTER if m is None else m for n, m in models.items()}
     found, names = resolve_cases(data_dir, case_names)
     check_label_grids([found[n] for n in names])
     if jobs > 1:
@@ -175,11 +186,11 @@ def evaluate(
         "summary": summarise(rows, list(models), subsets),
         "seconds_per_case_and_subset": {m: round(t / max(1, len(names) * len(subsets)), 2) for m, t in timing.items()},
         "thresholds": thresholds,
-        TRAINED_ON: trained_on_by_model(given, names, BUNDLED_NAME, BASELINE_NAME),
+        TRAINED_ON: trained_on_by_model(given, names, BUNDLED_NAME, BASELINE_NAME, ENSEMBLE_NAME),
         # a threshold given to evaluate() replaces the checkpoints' own, and with it their calibration
         CALIBRATED_ON: {}
         if threshold is not None
-        else calibrated_on_by_model(given, names, BUNDLED_NAME, BASELINE_NAME),
+        else calibrated_on_by_model(given, names, BUNDLED_NAME, BASELINE_NAME, ENSEMBLE_NAME),
     }
 
 

@@ -50,6 +50,11 @@ from medmodels.weights import load_network
 
 BUNDLED_NAME = "shaspec_brats18"
 BASELINE_NAME = "unet3d_baseline_brats18"
+#: The two above as one checkpoint, probabilities averaged (``medmodels.seg.ensemble``): "ensemble".
+ENSEMBLE_NAME = "shaspec_unet_brats18"
+#: What ``run``, ``segment`` and the Slicer module segment with when no checkpoint is given: the
+#: ensemble, ahead of either model alone on the validation cases (docs/segmentation.md, "Both models together").
+DEFAULT_SEGMENTER = "ensemble"
 MIN_COMPONENT_MM3 = 500.0
 MIN_ET_MM3 = 500.0
 #: Whole-tumour components below this fraction of the largest are dropped too.
@@ -273,17 +278,19 @@ def load_segmenter(
     mirror_axes: tuple[int, ...] = (),
     threshold: float | None = None,
 ) -> Segmenter:
-    """Load a segmenter: ``checkpoint=None`` = the bundled ShaSpec weights,
-    ``"baseline"`` = the bundled baseline U-Net, else a path to a ``.pt`` with
-    its ``.json`` record beside it (its SHA-256 is checked before loading).
+    """Load a segmenter: ``"bundled"`` = the bundled ShaSpec weights, ``"baseline"`` = the bundled
+    baseline U-Net, ``"ensemble"`` = the two averaged, ``checkpoint=None`` = ``DEFAULT_SEGMENTER``
+    (the ensemble), else a path to a ``.pt`` with its ``.json`` record beside it (its SHA-256 is
+    checked before loading).
     ``mirror_axes``: test-time mirroring (``predict_probabilities``).
     ``threshold``: instead of the checkpoint's own (``config["threshold"]``, else 0.5)."""
     model, config = load_network(
-        checkpoint,
+        DEFAULT_SEGMENTER if checkpoint is None else checkpoint,
         BUNDLED_NAME,
         BASELINE_NAME,
         "segmentation",
         ("kind", "net", "spacing", "patch_size"),
         build_segmentation_net,
+        ensemble=ENSEMBLE_NAME,
     )
     return Segmenter(model, config, resolve_device(device), overlap, mirror_axes, threshold)
