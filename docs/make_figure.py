@@ -233,13 +233,13 @@ def render(case: dict, result, predicted: np.ndarray, leave_out: str, title: str
 
 def weights_used(args: argparse.Namespace) -> dict[str, Path]:
     """What the weights do ("synthesis", "segmentation") -> the checkpoint file that runs."""
-    from medmodels.seg.inference import BUNDLED_NAME as SEG_BUNDLED
+    from medmodels.seg.inference import segmenter_file
     from medmodels.syn.inference import BUNDLED_NAME as SYN_BUNDLED
     from medmodels.weights import resolve_checkpoint
 
     return {
         "synthesis": resolve_checkpoint(args.syn_checkpoint, SYN_BUNDLED, SYN_BUNDLED),
-        "segmentation": resolve_checkpoint(args.seg_checkpoint, SEG_BUNDLED, SEG_BUNDLED),
+        "segmentation": segmenter_file(args.seg_checkpoint),  # None: the default, the ensemble
     }
 
 

@@ -47,6 +47,11 @@ def test_the_one_resolver():
     )
     with pytest.raises(CheckpointError, match="'ensemble' names no bundled model here"):
         resolve_checkpoint("ensemble", BUNDLED_NAME, BASELINE_NAME)  # synthesis, and --init, have none
+    # the file the segmentation loader loads: None is its default, the ensemble, not "bundled"
+    from medmodels.seg.inference import segmenter_file
+
+    assert segmenter_file(None) == segmenter_file("ensemble") == BUNDLED_DIR / f"{ENSEMBLE_NAME}.pt"
+    assert segmenter_file("bundled") == bundled and segmenter_file("baseline") == baseline
 
 
 def test_bundled_is_accepted_by_every_loader():

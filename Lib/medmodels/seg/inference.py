@@ -46,7 +46,7 @@ from medmodels.nets.config import DEFAULT_THRESHOLD
 from medmodels.nets.segmentation import build_segmentation_net
 from medmodels.nets.unet3d import N_REGIONS
 from medmodels.seg.data import prepare
-from medmodels.weights import load_network
+from medmodels.weights import load_network, resolve_checkpoint
 
 BUNDLED_NAME = "shaspec_brats18"
 BASELINE_NAME = "unet3d_baseline_brats18"
@@ -269,6 +269,13 @@ class Segmenter:
         regions = regions_from_probabilities(probs, threshold, ref.spacing, cleanup)
         labels = regions_to_labels(regions, label_convention)
         return Image(labels, ref.spacing, ref.origin, ref.direction)
+
+
+def segmenter_file(checkpoint: str | Path | None = None) -> Path:
+    """The file ``load_segmenter(checkpoint)`` loads: None is ``DEFAULT_SEGMENTER`` (the ensemble), as
+    there, not "bundled" (``weights.resolve_checkpoint``'s None). For whoever names the weights that ran."""
+    ref = DEFAULT_SEGMENTER if checkpoint is None else checkpoint
+    return resolve_checkpoint(ref, BUNDLED_NAME, BASELINE_NAME, ENSEMBLE_NAME)
 
 
 def load_segmenter(
