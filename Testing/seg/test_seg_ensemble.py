@@ -52,6 +52,9 @@ def test_an_ensemble_checkpoint_runs_as_the_mean_of_its_members(tiny_seg_models,
 def test_the_ensemble_is_not_held_out_on_any_members_training_case(tiny_seg_models, with_training_cases, tmp_path):
     a = with_training_cases(tiny_seg_models["shaspec"], tmp_path / "a", ["case_1", "case_2"])
     b = with_training_cases(tiny_seg_models["unet3d"], tmp_path / "b", ["case_3"])
+    record_b = json.loads(b.with_suffix(".json").read_text())
+    record_b["training"]["lineage"] = [{"sha256": "0" * 64, "training_cases": "the 11 of the split"}]  # a note
+    b.with_suffix(".json").write_text(json.dumps(record_b))
     record = write_ensemble([a, b], "both", tmp_path)
     assert record["training"]["training_cases"] == ["case_1", "case_2", "case_3"]
     assert trained_on_cases(tmp_path / "both.pt", ["case_2", "case_3", "case_9"]) == ["case_2", "case_3"]

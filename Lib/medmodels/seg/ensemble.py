@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from medmodels.atomic import check_output_folder, check_plain_name
+from medmodels.checkpoint_ref import PATH, CheckpointRef
 from medmodels.errors import InputError
 from medmodels.seg.inference import BASELINE_NAME, BUNDLED_NAME, ENSEMBLE_NAME
 from medmodels.weights import BUNDLED_DIR, open_checkpoint, save_checkpoint
@@ -34,7 +35,7 @@ def ensemble_config(configs: Sequence[dict], names: Sequence[str]) -> dict:
             differ in an entry of ``SHARED`` (naming the entry, the members and the fix).
     """
     if len(configs) < 2:
-        raise InputError("An ensemble needs two or more checkpoints: give --checkpoint twice or more.")
+        raise InputError("An ensemble needs two or more checkpoints: give export two or more models.")
     for name, config in zip(names, configs):
         if config.get("kind") == "ensemble":
             raise InputError(f"'{name}' is already an ensemble: give its members instead.")
@@ -76,7 +77,11 @@ def write_ensemble(
     check_plain_name(name, "ensemble name (--name)")
     dest = Path(dest_dir) if dest_dir else BUNDLED_DIR
     check_output_folder(dest, [f"{name}.pt", f"{name}.json"], "give another --name or --out")
-    refs = [Path(c) / MODEL if c is not None and Path(c).is_dir() else c for c in checkpoints]
+    # a run folder stands for its model.pt; the words "bundled"/"baseline" are never folders
+    refs = [
+        Path(c) / MODEL if c is not None and CheckpointRef(c).kind == PATH and Path(c).is_dir() else c
+        for c in checkpoints
+    ]
     opened = [open_checkpoint(c, BUNDLED_NAME, BASELINE_NAME, ENSEMBLE_NAME) for c in refs]
     names = [o.path.name for o in opened]
     config = ensemble_config([o.payload["config"] for o in opened], names)
@@ -86,7 +91,9 @@ def write_ensemble(
         for k, v in o.payload["state_dict"].items()
     }
     lineage = [stage for o in opened for stage in lineage_of(o.record)]
-    cases = sorted({c for stage in lineage for c in stage.get("training_cases") or [] if isinstance(c, str)})
+    # a stage's list of cases, not a hand-written note (a string: held_out does not read those either)
+    listed = [stage["training_cases"] for stage in lineage if isinstance(stage.get("training_cases"), list)]
+    cases = sorted({str(c) for names in listed for c in names})
     record = {
         "members": [
             {
