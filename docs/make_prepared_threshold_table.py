@@ -27,8 +27,9 @@ def main() -> None:
     parser.add_argument("thresholds", nargs="+", type=float)
     parser.add_argument(
         "--checkpoint",
-        default=None,
-        help="segmentation checkpoint (default: the bundled ShaSpec; 'ensemble': the default segmenter)",
+        default="bundled",
+        help="segmentation checkpoint: 'bundled' (ShaSpec, the default), 'baseline', 'ensemble' (what run "
+        "segments with) or a .pt path",
     )
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT / "Testing" / "prep"))
@@ -40,10 +41,10 @@ def main() -> None:
     from medmodels.options import RunOptions
     from medmodels.phantom import make_phantom, scanned_phantom
     from medmodels.seg.calibration import write_calibrated
-    from medmodels.weights import resolve_checkpoint
+    from medmodels.seg.inference import segmenter_file
     from test_rotation import rotated
 
-    source = resolve_checkpoint(args.checkpoint, "shaspec_brats18", "unet3d_baseline_brats18", "shaspec_unet_brats18")
+    source = segmenter_file(args.checkpoint)
     plain = make_phantom((96, 96, 64), seed=2)
     turned = dict(plain.images)
     turned["t1"] = rotated(turned["t1"], 20.0, 0)

@@ -28,11 +28,11 @@ from medmodels.metrics import dice_per_channel
 from medmodels.modalities import AvailabilityMask
 from medmodels.progress import progress
 from medmodels.report import markdown_text
-from medmodels.seg.inference import BASELINE_NAME, BUNDLED_NAME, ENSEMBLE_NAME, Segmenter, load_segmenter
+from medmodels.seg.inference import Segmenter, load_segmenter, segmenter_file
 from medmodels.syn.evaluate import parse_patterns
 from medmodels.syn.inference import Synthesizer, load_synthesizer
 from medmodels.syn.tables import evaluation_body
-from medmodels.weights import read_record, resolve_checkpoint
+from medmodels.weights import read_record
 
 ALL_FOUR = AvailabilityMask((True,) * 4)
 
@@ -125,7 +125,7 @@ def add_downstream_dice(
     syn = load_synthesizer(checkpoint, device)
     segmenter = BUNDLED if segmenter is None else segmenter  # ShaSpec: every downstream figure so far used it
     seg = load_segmenter(segmenter, device)
-    seg_path = resolve_checkpoint(segmenter, BUNDLED_NAME, BASELINE_NAME, ENSEMBLE_NAME)
+    seg_path = segmenter_file(segmenter)
     result = {
         **result,
         "dice": downstream_dice(syn, seg, cases, parse_patterns(patterns), steps, seed, samples),

@@ -66,17 +66,17 @@ def trained_on_by_model(
     cases: Sequence[str],
     bundled: str,
     baseline: str,
-    ensemble: str | None = None,
 ) -> dict[str, list[str]]:
     """Per model, the cases among ``cases`` its checkpoint trained on (``trained_on_cases``; empty: held out).
 
     Args:
         refs: a model's name in the evaluation -> its checkpoint reference as the loaders take it (None or
-            "bundled", "baseline", "ensemble", or a path; ``weights.resolve_checkpoint``).
+            "bundled", "baseline", or a path; ``weights.resolve_checkpoint``; segmentation passes the
+            files ``seg.inference.segmenter_file`` resolved, its "ensemble" and default included).
         cases: the names of the evaluated cases.
-        bundled, baseline, ensemble: the family's bundled checkpoint names the references stand for.
+        bundled, baseline: the family's bundled checkpoint names the references stand for.
     """
-    return _by_model(trained_on_cases, refs, cases, bundled, baseline, ensemble)
+    return _by_model(trained_on_cases, refs, cases, bundled, baseline)
 
 
 def calibrated_on_by_model(
@@ -84,18 +84,15 @@ def calibrated_on_by_model(
     cases: Sequence[str],
     bundled: str,
     baseline: str,
-    ensemble: str | None = None,
 ) -> dict[str, list[str]]:
     """Per model, the cases among ``cases`` its checkpoint's threshold was chosen on (``calibrated_on_cases``);
     the arguments as ``trained_on_by_model``."""
-    return _by_model(calibrated_on_cases, refs, cases, bundled, baseline, ensemble)
+    return _by_model(calibrated_on_cases, refs, cases, bundled, baseline)
 
 
-def _by_model(listed_cases, refs: Mapping, cases: Sequence[str], bundled: str, baseline: str, ensemble) -> dict:
+def _by_model(listed_cases, refs: Mapping, cases: Sequence[str], bundled: str, baseline: str) -> dict:
     """``{name: listed_cases(checkpoint, cases)}`` for each model's resolved checkpoint reference."""
-    return {
-        name: listed_cases(resolve_checkpoint(ref, bundled, baseline, ensemble), cases) for name, ref in refs.items()
-    }
+    return {name: listed_cases(resolve_checkpoint(ref, bundled, baseline), cases) for name, ref in refs.items()}
 
 
 def not_held_out(model: str, trained: Sequence[str], evaluated: int) -> str:

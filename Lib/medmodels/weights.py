@@ -302,23 +302,21 @@ class OpenedCheckpoint:
     record: dict[str, Any]
 
 
-def open_checkpoint(
-    checkpoint: str | os.PathLike | None, bundled: str, baseline: str | None, ensemble: str | None = None
-) -> OpenedCheckpoint:
+def open_checkpoint(checkpoint: str | os.PathLike | None, bundled: str, baseline: str | None) -> OpenedCheckpoint:
     """The steps every reader of trained weights takes first: resolve the reference
     (``resolve_checkpoint``), check the SHA-256 and load weights-only (``load_checkpoint``),
     and read the record. ``load_network``, ``--init`` (``medmodels.training``) and a flow's
     ``--mean-checkpoint`` (``medmodels.syn.train.load_mean``) go through it.
 
     Args:
-        checkpoint: None/"bundled", "baseline", "ensemble" or a path (a ``CheckpointRef``'s words).
-        bundled, baseline, ensemble: the family's bundled checkpoint names (``baseline``/``ensemble`` None:
-            none).
+        checkpoint: None/"bundled", "baseline" or a path (a ``CheckpointRef``'s words; segmentation's
+            "ensemble" becomes a path first, in ``seg.inference.segmenter_file``).
+        bundled, baseline: the family's bundled checkpoint names (``baseline`` None: none).
 
     Raises:
         CheckpointError: see ``resolve_checkpoint`` and ``load_checkpoint``.
     """
-    path = resolve_checkpoint(checkpoint, bundled, baseline, ensemble)
+    path = resolve_checkpoint(checkpoint, bundled, baseline)
     payload = load_checkpoint(path)
     return OpenedCheckpoint(path, payload, read_record(path))
 
@@ -330,7 +328,6 @@ def load_network(
     family: str,
     required: Sequence[str],
     build: Callable[[dict], torch.nn.Module],
-    ensemble: str | None = None,
 ) -> tuple[torch.nn.Module, dict]:
     """The one loader of trained networks, for segmentation and synthesis alike.
 
@@ -345,7 +342,6 @@ def load_network(
         required: config entries every checkpoint of the family has.
         build: the family's builder (``medmodels.nets.segmentation.build_segmentation_net``,
             ``medmodels.nets.synthesis.build_synthesis_net``).
-        ensemble: the family's bundled ensemble name ("ensemble"; None: the family has none).
 
     Returns:
         ``(network, config)``: the network on the CPU with the weights (float16 storage is
@@ -354,7 +350,7 @@ def load_network(
     Raises:
         CheckpointError: not a checkpoint of the family, or weights that do not fit its network.
     """
-    opened = open_checkpoint(checkpoint, bundled, baseline, ensemble)
+    opened = open_checkpoint(checkpoint, bundled, baseline)
     path, config = opened.path, opened.payload.get("config")
     if not isinstance(config, dict) or not set(required) <= set(config):
         raise CheckpointError(

@@ -265,8 +265,7 @@ def _calibrate(args: argparse.Namespace) -> int:
         write_calibration,
     )
     from medmodels.seg.evaluate import check_label_grids, parse_subsets, resolve_cases
-    from medmodels.seg.inference import BASELINE_NAME, BUNDLED_NAME, ENSEMBLE_NAME, load_segmenter
-    from medmodels.weights import resolve_checkpoint
+    from medmodels.seg.inference import load_segmenter, segmenter_file
 
     if not args.calibrate:
         raise InputError("--thresholds and --write belong to --calibrate: add --calibrate, or leave them out.")
@@ -305,7 +304,7 @@ def _calibrate(args: argparse.Namespace) -> int:
     # Checked before hours of work: the output folder, and the checkpoint (resolved, hash checked on load).
     check_writable_folder(args.out)
     check_output_folder(args.out, list(REPORT_FILES.values()), "give another --out")
-    source = resolve_checkpoint((args.checkpoint or [BUNDLED])[0], BUNDLED_NAME, BASELINE_NAME, ENSEMBLE_NAME)
+    source = segmenter_file((args.checkpoint or [BUNDLED])[0])
     if args.write is not None:
         check_writable_folder(args.write.parent)
     segmenter = load_segmenter(source, device=args.device)

@@ -20,7 +20,7 @@ from pathlib import Path
 from medmodels.atomic import check_output_folder, check_plain_name
 from medmodels.checkpoint_ref import PATH, CheckpointRef
 from medmodels.errors import InputError
-from medmodels.seg.inference import BASELINE_NAME, BUNDLED_NAME, ENSEMBLE_NAME
+from medmodels.seg.inference import BASELINE_NAME, BUNDLED_NAME, segmenter_file
 from medmodels.weights import BUNDLED_DIR, open_checkpoint, save_checkpoint
 
 #: Config entries the members must share: the ensemble runs them on one prepared input and one window.
@@ -82,7 +82,7 @@ def write_ensemble(
         Path(c) / MODEL if c is not None and CheckpointRef(c).kind == PATH and Path(c).is_dir() else c
         for c in checkpoints
     ]
-    opened = [open_checkpoint(c, BUNDLED_NAME, BASELINE_NAME, ENSEMBLE_NAME) for c in refs]
+    opened = [open_checkpoint(segmenter_file(c), BUNDLED_NAME, BASELINE_NAME) for c in refs]
     names = [o.path.name for o in opened]
     config = ensemble_config([o.payload["config"] for o in opened], names)
     state = {

@@ -35,11 +35,10 @@ from medmodels.report import Report, Table, read_report, report_files, write_rep
 from medmodels.seg.inference import (
     BASELINE_NAME,
     BUNDLED_NAME,
-    DEFAULT_SEGMENTER,
     DEFAULT_THRESHOLD,
-    ENSEMBLE_NAME,
     Segmenter,
     load_segmenter,
+    segmenter_file,
 )
 from medmodels.stats import paired_case_test
 
@@ -150,8 +149,6 @@ def evaluate(
     ``CALIBRATED_ON`` likewise names the cases each threshold was chosen on (none when ``threshold`` is given).
     """
     subsets = list(subsets or AvailabilityMask.all_subsets())
-    # None is the loaders' default: named here, so that the held-out check reads the same checkpoint's record.
-    models = {n: DEFAULT_SEGMENTER if m is None else m for n, m in models.items()}
     found, names = resolve_cases(data_dir, case_names)
     check_label_grids([found[n] for n in names])
     if jobs > 1:
@@ -176,7 +173,8 @@ def evaluate(
             for m, t in case_timing.items():
                 timing[m] += t
         next(it, None)
-    given = {n: m for n, m in models.items() if not isinstance(m, Segmenter)}
+    # the files the loaders loaded (None: the default), so the held-out checks read their records
+    given = {n: segmenter_file(m) for n, m in models.items() if not isinstance(m, Segmenter)}
     return {
         "cases": names,
         "subsets": [m.bits for m in subsets],
@@ -186,11 +184,11 @@ def evaluate(
         "summary": summarise(rows, list(models), subsets),
         "seconds_per_case_and_subset": {m: round(t / max(1, len(names) * len(subsets)), 2) for m, t in timing.items()},
         "thresholds": thresholds,
-        TRAINED_ON: trained_on_by_model(given, names, BUNDLED_NAME, BASELINE_NAME, ENSEMBLE_NAME),
+        TRAINED_ON: trained_on_by_model(given, names, BUNDLED_NAME, BASELINE_NAME),
         # a threshold given to evaluate() replaces the checkpoints' own, and with it their calibration
         CALIBRATED_ON: {}
         if threshold is not None
-        else calibrated_on_by_model(given, names, BUNDLED_NAME, BASELINE_NAME, ENSEMBLE_NAME),
+        else calibrated_on_by_model(given, names, BUNDLED_NAME, BASELINE_NAME),
     }
 
 

@@ -272,8 +272,10 @@ class Segmenter:
 
 
 def segmenter_file(checkpoint: str | Path | None = None) -> Path:
-    """The file ``load_segmenter(checkpoint)`` loads: None is ``DEFAULT_SEGMENTER`` (the ensemble), as
-    there, not "bundled" (``weights.resolve_checkpoint``'s None). For whoever names the weights that ran."""
+    """The file a segmentation checkpoint reference stands for: "bundled", "baseline", "ensemble" or a
+    path, and None = ``DEFAULT_SEGMENTER`` (the ensemble; ``weights.resolve_checkpoint``'s None is
+    "bundled"). The one place the words and the default become a file: ``load_segmenter``, the
+    held-out checks, calibration, ensembles and the figures all come through here."""
     ref = DEFAULT_SEGMENTER if checkpoint is None else checkpoint
     return resolve_checkpoint(ref, BUNDLED_NAME, BASELINE_NAME, ENSEMBLE_NAME)
 
@@ -292,12 +294,11 @@ def load_segmenter(
     ``mirror_axes``: test-time mirroring (``predict_probabilities``).
     ``threshold``: instead of the checkpoint's own (``config["threshold"]``, else 0.5)."""
     model, config = load_network(
-        DEFAULT_SEGMENTER if checkpoint is None else checkpoint,
+        segmenter_file(checkpoint),
         BUNDLED_NAME,
         BASELINE_NAME,
         "segmentation",
         ("kind", "net", "spacing", "patch_size"),
         build_segmentation_net,
-        ensemble=ENSEMBLE_NAME,
     )
     return Segmenter(model, config, resolve_device(device), overlap, mirror_axes, threshold)
