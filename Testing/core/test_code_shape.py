@@ -77,6 +77,7 @@ LAYERS = (
             "medmodels.cropping",
             "medmodels.working_grid",
             "medmodels.grid_chain",
+            "medmodels.tumour_carving",
             "medmodels.weights",
             "medmodels.held_out",
             "medmodels.nets",

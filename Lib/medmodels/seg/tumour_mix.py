@@ -18,28 +18,11 @@ Inside it the patch takes the donor's intensities and regions; outside it the re
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
+
+from medmodels.tumour_carving import carve_region
 
 #: The largest margin drawn, in working voxels (2 at 2.5 mm: up to 5 mm of the donor's tissue).
 MAX_MARGIN = 2
-
-
-def carve_region(donor_wt: torch.Tensor, donor_brain: torch.Tensor, recipient_brain: torch.Tensor, margin: int):
-    """Where the donor's crop replaces the recipient's.
-
-    Args:
-        donor_wt: ``(Z, Y, X)`` bool, the donor crop's whole tumour.
-        donor_brain, recipient_brain: ``(Z, Y, X)`` bool, each crop's brain (any modality non-zero).
-        margin: voxels of surrounding tissue kept around the tumour (>= 0; a cube's dilation).
-
-    Returns:
-        ``(Z, Y, X)`` bool: the tumour grown by ``margin``, inside both brains.
-    """
-    grown = donor_wt
-    if margin > 0:
-        k = 2 * int(margin) + 1
-        grown = F.max_pool3d(donor_wt[None, None].float(), k, stride=1, padding=int(margin))[0, 0] > 0
-    return grown & donor_brain & recipient_brain
 
 
 def tumour_mix(
@@ -50,7 +33,7 @@ def tumour_mix(
     Args:
         image, donor_image: ``(4, Z, Y, X)`` z-scores, 0 outside the brain, the same shape.
         regions, donor_regions: ``(3, Z, Y, X)`` ET, TC, WT (uint8 or bool); WT is the last channel.
-        margin: as ``carve_region``.
+        margin: as ``tumour_carving.carve_region``.
 
     Returns:
         ``(image, regions)``: inside the carved region the donor's, elsewhere the recipient's.

@@ -94,6 +94,12 @@ class SynTrainConfig(LoopConfig):
         "with --segmenter-weight: edge of the block in working voxels (slices, and pixels in plane); a "
         "multiple of 8 segmenter voxels",
     )
+    tumour_mix: float = option(
+        0.0,
+        "probability that a training slice gets another training case's tumour, in all four modalities with "
+        "0-2 pixels of its tissue, pasted at a random place in its brain (tumour mixing, as train-seg's); "
+        "0 = never. A training option only",
+    )
     augment_degrees: float = option(
         0.0,
         "random in-plane rotation (+- degrees) of each training slice with its neighbours and labels; "

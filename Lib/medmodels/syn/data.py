@@ -30,6 +30,7 @@ from medmodels.image import Image
 from medmodels.labels import detect_convention, labels_to_regions
 from medmodels.modalities import MODALITY_KEYS
 from medmodels.normalisation import Normalizer
+from medmodels.syn.tumour_mix import MAX_MARGIN, mixed_slab
 from medmodels.working_grid import WorkingGrid, working_zscores
 
 #: In-plane crops are grown to a multiple of this (the network halves H, W three times).
@@ -54,6 +55,8 @@ class WorkingCase:
         labels: ``(Z, Y, X)`` uint8 tumour labels on the same crop (nearest
             neighbour), or None: training weights the tumour with them.
         slice_weights: ``(Z,)`` brain area of each slice (set from ``brain``).
+        tumour_slices: indices of the slices with tumour labels (set from ``labels``; empty without),
+            the donors' slices of tumour mixing (``syn.tumour_mix``).
     """
 
     image: np.ndarray
@@ -64,10 +67,15 @@ class WorkingCase:
     name: str = ""
     labels: np.ndarray | None = None
     slice_weights: np.ndarray = field(default=None)  # type: ignore[assignment]
+    tumour_slices: np.ndarray = field(default=None, init=False, repr=False)  # type: ignore[assignment]
 
     def __post_init__(self) -> None:
         area = self.brain.reshape(self.brain.shape[0], -1).sum(1).astype(np.float64)
         self.slice_weights = area
+        labelled = self.labels is not None
+        self.tumour_slices = (
+            np.flatnonzero((self.labels > 0).reshape(self.labels.shape[0], -1).any(1)) if labelled else np.zeros(0, int)
+        )
 
     def brain_slices(self, min_fraction: float = 0.0) -> np.ndarray:
         """z indices of slices whose brain area is above ``min_fraction`` of the largest."""
@@ -167,6 +175,7 @@ def sample_batch(
     min_fraction: float = 0.1,
     flip: bool = True,
     context: int = 0,
+    tumour_mix: float = 0.0,
 ) -> SliceBatch:
     """A training batch of axial slices, their neighbours and their tumour labels.
 
@@ -174,7 +183,10 @@ def sample_batch(
     ``min_fraction`` of its largest), placed at a random offset in a
     ``size`` canvas (padded with 0 = background), optionally mirrored
     left-right; its ``context`` neighbours on either side and its labels get
-    the same crop, placement and mirroring.
+    the same crop, placement and mirroring. With probability ``tumour_mix``
+    the slice first gets another case's tumour (``syn.tumour_mix.mixed_slab``,
+    a donor slice with tumour drawn uniformly, a margin of 0-2 pixels); at 0
+    no random number is drawn for it, so earlier runs draw the same batches.
     """
     h, w = size
     planes = 1 + 2 * context
@@ -183,10 +195,16 @@ def sample_batch(
     for b in range(batch):
         case = cases[rng.integers(len(cases))]
         z = rng.choice(case.brain_slices(min_fraction))
-        slab = case.image[:, z : z + 1]
-        if context:  # the slice first, then its neighbours (the network's order)
-            slab = np.concatenate([slab, slice_context(case.image, np.array([z]), context)[0]], axis=1)
-        lab = case.labels[z] if case.labels is not None else np.zeros(slab.shape[2:], np.uint8)
+        donors = [c for c in cases if c is not case and len(c.tumour_slices)] if tumour_mix > 0 else []
+        if donors and rng.random() < tumour_mix:
+            donor = donors[rng.integers(len(donors))]
+            margin = int(rng.integers(MAX_MARGIN + 1))
+            slab, lab = mixed_slab(case, z, donor, int(rng.choice(donor.tumour_slices)), context, margin, rng)
+        else:
+            slab = case.image[:, z : z + 1]
+            if context:  # the slice first, then its neighbours (the network's order)
+                slab = np.concatenate([slab, slice_context(case.image, np.array([z]), context)[0]], axis=1)
+            lab = case.labels[z] if case.labels is not None else np.zeros(slab.shape[2:], np.uint8)
         # random crop if the slice is larger than the canvas, random placement if smaller
         ys, xs = slab.shape[2], slab.shape[3]
         y0, x0 = rng.integers(0, max(ys - h, 0) + 1), rng.integers(0, max(xs - w, 0) + 1)

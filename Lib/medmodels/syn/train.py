@@ -169,7 +169,8 @@ def training_batch(
     empty tensors when not used (the loop moves tensors). ``tumour_weight`` defaults
     to ``cfg.tumour_weight``, ``with_regions`` to whether ``cfg.region_weight`` is set."""
     tumour_weight = cfg.tumour_weight if tumour_weight is None else tumour_weight
-    batch = sample_batch(cases, size, tuple(cfg.patch_size), rng, flip=flip, context=cfg.context)
+    mix = cfg.tumour_mix if flip else 0.0  # training batches only (validation: flip=False)
+    batch = sample_batch(cases, size, tuple(cfg.patch_size), rng, flip=flip, context=cfg.context, tumour_mix=mix)
     if flip and (cfg.augment_degrees or cfg.augment_scale):  # training batches only (validation: flip=False)
         batch = random_affine(batch, rng, cfg.augment_degrees, cfg.augment_scale)
     # the masks come from the same stream, so one Generator state fixes the whole batch
@@ -362,6 +363,8 @@ def make_task(
         block_loss: with ``cfg.segmenter_weight``, the segmenter's loss on a synthesised block
             (``medmodels.segmenter_in_the_loop.block_loss(cfg)``); not used without.
     """
+    if not 0.0 <= cfg.tumour_mix <= 1.0:
+        raise InputError(f"--tumour-mix is a probability: give a value in 0..1 (got {cfg.tumour_mix}); 0 = none.")
     config = model_config(cfg, intensity_reference(cases))
     variant = variant_of(config)
     torch.manual_seed(cfg.seed)
