@@ -51,6 +51,6 @@ def test_whole_tumour_dice_of_a_displaced_study_as_of_the_aligned_one():
     displaced = run_case(images, options).segmentation.array
     wt = [region_scores(s, phantom.labels.array, (1, 1, 1))["Dice_WT"] for s in (aligned, displaced)]
     # the model must find the tumour for the comparison to mean something (the default segmenter, a
-    # ShaSpec and the U-Net averaged, has 0.826 on this aligned phantom; the bundled ShaSpec alone 0.806)
+    # ShaSpec and a U-Net averaged, has 0.810 on this aligned phantom; the bundled ShaSpec alone 0.806)
     assert wt[0] > 0.8, wt
     assert wt[1] >= wt[0] - 0.02, wt

@@ -240,11 +240,11 @@ def test_bundled_weights_load_and_segment(small_phantom):
         path = bundled_checkpoint(name)
         assert read_record(path)["sha256"] == sha256_of(path)
         assert path.with_suffix(".md").exists()  # the model card
-    # The bundled ensemble: a ShaSpec (the tumour-mixing stage, whose weights ship only inside it) and the
-    # bundled U-Net, and its own calibrated threshold.
-    members = read_record(bundled_checkpoint("shaspec_unet_brats18"))["members"]
-    assert [m["kind"] for m in members] == ["shaspec", "unet3d"]
-    assert members[1]["sha256"] == read_record(bundled_checkpoint("unet3d_baseline_brats18"))["sha256"]
+    # The default ensemble: a ShaSpec (tumour mixing) and a U-Net, both last trained on all 15 cases (their
+    # weights ship only inside it), with the threshold carried over from the same recipe on 11 cases.
+    record = read_record(bundled_checkpoint("shaspec_unet_brats18"))
+    assert [m["kind"] for m in record["members"]] == ["shaspec", "unet3d"]
+    assert len(record["training"]["training_cases"]) == 15 and record["calibration"]["carried_over_from"]
     seg = load_segmenter(device="cpu")
     assert seg.arch == "ensemble" and seg.spacing == (2.5, 2.5, 2.5) and "threshold" in seg.config
     assert load_segmenter("bundled", device="cpu").arch == "shaspec"
