@@ -10,7 +10,7 @@ from medmodels.datasets import discover_cases
 from medmodels.errors import InputError
 from medmodels.labels import labels_to_regions, regions_to_labels
 from medmodels.modalities import AvailabilityMask
-from medmodels.seg.calibration import calibrate, choose, leave_one_case_out
+from medmodels.seg.calibration import CANDIDATES, calibrate, choose, edge_note, leave_one_case_out
 from medmodels.seg.inference import Segmenter, load_segmenter
 from medmodels.weights import read_record, sha256_of
 
@@ -68,6 +68,19 @@ def test_calibration_finds_the_threshold_an_unsure_model_needs(tiny_shaspec, pha
     assert result["mean_score"]["0.3"] == pytest.approx(1.0) and result["mean_score"]["0.5"] < 0.5
     assert {r["threshold_chosen_on_the_others"] for r in result["leave_one_case_out"]} == {0.3}
     assert len(result["rows"]) == 2 * 2 * 4
+    assert result["edge_note"] is None  # 0.3 is inside the candidates' range
+    # the best candidate at the range's edge: the choice is the range's, and the result says so
+    at_edge = calibrate(seg, {n: found[n] for n in names}, subsets[:1], thresholds=(0.3, 0.4))
+    assert at_edge["threshold"] == 0.3 and "lowest candidate" in at_edge["edge_note"]
+
+
+def test_edge_note_names_the_side_to_widen():
+    assert 0.7 in CANDIDATES and 0.1 in CANDIDATES  # the default range reaches above 0.5
+    assert "rise above it" in edge_note(0.7, CANDIDATES) and "--thresholds reaching above 0.7" in edge_note(
+        0.7, CANDIDATES
+    )
+    assert "rise below it" in edge_note(0.1, CANDIDATES)
+    assert edge_note(0.5, CANDIDATES) is None and edge_note(0.5, [0.5]) is None
 
 
 def test_segmenter_thresholds_at_its_checkpoint_s_value_unless_told_otherwise(tiny_shaspec, small_phantom):

@@ -117,7 +117,7 @@ def _add_calibration_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--thresholds",
         default=None,
-        help="candidates, comma-separated, in (0, 1) (default: 0.1 to 0.5 in steps of 0.05; 0.5 is always tried)",
+        help="candidates, comma-separated, in (0, 1) (default: 0.1 to 0.7 in steps of 0.05; 0.5 is always tried)",
     )
     g.add_argument(
         "--write",
@@ -323,6 +323,8 @@ def _calibrate(args: argparse.Namespace) -> int:
     result["checkpoint"] = str(source)
     paths = write_calibration(result, args.out, command_of(args))
     print(paths["md"].read_text(encoding="utf-8"))
+    if result["edge_note"]:
+        print(f"warning: {result['edge_note']}", file=sys.stderr)
     if args.write is not None:
         record = write_calibrated(source, args.write, {**result, "command": command_of(args)})
         print(json.dumps({"file": str(args.write), "sha256": record["sha256"], "threshold": result["threshold"]}))

@@ -39,8 +39,10 @@ from medmodels.modalities import AvailabilityMask
 from medmodels.report import Report, Table, report_files, write_report
 from medmodels.seg.inference import DEFAULT_THRESHOLD, Segmenter, check_threshold, regions_from_probabilities
 
-#: The thresholds tried by default: 0.1 to 0.5 in steps of 0.05.
-CANDIDATES = tuple(round(0.1 + 0.05 * i, 2) for i in range(9))
+#: The thresholds tried by default: 0.1 to 0.7 in steps of 0.05. Above 0.5 too: a model that
+#: over-segments (the tumour-mixing ensemble's TC) has its best threshold there, and a range that
+#: stops at 0.5 would choose its edge without saying what lies beyond.
+CANDIDATES = tuple(round(0.1 + 0.05 * i, 2) for i in range(13))
 
 
 def check_candidates(thresholds: Sequence[float]) -> tuple[float, ...]:
@@ -80,6 +82,19 @@ def score_case(
         if bar is not None:
             next(bar, None)
     return rows
+
+
+def edge_note(threshold: float, candidates: Sequence[float]) -> str | None:
+    """A warning when ``threshold`` is the lowest or highest of several candidates: the score may still
+    improve beyond it, so the choice is the range's, not the model's; ``None`` inside the range."""
+    low, high = min(candidates), max(candidates)
+    if low == high or low < threshold < high:
+        return None
+    side, beyond = ("highest", "above") if threshold == high else ("lowest", "below")
+    return (
+        f"The chosen threshold {threshold:g} is the {side} candidate: the score may still rise {beyond} it. "
+        f"Calibrate again with --thresholds reaching {beyond} {threshold:g}."
+    )
 
 
 def case_scores(rows: Sequence[dict]) -> dict[float, dict[str, float]]:
@@ -142,8 +157,9 @@ def calibrate(
         subsets, thresholds, cleanup, bar: as ``score_case``.
 
     Returns:
-        ``{"threshold", "candidates", "cases", "subsets", "cleanup", "mean_score", "leave_one_case_out",
-        "rows"}``; ``mean_score`` maps each candidate to its mean over cases.
+        ``{"threshold", "edge_note", "candidates", "cases", "subsets", "cleanup", "mean_score",
+        "leave_one_case_out", "rows"}``; ``mean_score`` maps each candidate to its mean over cases;
+        ``edge_note`` is ``edge_note``'s warning or ``None``.
     """
     thresholds = check_candidates(thresholds)
     rows = []
@@ -151,8 +167,10 @@ def calibrate(
         images, labels = case.load()
         rows += [{"case": name, **r} for r in score_case(segmenter, images, labels, subsets, thresholds, cleanup, bar)]
     scores = case_scores(rows)
+    chosen = choose(scores)
     return {
-        "threshold": choose(scores),
+        "threshold": chosen,
+        "edge_note": edge_note(chosen, thresholds),
         "candidates": list(thresholds),
         "cases": list(cases),
         "subsets": [m.bits for m in subsets],
@@ -231,6 +249,8 @@ def threshold_calibration_body(result: dict) -> list[str | Table]:
             ),
         ]
     body.append(f"**Chosen threshold: {result['threshold']:g}** (checkpoint {result.get('checkpoint', '?')}).")
+    if result.get("edge_note"):
+        body.append(f"Note: {result['edge_note']}")
     return body
 
 
