@@ -40,8 +40,8 @@ from medmodels.report import Report, Table, report_files, write_report
 from medmodels.seg.inference import DEFAULT_THRESHOLD, Segmenter, check_threshold, regions_from_probabilities
 
 #: The thresholds tried by default: 0.1 to 0.7 in steps of 0.05. Above 0.5 too: a model that
-#: over-segments (the tumour-mixing ensemble's TC) has its best threshold there, and a range that
-#: stops at 0.5 would choose its edge without saying what lies beyond.
+#: over-segments may have its best threshold there (the tumour-mixing ensemble's TC peaks at 0.55),
+#: and a range that stopped at 0.5 would choose its edge without saying what lies beyond.
 CANDIDATES = tuple(round(0.1 + 0.05 * i, 2) for i in range(13))
 
 
