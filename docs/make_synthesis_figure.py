@@ -13,9 +13,11 @@ statistics (as ``evaluate-syn`` scores them) and shown on the true image's
 window; std and error on one shared scale per row. Each row's title gives the
 slice's SSIM in the brain (``medmodels.metrics.ssim``, the true slice's range)
 and the Spearman correlation of std and error over the brain voxels of the
-whole volume (``medmodels.syn.scoring.calibration``).
+whole volume (``medmodels.syn.scoring.calibration``). A model conditioned on the tumour regions reads
+the map of the segmenter ``--regions-from`` on the acquired modalities, never the expert labels.
 
-    .venv/bin/python docs/make_synthesis_figure.py --case ../shared/data/brats18/Brats18_CBICA_ALU_1
+    .venv/bin/python docs/make_synthesis_figure.py --case ../shared/data/brats18/Brats18_CBICA_ALU_1 \
+        --regions-from checkpoints/shaspec_unet_split_brats18.pt
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ if str(ROOT / "Lib") not in sys.path:
 from medmodels.datasets import find_case  # noqa: E402  (after the path set-up above)
 from medmodels.metrics import ssim  # noqa: E402
 from medmodels.modalities import MODALITY_KEYS, AvailabilityMask, modality  # noqa: E402
-from medmodels.syn.inference import load_synthesizer  # noqa: E402
+from medmodels.region_condition import load_conditioned_synthesizer  # noqa: E402
 from medmodels.syn.scoring import calibration, case_truth, own_zscores  # noqa: E402
 from medmodels.weights import read_record, resolve_checkpoint  # noqa: E402
 
@@ -47,6 +49,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--samples", type=int, default=4, help="M2DN samples (their mean and std)")
     parser.add_argument("--checkpoint", default=None, help="M2DN weights (default: bundled)")
     parser.add_argument("--baseline", default="baseline", help="regression weights (default: bundled)")
+    parser.add_argument(
+        "--regions-from",
+        default=None,
+        help="the segmenter whose map a model conditioned on the tumour regions reads (default: the default "
+        "segmenter); give one that never trained on --case",
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "synthesis_case.png")
     return parser.parse_args(argv)
 
@@ -67,7 +75,7 @@ def main(argv: list[str] | None = None) -> None:
     images, label_image = case.load()
     brain, labels = case_truth(images, label_image)
     z = int(np.argmax((labels == 4).sum(axis=(1, 2)))) if (labels == 4).any() else labels.shape[0] // 2
-    m2dn, reg = load_synthesizer(args.checkpoint, "cpu"), load_synthesizer(args.baseline, "cpu")
+    m2dn, reg = (load_conditioned_synthesizer(c, "cpu", args.regions_from) for c in (args.checkpoint, args.baseline))
     sha = read_record(resolve_checkpoint(args.checkpoint, "m2dn_brats18", "m2dn_regression_brats18"))["sha256"]
     truth = {k: own_zscores(images[k].array, brain) for k in MODALITY_KEYS}
     ys, xs = np.nonzero(brain[z])

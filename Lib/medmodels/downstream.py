@@ -29,6 +29,7 @@ from medmodels.modalities import AvailabilityMask
 from medmodels.progress import progress
 from medmodels.report import markdown_text
 from medmodels.seg.inference import Segmenter, load_segmenter, segmenter_file
+from medmodels.syn.conditioning import RegionSource
 from medmodels.syn.evaluate import parse_patterns
 from medmodels.syn.inference import Synthesizer, load_synthesizer
 from medmodels.syn.tables import evaluation_body
@@ -106,6 +107,7 @@ def add_downstream_dice(
     device: str = "auto",
     seed: int = 0,
     samples: int = 1,
+    regions: RegionSource | None = None,
 ) -> dict:
     """``result`` of ``medmodels.syn.evaluate.evaluate`` with the downstream Dice added (``"dice"``, and its
     table in ``"markdown"``); writes nothing: ``syn.evaluate.write_result`` writes the whole result after.
@@ -120,9 +122,10 @@ def add_downstream_dice(
         steps, seed, device, samples: sampler steps, random seed, device and
             M2DN samples averaged, as for ``evaluate``.
         patterns: comma-separated availability bits (None = the 14 missing patterns).
+        regions: a conditioned synthesizer's region source, as for ``evaluate``.
     """
     cases = split_cases(data, split, "validation", require_label=True)[: max_cases or None]
-    syn = load_synthesizer(checkpoint, device)
+    syn = load_synthesizer(checkpoint, device, regions)
     segmenter = BUNDLED if segmenter is None else segmenter  # ShaSpec: every downstream figure so far used it
     seg = load_segmenter(segmenter, device)
     seg_path = segmenter_file(segmenter)

@@ -85,10 +85,15 @@ class Models:
         self._segmenter = None
 
     def synthesizer(self):
+        """The synthesizer; one conditioned on the tumour regions reads them from this run's segmenter."""
         if self._synthesizer is None:
             from medmodels.syn.inference import load_synthesizer
 
             self._synthesizer = load_synthesizer(self.options.syn_checkpoint, self.options.device)
+            if self._synthesizer.conditioned:
+                from medmodels.region_condition import segmenter_regions
+
+                self._synthesizer.regions = segmenter_regions(self.segmenter())
         return self._synthesizer
 
     def segmenter(self):
@@ -167,7 +172,9 @@ def run_case(
         else:
             emit(
                 PREPARATION_END,
-                f"Synthesising {', '.join(BY_KEY[k].display for k in mask.missing_keys)} from {mask.label}",
+                f"Synthesising {', '.join(BY_KEY[k].display for k in mask.missing_keys)} from {mask.label}"
+                # a conditioned model's enhancement is placed by the segmenter: the log says so
+                + (", guided by the tumour regions the segmenter finds in them" if synthesizer.conditioned else ""),
             )
             with within(PREPARATION_END, 0.85):
                 outputs = synthesizer.synthesize(

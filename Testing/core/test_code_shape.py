@@ -95,7 +95,13 @@ LAYERS = (
     ("families", ("medmodels.seg", "medmodels.syn")),
     (
         "orchestration",
-        ("medmodels.pipeline", "medmodels.downstream", "medmodels.segmenter_in_the_loop", "medmodels.demo"),
+        (
+            "medmodels.pipeline",
+            "medmodels.downstream",
+            "medmodels.segmenter_in_the_loop",
+            "medmodels.region_condition",
+            "medmodels.demo",
+        ),
     ),
     ("interface", ("medmodels.cli", "medmodels.__main__", "medmodels.commands")),
 )

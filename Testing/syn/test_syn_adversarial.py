@@ -69,7 +69,7 @@ def test_without_the_weight_nothing_changes_and_with_it_only_the_loss_does(cases
         assert torch.equal(a, b)  # the same initial network
     batch = task.sample(np.random.default_rng(0), 0.0)
     losses = task.losses(task.model, batch, torch.Generator().manual_seed(3), None)
-    x0, missing, context, weight, _ = batch
+    x0, missing, context, weight, _, _ = batch
     before = variant_of(task.config).loss(task.model, x0, missing, torch.Generator().manual_seed(3), context, weight)
     assert list(losses) == ["total"] and torch.equal(losses["total"], before)  # the loss of a run before the option
     adv = adv_task.losses(adv_task.model, batch, torch.Generator().manual_seed(3), adv_task.critic)

@@ -116,8 +116,8 @@ def test_without_the_weight_a_run_is_unchanged_and_with_it_the_term_is_trained_a
     task = make_task(plain, cases, cases, torch.device("cpu"), main=False)
     seg_task = make_task(weighted, cases, cases, torch.device("cpu"), main=False, block_loss=block_loss(weighted))
     batch, seg_batch = (t.sample(np.random.default_rng(0), 0.0) for t in (task, seg_task))
-    assert len(batch) == 5 and all(torch.equal(a, b) for a, b in zip(batch, seg_batch[:5]))  # same slices drawn
-    x0, missing, context, regions = seg_batch[5:]
+    assert len(batch) == 6 and all(torch.equal(a, b) for a, b in zip(batch, seg_batch[:6]))  # same slices drawn
+    x0, missing, context, regions = seg_batch[6:]
     assert x0.shape == (32, 4, 32, 32) and regions.shape == (3, 32, 32, 32)
     assert missing[0, 2] == 1 and torch.equal(missing, missing[:1].expand_as(missing))  # T1c missing, one pattern
     assert {m.missing_vector()[2] for m in T1C_MISSING} == {1.0} and len(T1C_MISSING) == 7

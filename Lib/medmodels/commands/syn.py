@@ -132,11 +132,45 @@ def register(sub: argparse._SubParsersAction) -> None:
         type=checkpoint_argument,
         help="the segmenter of --dice: a segmentation .pt, 'bundled' (ShaSpec, the default) or 'baseline'",
     )
+    _regions_argument(p)
     out_argument(p, "evaluation.json with all figures, evaluation.md with the tables")
     p.add_argument("--seed", type=int, default=0)
     add_runtime_arguments(p)
     p.set_defaults(func=_evaluate)
     _register_bench(sub)
+
+
+#: ``--regions-from``'s word for no map: a conditioned model synthesises with an empty one.
+NO_REGIONS = "none"
+
+
+def _regions_reference(text: str):
+    return NO_REGIONS if text == NO_REGIONS else checkpoint_argument(text)
+
+
+def _regions_argument(p: argparse.ArgumentParser) -> None:
+    """``--regions-from``: the segmenter whose map a conditioned synthesizer reads (``medmodels.region_condition``)."""
+    p.add_argument(
+        "--regions-from",
+        default=None,
+        type=_regions_reference,
+        metavar="bundled|baseline|ensemble|PATH|none",
+        help="for a synthesis model conditioned on the tumour regions (train-syn --condition regions): the "
+        "segmenter whose probabilities on the acquired modalities it reads (default: the default segmenter, "
+        "as medmodels run); on a split, give one trained on its training cases; 'none': an empty map (what "
+        "the model draws without a segmenter). Other models ignore it",
+    )
+
+
+def _regions(args: argparse.Namespace):
+    """The region source of ``--regions-from`` (loaded only if a conditioned synthesizer asks)."""
+    from medmodels.syn.conditioning import no_regions
+
+    if args.regions_from == NO_REGIONS:
+        return no_regions
+    from medmodels.region_condition import segmenter_regions
+
+    return segmenter_regions(args.regions_from, args.device)
 
 
 def _register_bench(sub: argparse._SubParsersAction) -> None:
@@ -196,6 +230,7 @@ def _register_bench(sub: argparse._SubParsersAction) -> None:
         default=64,
         help="edge of the segmenter loss's block in working voxels (with --training and --segmenter-weight)",
     )
+    _regions_argument(p)
     out_argument(
         p, "also write the figures to OUT/bench_syn.json and .md (--training: bench_syn_training)", required=False
     )
@@ -242,7 +277,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     if args.seg_checkpoint is not None and not args.dice:
         raise InputError("--seg-checkpoint is the segmenter of the downstream Dice: add --dice, or leave it out.")
     options = dict(steps=args.steps, max_cases=args.max_cases, patterns=args.patterns, device=args.device)
-    options.update(seed=args.seed, samples=args.samples)
+    options.update(seed=args.seed, samples=args.samples, regions=_regions(args))
     result = evaluate(
         args.data,
         args.split,
@@ -252,6 +287,9 @@ def _evaluate(args: argparse.Namespace) -> int:
         input_grid=args.input_grid,
         **options,
     )
+    if result.get("region_condition"):  # the segmenter whose map the conditioned model read, by file and SHA-256
+        segmenter = None if args.regions_from == NO_REGIONS else _segmenter_record(args.regions_from)
+        result["region_condition"] = {**result["region_condition"], "segmenter": segmenter}
     out = args.out / f"{EVALUATION}.json"
     if args.dice:  # pipeline level: needs the segmenter as well as the synthesizer
         from medmodels.downstream import add_downstream_dice
@@ -269,6 +307,15 @@ def _evaluate(args: argparse.Namespace) -> int:
     print(result["markdown"])
     _held_out_notes(result)
     return 0
+
+
+def _segmenter_record(ref) -> dict:
+    """``{"checkpoint", "sha256"}`` of a segmenter reference (None = the default segmenter)."""
+    from medmodels.seg.inference import segmenter_file
+    from medmodels.weights import read_record
+
+    path = segmenter_file(ref)
+    return {"checkpoint": str(path), "sha256": read_record(path)["sha256"]}
 
 
 def _held_out_notes(result: dict) -> None:
@@ -307,6 +354,7 @@ def _bench(args: argparse.Namespace) -> int:
         device=args.device,
         seed=args.seed,
         samples=args.samples,
+        regions=_regions(args),
     )
     return show_report(benchmark_report(result, command_of(args)), args.out, BENCH_FILES[False])
 

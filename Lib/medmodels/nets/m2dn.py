@@ -43,6 +43,13 @@ class M2DNet(nn.Module):
             features and the input state), for detail finer than the fusion
             network's half resolution. They start as identities (zero-initialised),
             so a grown network computes what the smaller one did.
+        condition_channels: planes of a per-pixel condition map (0 = none; 3 for
+            the tumour regions ET, TC, WT of ``medmodels.syn.conditioning``). The
+            map gets its own stem (a ``ModalityEncoder``) whose features pass a
+            zero-initialised 1x1 convolution and are added to the first fusion
+            level's output: added, not concatenated, so the fusion blocks keep
+            their shapes, and zero at the start, so a network grown from one
+            without a condition computes what it did.
 
     Forward:
         x: ``(B, M, H, W)`` current diffusion state (available modalities clean,
@@ -51,6 +58,9 @@ class M2DNet(nn.Module):
         missing: ``(B, M)`` float, 1 = missing (the paper's condition vector v).
         context: ``(B, M, 2 * context, H, W)`` the neighbouring slices, below
             then above, in the same space (required when ``context > 0``).
+        condition: ``(B, condition_channels, H, W)`` the condition map, values in
+            [0, 1]; None = all zeros (no condition known), which a network
+            trained with condition dropout has learned to read.
 
     Returns:
         ``(B, M, H, W)``: prediction of the clean images of all modalities.
@@ -64,9 +74,11 @@ class M2DNet(nn.Module):
         emb_dim: int = 64,
         context: int = 0,
         refine_blocks: int = 0,
+        condition_channels: int = 0,
     ) -> None:
         super().__init__()
         self.modalities = modalities
+        self.condition_channels = condition_channels
         self.emb_dim = emb_dim
         self.context = context
         channels = list(channels)
@@ -92,6 +104,13 @@ class M2DNet(nn.Module):
         self.refine = nn.ModuleList(
             ResBlockSE(channels[0], channels[0], emb_dim, zero_init=True) for _ in range(refine_blocks)
         )
+        self.condition = None
+        if condition_channels:
+            self.condition = nn.Sequential(
+                ModalityEncoder(encoder_channels, condition_channels), nn.Conv2d(encoder_channels, channels[0], 1)
+            )
+            nn.init.zeros_(self.condition[1].weight)
+            nn.init.zeros_(self.condition[1].bias)
 
     def _planes(self, x: torch.Tensor, missing: torch.Tensor, context: torch.Tensor | None) -> list[torch.Tensor]:
         """Each modality's encoder input: its slice, then its neighbours (zero where the modality is missing)."""
@@ -104,19 +123,40 @@ class M2DNet(nn.Module):
         context = context * (1 - missing.to(context.dtype))[:, :, None, None, None]
         return [torch.cat([x[:, i : i + 1], context[:, i]], dim=1) for i in range(self.modalities)]
 
+    def _condition(self, x: torch.Tensor, condition: torch.Tensor | None) -> torch.Tensor | None:
+        """The condition map checked against ``x``; zeros when the network has one and none is given."""
+        if self.condition is None:
+            if condition is not None:
+                raise ValueError("This M2DNet has no condition input (condition_channels=0); pass condition=None")
+            return None
+        expected = (x.shape[0], self.condition_channels, *x.shape[2:])
+        if condition is None:
+            return x.new_zeros(expected)
+        if tuple(condition.shape) != expected:
+            raise ValueError(f"M2DNet expects condition of shape {expected}, got {tuple(condition.shape)}")
+        return condition.to(x.dtype)
+
     def forward(
-        self, x: torch.Tensor, t: torch.Tensor, missing: torch.Tensor, context: torch.Tensor | None = None
+        self,
+        x: torch.Tensor,
+        t: torch.Tensor,
+        missing: torch.Tensor,
+        context: torch.Tensor | None = None,
+        condition: torch.Tensor | None = None,
     ) -> torch.Tensor:
         if x.ndim != 4 or x.shape[1] != self.modalities:
             raise ValueError(f"M2DNet expects (B, {self.modalities}, H, W), got {tuple(x.shape)}")
         emb = self.time_mlp(timestep_embedding(t, self.emb_dim))
         planes = self._planes(x, missing, context)
+        condition = self._condition(x, condition)
         h = torch.cat([enc(p) for p, enc in zip(planes, self.encoders)], dim=1)
         skips = []
         for level, block in enumerate(self.down):
             if level > 0:
                 h = downsample(h)
             h = block(h, emb)
+            if level == 0 and condition is not None:
+                h = h + self.condition(condition)
             skips.append(h)
         v = missing.to(h.dtype)[:, :, None, None].expand(-1, -1, *h.shape[2:])  # unpool M x 1 x 1 -> M x h x w
         h = self.bottleneck(torch.cat([h, v], dim=1), emb)
@@ -130,12 +170,13 @@ class M2DNet(nn.Module):
         return conv_out(h)
 
     def load_grown(self, state_dict: dict[str, torch.Tensor]) -> None:
-        """Load the weights of a network with less context and fewer refinement blocks.
+        """Load the weights of a network with less context, fewer refinement blocks or no condition.
 
         The new inputs of each encoder's first convolution (the neighbouring
-        slices) get zero weights and the new refinement blocks keep their
-        identity start, so this network computes exactly what the smaller one
-        did, and training continues from it instead of from scratch.
+        slices) get zero weights, the new refinement blocks keep their
+        identity start and a new condition stem its zero output, so this
+        network computes exactly what the smaller one did, and training
+        continues from it instead of from scratch.
 
         Raises:
             RuntimeError: a weight that is neither of those does not match.
@@ -143,7 +184,7 @@ class M2DNet(nn.Module):
         grown = {}
         for name, ours in self.state_dict().items():
             theirs = state_dict.get(name)
-            if theirs is None and name.startswith("refine."):
+            if theirs is None and name.startswith(("refine.", "condition.")):
                 grown[name] = ours
             elif theirs is not None and name.endswith("body.0.weight") and theirs.shape[1] < ours.shape[1]:
                 w = torch.zeros_like(ours)

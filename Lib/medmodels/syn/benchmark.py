@@ -33,6 +33,7 @@ from medmodels.normalisation import Normalizer
 from medmodels.options import DEFAULT_SAMPLES
 from medmodels.report import Report, Table
 from medmodels.runtime import peak_rss_mib
+from medmodels.syn.conditioning import RegionSource
 from medmodels.syn.data import to_working_case
 from medmodels.syn.inference import load_synthesizer
 from medmodels.syn.scoring import evaluation_slices, slice_metrics, unit_range
@@ -52,14 +53,16 @@ def benchmark(
     device: str = "auto",
     seed: int = 0,
     samples: int = DEFAULT_SAMPLES,
+    regions: RegionSource | None = None,
 ) -> dict:
     """Whole-volume time of one missing modality at the default steps and ``samples`` (the output is
-    their mean: ``run``'s default), then quality against the number of steps on working-grid slices."""
+    their mean: ``run``'s default), then quality against the number of steps on working-grid slices.
+    ``regions``: a conditioned synthesizer's region source (``Synthesizer``); its time is in the timing."""
     if missing not in MODALITY_KEYS:
         raise InputError(f"Unknown modality '{missing}': use one of {', '.join(MODALITY_KEYS)}.")
     case = find_case(Path(case_dir), require_all=True)
     images, _ = case.load()
-    syn = load_synthesizer(checkpoint, device)
+    syn = load_synthesizer(checkpoint, device, regions)
     timing = time_whole_volume(syn, case.name, images, missing, repeats, seed, samples)
     configs = [("ddim", s) for s in (DEFAULT_SWEEP if steps is None else steps)]
     configs += [("ddpm", syn.diffusion.num_train_timesteps)] if full else []
@@ -115,11 +118,12 @@ def step_sweep(syn, case_name: str, images, patterns: Sequence[str], configs, sl
         pm = AvailabilityMask.from_bits(bits)
         truth = work.image[:, zsel]
         x, context = syn.slices(work.image * pm.vector()[:, None, None, None], zsel)
+        condition = syn.condition_slices(syn.case_condition(images, pm, work), zsel)
         miss = torch.as_tensor(pm.missing_vector())[None].expand(len(zsel), -1)
         for sampler, n in configs:
             gen = torch.Generator(device=syn.device).manual_seed(seed)
             t0 = time.perf_counter()
-            pred = syn.predict_slices(x, miss, n, gen, sampler=sampler, context=context).permute(1, 0, 2, 3).numpy()
+            pred = syn.predict_slices(x, miss, n, gen, sampler, context, condition).permute(1, 0, 2, 3).numpy()
             dt = time.perf_counter() - t0
             scores = []
             for key in pm.missing_keys:

@@ -21,6 +21,8 @@ from medmodels.loop_config import LoopConfig
 #: network trained as a regression without diffusion, or a flow refining that regression's
 #: prediction (posterior-mean rectified flow).
 MODELS = ("m2dn", "regression", "pmrf")
+#: What a synthesis network is conditioned on besides the modalities (``medmodels.syn.conditioning``).
+CONDITIONS = ("none", "regions")
 
 
 @dataclass(kw_only=True)
@@ -99,6 +101,16 @@ class SynTrainConfig(LoopConfig):
         "probability that a training slice gets another training case's tumour, in all four modalities with "
         "0-2 pixels of its tissue, pasted at a random place in its brain (tumour mixing, as train-seg's); "
         "0 = never. A training option only",
+    )
+    condition: str = option(
+        "none",
+        "regions: the network also reads a map of the tumour regions (ET, TC, WT), from the training labels "
+        "softened to look like a segmenter's probabilities; at inference the segmenter's on the acquired "
+        "modalities (medmodels.syn.conditioning). none: the paper's network. m2dn and regression only",
+        choices=CONDITIONS,
+    )
+    condition_dropout: float = option(
+        0.3, "with --condition regions: probability that a training slice's map is zeros (no segmenter)"
     )
     augment_degrees: float = option(
         0.0,

@@ -70,6 +70,7 @@ from medmodels.options import samples_problem
 from medmodels.progress import progress
 from medmodels.report import Report, markdown_text, write_report
 from medmodels.stats import CASE_TEST
+from medmodels.syn.conditioning import RegionSource
 from medmodels.syn.inference import BASELINE_NAME, BUNDLED_NAME, load_synthesizer
 from medmodels.syn.masks import PATTERNS
 from medmodels.syn.scoring import score_input_grid_case, score_working_grid_case
@@ -141,6 +142,21 @@ def _trained_on(checkpoint, baseline, cases: list[str]) -> dict[str, list[str]]:
     return trained_on_by_model(refs, cases, BUNDLED_NAME, BASELINE_NAME)
 
 
+def _load_models(checkpoint, baseline, device: str, regions: RegionSource | None):
+    """The M2DN and regression synthesizers ``evaluate`` compares (see its arguments).
+
+    Raises:
+        InputError: the baseline is not a regression, or the two work on other grids.
+    """
+    syn = load_synthesizer(checkpoint, device, regions)
+    reg = load_synthesizer(baseline if baseline is not None else "baseline", device, regions)
+    if reg.kind != "regression":
+        raise InputError("--baseline must be a regression-baseline checkpoint (trained with --model regression).")
+    if syn.spacing != reg.spacing:
+        raise InputError(f"M2DN ({syn.spacing}) and the baseline ({reg.spacing}) use different working spacings.")
+    return syn, reg
+
+
 def evaluate(
     data,
     split,
@@ -155,6 +171,7 @@ def evaluate(
     seed: int = 0,
     input_grid: bool = True,
     samples: int = 1,
+    regions: RegionSource | None = None,
 ) -> dict:
     """Run the evaluation on the validation cases of ``split``; writes ``out`` (JSON) and ``out.md``.
 
@@ -171,6 +188,8 @@ def evaluate(
         input_grid: also synthesise whole volumes and score them on the input grid (brain, tumour, T1c
             enhancement); the slow part.
         samples: M2DN's output is the mean of this many samples (the posterior mean's estimate; ``run --samples``).
+        regions: where a synthesizer conditioned on the tumour regions gets their map (``Synthesizer``;
+            ``medmodels.region_condition``); unconditioned ones never call it.
 
     The result's ``TRAINED_ON`` is ``_trained_on``'s. Its ``"dice"`` is None here;
     ``medmodels.downstream.add_downstream_dice`` fills it (and its ``"markdown"``) before it is written.
@@ -178,12 +197,7 @@ def evaluate(
     t_start = time.time()
     if samples_problem(samples):
         raise InputError(samples_problem(samples))
-    syn = load_synthesizer(checkpoint, device)
-    reg = load_synthesizer(baseline if baseline is not None else "baseline", device)
-    if reg.kind != "regression":
-        raise InputError("--baseline must be a regression-baseline checkpoint (trained with --model regression).")
-    if syn.spacing != reg.spacing:
-        raise InputError(f"M2DN ({syn.spacing}) and the baseline ({reg.spacing}) use different working spacings.")
+    syn, reg = _load_models(checkpoint, baseline, device, regions)
     chosen = parse_patterns(patterns)
     cases = split_cases(data, split, "validation", require_label=False)[: max_cases or None]
     rows: list[dict] = []
@@ -211,6 +225,8 @@ def evaluate(
         "enhancement": enhancement_table if input_grid else None,
         "calibration": calibration_table or None,
         "dice": None,
+        # what a conditioned model read its map from is added by the command (it knows the segmenter)
+        "region_condition": syn.config.get("condition"),
         "per_case": _rounded(rows),
         "per_case_input_grid": input_rows if input_grid else None,
         "wall_s": round(time.time() - t_start, 1),

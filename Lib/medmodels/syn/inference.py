@@ -19,6 +19,7 @@ modalities (a missing modality has no intensities of its own to copy; see
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -35,6 +36,7 @@ from medmodels.normalisation import Normalizer
 from medmodels.options import DEFAULT_SAMPLES, samples_problem
 from medmodels.progress import progress
 from medmodels.syn import diffusion as D
+from medmodels.syn.conditioning import RegionSource, bind, condition_channels
 from medmodels.syn.data import WorkingCase, slice_context, to_preparation_grid, to_working_case
 from medmodels.syn.variants import variant
 from medmodels.weights import load_network
@@ -45,6 +47,13 @@ BASELINE_NAME = "m2dn_regression_brats18"
 #: (docs/synthesis.md): with the bundled weights, 2 steps scored higher PSNR and SSIM than 10 on all
 #: 14 patterns and higher mean SSIM than the full-length DDPM sampler in the sweep, at a fifth of the time.
 DEFAULT_STEPS = 2
+#: What a conditioned synthesizer without a region source says before it synthesises without a map.
+NO_REGIONS_WARNING = (
+    "This synthesis model reads a map of the tumour regions from a segmenter, and none was given: it "
+    "synthesises without one, with less enhancement. Load it with "
+    "medmodels.region_condition.load_conditioned_synthesizer (the commands and the Slicer module do), "
+    "or pass regions= to Synthesizer."
+)
 #: Slices per network call; bounds memory (a BraTS slice is about 96 x 80 at 2 mm, 1.6 times that per side at 1.25 mm).
 SLICE_BATCH = 96
 
@@ -71,10 +80,16 @@ class Synthesizer:
         net: the ``M2DNet`` (a ``MeanAndFlow`` for a posterior-mean flow).
         config: the checkpoint's config (``kind``, ``net``, ``diffusion``, ``spacing``, ``intensity_reference``).
         device: where the network runs.
+        regions: for a network conditioned on the tumour regions (``syn.conditioning``), what gives
+            their map for a case (a segmenter, from the layer above: ``medmodels.region_condition``);
+            not used by other networks.
     """
 
-    def __init__(self, net: torch.nn.Module, config: Mapping, device: torch.device) -> None:
+    def __init__(
+        self, net: torch.nn.Module, config: Mapping, device: torch.device, regions: RegionSource | None = None
+    ) -> None:
         self.net = net.to(device).eval()
+        self.regions = regions
         self.config = dict(config)
         self.device = device
         self.kind = config.get("kind", "m2dn")
@@ -92,6 +107,41 @@ class Synthesizer:
         ``(n, 4, H, W)`` and their neighbours ``(n, 4, 2k, H, W)`` (None for a 2D network)."""
         x = torch.from_numpy(np.ascontiguousarray(volume[:, zs].transpose(1, 0, 2, 3)))
         return x, (torch.from_numpy(slice_context(volume, zs, self.context)) if self.context else None)
+
+    @property
+    def conditioned(self) -> bool:
+        """Whether the network reads a map of the tumour regions (``syn.conditioning``)."""
+        return condition_channels(self.config) > 0
+
+    def case_condition(
+        self, images: Mapping[str, Image], mask: AvailabilityMask, case: WorkingCase, chain: GridChain | None = None
+    ) -> np.ndarray | None:
+        """The region map of a case on its working crop, ``(3, Z, Y, X)`` float32; None for a network
+        without a condition, or (with a warning) for a conditioned one without ``regions``, which then
+        synthesises as it learned to without a map (condition dropout) and draws less enhancement.
+
+        Args:
+            images: the acquired modalities the case was made from (on one grid).
+            mask: which of them are acquired.
+            case: ``images`` on the working grid (``to_working_case``).
+            chain: as for ``synthesize``.
+        """
+        if not self.conditioned:
+            return None
+        if self.regions is None:
+            warnings.warn(NO_REGIONS_WARNING, stacklevel=2)
+            return None
+        probabilities = self.regions({k: images[k] for k in mask.keys}, mask, chain)
+        if probabilities is None:  # the source's word for no map (``conditioning.no_regions``)
+            return None
+        return (case.grid.forward(probabilities, "linear") * case.brain[None]).astype(np.float32)
+
+    @staticmethod
+    def condition_slices(condition: np.ndarray | None, zs: np.ndarray) -> torch.Tensor | None:
+        """``(3, Z, Y, X)`` region map -> ``(n, 3, H, W)`` for slices ``zs`` (None stays None)."""
+        if condition is None:
+            return None
+        return torch.from_numpy(np.ascontiguousarray(condition[:, zs].transpose(1, 0, 2, 3)))
 
     @property
     def default_steps(self) -> int:
@@ -117,12 +167,14 @@ class Synthesizer:
         generator: torch.Generator | None = None,
         sampler: str = "ddim",
         context: torch.Tensor | None = None,
+        condition: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Synthesise slices.
 
         Args:
             x: ``(B, 4, H, W)`` z-scores; missing channels are ignored.
             context: ``(B, 4, 2k, H, W)`` z-scores of the neighbouring slices (``slices``), for a 2.5D network.
+            condition: ``(B, 3, H, W)`` the region map (``condition_slices``), for a conditioned network.
             missing: ``(B, 4)`` float, 1 = missing.
             steps: DDIM steps (None = default); ignored by the regression baseline and by ``sampler="ddpm"``.
             generator: a ``torch.Generator`` on ``self.device``.
@@ -133,9 +185,10 @@ class Synthesizer:
         """
         xs, ms = x.to(self.device), missing.to(self.device)
         cs = context.to(self.device) if context is not None else None
+        net = bind(self.net, condition.to(self.device) if condition is not None else None)
         # steps None = the full-length DDPM chain; the regression baseline ignores steps
         steps = None if sampler == "ddpm" else self._check_steps(steps)
-        return self.variant.sample(self.net, xs, ms, steps, generator, cs).float().cpu()
+        return self.variant.sample(net, xs, ms, steps, generator, cs).float().cpu()
 
     def synthesize_case(
         self,
@@ -145,8 +198,10 @@ class Synthesizer:
         samples: int = DEFAULT_SAMPLES,
         seed: int = 0,
         desc: str = "Synthesising",
+        condition: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray | None]:
-        """Sample every brain slice of a prepared case.
+        """Sample every brain slice of a prepared case (``condition``: its region map on the working
+        crop, ``case_condition``, for a conditioned network).
 
         Returns:
             ``mean (4, Z, Y, X)`` z-scores on the working crop (available
@@ -159,6 +214,7 @@ class Synthesizer:
             raise InputError(samples_problem(samples))
         zs = case.brain_slices()
         x, context = self.slices(case.image, zs)  # (n, 4, H, W), neighbours (n, 4, 2k, H, W) or None
+        cond = self.condition_slices(condition, zs)
         missing = torch.as_tensor(mask.missing_vector())[None].expand(len(zs), -1)
         draws = []
         runs = self.draws(samples)
@@ -168,7 +224,8 @@ class Synthesizer:
         for k, i in progress(batches, desc=desc):
             part = slice(i, i + SLICE_BATCH)
             ctx = context[part] if context is not None else None
-            outs[k].append(self.predict_slices(x[part], missing[part], steps, gens[k], context=ctx))
+            cnd = cond[part] if cond is not None else None
+            outs[k].append(self.predict_slices(x[part], missing[part], steps, gens[k], context=ctx, condition=cnd))
         for k in range(runs):
             draws.append(torch.cat(outs[k]).permute(1, 0, 2, 3).numpy())
         stack = np.stack(draws)  # (runs, 4, n, H, W)
@@ -209,8 +266,10 @@ class Synthesizer:
         mask = resolve_mask(images, mask)
         if mask.is_complete:
             return {}
-        case = to_working_case({k: images[k] for k in mask.keys}, self.spacing)
-        mean, std = self.synthesize_case(case, mask, steps, samples, seed)
+        given = {k: images[k] for k in mask.keys}
+        case = to_working_case(given, self.spacing)
+        condition = self.case_condition(given, mask, case, chain)
+        mean, std = self.synthesize_case(case, mask, steps, samples, seed, condition=condition)
         brain, reference = case.grid.input_brain, case.grid.reference
         result: dict[str, tuple[Image, Image | None]] = {}
         for key in mask.missing_keys:
@@ -226,11 +285,14 @@ class Synthesizer:
         return result
 
 
-def load_synthesizer(checkpoint: str | Path | None = None, device: str = "auto") -> Synthesizer:
+def load_synthesizer(
+    checkpoint: str | Path | None = None, device: str = "auto", regions: RegionSource | None = None
+) -> Synthesizer:
     """Load a synthesizer: ``None`` = the bundled M2DN weights, ``"baseline"`` =
     the bundled regression baseline, else a path to a ``.pt`` with its ``.json``
-    record beside it (its SHA-256 is checked before loading)."""
+    record beside it (its SHA-256 is checked before loading). ``regions``: as for
+    ``Synthesizer`` (``medmodels.region_condition.load_conditioned_synthesizer`` gives one)."""
     net, config = load_network(
         checkpoint, BUNDLED_NAME, BASELINE_NAME, "synthesis", ("net", "diffusion", "spacing"), build_synthesis_net
     )
-    return Synthesizer(net, config, resolve_device(device))
+    return Synthesizer(net, config, resolve_device(device), regions)

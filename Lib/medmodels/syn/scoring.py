@@ -86,18 +86,25 @@ def predict_pattern(
     steps: int | None,
     seed: int,
     samples: int = 1,
+    conditions: Mapping[str, np.ndarray | None] | None = None,
 ) -> dict[str, np.ndarray]:
     """``{method: (4, n, H, W)}`` z-score predictions on the chosen slices; M2DN's
     is the mean of ``samples`` draws (the deterministic regression needs one), and
-    with several draws ``"m2dn_std"`` is their per-pixel standard deviation."""
+    with several draws ``"m2dn_std"`` is their per-pixel standard deviation.
+    ``conditions``: each conditioned model's region map on the case's working crop
+    (``Synthesizer.case_condition``)."""
     given = case.image * mask.vector()[:, None, None, None]
     inputs = given[:, zs]
     missing = torch.as_tensor(mask.missing_vector())[None].expand(len(zs), -1)
     out = {}
     for name, model in models.items():
         x, context = model.slices(given, zs)
+        condition = model.condition_slices((conditions or {}).get(name), zs)
         gen = torch.Generator(device=model.device).manual_seed(seed)
-        draws = [model.predict_slices(x, missing, steps, gen, context=context) for _ in range(model.draws(samples))]
+        draws = [
+            model.predict_slices(x, missing, steps, gen, context=context, condition=condition)
+            for _ in range(model.draws(samples))
+        ]
         out[name] = torch.stack(draws).mean(0).permute(1, 0, 2, 3).numpy() * case.brain[zs][None]
         if len(draws) > 1:
             out[f"{name}_std"] = (
@@ -162,7 +169,9 @@ def score_working_grid_case(
     brain = case.brain[zs]
     rows = []
     for mask in chosen:
-        preds = predict_pattern({"m2dn": syn, "regression": reg}, case, zs, mask, steps, seed, samples)
+        models = {"m2dn": syn, "regression": reg}
+        conditions = {name: m.case_condition(images, mask, case) for name, m in models.items()}
+        preds = predict_pattern(models, case, zs, mask, steps, seed, samples, conditions)
         for key in mask.missing_keys:
             m = MODALITY_KEYS.index(key)
             lo, hi = unit_range(case.image[m], case.brain)

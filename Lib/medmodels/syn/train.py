@@ -45,6 +45,7 @@ from medmodels.nets.patchgan import PatchCritic
 from medmodels.nets.synthesis import MEAN_AND_FLOW_KINDS, build_synthesis_net
 from medmodels.progress import progress
 from medmodels.syn import diffusion as D
+from medmodels.syn.conditioning import REGION_CONDITION, REGIONS, bind, training_condition
 from medmodels.syn.config import MODELS, SynTrainConfig
 from medmodels.syn.data import WorkingCase, random_affine, sample_batch, sample_block, to_working_case
 from medmodels.syn.flow import FlowConfig
@@ -68,6 +69,9 @@ def model_config(cfg: SynTrainConfig, intensity_reference: dict | None = None) -
     """What a checkpoint needs to rebuild and run the model."""
     if cfg.model not in MODELS:
         raise InputError(f"Unknown synthesis model '{cfg.model}': use {' or '.join(MODELS)}.")
+    conditioned = cfg.condition == "regions"
+    if conditioned and cfg.model in MEAN_AND_FLOW_KINDS:
+        raise InputError(f"--condition regions is for m2dn and regression, not {cfg.model}: leave it out.")
     return {
         "kind": cfg.model,
         "net": {
@@ -77,7 +81,10 @@ def model_config(cfg: SynTrainConfig, intensity_reference: dict | None = None) -
             "emb_dim": cfg.emb_dim,
             "context": cfg.context,
             "refine_blocks": cfg.refine_blocks,
+            # only a conditioned network has the key, so other configs stay those of their bundled weights
+            **({"condition_channels": len(REGIONS)} if conditioned else {}),
         },
+        **({"condition": dict(REGION_CONDITION)} if conditioned else {}),
         "diffusion": D.DiffusionConfig(cfg.num_train_timesteps, data_scale=cfg.data_scale).to_dict(),
         # only a flow has flow settings, so M2DN and regression configs stay those of their bundled weights
         **({"flow": FlowConfig(cfg.flow_noise).to_dict()} if cfg.model in MEAN_AND_FLOW_KINDS else {}),
@@ -93,18 +100,21 @@ def model_config(cfg: SynTrainConfig, intensity_reference: dict | None = None) -
 
 
 #: Net options a trained network can grow along (``M2DNet.load_grown``); absent = 0 in older checkpoints.
-GROWABLE = ("context", "refine_blocks")
+GROWABLE = ("context", "refine_blocks", "condition_channels")
 
 
 def grows_from(ours: dict, theirs: dict) -> bool:
     """Whether a network of config ``ours`` can start from weights of config ``theirs``:
-    the same but for more slice context or more refinement blocks; or a flow
+    the same but for more slice context, more refinement blocks or a condition map
+    (``config["condition"]`` then names it); or a flow
     (``MeanAndFlow.load_grown``) starting from a single network of its shape.
     The working spacing may differ too: the network is fully convolutional on
     2D slices, so weights trained at 2 mm are a start for a finer grid (the
     features then cover fewer millimetres, which the continued training adapts)."""
     a, b = dict(ours), dict(theirs)
     a.pop("spacing", None), b.pop("spacing", None)
+    if "condition" in a and "condition" not in b:  # growing a condition input: its description is new too
+        a.pop("condition")
     if a.get("kind") in MEAN_AND_FLOW_KINDS and b.get("kind") not in MEAN_AND_FLOW_KINDS:
         for c in (a, b):
             c.pop("kind", None), c.pop("flow", None)
@@ -163,11 +173,14 @@ def training_batch(
     flip: bool,
     tumour_weight: float | None = None,
     with_regions: bool | None = None,
+    condition_dropout: float | None = None,
 ):
-    """``(x0, missing, context, weight, regions)``, z-scores, ready for ``variant.loss``:
-    ``context``, ``weight`` and ``regions`` (the labels, for the region-mean loss) are
+    """``(x0, missing, context, weight, regions, condition)``, z-scores, ready for ``variant.loss``:
+    ``context``, ``weight``, ``regions`` (the labels, for the region-mean loss) and ``condition``
+    (the region map of ``--condition regions``, ``syn.conditioning.training_condition``) are
     empty tensors when not used (the loop moves tensors). ``tumour_weight`` defaults
-    to ``cfg.tumour_weight``, ``with_regions`` to whether ``cfg.region_weight`` is set."""
+    to ``cfg.tumour_weight``, ``with_regions`` to whether ``cfg.region_weight`` is set;
+    ``condition_dropout`` to ``cfg.condition_dropout``."""
     tumour_weight = cfg.tumour_weight if tumour_weight is None else tumour_weight
     mix = cfg.tumour_mix if flip else 0.0  # training batches only (validation: flip=False)
     batch = sample_batch(cases, size, tuple(cfg.patch_size), rng, flip=flip, context=cfg.context, tumour_mix=mix)
@@ -181,7 +194,11 @@ def training_batch(
         weight = (1.0 + tumour_weight * (batch.labels > 0).float())[:, None]
     with_regions = bool(cfg.region_weight) if with_regions is None else with_regions
     regions = batch.labels.long() if with_regions else torch.empty(0)
-    return batch.x0, missing, context, weight, regions
+    condition = torch.empty(0)
+    if cfg.condition == "regions":  # drawn last, so runs without a condition draw the batches they drew
+        dropout = cfg.condition_dropout if condition_dropout is None else condition_dropout
+        condition = training_condition(batch.labels, rng, dropout)
+    return batch.x0, missing, context, weight, regions, condition
 
 
 def _optional(t: torch.Tensor) -> torch.Tensor | None:
@@ -192,10 +209,18 @@ def validation_batch(cases: Sequence[WorkingCase], cfg: SynTrainConfig):
     """A fixed batch (``training_batch``'s tuple, no mirroring) so the validation
     figures are comparable across iterations. Its weights always mark the tumour
     (for ``tumour_error``) and its labels are always there (for ``val_region_mse``);
-    the validation loss itself is unweighted."""
+    the validation loss itself is unweighted. A conditioned network's map is never
+    dropped here: validation scores it with the map, as a segmenter gives one."""
     rng = np.random.default_rng(12345)
     return training_batch(
-        cases, cfg, cfg.val_slices, rng, flip=False, tumour_weight=cfg.tumour_weight or 1.0, with_regions=True
+        cases,
+        cfg,
+        cfg.val_slices,
+        rng,
+        flip=False,
+        tumour_weight=cfg.tumour_weight or 1.0,
+        with_regions=True,
+        condition_dropout=0.0,
     )
 
 
@@ -312,14 +337,15 @@ def segmenter_block(cases: Sequence[WorkingCase], cfg: SynTrainConfig, rng: np.r
 def make_loss(cfg: SynTrainConfig, variant, block_loss: Callable | None = None):
     """``Task.loss`` of a synthesis run: ``loss(net, batch, generator, critic=None) -> {"total", ...}``.
 
-    The variant's slice loss on the batch's first five tensors (``training_batch``), with the adversarial
+    The variant's slice loss on the batch's first six tensors (``training_batch``), with the adversarial
     terms when a critic is given; with ``block_loss``, plus ``cfg.segmenter_weight`` times its value on the
-    block in the batch's last four tensors (``segmenter_block``).
+    block in the batch's last four tensors (``segmenter_block``; a conditioned network reads it without a map).
     """
 
     def slice_loss(net, batch, generator, critic=None):
-        x0, missing, context, weight, regions = batch
+        x0, missing, context, weight, regions, condition = batch
         weight, regions = _optional(weight), _optional(regions)
+        net = bind(net, _optional(condition))
         if critic is None:
             return {
                 "total": variant.loss(
@@ -333,10 +359,10 @@ def make_loss(cfg: SynTrainConfig, variant, block_loss: Callable | None = None):
         return {"total": total + cfg.adversarial_weight * adv_g + adv_d, "adv_g": adv_g, "adv_d": adv_d}
 
     def loss(net, batch, generator, critic=None):
-        terms = slice_loss(net, batch[:5], generator, critic)
+        terms = slice_loss(net, batch[:6], generator, critic)
         if block_loss is None:
             return terms
-        x0, missing, context, regions = batch[5:]
+        x0, missing, context, regions = batch[6:]
         pred, x0 = variant.training_prediction(net, x0, missing, generator, _optional(context))
         pred, x0 = D.to_data_space(pred, variant.cfg), D.to_data_space(x0, variant.cfg)
         seg = block_loss(pred, x0, missing, regions)
@@ -380,11 +406,12 @@ def make_task(
 
     validate = None
     if main:
-        x0_val, missing_val, ctx_val, w_val, regions_val = (
+        x0_val, missing_val, ctx_val, w_val, regions_val, cond_val = (
             t.to(device) for t in validation_batch(val_cases or cases, cfg)
         )
 
         def validate(net) -> dict:
+            net = bind(net, _optional(cond_val))
             # the plain (unweighted) loss, so curves with and without tumour weights compare
             value = variant.loss(net, x0_val, missing_val, torch.Generator().manual_seed(7), _optional(ctx_val))
             # its own generator: validation must not move the training streams (exact resume)
