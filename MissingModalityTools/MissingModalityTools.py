@@ -106,7 +106,8 @@ class MissingModalityTools(ScriptedLoadableModule):
                 "Synthesise missing brain-MRI contrasts (FLAIR, T1, T1c, T2) with a diffusion model (M2DN) and "
                 "segment the tumour (necrotic core, edema, enhancing tumour) from whichever contrasts were acquired "
                 "(ShaSpec, averaged with a 3D U-Net). Choose the acquired volumes, leave the others empty, press Apply. "
-                "Research use only: not for diagnosis."
+                "Synthesis is guided by the tumour regions the segmenter finds: the enhancement in a synthesised T1c "
+                "is the segmenter's estimate drawn as an image, not evidence. Research use only: not for diagnosis."
             )
             + f'<p>Documentation: <a href="{DOCUMENTATION_URL}">{DOCUMENTATION_URL}</a></p>'
         )

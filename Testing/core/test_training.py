@@ -249,6 +249,7 @@ def test_synthesis_training_continues_from_the_bundled_model(phantom_cases, tmp_
     cfg = SynTrainConfig(
         out=str(tmp_path),
         init="bundled",
+        condition="regions",  # the bundled M2DN reads the region map (stage 6)
         lr=0.0,
         iterations=1,
         batch_size=2,

@@ -3,8 +3,11 @@
 Every field is declared with ``medmodels.flags.option``: its flag, default and
 help text are this file's (``SynTrainConfig.add_arguments`` /
 ``from_namespace``). The defaults of the architecture and the loss are the
-bundled models' (``weights/m2dn_brats18.md``), so ``--init bundled`` needs no
-more options.
+bundled models' (``weights/m2dn_brats18.md``), with one exception:
+``--condition`` is "none" (the paper's network, and the bundled regression's),
+while the bundled M2DN reads the region map since its stage 6, so continuing it
+takes ``--init bundled --condition regions`` (without it the trainer refuses
+and names the difference).
 
 Torch-free: ``medmodels --help`` builds ``train-syn``'s parser from it.
 """

@@ -1,7 +1,7 @@
 """Whole-volume synthesis of missing modalities with a trained M2DN (or the regression baseline).
 
-    from medmodels.syn.inference import load_synthesizer
-    syn = load_synthesizer()                      # bundled M2DN weights, GPU when there is one
+    from medmodels.region_condition import load_conditioned_synthesizer
+    syn = load_conditioned_synthesizer()          # bundled M2DN, its region map from the default segmenter
     out = syn.synthesize(images, mask)            # the mean of 4 samples (DEFAULT_SAMPLES), seed 0
     mean, std = out["t1c"]                        # Images on the input grid, input intensity scale
 
@@ -14,7 +14,11 @@ with several samples, their mean and per-voxel standard deviation; back to
 the grid of the given images (``GridChain.inverse``, "intensity"), 0 outside the brain, and
 from z-scores to an intensity scale estimated from the case's available
 modalities (a missing modality has no intensities of its own to copy; see
-``medmodels.syn.train.intensity_reference``).
+``medmodels.syn.train.intensity_reference``). A network conditioned on the tumour
+regions (the bundled M2DN since stage 6) also reads their map, which the
+synthesizer's ``regions`` source gives on the input grid (a segmenter's
+probabilities, ``medmodels.region_condition``) and which goes to the working
+grid like an image (``syn.conditioning``).
 """
 
 from __future__ import annotations

@@ -35,6 +35,7 @@ def config_from_checkpoint(config: dict, **options) -> SynTrainConfig:
         emb_dim=net["emb_dim"],
         context=net.get("context", 0),
         refine_blocks=net.get("refine_blocks", 0),
+        condition="regions" if net.get("condition_channels", 0) else "none",
         num_train_timesteps=diffusion["num_train_timesteps"],
         data_scale=diffusion["data_scale"],
         **options,
