@@ -18,9 +18,9 @@ from medmodels.options import RunOptions
 from medmodels.phantom import make_phantom, scanned_phantom
 from medmodels.pipeline import prepared_study_threshold, run_case
 from medmodels.preparation import prepare_case
+from medmodels.region_condition import load_conditioned_synthesizer
 from medmodels.registration import apply_rigid
 from medmodels.seg.inference import load_segmenter
-from medmodels.syn.inference import load_synthesizer
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_itk_thread")]
 
@@ -48,7 +48,10 @@ def test_the_chain_gives_the_outputs_of_the_two_stacked_inverses(study):
     prepared = prepare_case(study, options.prepare, options.reference, options.seed, options.device)
     assert not prepared.chain.preparation.same_grid(study["flair"])  # the last step resamples: something to compare
     mask = AvailabilityMask.from_keys(study.keys())
-    synthesised = load_synthesizer(None, "cpu").synthesize(prepared.images, mask, steps=2, samples=2, seed=1)
+    # the bundled M2DN reads the default segmenter's map of the tumour regions, as in the run
+    synthesised = load_conditioned_synthesizer(None, "cpu", None).synthesize(
+        prepared.images, mask, steps=2, samples=2, seed=1, chain=prepared.chain
+    )
     inputs = {**prepared.images, **{k: mean for k, (mean, _) in synthesised.items()}}
     segmenter = load_segmenter(None, "cpu")
     labels = segmenter.segment(

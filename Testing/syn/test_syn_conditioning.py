@@ -158,7 +158,7 @@ def test_the_pipeline_gives_a_conditioned_synthesizer_its_segmenter(cases, phant
     probabilities = loaded.regions({k: phantom.images[k] for k in mask.keys}, mask, None)
     assert probabilities.shape == (3, *phantom.images["flair"].array.shape)
     assert 0 <= probabilities.min() and probabilities.max() <= 1
-    plain = Models(RunOptions(segment=False, device="cpu"))
+    plain = Models(RunOptions(syn_checkpoint="baseline", segment=False, device="cpu"))  # the regression: no map
     assert not plain.synthesizer().conditioned and plain._segmenter is None  # no segmenter loaded for nothing
 
 
