@@ -28,12 +28,11 @@ from medmodels.metrics import dice_per_channel
 from medmodels.modalities import AvailabilityMask
 from medmodels.progress import progress
 from medmodels.report import markdown_text
-from medmodels.seg.inference import Segmenter, load_segmenter, segmenter_file
+from medmodels.seg.inference import Segmenter, load_segmenter, segmenter_file, segmenter_record
 from medmodels.syn.conditioning import RegionSource
 from medmodels.syn.evaluate import parse_patterns
 from medmodels.syn.inference import Synthesizer, load_synthesizer
 from medmodels.syn.tables import evaluation_body
-from medmodels.weights import read_record
 
 ALL_FOUR = AvailabilityMask((True,) * 4)
 
@@ -133,7 +132,7 @@ def add_downstream_dice(
         **result,
         "dice": downstream_dice(syn, seg, cases, parse_patterns(patterns), steps, seed, samples),
         # load_segmenter checked the file against its record's SHA-256, so the record's is the file's
-        "dice_segmenter": {"checkpoint": str(seg_path), "sha256": read_record(seg_path)["sha256"]},
+        "dice_segmenter": segmenter_record(segmenter),
         TRAINED_ON: {
             **(result.get(TRAINED_ON) or {}),
             "segmenter": trained_on_cases(seg_path, [c.name for c in cases]),

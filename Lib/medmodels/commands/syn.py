@@ -288,7 +288,9 @@ def _evaluate(args: argparse.Namespace) -> int:
         **options,
     )
     if result.get("region_condition"):  # the segmenter whose map the conditioned model read, by file and SHA-256
-        segmenter = None if args.regions_from == NO_REGIONS else _segmenter_record(args.regions_from)
+        from medmodels.seg.inference import segmenter_record
+
+        segmenter = None if args.regions_from == NO_REGIONS else segmenter_record(args.regions_from)
         result["region_condition"] = {**result["region_condition"], "segmenter": segmenter}
     out = args.out / f"{EVALUATION}.json"
     if args.dice:  # pipeline level: needs the segmenter as well as the synthesizer
@@ -307,15 +309,6 @@ def _evaluate(args: argparse.Namespace) -> int:
     print(result["markdown"])
     _held_out_notes(result)
     return 0
-
-
-def _segmenter_record(ref) -> dict:
-    """``{"checkpoint", "sha256"}`` of a segmenter reference (None = the default segmenter)."""
-    from medmodels.seg.inference import segmenter_file
-    from medmodels.weights import read_record
-
-    path = segmenter_file(ref)
-    return {"checkpoint": str(path), "sha256": read_record(path)["sha256"]}
 
 
 def _held_out_notes(result: dict) -> None:

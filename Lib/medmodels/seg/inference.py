@@ -46,7 +46,7 @@ from medmodels.nets.config import DEFAULT_THRESHOLD
 from medmodels.nets.segmentation import build_segmentation_net
 from medmodels.nets.unet3d import N_REGIONS
 from medmodels.seg.data import prepare
-from medmodels.weights import load_network, resolve_checkpoint
+from medmodels.weights import load_network, read_record, resolve_checkpoint
 
 BUNDLED_NAME = "shaspec_brats18"
 BASELINE_NAME = "unet3d_baseline_brats18"
@@ -278,6 +278,13 @@ def segmenter_file(checkpoint: str | Path | None = None) -> Path:
     held-out checks, calibration, ensembles and the figures all come through here."""
     ref = DEFAULT_SEGMENTER if checkpoint is None else checkpoint
     return resolve_checkpoint(ref, BUNDLED_NAME, BASELINE_NAME, ENSEMBLE_NAME)
+
+
+def segmenter_record(checkpoint: str | Path | None = None) -> dict:
+    """``{"checkpoint", "sha256"}`` of the file ``segmenter_file`` resolves ``checkpoint`` to, as results name
+    the segmenter that ran (the SHA-256 is its record's, which ``load_segmenter`` checks the file against)."""
+    path = segmenter_file(checkpoint)
+    return {"checkpoint": str(path), "sha256": read_record(path)["sha256"]}
 
 
 def load_segmenter(
