@@ -74,6 +74,7 @@ PARAMETER_WIDGETS = {
     "steps": "stepsSpinBox",
     "samples": "samplesSpinBox",
     "cleanup": "cleanupCheckBox",
+    "regionMap": "regionMapCheckBox",
     "seed": "seedSpinBox",
     "namePrefix": "namePrefixLineEdit",
     "outputSegmentation": "outputSegmentationSelector",
@@ -107,7 +108,8 @@ class MissingModalityTools(ScriptedLoadableModule):
                 "segment the tumour (necrotic core, edema, enhancing tumour) from whichever contrasts were acquired "
                 "(ShaSpec, averaged with a 3D U-Net). Choose the acquired volumes, leave the others empty, press Apply. "
                 "Synthesis is guided by the tumour regions the segmenter finds: the enhancement in a synthesised T1c "
-                "is the segmenter's estimate drawn as an image, not evidence. Research use only: not for diagnosis."
+                "is the segmenter's estimate drawn as an image, not evidence (untick 'Tumour regions' under Advanced "
+                "to synthesise without it). Research use only: not for diagnosis."
             )
             + f'<p>Documentation: <a href="{DOCUMENTATION_URL}">{DOCUMENTATION_URL}</a></p>'
         )
@@ -165,6 +167,7 @@ class MissingModalityToolsParameterNode:
     steps: Annotated[int, WithinRange(0, 1000)] = 0
     samples: Annotated[int, WithinRange(1, 32)] = 4  # medmodels.options.DEFAULT_SAMPLES (a test checks)
     cleanup: bool = True
+    regionMap: bool = True
     seed: Annotated[int, WithinRange(0, 999999)] = 0
     namePrefix: str = ""
     outputSegmentation: vtkMRMLSegmentationNode
@@ -315,6 +318,7 @@ class MissingModalityToolsWidget(ScriptedLoadableModuleWidget, VTKObservationMix
         options = lib.options.options_from_parameter_node(self._parameterNode)
         self.ui.maskLabel.text = lib.inputs.describe_availability(inputs, options)
         self.ui.segmentOnComboBox.enabled = options.segment
+        self.ui.regionMapCheckBox.enabled = options.synthesize
         problems = lib.inputs.input_problems(inputs, options)
         self.ui.applyButton.enabled = not problems
         self.ui.applyButton.toolTip = "\n".join(problems) if problems else _("Run synthesis and/or segmentation.")

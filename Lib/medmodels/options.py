@@ -62,6 +62,9 @@ class RunOptions:
         samples: synthesis samples; above 1 a voxel-wise standard-deviation
             map is written too (the synthesis uncertainty).
         cleanup: connected-component clean-up of the segmentation.
+        region_map: let a synthesis model conditioned on the tumour regions (the bundled M2DN) read the
+            segmenter's map of them on the acquired volumes; False synthesises with an empty map, so the
+            image holds no enhancement placed by the segmenter's estimate (and draws little of any).
         seed: random seed, so that a run can be repeated exactly.
         reference: modality whose grid the outputs use (None: the first
             given one in FLAIR, T1, T1c, T2 order).
@@ -83,6 +86,7 @@ class RunOptions:
     steps: int = 0
     samples: int = DEFAULT_SAMPLES
     cleanup: bool = True
+    region_map: bool = True
     seed: int = 0
     reference: str | None = None
     label_convention: str = "2018"
@@ -151,6 +155,7 @@ class RunOptions:
         if self.steps:
             argv += ["--steps", str(int(self.steps))]
         argv.append("--cleanup" if self.cleanup else "--no-cleanup")
+        argv.append("--region-map" if self.region_map else "--no-region-map")
         for flag, value in (
             ("--reference", self.reference),
             ("--seg-checkpoint", self.seg_checkpoint),
@@ -194,6 +199,19 @@ class RunOptions:
             help="keep every connected component of the segmentation",
         )
         opts.add_argument("--cleanup", dest="cleanup", action="store_true", help="clean up the segmentation (default)")
+        opts.add_argument(
+            "--no-region-map",
+            dest="region_map",
+            action="store_false",
+            help="synthesise without the segmenter's map of the tumour regions: no enhancement is drawn where the "
+            "segmenter estimates it (a conditioned model such as the bundled M2DN then draws little of any)",
+        )
+        opts.add_argument(
+            "--region-map",
+            dest="region_map",
+            action="store_true",
+            help="guide a conditioned synthesis model by the segmenter's map of the tumour regions (default)",
+        )
         opts.add_argument("--seed", type=int, default=0, help="random seed of the synthesis")
         opts.add_argument(
             "--reference",
@@ -228,7 +246,7 @@ class RunOptions:
             help="register and skull-strip the inputs: where the inspection finds it needed (auto), always (on), "
             "or never (off: warnings only)",
         )
-        parser.set_defaults(cleanup=True)
+        parser.set_defaults(cleanup=True, region_map=True)
 
     @classmethod
     def from_namespace(cls, args: argparse.Namespace) -> RunOptions:

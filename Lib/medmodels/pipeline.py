@@ -83,17 +83,22 @@ class Models:
         self.options = options
         self._synthesizer = None
         self._segmenter = None
+        self._regions = None
 
     def synthesizer(self):
-        """The synthesizer; one conditioned on the tumour regions reads them from this run's segmenter."""
+        """The synthesizer; one conditioned on the tumour regions reads them from this run's segmenter
+        (``RunOptions.region_map``; without it, an empty map)."""
         if self._synthesizer is None:
             from medmodels.syn.inference import load_synthesizer
 
             self._synthesizer = load_synthesizer(self.options.syn_checkpoint, self.options.device)
             if self._synthesizer.conditioned:
-                from medmodels.region_condition import segmenter_regions
+                from medmodels.region_condition import SegmenterRegions
+                from medmodels.syn.conditioning import no_regions
 
-                self._synthesizer.regions = segmenter_regions(self.segmenter())
+                if self.options.region_map:
+                    self._regions = SegmenterRegions(self.segmenter())
+                self._synthesizer.regions = self._regions or no_regions
         return self._synthesizer
 
     def segmenter(self):
@@ -102,6 +107,12 @@ class Models:
 
             self._segmenter = load_segmenter(self.options.seg_checkpoint, self.options.device)
         return self._segmenter
+
+    def region_probabilities(self, images: Mapping[str, Image], mask: AvailabilityMask, chain) -> np.ndarray | None:
+        """The segmenter's probabilities on exactly these inputs if the synthesis' region map was just
+        computed from them (``SegmenterRegions.take``), else None: the segmentation of the acquired
+        volumes then reuses them instead of running the segmenter a second time on the same input."""
+        return self._regions.take(images, mask, chain) if self._regions is not None else None
 
 
 #: The note of a run whose study was prepared, so segmented at 0.5 (``prepared_study_threshold``).
@@ -174,7 +185,7 @@ def run_case(
                 PREPARATION_END,
                 f"Synthesising {', '.join(BY_KEY[k].display for k in mask.missing_keys)} from {mask.label}"
                 # a conditioned model's enhancement is placed by the segmenter: the log says so
-                + (", guided by the tumour regions the segmenter finds in them" if synthesizer.conditioned else ""),
+                + _guidance(synthesizer.conditioned, options.region_map),
             )
             with within(PREPARATION_END, 0.85):
                 outputs = synthesizer.synthesize(
@@ -191,16 +202,29 @@ def run_case(
                     result.uncertainty[key] = std
 
     if segmenter is not None:
-        _segment(result, segmenter, common, prepared, options)
+        _segment(result, models, common, prepared, options)
     _onto_input_grid(result, prepared.chain)
     emit(1.0, "Done")
     return result
 
 
-def _segment(result: PipelineResult, segmenter, common: Mapping[str, Image], prepared, options: RunOptions) -> None:
+def _guidance(conditioned: bool, region_map: bool) -> str:
+    """The end of the synthesis' log line: what placed the tumour's contrasts."""
+    if not conditioned:
+        return ""
+    if region_map:
+        return ", guided by the tumour regions the segmenter finds in them"
+    return ", without the segmenter's map of the tumour regions (--no-region-map): little enhancement is drawn"
+
+
+def _segment(
+    result: PipelineResult, models: Models, common: Mapping[str, Image], prepared, options: RunOptions
+) -> None:
     """``run_case``'s segmentation, into ``result`` (on the preparation grid): from the acquired images
     (``common``) or, with ``segment_on="all"``, with the synthesised ones; at the checkpoint's threshold,
-    or 0.5 for a study the preparation changed (``prepared_study_threshold``, with a note)."""
+    or 0.5 for a study the preparation changed (``prepared_study_threshold``, with a note). The acquired
+    images' probabilities are reused when the synthesis' region map was computed from them."""
+    segmenter = models.segmenter()
     seg_inputs = dict(common)
     if options.segment_on == "all":
         seg_inputs.update(result.synthesised)
@@ -212,13 +236,15 @@ def _segment(result: PipelineResult, segmenter, common: Mapping[str, Image], pre
         emit(start, result.notes[-1])
     emit(start, f"Segmenting from {seg_mask.label}")
     with within(start, 0.99):
+        inputs = {k: seg_inputs[k] for k in ordered(seg_inputs)}
         result.segmentation = segmenter.segment(
-            {k: seg_inputs[k] for k in ordered(seg_inputs)},
+            inputs,
             seg_mask,
             cleanup=options.cleanup,
             label_convention=options.label_convention,
             chain=prepared.chain,
             threshold=threshold,
+            probabilities=models.region_probabilities(inputs, seg_mask, prepared.chain),
         )
 
 

@@ -34,7 +34,7 @@ def options_from_parameter_node(node) -> PanelOptions:
     Args:
         node: the module's parameter node (its fields ``synthesize``,
             ``segment``, ``segmentOn``, ``device``, ``steps``, ``samples``,
-            ``cleanup``, ``seed``, ``prepare``, ``namePrefix``).
+            ``cleanup``, ``regionMap``, ``seed``, ``prepare``, ``namePrefix``).
     """
     return PanelOptions(
         synthesize=node.synthesize,
@@ -44,6 +44,7 @@ def options_from_parameter_node(node) -> PanelOptions:
         steps=int(node.steps),
         samples=int(node.samples),
         cleanup=node.cleanup,
+        region_map=node.regionMap,
         seed=int(node.seed),
         prepare=node.prepare,
         name_prefix=node.namePrefix,

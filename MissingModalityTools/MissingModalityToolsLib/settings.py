@@ -1,7 +1,7 @@
 """The user's choices kept across scenes and sessions (Slicer's user settings).
 
-Device, sampling steps, input preparation and clean-up are the user's
-preferences for their machine, not facts of one case: a new scene's
+Device, sampling steps, input preparation, clean-up and whether the segmenter's
+tumour regions guide the synthesis are the user's preferences, not facts of one case: a new scene's
 parameter node starts from the last values used, as MONAIAuto3DSeg and
 TotalSegmentator do. ``settings`` is a QSettings (``slicer.app.userSettings()``)
 or anything with ``value(key, default)`` and ``setValue(key, value)``; QSettings
@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 
 PREFIX = "MissingModalityTools/"
 #: Parameter-node field -> its type; these are the fields kept.
-KEPT = {"device": str, "steps": int, "prepare": str, "cleanup": bool}
+KEPT = {"device": str, "steps": int, "prepare": str, "cleanup": bool, "regionMap": bool}
 #: The sampling-step range of the parameter node (WithinRange(0, 1000)).
 STEPS_RANGE = (0, 1000)
 

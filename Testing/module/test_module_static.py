@@ -191,7 +191,7 @@ def test_parameter_node_fields_match_the_ui_bindings_and_the_run_defaults():
     defaults = {s.target.id: ast.literal_eval(s.value) for s in cls.body if isinstance(s, ast.AnnAssign) and s.value}
     options = medmodels.options.RunOptions()
     same = {"segmentOn": "segment_on", **{k: k for k in ("synthesize", "segment", "prepare", "device", "steps")}}
-    same.update({k: k for k in ("samples", "cleanup", "seed")})
+    same.update({k: k for k in ("samples", "cleanup", "seed")}, regionMap="region_map")
     assert {k: defaults[k] for k in same} == {k: getattr(options, v) for k, v in same.items()}
     # connectParametersToGui's mapping names the same widgets as the .ui's bindings.
     bound_widgets = {

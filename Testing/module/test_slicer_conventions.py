@@ -107,20 +107,27 @@ class DictSettings:
         self.values[key] = str(value).lower() if isinstance(value, bool) else str(value)
 
 
-def test_device_steps_preparation_and_cleanup_are_kept_across_scenes():
+def test_device_steps_preparation_cleanup_and_region_map_are_kept_across_scenes():
     from types import SimpleNamespace
 
     choices = {"device": ("auto", "cuda", "cpu"), "prepare": ("auto", "on", "off")}
     store = DictSettings()
-    used = SimpleNamespace(device="cpu", steps=20, prepare="off", cleanup=False, seed=5)
+    used = SimpleNamespace(device="cpu", steps=20, prepare="off", cleanup=False, regionMap=False, seed=5)
     user_settings.save_user_settings(used, store)
-    fresh = SimpleNamespace(device="auto", steps=0, prepare="auto", cleanup=True, seed=0)
+    fresh = SimpleNamespace(device="auto", steps=0, prepare="auto", cleanup=True, regionMap=True, seed=0)
     found = user_settings.apply_user_settings(fresh, store, choices)
-    assert found == {"device": "cpu", "steps": 20, "prepare": "off", "cleanup": False}
-    assert (fresh.device, fresh.steps, fresh.prepare, fresh.cleanup, fresh.seed) == ("cpu", 20, "off", False, 0)
+    assert found == {"device": "cpu", "steps": 20, "prepare": "off", "cleanup": False, "regionMap": False}
+    assert (fresh.device, fresh.steps, fresh.prepare, fresh.cleanup, fresh.regionMap, fresh.seed) == (
+        "cpu",
+        20,
+        "off",
+        False,
+        False,
+        0,
+    )
     # A value no longer valid (hand-edited, or from another version) leaves the default.
     store.values.update({"MissingModalityTools/device": "tpu", "MissingModalityTools/steps": "5000"})
-    assert set(user_settings.read_user_settings(store, choices)) == {"prepare", "cleanup"}
+    assert set(user_settings.read_user_settings(store, choices)) == {"prepare", "cleanup", "regionMap"}
 
 
 def test_missing_medmodels_is_reported_at_apply_not_while_the_panel_is_built(tmp_path):

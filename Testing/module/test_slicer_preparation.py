@@ -81,7 +81,7 @@ def test_no_module_code_runs_an_extractor_or_installs_anything_in_slicer():
         assert not names & set(forbidden), path.name
 
 
-def test_parameter_node_prepare_reaches_the_worker_flag():
+def test_parameter_node_prepare_and_region_map_reach_the_worker_flags():
     node = types.SimpleNamespace(
         synthesize=True,
         segment=True,
@@ -90,16 +90,19 @@ def test_parameter_node_prepare_reaches_the_worker_flag():
         steps=0,
         samples=1,
         cleanup=True,
+        regionMap=False,
         seed=0,
         prepare="off",
         namePrefix="",
     )
     options = options_from_parameter_node(node)
-    assert options.prepare == "off"
+    assert options.prepare == "off" and not options.region_map
     argv = options.to_argv()
     assert argv[argv.index("--prepare") + 1] == "off"
+    assert "--no-region-map" in argv and "--region-map" not in argv
     default = PanelOptions().to_argv()
     assert default[default.index("--prepare") + 1] == "auto"  # always written: the worker ships with the module
+    assert "--region-map" in default and "--no-region-map" not in default
 
 
 # --- the matrix convention and the log lines (pure) ---

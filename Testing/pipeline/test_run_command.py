@@ -169,6 +169,7 @@ def test_help_imports_no_torch():
         RunOptions(
             segment_on="all",
             cleanup=False,
+            region_map=False,
             reference="t2",
             label_convention="2023",
             seg_checkpoint="/w/seg.pt",

@@ -220,3 +220,46 @@ def test_evaluate_syn_feeds_a_conditioned_model_the_map_of_regions_from_and_reco
     assert main([*empty, "--checkpoint", str(tmp_path / "cond" / "model.pt")]) == 0 and len(calls) == 1
     saved = json.loads((tmp_path / "ev3" / "evaluation.json").read_text(encoding="utf-8"))
     assert saved["region_condition"]["segmenter"] is None
+
+
+@pytest.mark.slow
+def test_a_run_segments_the_acquired_volumes_once_for_the_map_and_the_labels_or_synthesises_without_the_map(
+    cases, phantom, tmp_path, monkeypatch, capsys
+):
+    """`medmodels run`: a conditioned synthesis and the segmentation of the same acquired volumes share one
+    run of the segmenter (the labels are those of a segmentation-only run); segmenting on acquired +
+    synthesised runs it again, on its own inputs; `--no-region-map` synthesises with no map and says so."""
+    from medmodels.pipeline import run_case
+    from medmodels.seg.inference import Segmenter
+
+    syn = conditioned_synthesizer(cases, weights_seed=1)
+    path = tmp_path / "cond.pt"
+    save_checkpoint(path, {"state_dict": syn.net.state_dict(), "config": syn.config})
+    calls = []
+    real = Segmenter.probabilities
+
+    def counting(self, images, spacing_xyz, mask, chain=None):
+        calls.append(mask.bits)
+        return real(self, images, spacing_xyz, mask, chain)
+
+    monkeypatch.setattr(Segmenter, "probabilities", counting)
+    given = {k: phantom.images[k] for k in ("flair", "t1", "t2")}
+    common = dict(seg_checkpoint="bundled", syn_checkpoint=str(path), device="cpu", prepare="off", samples=1)
+    common["steps"] = 2
+    shared = run_case(given, RunOptions(**common))
+    assert calls == ["1101"]  # once: the map's probabilities are the segmentation's
+    assert "guided by the tumour regions" in capsys.readouterr().err
+    alone = run_case(given, RunOptions(**common, synthesize=False))
+    assert calls == ["1101", "1101"]
+    assert np.array_equal(shared.segmentation.array, alone.segmentation.array)
+    calls.clear()
+    run_case(given, RunOptions(**common, segment_on="all"))
+    assert calls == ["1101", "1111"]  # the map on the acquired volumes, the labels on all four
+    calls.clear()
+    plain = run_case(given, RunOptions(**common, region_map=False))
+    assert calls == ["1101"]  # the segmentation's only
+    assert "without the segmenter's map" in capsys.readouterr().err
+    empty = conditioned_synthesizer(cases, no_regions, weights_seed=1)
+    expected = empty.synthesize(given, None, steps=2, samples=1)["t1c"][0].array
+    np.testing.assert_allclose(plain.synthesised["t1c"].array, expected, atol=1e-5)
+    assert not np.allclose(shared.synthesised["t1c"].array, plain.synthesised["t1c"].array)

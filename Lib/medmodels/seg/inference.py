@@ -239,6 +239,7 @@ class Segmenter:
         label_convention: str = "2018",
         chain: GridChain | None = None,
         threshold: float | None = None,
+        probabilities: np.ndarray | None = None,
     ) -> Image:
         """uint8 BraTS labels on the grid of the input images.
 
@@ -252,6 +253,9 @@ class Segmenter:
             chain: the case's ``GridChain`` when ``images`` come from the
                 preparation step (on its preparation grid); None: their own grid.
             threshold: the probability threshold for this call (default: the segmenter's own).
+            probabilities: ``probabilities(images, None, mask, chain)`` of these same inputs, computed
+                already (for a synthesis' region map, ``medmodels.region_condition``): used instead of
+                running the network again.
         """
         if label_convention not in ("2018", "2023"):
             raise InputError(f"Unknown label convention '{label_convention}': use '2018' or '2023'.")
@@ -264,7 +268,12 @@ class Segmenter:
                     f"{k} is not on the grid of {mask.keys[0]}: bring all inputs onto one grid "
                     "first (medmodels.resampling.to_common_grid)."
                 )
-        probs = self.probabilities(used, None, mask, chain)
+        if probabilities is not None and probabilities.shape != (3, *ref.shape):
+            raise InputError(
+                f"The given probabilities have shape {probabilities.shape}, not (3, *{ref.shape}) of the images: "
+                "pass those computed from these same images, or none."
+            )
+        probs = self.probabilities(used, None, mask, chain) if probabilities is None else probabilities
         threshold = self.threshold if threshold is None else check_threshold(threshold)
         regions = regions_from_probabilities(probs, threshold, ref.spacing, cleanup)
         labels = regions_to_labels(regions, label_convention)

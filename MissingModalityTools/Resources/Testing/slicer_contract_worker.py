@@ -64,6 +64,8 @@ def parse_arguments(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--samples", type=int, default=RunOptions().samples)
     p.add_argument("--cleanup", dest="cleanup", action="store_true")
     p.add_argument("--no-cleanup", dest="cleanup", action="store_false")
+    p.add_argument("--region-map", dest="region_map", action="store_true", default=RunOptions().region_map)
+    p.add_argument("--no-region-map", dest="region_map", action="store_false")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--labels", choices=("2018", "2023"), default="2018")
     p.add_argument("--seg-checkpoint")
