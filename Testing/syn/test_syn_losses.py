@@ -3,9 +3,10 @@
 import numpy as np
 import pytest
 import torch
+from medmodels.metrics import ssim
 from medmodels.phantom import make_phantom
 from medmodels.syn.data import to_working_case
-from medmodels.syn.losses import MIN_REGION_PIXELS, joint_mse, region_mean_error, synthesis_loss
+from medmodels.syn.losses import MIN_REGION_PIXELS, joint_mse, region_mean_error, ssim_error, synthesis_loss
 from medmodels.syn.train import SynTrainConfig, fit
 
 MISSING = torch.tensor([[0.0, 0.0, 1.0, 0.0]])  # T1c missing
@@ -71,3 +72,38 @@ def test_training_with_the_region_term_records_the_region_error(tmp_path):
     )  # fmt: skip
     h = fit(cfg, cases[:1], cases[1:])["history"]
     assert all(np.isfinite(r["val_region_mse"]) and r["val_region_mse"] > 0 for r in h)
+
+
+def test_the_ssim_term_is_one_minus_the_scored_ssim_of_the_missing_channels_only():
+    gen = torch.Generator().manual_seed(0)
+    x0 = torch.randn(2, 4, 32, 32, generator=gen)
+    blurred = torch.nn.functional.avg_pool2d(x0, 3, stride=1, padding=1)
+    missing = torch.tensor([[0.0, 0.0, 1.0, 0.0], [1.0, 0.0, 0.0, 0.0]])
+    assert ssim_error(x0, x0, missing, 8.0) == pytest.approx(0.0, abs=1e-6)
+    error = ssim_error(blurred, x0, missing, 8.0)
+    assert 0.05 < error < 1
+    wrong = blurred.clone()
+    wrong[0, 0] += 3.0  # FLAIR is available in the first slice: not counted
+    assert ssim_error(wrong, x0, missing, 8.0) == pytest.approx(float(error), abs=1e-6)
+    # the same SSIM as the one evaluate-syn reports (2D Gaussian window 11), on the window's valid part
+    p, t = blurred[0, 2].numpy(), x0[0, 2].numpy()
+    scored = ssim(p, t, np.ones_like(p, dtype=bool), data_range=8.0)
+    assert 1 - float(ssim_error(blurred[:1], x0[:1], missing[:1], 8.0)) == pytest.approx(scored, abs=0.1)
+    pred = blurred.clone().requires_grad_(True)
+    total = synthesis_loss(pred, x0, missing, ssim_weight=2.0, ssim_range=8.0)
+    assert float(total.detach()) == pytest.approx(float(joint_mse(blurred, x0) + 2.0 * error), rel=1e-5)
+    total.backward()
+    assert pred.grad[0, 2].abs().sum() > 0 and pred.grad[0, 0].abs().sum() > 0  # the joint error reaches all
+    assert ssim_error(pred, x0, torch.zeros_like(missing), 8.0) == 0  # nothing missing: 0, with a gradient path
+
+
+def test_training_with_the_ssim_term_runs_and_records_it(tmp_path):
+    spacing = (8.0, 8.0, 8.0)
+    cases = [to_working_case(make_phantom((48, 48, 32), seed=s).images, spacing, f"P{s}") for s in (0, 1)]
+    cfg = SynTrainConfig(
+        spacing=spacing, encoder_channels=4, channels=(8, 16), emb_dim=16, patch_size=(32, 32), batch_size=4,
+        iterations=2, val_every=2, threads=1, device="cpu", val_slices=8, ssim_weight=0.5, out=str(tmp_path),
+    )  # fmt: skip
+    result = fit(cfg, cases[:1], cases[1:])
+    assert np.isfinite(result["history"][-1]["loss_total"])
+    assert result["train_options"]["ssim_weight"] == 0.5

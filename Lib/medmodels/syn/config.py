@@ -73,6 +73,12 @@ class SynTrainConfig(LoopConfig):
         "(labels 1, 2, 4 of the training labels) in each missing modality, which rewards putting the "
         "enhancement inside the enhancing tumour; 0 = none. A training option only",
     )
+    ssim_weight: float = option(
+        0.0,
+        "weight of the SSIM loss: 1 - SSIM of each missing modality's slice (MONAI's, window 11, sigma 1.5, as "
+        "evaluate-syn scores), which rewards the local contrast and structure the squared error's blur gives "
+        "up; 0 = none. A training option only",
+    )
     adversarial_weight: float = option(
         0.0,
         "weight of the adversarial loss: a 2D PatchGAN discriminator, trained in the same step, judges the "

@@ -38,7 +38,7 @@ from monai.networks.schedulers import DDIMScheduler, DDPMScheduler
 from torch import nn
 
 from medmodels.progress import progress
-from medmodels.syn.losses import synthesis_loss
+from medmodels.syn.losses import SSIM_RANGE_Z, synthesis_loss
 
 
 @dataclass(frozen=True)
@@ -266,6 +266,7 @@ class Variant:
         weight: torch.Tensor | None = None,
         regions: torch.Tensor | None = None,
         region_weight: float = 0.0,
+        ssim_weight: float = 0.0,
     ) -> torch.Tensor:
         """The training loss (``medmodels.syn.losses``), computed in diffusion space (the scale the network learns in).
 
@@ -278,9 +279,15 @@ class Variant:
             weight: ``(B, 1, H, W)`` per-pixel loss weight (None = plain mean).
             regions: ``(B, H, W)`` tumour labels, for the region-mean term.
             region_weight: weight of the region-mean term (0 = none).
+            ssim_weight: weight of the SSIM term (0 = none).
         """
         pred, x0 = self.training_prediction(net, x0, missing, generator, context)
-        return synthesis_loss(pred, x0, missing, weight, regions, region_weight)
+        return synthesis_loss(pred, x0, missing, weight, regions, region_weight, ssim_weight, self.ssim_range)
+
+    @property
+    def ssim_range(self) -> float:
+        """``losses.SSIM_RANGE_Z`` in diffusion space (z-scores times ``data_scale``)."""
+        return SSIM_RANGE_Z * self.cfg.data_scale
 
     def training_prediction(
         self,

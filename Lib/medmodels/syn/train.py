@@ -349,12 +349,14 @@ def make_loss(cfg: SynTrainConfig, variant, block_loss: Callable | None = None):
         if critic is None:
             return {
                 "total": variant.loss(
-                    net, x0, missing, generator, _optional(context), weight, regions, cfg.region_weight
+                    net, x0, missing, generator, _optional(context), weight, regions, cfg.region_weight, cfg.ssim_weight
                 )
             }
         pred, x0 = variant.training_prediction(net, x0, missing, generator, _optional(context))
         adv_g, adv_d = adversarial_losses(critic, pred, x0, missing)
-        total = synthesis_loss(pred, x0, missing, weight, regions, cfg.region_weight)
+        total = synthesis_loss(
+            pred, x0, missing, weight, regions, cfg.region_weight, cfg.ssim_weight, variant.ssim_range
+        )
         # adv_d's gradient reaches only the discriminator, adv_g's only the network (adversarial_losses)
         return {"total": total + cfg.adversarial_weight * adv_g + adv_d, "adv_g": adv_g, "adv_d": adv_d}
 
