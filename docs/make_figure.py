@@ -15,7 +15,8 @@ volume) and its time.
     # a real BraTS 2018 case (the README's figure: a validation case, never trained on; the title says
     # so only when no checkpoint that ran lists it among its training cases)
     OMP_NUM_THREADS=1 .venv/bin/python docs/make_figure.py --case ../shared/data/brats18/Brats18_2013_20_1 --leave-out t1c \
-        --seg-checkpoint checkpoints/shaspec_unet_split_brats18.pt   # the default's recipe on 11 cases
+        --seg-checkpoint checkpoints/shaspec_unet_split_brats18.pt \
+        --syn-checkpoint checkpoints/m2dn_split_brats18.pt   # the default's recipe and M2DN stage 6, on 11 cases
     # no data needed: a phantom made by ``medmodels phantom`` (the default without --case)
     OMP_NUM_THREADS=1 .venv/bin/python docs/make_figure.py [--size 96x96x64] [--seed 7]
 

@@ -17,7 +17,7 @@ whole volume (``medmodels.syn.scoring.calibration``). A model conditioned on the
 the map of the segmenter ``--regions-from`` on the acquired modalities, never the expert labels.
 
     .venv/bin/python docs/make_synthesis_figure.py --case ../shared/data/brats18/Brats18_CBICA_ALU_1 \
-        --regions-from checkpoints/shaspec_unet_split_brats18.pt
+        --regions-from checkpoints/shaspec_unet_split_brats18.pt --checkpoint checkpoints/m2dn_split_brats18.pt
 """
 
 from __future__ import annotations

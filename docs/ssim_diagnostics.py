@@ -1,0 +1,124 @@
+"""Where the input-grid SSIM of a synthesised T1c is lost (docs/synthesis.md, "Where the input-grid SSIM is lost").
+
+``ceiling``: the true T1c through a coarser grid and back, blurred, or replaced by the case's T1, scored against
+itself. ``detail``: the synthesised T1c (M2DN, mean of 4, FLAIR+T1+T2 given, the region map of ``--regions-from``)
+plus the acquired modalities' fine detail (image minus its Gaussian blur), with weights fitted by least squares on
+the true images of training cases. Both score as ``evaluate-syn`` does at the input grid
+(``medmodels.syn.scoring.volume_scores``) on the validation cases of the split.
+
+    .venv/bin/python docs/ssim_diagnostics.py ceiling
+    .venv/bin/python docs/ssim_diagnostics.py detail --checkpoint checkpoints/m2dn_split_brats18.pt \\
+        --regions-from checkpoints/shaspec_unet_split_brats18.pt
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+from medmodels.brain_mask import brain_mask
+from medmodels.datasets import discover_cases
+from medmodels.seg.data import read_case
+from medmodels.syn.scoring import own_zscores, volume_scores
+from scipy.ndimage import gaussian_filter
+
+ROOT = Path(__file__).resolve().parents[1]
+ACQUIRED = ("t1", "t2", "flair")
+
+
+def load(case):
+    """z-scores of the four modalities (own brain statistics), the brain and the whole tumour."""
+    images, labels = read_case(case)
+    brain = brain_mask(images)
+    z = {k: own_zscores(img.array.astype(np.float32), brain) for k, img in images.items()}
+    return images, z, brain, labels.array > 0
+
+
+def through(image: sitk.Image, spacing: float) -> np.ndarray:
+    """``image`` resampled (linear) to an isotropic ``spacing`` grid and back onto its own."""
+    size = [int(round(n * s / spacing)) for n, s in zip(image.GetSize(), image.GetSpacing(), strict=True)]
+    coarse = sitk.Resample(
+        image, size, sitk.Transform(), sitk.sitkLinear, image.GetOrigin(), (spacing,) * 3, image.GetDirection()
+    )
+    return sitk.GetArrayFromImage(sitk.Resample(coarse, image, sitk.Transform(), sitk.sitkLinear))
+
+
+def fine_detail(x: np.ndarray, sigma: float, brain: np.ndarray) -> np.ndarray:
+    return (x - gaussian_filter(x, sigma)) * brain
+
+
+def score(pred: np.ndarray, z: dict, brain: np.ndarray, tumour: np.ndarray) -> tuple[float, float]:
+    s = volume_scores(own_zscores(pred * brain, brain), z["t1c"], brain, tumour)
+    return s["brain"]["ssim"], s["tumour"]["ssim"]
+
+
+def ceiling(cases) -> dict[str, list]:
+    rows: dict[str, list] = {}
+    for case in cases:
+        images, z, brain, tumour = load(case)
+        t1c = images["t1c"].to_sitk()
+        changed = {"1.25 mm grid and back": through(t1c, 1.25), "2 mm grid and back": through(t1c, 2.0)}
+        changed.update({f"blur sigma {s}": gaussian_filter(images["t1c"].array, s) for s in (1.0, 1.5, 2.0)})
+        changed["the T1 as the T1c"] = images["t1"].array
+        for name, array in changed.items():
+            rows.setdefault(name, []).append(score(array.astype(np.float32), z, brain, tumour))
+    return rows
+
+
+def detail(cases, training, args) -> dict[str, list]:
+    from medmodels.region_condition import load_conditioned_synthesizer
+
+    rows: dict[str, list] = {}
+    for sigma in args.sigmas:
+        lhs, rhs = [], []
+        for case in training[: args.fit_cases]:
+            _, z, brain, _ = load(case)
+            inner = brain & (gaussian_filter(brain.astype(np.float32), 2) > 0.99)  # away from the brain's edge
+            lhs.append(np.stack([fine_detail(z[k], sigma, brain)[inner] for k in ACQUIRED], 1))
+            rhs.append(fine_detail(z["t1c"], sigma, brain)[inner])
+        a, b = np.concatenate(lhs), np.concatenate(rhs)
+        weights = np.linalg.lstsq(a, b, rcond=None)[0]
+        explained = 1 - np.var(b - a @ weights) / np.var(b)
+        print(f"sigma {sigma}: weights {dict(zip(ACQUIRED, np.round(weights, 3)))}, explained {explained:.3f}")
+        rows[f"sigma {sigma} weights"] = [tuple(np.round(weights, 3))]
+    m2dn = load_conditioned_synthesizer(args.checkpoint, "cpu", args.regions_from)
+    for case in cases:
+        images, z, brain, tumour = load(case)
+        pred = m2dn.synthesize({k: images[k] for k in ACQUIRED}, None, None, 4, 0)["t1c"][0].array
+        pz = own_zscores(pred, brain)
+        rows.setdefault("synthesised", []).append(score(pz, z, brain, tumour))
+        for sigma in args.sigmas:
+            weights = rows[f"sigma {sigma} weights"][0]
+            added = sum(w * fine_detail(z[k], sigma, brain) for w, k in zip(weights, ACQUIRED, strict=True))
+            for gain in (0.5, 1.0):
+                rows.setdefault(f"+ detail sigma {sigma} x {gain}", []).append(
+                    score(pz + gain * added, z, brain, tumour)
+                )
+    return {k: v for k, v in rows.items() if not k.endswith("weights")}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("what", choices=("ceiling", "detail"))
+    parser.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "brats18"))
+    parser.add_argument("--split", default=str(ROOT / "splits" / "brats18_shared.json"))
+    parser.add_argument("--checkpoint", default=None, help="M2DN weights (default: bundled)")
+    parser.add_argument("--regions-from", default=None, help="the segmenter of the region map (default: the default)")
+    parser.add_argument("--sigmas", type=float, nargs="+", default=[1.0, 2.0])
+    parser.add_argument("--fit-cases", type=int, default=6, help="training cases the detail weights are fitted on")
+    args = parser.parse_args()
+    split = json.loads(Path(args.split).read_text(encoding="utf-8"))
+    found = discover_cases(args.data)
+    cases = [found[n] for n in split["validation"]]
+    rows = ceiling(cases) if args.what == "ceiling" else detail(cases, [found[n] for n in split["training"]], args)
+    print("| | SSIM brain | SSIM tumour |\n|---|---|---|")
+    for name, values in rows.items():
+        brain, tumour = np.mean(values, 0)
+        print(f"| {name} | {brain:.3f} | {tumour:.3f} |")
+
+
+if __name__ == "__main__":
+    main()
