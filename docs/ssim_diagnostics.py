@@ -18,9 +18,10 @@ import json
 from pathlib import Path
 
 import numpy as np
-import SimpleITK as sitk
 from medmodels.brain_mask import brain_mask
 from medmodels.datasets import discover_cases
+from medmodels.image import Image
+from medmodels.resampling import resample_like, resample_to_spacing
 from medmodels.seg.data import read_case
 from medmodels.syn.scoring import own_zscores, volume_scores
 from scipy.ndimage import gaussian_filter
@@ -37,13 +38,9 @@ def load(case):
     return images, z, brain, labels.array > 0
 
 
-def through(image: sitk.Image, spacing: float) -> np.ndarray:
+def through(image: Image, spacing: float) -> np.ndarray:
     """``image`` resampled (linear) to an isotropic ``spacing`` grid and back onto its own."""
-    size = [int(round(n * s / spacing)) for n, s in zip(image.GetSize(), image.GetSpacing(), strict=True)]
-    coarse = sitk.Resample(
-        image, size, sitk.Transform(), sitk.sitkLinear, image.GetOrigin(), (spacing,) * 3, image.GetDirection()
-    )
-    return sitk.GetArrayFromImage(sitk.Resample(coarse, image, sitk.Transform(), sitk.sitkLinear))
+    return resample_like(resample_to_spacing(image, (spacing,) * 3), image).array
 
 
 def fine_detail(x: np.ndarray, sigma: float, brain: np.ndarray) -> np.ndarray:
@@ -59,7 +56,7 @@ def ceiling(cases) -> dict[str, list]:
     rows: dict[str, list] = {}
     for case in cases:
         images, z, brain, tumour = load(case)
-        t1c = images["t1c"].to_sitk()
+        t1c = images["t1c"]
         changed = {"1.25 mm grid and back": through(t1c, 1.25), "2 mm grid and back": through(t1c, 2.0)}
         changed.update({f"blur sigma {s}": gaussian_filter(images["t1c"].array, s) for s in (1.0, 1.5, 2.0)})
         changed["the T1 as the T1c"] = images["t1"].array

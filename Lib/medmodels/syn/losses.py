@@ -35,6 +35,8 @@ from monai.losses import SSIMLoss
 from torch import nn
 from torch.func import functional_call
 
+from medmodels.metrics import SSIM_KERNEL, SSIM_SIGMA
+
 #: BraTS labels whose mean intensity the region-mean term matches (necrosis, edema, enhancing).
 TUMOUR_LABELS = (1, 2, 4)
 #: A region counts in a slice from this many pixels on (a few pixels' mean is noise).
@@ -42,8 +44,6 @@ MIN_REGION_PIXELS = 10
 #: The intensity range SSIM's constants scale with, in z-scores: about the span of a brain's z-scores, the
 #: range ``evaluate-syn`` scores on (the truth's inside the brain, typically 6-9).
 SSIM_RANGE_Z = 8.0
-#: SSIM's window, as ``medmodels.metrics.ssim`` (MONAI's Gaussian window 11, sigma 1.5).
-SSIM_WINDOW, SSIM_SIGMA = 11, 1.5
 
 
 def joint_mse(pred: torch.Tensor, x0: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
@@ -89,7 +89,7 @@ def ssim_error(pred: torch.Tensor, x0: torch.Tensor, missing: torch.Tensor, data
     if not chosen.any():
         return pred.sum() * 0.0
     p, t = (a[chosen][:, None].float() for a in (pred, x0))  # (n, 1, H, W), float32 under autocast too
-    loss = SSIMLoss(spatial_dims=2, data_range=data_range, win_size=SSIM_WINDOW, kernel_sigma=SSIM_SIGMA)
+    loss = SSIMLoss(spatial_dims=2, data_range=data_range, win_size=SSIM_KERNEL, kernel_sigma=SSIM_SIGMA)
     return loss(p, t)
 
 
