@@ -23,9 +23,10 @@ class SegmenterRegions:
     """``syn.conditioning.RegionSource`` from a segmenter: its probabilities (ET, TC, WT) on the acquired
     modalities, before any threshold (the map the network was trained to read is soft).
 
-    It keeps the last map it gave, so that a run which also segments the same acquired volumes
-    (``medmodels.pipeline``) takes the probabilities from it (``take``) instead of running the
-    segmenter twice on one input.
+    It keeps the last map it gave: asked again for the same inputs (several samples drawn one call at a
+    time; ``evaluate-syn``'s two models on one case and pattern) it gives that map again, and a run which
+    also segments the same acquired volumes (``medmodels.pipeline``) takes the probabilities from it
+    (``take``) instead of running the segmenter twice on one input.
 
     Args:
         segmenter: a loaded ``Segmenter``; or a checkpoint reference (``seg.inference.load_segmenter``'s;
@@ -56,6 +57,9 @@ class SegmenterRegions:
         return (tuple(images[k] for k in mask.keys), mask.bits, chain)
 
     def __call__(self, images: Mapping[str, Image], mask: AvailabilityMask, chain=None) -> np.ndarray:
+        kept = self._kept(images, mask, chain)
+        if kept is not None:
+            return kept
         probabilities = self.segmenter.probabilities(images, None, mask, chain)
         self._last = (self._inputs(images, mask, chain), probabilities)
         return probabilities
@@ -63,10 +67,15 @@ class SegmenterRegions:
     def take(self, images: Mapping[str, Image], mask: AvailabilityMask, chain=None) -> np.ndarray | None:
         """The map last given for exactly these image objects, mask and chain (then forgotten, so a
         case's probabilities are not held past its segmentation); None if it was for anything else."""
-        last, self._last = self._last, None
-        if last is None or not set(mask.keys) <= set(images):
+        probabilities = self._kept(images, mask, chain)
+        self._last = None
+        return probabilities
+
+    def _kept(self, images: Mapping[str, Image], mask: AvailabilityMask, chain) -> np.ndarray | None:
+        """The last map if it was for exactly these image objects, mask and chain, else None."""
+        if self._last is None or not set(mask.keys) <= set(images):
             return None
-        (images_then, bits_then, chain_then), probabilities = last
+        (images_then, bits_then, chain_then), probabilities = self._last
         images_now, bits_now, chain_now = self._inputs(images, mask, chain)
         same = (
             bits_then == bits_now  # the same mask, so the same number of images below

@@ -146,6 +146,33 @@ def test_the_synthesizer_reads_its_map_from_the_region_source_on_the_acquired_mo
     assert np.array_equal(none["t1c"][0].array, b.array)  # the source of no map, too
 
 
+def test_the_segmenter_map_is_computed_once_for_the_same_inputs_and_again_for_others(phantom, monkeypatch):
+    """Several samples drawn one call at a time, or two models on one case, read one run of the segmenter;
+    other image objects, or the map taken by the segmentation, make it run again."""
+    from medmodels.region_condition import SegmenterRegions
+    from medmodels.seg.inference import Segmenter
+
+    calls = []
+    real = Segmenter.probabilities
+
+    def counting(self, images, spacing_xyz, mask, chain=None):
+        calls.append(mask.bits)
+        return real(self, images, spacing_xyz, mask, chain)
+
+    monkeypatch.setattr(Segmenter, "probabilities", counting)
+    mask = AvailabilityMask.from_bits("1101")
+    given = {k: phantom.images[k] for k in mask.keys}
+    source = SegmenterRegions("bundled", "cpu")
+    first = source(given, mask)
+    assert source(dict(given), mask) is first and calls == ["1101"]  # a new dict of the same images
+    copy = {**given, "t1": phantom.images["t1"].with_array(phantom.images["t1"].array.copy())}
+    again = source(copy, mask)
+    assert calls == ["1101", "1101"] and np.array_equal(again, first)  # equal arrays, but other objects
+    assert source.take(copy, mask) is again and source.take(copy, mask) is None  # taken, then forgotten
+    source(copy, mask)
+    assert calls == ["1101"] * 3
+
+
 @pytest.mark.slow
 def test_the_pipeline_gives_a_conditioned_synthesizer_its_segmenter(cases, phantom, tmp_path):
     syn = conditioned_synthesizer(cases)
