@@ -104,7 +104,8 @@ class MissingModalityTools(ScriptedLoadableModule):
         self.parent.contributors = list(CONTRIBUTORS)
         self.parent.helpText = (
             _(
-                "Synthesise missing brain-MRI contrasts (FLAIR, T1, T1c, T2) with a diffusion model (M2DN) and "
+                "Synthesise missing brain-MRI contrasts (FLAIR, T1, T1c, T2) with a diffusion model (M2DN, averaged "
+                "with a regression network) and "
                 "segment the tumour (necrotic core, edema, enhancing tumour) from whichever contrasts were acquired "
                 "(ShaSpec, averaged with a 3D U-Net). Choose the acquired volumes, leave the others empty, press Apply. "
                 "Synthesis is guided by the tumour regions the segmenter finds: the enhancement in a synthesised T1c "

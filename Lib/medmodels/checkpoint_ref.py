@@ -4,8 +4,9 @@ Every command that takes a checkpoint (``--checkpoint``, ``--init``,
 ``--baseline``, ``run``'s ``--seg-checkpoint`` / ``--syn-checkpoint``) parses it
 with ``checkpoint_argument`` and means the same by the words: "bundled" is the
 model family's bundled model, "baseline" the family's bundled baseline,
-"ensemble" the family's bundled ensemble of the two (segmentation only: the
-default of ``run`` and the Slicer module), any other text a ``.pt`` file. ``medmodels.weights.resolve_checkpoint`` is the one
+"ensemble" the family's bundled ensemble of the two (the default of ``run`` and
+the Slicer module: for segmentation the mean of the two networks' probabilities,
+for synthesis the blend of M2DN and the regression), any other text a ``.pt`` file. ``medmodels.weights.resolve_checkpoint`` is the one
 place that turns a reference into a file.
 
 ``CheckpointRef`` is a ``str``, so configs that hold one stay JSON-able

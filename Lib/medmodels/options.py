@@ -72,8 +72,8 @@ class RunOptions:
         seg_checkpoint: segmentation checkpoint, a ``medmodels.checkpoint_ref.CheckpointRef``
             or its text (None or "ensemble": bundled ShaSpec and baseline U-Net, probabilities averaged;
             "bundled": ShaSpec alone; "baseline": the U-Net alone).
-        syn_checkpoint: synthesis checkpoint, likewise (None or "bundled": bundled M2DN,
-            "baseline": the bundled regression network).
+        syn_checkpoint: synthesis checkpoint, likewise (None or "ensemble": the bundled M2DN and regression,
+            blended; "bundled": M2DN alone; "baseline": the regression alone).
         prepare: one of ``PREPARE_MODES``: "auto" registers and brain-extracts
             the inputs where the inspection finds them not co-registered or
             not skull-stripped, "on" always, "off" never (warnings only).
@@ -237,7 +237,7 @@ class RunOptions:
             "--syn-checkpoint",
             default=None,
             type=checkpoint_argument,
-            help="synthesis checkpoint .pt, or 'baseline' (default: bundled M2DN)",
+            help="synthesis .pt, 'bundled' (M2DN) or 'baseline' (regression) (default: 'ensemble', the two blended)",
         )
         opts.add_argument(
             "--prepare",

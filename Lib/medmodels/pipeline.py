@@ -89,9 +89,10 @@ class Models:
         """The synthesizer; one conditioned on the tumour regions reads them from this run's segmenter
         (``RunOptions.region_map``; without it, an empty map)."""
         if self._synthesizer is None:
-            from medmodels.syn.inference import load_synthesizer
+            from medmodels.syn.inference import DEFAULT_SYNTHESIZER, load_synthesizer
 
-            self._synthesizer = load_synthesizer(self.options.syn_checkpoint, self.options.device)
+            checkpoint = self.options.syn_checkpoint or DEFAULT_SYNTHESIZER
+            self._synthesizer = load_synthesizer(checkpoint, self.options.device)
             if self._synthesizer.conditioned:
                 from medmodels.region_condition import SegmenterRegions
                 from medmodels.syn.conditioning import no_regions

@@ -197,7 +197,7 @@ def resolve_checkpoint(
     if ref.kind == ENSEMBLE:
         if ensemble is None:
             raise CheckpointError(
-                "'ensemble' names no bundled model here (only segmentation has one, and --init takes single "
+                "'ensemble' names no bundled model here (--init and the flow's mean take single "
                 "networks): give 'bundled', 'baseline' or a checkpoint file."
             )
         return bundled_checkpoint(ensemble)

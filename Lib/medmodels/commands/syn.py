@@ -186,7 +186,8 @@ def _register_bench(sub: argparse._SubParsersAction) -> None:
         "--checkpoint",
         default=None,
         type=checkpoint_argument,
-        help="M2DN .pt, or 'bundled' / 'baseline' (default: bundled M2DN)",
+        help="synthesis .pt, or 'ensemble' / 'bundled' / 'baseline' (default: 'ensemble', what run synthesises "
+        "with; with --training the bundled M2DN)",
     )
     p.add_argument("--missing", default="t1c", help="modality to synthesise for the timing (default t1c)")
     p.add_argument("--steps", default=None, help="comma-separated DDIM step counts for the SSIM sweep, e.g. 5,10,20,50")
@@ -335,9 +336,11 @@ def _bench(args: argparse.Namespace) -> int:
     from medmodels.syn.benchmark import benchmark, benchmark_report
 
     steps = [] if args.timing_only else ([int(s) for s in args.steps.split(",")] if args.steps else None)
+    from medmodels.syn.inference import DEFAULT_SYNTHESIZER
+
     result = benchmark(
         args.case,
-        checkpoint=args.checkpoint,
+        checkpoint=args.checkpoint or DEFAULT_SYNTHESIZER,  # what run synthesises with
         missing=args.missing,
         steps=steps,
         patterns=args.patterns.split(","),
@@ -357,6 +360,10 @@ def _bench_training(args: argparse.Namespace) -> int:
     from medmodels.syn.train_benchmark import bench_training, config_from_checkpoint, training_report
 
     config = load_synthesizer(args.checkpoint, device="cpu").config
+    if config.get("kind") == "blend":
+        raise InputError(
+            "A blend is not trained as one model: give bench-syn --training the M2DN or the regression checkpoint."
+        )
     cfg = config_from_checkpoint(
         config,
         batch_size=args.batch_size,

@@ -1,5 +1,6 @@
-"""Weights commands: ``export`` (a trained model as a bundled checkpoint, or several segmentation
-models as one ensemble checkpoint) and ``import-weights`` (a checkpoint obtained elsewhere)."""
+"""Weights commands: ``export`` (a trained model as a bundled checkpoint, several segmentation
+models as one ensemble checkpoint, or an M2DN and a regression as one blend) and ``import-weights``
+(a checkpoint obtained elsewhere)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import json
 from pathlib import Path
 
 from medmodels.commands.common import out_argument
+from medmodels.errors import InputError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -21,7 +23,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "synthesis models alike. Given two or more segmentation models, write one ensemble checkpoint that runs "
         "them all on the same input and averages their probabilities (they must share the working spacing, "
         "patch, modalities and regions); it has no threshold yet: choose one with evaluate-seg --calibrate "
-        "--checkpoint OUT/NAME.pt --write OUT/NAME.pt on cases no member trained on.",
+        "--checkpoint OUT/NAME.pt --write OUT/NAME.pt on cases no member trained on. With --blend W, an M2DN and a "
+        "regression become one synthesis checkpoint whose output is their weighted mean.",
     )
     p.add_argument(
         "model",
@@ -32,6 +35,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--name", required=True, help="bundled name, e.g. shaspec_brats18 or m2dn_brats18")
     out_argument(p, "NAME.pt and NAME.json; default: the package's weights folder", required=False)
+    p.add_argument(
+        "--blend",
+        type=float,
+        metavar="W",
+        default=None,
+        help="write a synthesis blend of two models, an M2DN (first) and a regression (second): the output is "
+        "W times the mean of M2DN's samples plus (1 - W) times the regression's prediction (docs/synthesis.md); "
+        "the words 'bundled' and 'baseline' then mean the bundled M2DN and regression",
+    )
     p.add_argument(
         "--float32",
         dest="half",
@@ -57,8 +69,35 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_import_weights)
 
 
+def _synthesis_file(model: str) -> bool:
+    """Whether ``model`` is a synthesis checkpoint file or run folder (its record's config has diffusion
+    settings); the words "bundled" and "baseline" are segmentation models here, as they always were."""
+    path = Path(model)
+    path = path / "model.pt" if path.is_dir() else path
+    if path.suffix != ".pt" or not path.with_suffix(".json").is_file():
+        return False
+    try:
+        config = json.loads(path.with_suffix(".json").read_text(encoding="utf-8")).get("config")
+    except (ValueError, AttributeError):
+        return False  # the loader names what is wrong with the record
+    return isinstance(config, dict) and "diffusion" in config
+
+
 def _export(args: argparse.Namespace) -> int:
-    if len(args.model) > 1:
+    if args.blend is not None:
+        from medmodels.syn.blend import write_blend  # imports torch: only when the command runs
+
+        if len(args.model) != 2:
+            raise InputError(
+                f"--blend averages two synthesis models, got {len(args.model)}: give one M2DN, then one regression."
+            )
+        record = write_blend(args.model[0], args.model[1], args.name, args.out, args.blend, args.half)
+    elif len(args.model) > 1 and any(_synthesis_file(m) for m in args.model):
+        raise InputError(
+            "Several synthesis models are written as a blend: give --blend W (M2DN's share, e.g. 0.75), "
+            "one M2DN, then one regression."
+        )
+    elif len(args.model) > 1:
         from medmodels.seg.ensemble import write_ensemble  # imports torch: only when the command runs
 
         record = write_ensemble(args.model, args.name, args.out, args.half)

@@ -2,8 +2,10 @@
 
 M2DN and the regression baseline are one ``M2DNet``. The posterior-mean flow
 (``medmodels.syn.flow``) is two of the same shape: a frozen regression network
-that predicts the posterior mean, and the flow network that refines it. They
-are kept in one module so one state dict, one SHA-256 and one ``export`` carry
+that predicts the posterior mean, and the flow network that refines it. A blend
+(``medmodels.syn.blend``) is two of the same shape too: M2DN, whose samples are
+averaged, and a regression, whose prediction is averaged with them. Each pair
+is kept in one module so one state dict, one SHA-256 and one ``export`` carry
 both.
 """
 
@@ -16,6 +18,8 @@ from medmodels.nets.m2dn import M2DNet, build_m2dn
 
 #: ``config["kind"]`` of the checkpoints whose network is a ``MeanAndFlow``.
 MEAN_AND_FLOW_KINDS = ("pmrf",)
+#: ``config["kind"]`` of the checkpoints whose network is a ``SamplerAndMean`` (``medmodels.syn.blend``).
+BLEND_KIND = "blend"
 
 
 class MeanAndFlow(nn.Module):
@@ -65,8 +69,26 @@ class MeanAndFlow(nn.Module):
         self.flow.load_state_dict(state_dict)
 
 
-def build_synthesis_net(config: dict) -> M2DNet | MeanAndFlow:
+class SamplerAndMean(nn.Module):
+    """The two networks of a blend (``medmodels.syn.blend``): an M2DN sampler and a regression network.
+
+    Args:
+        net: the ``M2DNet`` constructor arguments of both parts (a checkpoint's ``config["net"]``).
+
+    It has no forward pass of its own: ``syn.blend.BlendedSynthesizer`` runs each part as the
+    synthesizer of its kind runs it (``sampler`` through the diffusion sampler, ``mean`` once).
+    """
+
+    def __init__(self, net: dict) -> None:
+        super().__init__()
+        self.sampler = build_m2dn(net)
+        self.mean = build_m2dn(net)
+
+
+def build_synthesis_net(config: dict) -> M2DNet | MeanAndFlow | SamplerAndMean:
     """The network of a synthesis checkpoint's config (``kind`` and ``net``)."""
     if config.get("kind") in MEAN_AND_FLOW_KINDS:
         return MeanAndFlow(config["net"])
+    if config.get("kind") == BLEND_KIND:
+        return SamplerAndMean(config["net"])
     return build_m2dn(config["net"])

@@ -71,7 +71,7 @@ from medmodels.progress import progress
 from medmodels.report import Report, markdown_text, write_report
 from medmodels.stats import CASE_TEST
 from medmodels.syn.conditioning import RegionSource
-from medmodels.syn.inference import BASELINE_NAME, BUNDLED_NAME, load_synthesizer
+from medmodels.syn.inference import BASELINE_NAME, BUNDLED_NAME, load_synthesizer, synthesizer_file
 from medmodels.syn.masks import PATTERNS
 from medmodels.syn.scoring import score_input_grid_case, score_working_grid_case
 from medmodels.syn.summaries import (
@@ -138,7 +138,7 @@ def _rounded(rows: list[dict]) -> list[dict]:
 def _trained_on(checkpoint, baseline, cases: list[str]) -> dict[str, list[str]]:
     """``held_out.trained_on_by_model`` for "m2dn" and "regression" (``evaluate``'s checkpoints; a baseline of
     None is the bundled regression), over the evaluated ``cases``."""
-    refs = {"m2dn": checkpoint, "regression": "baseline" if baseline is None else baseline}
+    refs = {"m2dn": synthesizer_file(checkpoint), "regression": synthesizer_file(baseline or "baseline")}
     return trained_on_by_model(refs, cases, BUNDLED_NAME, BASELINE_NAME)
 
 

@@ -35,7 +35,7 @@ from medmodels.errors import InputError
 from medmodels.grid_chain import GridChain
 from medmodels.image import Image
 from medmodels.modalities import MODALITY_KEYS, AvailabilityMask, resolve_mask
-from medmodels.nets.synthesis import build_synthesis_net
+from medmodels.nets.synthesis import BLEND_KIND, SamplerAndMean, build_synthesis_net
 from medmodels.normalisation import Normalizer
 from medmodels.options import DEFAULT_SAMPLES, samples_problem
 from medmodels.progress import progress
@@ -43,10 +43,16 @@ from medmodels.syn import diffusion as D
 from medmodels.syn.conditioning import RegionSource, bind, condition_channels
 from medmodels.syn.data import WorkingCase, slice_context, to_preparation_grid, to_working_case
 from medmodels.syn.variants import variant
-from medmodels.weights import load_network
+from medmodels.weights import load_network, resolve_checkpoint
 
 BUNDLED_NAME = "m2dn_brats18"
 BASELINE_NAME = "m2dn_regression_brats18"
+#: The bundled blend of the two (``medmodels.syn.blend``): the word "ensemble", as for segmentation.
+ENSEMBLE_NAME = "m2dn_blend_brats18"
+#: What ``run``, ``synthesize`` and the Slicer module synthesise with when no checkpoint is given: the blend,
+#: ahead of M2DN alone at the input grid on the validation cases (docs/synthesis.md, "M2DN averaged with the
+#: regression"). ``load_synthesizer``'s None stays the bundled M2DN (training, ``evaluate-syn``).
+DEFAULT_SYNTHESIZER = "ensemble"
 #: DDIM steps used when ``steps=None``. Chosen with ``medmodels bench-syn`` and ``evaluate-syn``
 #: (docs/synthesis.md): with the bundled weights, 2 steps scored higher PSNR and SSIM than 10 on all
 #: 14 patterns and higher mean SSIM than the full-length DDPM sampler in the sweep, at a fifth of the time.
@@ -289,14 +295,88 @@ class Synthesizer:
         return result
 
 
+class BlendedSynthesizer(Synthesizer):
+    """A loaded blend (``medmodels.syn.blend``): synthesises like ``Synthesizer``, its output ``w`` times
+    the mean of M2DN's samples plus ``1 - w`` times the regression's prediction (z-scores), and its std map
+    ``w`` times M2DN's (the regression is deterministic).
+
+    Args:
+        net: the ``SamplerAndMean`` of a blend checkpoint.
+        config: its config (``kind: "blend"``; ``blend``: ``weight``, the parts' kinds and SHA-256).
+        device, regions: as for ``Synthesizer``; the map is read once per case and given to both parts.
+    """
+
+    def __init__(
+        self, net: SamplerAndMean, config: Mapping, device: torch.device, regions: RegionSource | None = None
+    ) -> None:
+        blend = config["blend"]
+        parts = {k: v for k, v in config.items() if k != "blend"}
+        super().__init__(net, {**parts, "kind": blend["sampler_kind"]}, device, regions)
+        self.config, self.kind = dict(config), BLEND_KIND
+        self.weight = float(blend["weight"])  # checked in [0, 1] when the blend was written (syn.blend)
+        # the parts never call a region source: the blend gives both the map it read (``condition``)
+        self.sampler_part = Synthesizer(net.sampler, {**parts, "kind": blend["sampler_kind"]}, device)
+        self.mean_part = Synthesizer(net.mean, {**parts, "kind": blend["mean_kind"]}, device)
+
+    def _mix(self, sampled, regression):
+        return self.weight * sampled + (1.0 - self.weight) * regression  # available channels: equal in both
+
+    @torch.no_grad()
+    def predict_slices(
+        self,
+        x: torch.Tensor,
+        missing: torch.Tensor,
+        steps: int | None = None,
+        generator: torch.Generator | None = None,
+        sampler: str = "ddim",
+        context: torch.Tensor | None = None,
+        condition: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """One blended draw of slices (``Synthesizer.predict_slices``); ``evaluate-syn``'s working grid
+        scores these. Whole cases go through ``synthesize_case``, which runs the regression once."""
+        sampled = self.sampler_part.predict_slices(x, missing, steps, generator, sampler, context, condition)
+        regression = self.mean_part.predict_slices(x, missing, None, None, "ddim", context, condition)
+        return self._mix(sampled, regression)
+
+    def synthesize_case(
+        self,
+        case: WorkingCase,
+        mask: AvailabilityMask,
+        steps: int | None = None,
+        samples: int = DEFAULT_SAMPLES,
+        seed: int = 0,
+        desc: str = "Synthesising",
+        condition: np.ndarray | None = None,
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """``Synthesizer.synthesize_case`` of the blend: M2DN's ``samples`` and one regression pass."""
+        mean, std = self.sampler_part.synthesize_case(case, mask, steps, samples, seed, desc, condition)
+        regression, _ = self.mean_part.synthesize_case(case, mask, None, 1, seed, f"{desc} (regression)", condition)
+        return self._mix(mean, regression), (None if std is None else self.weight * std)
+
+
+def synthesizer_file(checkpoint: str | Path | None = None) -> Path:
+    """The file a synthesis checkpoint reference stands for: None or "bundled" (the bundled M2DN),
+    "baseline" (the bundled regression), "ensemble" (the bundled blend of the two) or a path."""
+    return resolve_checkpoint(checkpoint, BUNDLED_NAME, BASELINE_NAME, ENSEMBLE_NAME)
+
+
 def load_synthesizer(
     checkpoint: str | Path | None = None, device: str = "auto", regions: RegionSource | None = None
 ) -> Synthesizer:
     """Load a synthesizer: ``None`` = the bundled M2DN weights, ``"baseline"`` =
-    the bundled regression baseline, else a path to a ``.pt`` with its ``.json``
+    the bundled regression baseline, ``"ensemble"`` = the bundled blend of the two (``run``'s default,
+    ``DEFAULT_SYNTHESIZER``), else a path to a ``.pt`` with its ``.json``
     record beside it (its SHA-256 is checked before loading). ``regions``: as for
-    ``Synthesizer`` (``medmodels.region_condition.load_conditioned_synthesizer`` gives one)."""
+    ``Synthesizer`` (``medmodels.region_condition.load_conditioned_synthesizer`` gives one).
+    A blend checkpoint (``medmodels.syn.blend``) gives a ``BlendedSynthesizer``."""
     net, config = load_network(
-        checkpoint, BUNDLED_NAME, BASELINE_NAME, "synthesis", ("net", "diffusion", "spacing"), build_synthesis_net
+        synthesizer_file(checkpoint),
+        BUNDLED_NAME,
+        BASELINE_NAME,
+        "synthesis",
+        ("net", "diffusion", "spacing"),
+        build_synthesis_net,
     )
+    if config.get("kind") == BLEND_KIND:
+        return BlendedSynthesizer(net, config, resolve_device(device), regions)
     return Synthesizer(net, config, resolve_device(device), regions)
