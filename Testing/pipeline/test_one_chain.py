@@ -21,6 +21,7 @@ from medmodels.preparation import prepare_case
 from medmodels.region_condition import load_conditioned_synthesizer
 from medmodels.registration import apply_rigid
 from medmodels.seg.inference import load_segmenter
+from medmodels.syn.inference import DEFAULT_SYNTHESIZER
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_itk_thread")]
 
@@ -48,8 +49,8 @@ def test_the_chain_gives_the_outputs_of_the_two_stacked_inverses(study):
     prepared = prepare_case(study, options.prepare, options.reference, options.seed, options.device)
     assert not prepared.chain.preparation.same_grid(study["flair"])  # the last step resamples: something to compare
     mask = AvailabilityMask.from_keys(study.keys())
-    # the bundled M2DN reads the default segmenter's map of the tumour regions, as in the run
-    synthesised = load_conditioned_synthesizer(None, "cpu", None).synthesize(
+    # the run's default synthesis (the bundled blend) reads the default segmenter's map of the tumour regions
+    synthesised = load_conditioned_synthesizer(DEFAULT_SYNTHESIZER, "cpu", None).synthesize(
         prepared.images, mask, steps=2, samples=2, seed=1, chain=prepared.chain
     )
     inputs = {**prepared.images, **{k: mean for k, (mean, _) in synthesised.items()}}
