@@ -780,6 +780,22 @@ def lineage_of(record: dict) -> list[dict]:
     return [*(done.get("lineage") or []), stage]
 
 
+def combined_training(records: list[dict]) -> dict:
+    """The ``training`` entries of a checkpoint made of other checkpoints (a segmentation ensemble, a synthesis
+    blend), from their records: every stage that made any of them (``lineage_of``), the union of their
+    training cases (``held_out`` reads it) and their summed compute."""
+    lineage = [stage for record in records for stage in lineage_of(record)]
+    # a stage's list of cases, not a hand-written note (a string: held_out does not read those either)
+    listed = [stage["training_cases"] for stage in lineage if isinstance(stage.get("training_cases"), list)]
+    done = [record.get("training") or {} for record in records]
+    return {
+        "training_cases": sorted({str(c) for cases in listed for c in cases}),
+        "lineage": lineage,
+        "cumulative_iterations": sum(int(d.get("cumulative_iterations") or 0) for d in done),
+        "cumulative_wall_s_training": round(sum(float(d.get("cumulative_wall_s_training") or 0) for d in done), 1),
+    }
+
+
 def half_storage(t: torch.Tensor) -> torch.Tensor:
     """float32 -> float16 storage, unless a value would not fit (then float32 stays)."""
     if t.dtype != torch.float32:

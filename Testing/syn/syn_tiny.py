@@ -23,3 +23,18 @@ TINY = dict(
 def phantom_cases(seeds=(0, 1, 2)):
     """Phantom cases on the tiny working grid, named P<seed>."""
     return [to_working_case(make_phantom((48, 48, 32), seed=s).images, SPACING, f"P{s}") for s in seeds]
+
+
+def count_segmenter_calls(monkeypatch) -> list[str]:
+    """The mask bits of every ``Segmenter.probabilities`` call from now on (the real method still runs)."""
+    from medmodels.seg.inference import Segmenter
+
+    calls: list[str] = []
+    real = Segmenter.probabilities
+
+    def counting(self, images, spacing_xyz, mask, chain=None):
+        calls.append(mask.bits)
+        return real(self, images, spacing_xyz, mask, chain)
+
+    monkeypatch.setattr(Segmenter, "probabilities", counting)
+    return calls

@@ -18,7 +18,7 @@ from medmodels.syn.data import to_working_case
 from medmodels.syn.inference import BlendedSynthesizer, load_synthesizer
 from medmodels.syn.train import model_config
 from medmodels.weights import save_checkpoint
-from syn_tiny import SPACING, TINY
+from syn_tiny import SPACING, TINY, count_segmenter_calls
 
 MASK = AvailabilityMask.from_bits("1101")
 
@@ -106,19 +106,11 @@ def test_medmodels_run_synthesises_with_a_conditioned_blend_reading_the_segmente
     read once for both parts, and the segmentation of the same acquired volumes takes it."""
     from medmodels.options import RunOptions
     from medmodels.pipeline import run_case
-    from medmodels.seg.inference import Segmenter
 
     m2dn = tiny_checkpoint(tmp_path / "m2dn.pt", "m2dn", 4, condition="regions")
     reg = tiny_checkpoint(tmp_path / "reg.pt", "regression", 5, condition="regions")
     write_blend(m2dn, reg, "blend", tmp_path, weight=0.75)
-    calls = []
-    real = Segmenter.probabilities
-
-    def counting(self, images, spacing_xyz, mask, chain=None):
-        calls.append(mask.bits)
-        return real(self, images, spacing_xyz, mask, chain)
-
-    monkeypatch.setattr(Segmenter, "probabilities", counting)
+    calls = count_segmenter_calls(monkeypatch)
     given = {k: phantom.images[k] for k in MASK.keys}
     options = RunOptions(
         syn_checkpoint=str(tmp_path / "blend.pt"), seg_checkpoint="bundled", device="cpu", prepare="off", steps=2

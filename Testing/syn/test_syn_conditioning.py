@@ -17,7 +17,7 @@ from medmodels.syn.data import to_working_case
 from medmodels.syn.inference import Synthesizer, load_synthesizer
 from medmodels.syn.train import fit, grows_from, make_task, model_config
 from medmodels.weights import save_checkpoint
-from syn_tiny import TINY, phantom_cases
+from syn_tiny import TINY, count_segmenter_calls, phantom_cases
 
 #: The labelled phantoms' working spacing: fine enough that their tumours keep every region.
 LABELLED_SPACING = (4.0, 4.0, 4.0)
@@ -150,16 +150,8 @@ def test_the_segmenter_map_is_computed_once_for_the_same_inputs_and_again_for_ot
     """Several samples drawn one call at a time, or two models on one case, read one run of the segmenter;
     other image objects, or the map taken by the segmentation, make it run again."""
     from medmodels.region_condition import SegmenterRegions
-    from medmodels.seg.inference import Segmenter
 
-    calls = []
-    real = Segmenter.probabilities
-
-    def counting(self, images, spacing_xyz, mask, chain=None):
-        calls.append(mask.bits)
-        return real(self, images, spacing_xyz, mask, chain)
-
-    monkeypatch.setattr(Segmenter, "probabilities", counting)
+    calls = count_segmenter_calls(monkeypatch)
     mask = AvailabilityMask.from_bits("1101")
     given = {k: phantom.images[k] for k in mask.keys}
     source = SegmenterRegions("bundled", "cpu")
@@ -257,19 +249,11 @@ def test_a_run_segments_the_acquired_volumes_once_for_the_map_and_the_labels_or_
     run of the segmenter (the labels are those of a segmentation-only run); segmenting on acquired +
     synthesised runs it again, on its own inputs; `--no-region-map` synthesises with no map and says so."""
     from medmodels.pipeline import run_case
-    from medmodels.seg.inference import Segmenter
 
     syn = conditioned_synthesizer(cases, weights_seed=1)
     path = tmp_path / "cond.pt"
     save_checkpoint(path, {"state_dict": syn.net.state_dict(), "config": syn.config})
-    calls = []
-    real = Segmenter.probabilities
-
-    def counting(self, images, spacing_xyz, mask, chain=None):
-        calls.append(mask.bits)
-        return real(self, images, spacing_xyz, mask, chain)
-
-    monkeypatch.setattr(Segmenter, "probabilities", counting)
+    calls = count_segmenter_calls(monkeypatch)
     given = {k: phantom.images[k] for k in ("flair", "t1", "t2")}
     common = dict(seg_checkpoint="bundled", syn_checkpoint=str(path), device="cpu", prepare="off", samples=1)
     common["steps"] = 2

@@ -72,7 +72,7 @@ def write_ensemble(
     Returns:
         The record written (``weights.save_checkpoint``).
     """
-    from medmodels.training import MODEL, half_storage, lineage_of  # imports torch
+    from medmodels.training import MODEL, combined_training, half_storage  # imports torch
 
     check_plain_name(name, "ensemble name (--name)")
     dest = Path(dest_dir) if dest_dir else BUNDLED_DIR
@@ -90,10 +90,6 @@ def write_ensemble(
         for i, o in enumerate(opened)
         for k, v in o.payload["state_dict"].items()
     }
-    lineage = [stage for o in opened for stage in lineage_of(o.record)]
-    # a stage's list of cases, not a hand-written note (a string: held_out does not read those either)
-    listed = [stage["training_cases"] for stage in lineage if isinstance(stage.get("training_cases"), list)]
-    cases = sorted({str(c) for names in listed for c in names})
     record = {
         "members": [
             {
@@ -106,14 +102,7 @@ def write_ensemble(
         ],
         "training": {
             "ensemble_of": [o.record["sha256"] for o in opened],
-            "training_cases": cases,
-            "lineage": lineage,
-            "cumulative_iterations": sum(
-                int((o.record.get("training") or {}).get("cumulative_iterations") or 0) for o in opened
-            ),
-            "cumulative_wall_s_training": round(
-                sum(float((o.record.get("training") or {}).get("cumulative_wall_s_training") or 0) for o in opened), 1
-            ),
+            **combined_training([o.record for o in opened]),
         },
     }
     return save_checkpoint(dest / f"{name}.pt", {"state_dict": state, "config": config}, record)

@@ -98,7 +98,7 @@ def write_blend(
         The record written (``weights.save_checkpoint``): both parts' files and SHA-256, every stage
         that made them and the union of their training cases (``held_out`` reads it).
     """
-    from medmodels.training import MODEL, half_storage, lineage_of  # imports torch
+    from medmodels.training import MODEL, combined_training, half_storage  # imports torch
 
     check_plain_name(name, "blend name (--name)")
     weight = check_weight(weight)
@@ -117,23 +117,11 @@ def write_blend(
         for part, o in zip(("sampler", "mean"), opened, strict=True)
         for k, v in o.payload["state_dict"].items()
     }
-    lineage = [stage for o in opened for stage in lineage_of(o.record)]
-    listed = [stage["training_cases"] for stage in lineage if isinstance(stage.get("training_cases"), list)]
     record = {
         "parts": [
             {"part": part, "file": n, "sha256": o.record["sha256"], "kind": o.payload["config"].get("kind", "m2dn")}
             for part, n, o in zip(("sampler", "mean"), names, opened, strict=True)
         ],
-        "training": {
-            "blend_of": [o.record["sha256"] for o in opened],
-            "training_cases": sorted({str(c) for cases in listed for c in cases}),
-            "lineage": lineage,
-            "cumulative_iterations": sum(
-                int((o.record.get("training") or {}).get("cumulative_iterations") or 0) for o in opened
-            ),
-            "cumulative_wall_s_training": round(
-                sum(float((o.record.get("training") or {}).get("cumulative_wall_s_training") or 0) for o in opened), 1
-            ),
-        },
+        "training": {"blend_of": [o.record["sha256"] for o in opened], **combined_training([o.record for o in opened])},
     }
     return save_checkpoint(dest / f"{name}.pt", {"state_dict": state, "config": config}, record)
