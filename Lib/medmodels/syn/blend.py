@@ -29,7 +29,7 @@ from medmodels.nets.synthesis import BLEND_KIND
 from medmodels.syn.inference import BASELINE_NAME, BUNDLED_NAME
 from medmodels.weights import BUNDLED_DIR, open_checkpoint, save_checkpoint
 
-#: M2DN's share when ``export`` is not given ``--weight``. On the split's 4 validation cases (T1c missing,
+#: M2DN's share by default (``write_blend``; ``export --blend`` always names it). On the split's 4 validation cases (T1c missing,
 #: docs/synthesis.md) 0.5 scored the highest brain SSIM and 0.75 kept more of the enhancement for 0.001 less.
 DEFAULT_WEIGHT = 0.75
 #: Config entries the two networks must share: they run on one working case, one map and one slice batch.
@@ -53,9 +53,7 @@ def blend_config(sampler: Mapping, mean: Mapping, weight: float, names: tuple[st
     Raises:
         InputError: a part of the wrong kind, or parts that differ in an entry of ``SHARED`` (naming it and the fix).
     """
-    from medmodels.syn.variants import variant
-
-    if not variant(sampler).stochastic:
+    if sampler.get("kind", "m2dn") != "m2dn":  # checkpoints older than the kind entry are M2DN
         raise InputError(f"'{names[0]}' is a {sampler.get('kind')} model: the first model of a blend is M2DN.")
     if mean.get("kind") != "regression":
         raise InputError(
@@ -69,7 +67,7 @@ def blend_config(sampler: Mapping, mean: Mapping, weight: float, names: tuple[st
                 "a blend runs both on one working case, so give an M2DN and a regression of the same network, "
                 "working spacing and region map."
             )
-    blend = {"weight": check_weight(weight), "sampler_kind": sampler.get("kind", "m2dn"), "mean_kind": "regression"}
+    blend = {"weight": check_weight(weight), "sampler_kind": "m2dn", "mean_kind": "regression"}
     # M2DN's intensity reference: the blend maps its z-scores back as the sampler does
     return {**dict(sampler), "kind": BLEND_KIND, "blend": blend}
 
