@@ -38,11 +38,11 @@ ACQUIRED = ("t1", "t2", "flair")
 
 
 def load(case):
-    """z-scores of the four modalities (own brain statistics), the brain and the whole tumour."""
+    """z-scores of the four modalities (own brain statistics), the brain and the BraTS labels (> 0: the whole tumour)."""
     images, labels = read_case(case)
     brain = brain_mask(images)
     z = {k: own_zscores(img.array.astype(np.float32), brain) for k, img in images.items()}
-    return images, z, brain, labels.array > 0
+    return images, z, brain, labels.array
 
 
 def through(image: Image, spacing: float) -> np.ndarray:
@@ -62,8 +62,8 @@ def score(pred: np.ndarray, z: dict, brain: np.ndarray, tumour: np.ndarray, key:
 def ceiling(cases) -> dict[str, list]:
     rows: dict[str, list] = {}
     for case in cases:
-        images, z, brain, tumour = load(case)
-        t1c = images["t1c"]
+        images, z, brain, labels = load(case)
+        tumour, t1c = labels > 0, images["t1c"]
         changed = {"1.25 mm grid and back": through(t1c, 1.25), "2 mm grid and back": through(t1c, 2.0)}
         changed.update({f"blur sigma {s}": gaussian_filter(images["t1c"].array, s) for s in (1.0, 1.5, 2.0)})
         changed["the T1 as the T1c"] = images["t1"].array
@@ -90,7 +90,8 @@ def detail(cases, training, args) -> dict[str, list]:
         rows[f"sigma {sigma} weights"] = [tuple(np.round(weights, 3))]
     m2dn = load_conditioned_synthesizer(args.checkpoint, "cpu", args.regions_from)
     for case in cases:
-        images, z, brain, tumour = load(case)
+        images, z, brain, labels = load(case)
+        tumour = labels > 0
         pred = m2dn.synthesize({k: images[k] for k in ACQUIRED}, None, None, 4, 0)["t1c"][0].array
         pz = own_zscores(pred, brain)
         rows.setdefault("synthesised", []).append(score(pz, z, brain, tumour))
@@ -123,8 +124,8 @@ def blend(cases, args) -> dict[str, list]:
     everything = AvailabilityMask((True,) * 4)
     rows: dict[str, list] = {}
     for case in cases:
-        images, z, brain, tumour = load(case)
-        labels = read_case(case)[1].array
+        images, z, brain, labels = load(case)
+        tumour = labels > 0
         given = {k: images[k] for k in acquired.keys}
         mean = m2dn.synthesize(given, acquired, None, 4, 0)[key][0].array
         zm, zr = (own_zscores(a, brain) for a in (mean, regression.synthesize(given, acquired)[key][0].array))

@@ -334,10 +334,9 @@ def _bench(args: argparse.Namespace) -> int:
     if args.case is None:
         raise InputError("bench-syn needs a BraTS case folder (or --training, which runs on a phantom).")
     from medmodels.syn.benchmark import benchmark, benchmark_report
-
-    steps = [] if args.timing_only else ([int(s) for s in args.steps.split(",")] if args.steps else None)
     from medmodels.syn.inference import DEFAULT_SYNTHESIZER
 
+    steps = [] if args.timing_only else ([int(s) for s in args.steps.split(",")] if args.steps else None)
     result = benchmark(
         args.case,
         checkpoint=args.checkpoint or DEFAULT_SYNTHESIZER,  # what run synthesises with
@@ -356,11 +355,12 @@ def _bench(args: argparse.Namespace) -> int:
 
 
 def _bench_training(args: argparse.Namespace) -> int:
+    from medmodels.nets.synthesis import BLEND_KIND
     from medmodels.syn.inference import load_synthesizer
     from medmodels.syn.train_benchmark import bench_training, config_from_checkpoint, training_report
 
     config = load_synthesizer(args.checkpoint, device="cpu").config
-    if config.get("kind") == "blend":
+    if config.get("kind") == BLEND_KIND:
         raise InputError(
             "A blend is not trained as one model: give bench-syn --training the M2DN or the regression checkpoint."
         )

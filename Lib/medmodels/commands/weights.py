@@ -69,20 +69,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_import_weights)
 
 
-def _synthesis_file(model: str) -> bool:
-    """Whether ``model`` is a synthesis checkpoint file or run folder (its record's config has diffusion
-    settings); the words "bundled" and "baseline" are segmentation models here, as they always were."""
-    path = Path(model)
-    path = path / "model.pt" if path.is_dir() else path
-    if path.suffix != ".pt" or not path.with_suffix(".json").is_file():
-        return False
-    try:
-        config = json.loads(path.with_suffix(".json").read_text(encoding="utf-8")).get("config")
-    except (ValueError, AttributeError):
-        return False  # the loader names what is wrong with the record
-    return isinstance(config, dict) and "diffusion" in config
-
-
 def _export(args: argparse.Namespace) -> int:
     if args.blend is not None:
         from medmodels.syn.blend import write_blend  # imports torch: only when the command runs
@@ -92,12 +78,7 @@ def _export(args: argparse.Namespace) -> int:
                 f"--blend averages two synthesis models, got {len(args.model)}: give one M2DN, then one regression."
             )
         record = write_blend(args.model[0], args.model[1], args.name, args.out, args.blend, args.half)
-    elif len(args.model) > 1 and any(_synthesis_file(m) for m in args.model):
-        raise InputError(
-            "Several synthesis models are written as a blend: give --blend W (M2DN's share, e.g. 0.75), "
-            "one M2DN, then one regression."
-        )
-    elif len(args.model) > 1:
+    elif len(args.model) > 1:  # write_ensemble refuses synthesis models, naming --blend
         from medmodels.seg.ensemble import write_ensemble  # imports torch: only when the command runs
 
         record = write_ensemble(args.model, args.name, args.out, args.half)

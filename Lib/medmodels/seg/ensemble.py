@@ -31,14 +31,19 @@ def ensemble_config(configs: Sequence[dict], names: Sequence[str]) -> dict:
     """The ensemble's config from its members' (nested) configs.
 
     Raises:
-        InputError: fewer than two members, a member that is itself an ensemble, or members that
-            differ in an entry of ``SHARED`` (naming the entry, the members and the fix).
+        InputError: fewer than two members, a member that is itself an ensemble or a synthesis model, or
+            members that differ in an entry of ``SHARED`` (naming the entry, the members and the fix).
     """
     if len(configs) < 2:
         raise InputError("An ensemble needs two or more checkpoints: give export two or more models.")
     for name, config in zip(names, configs):
         if config.get("kind") == "ensemble":
             raise InputError(f"'{name}' is already an ensemble: give its members instead.")
+        if "diffusion" in config:  # a synthesis model: two of them make a blend (medmodels.syn.blend)
+            raise InputError(
+                f"'{name}' is a synthesis model, and several synthesis models are written as a blend: give "
+                "export --blend W (M2DN's share, e.g. 0.75), one M2DN, then one regression."
+            )
     first = configs[0]
     for key in SHARED:
         values = [c.get(key) for c in configs]
